@@ -1,0 +1,552 @@
+//! The experiment schema (TOML): defaults, validation with the field's path in
+//! every error, `--set a.b=value` overrides, preset load and save.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {msg}")]
+    Parse { file: String, msg: String },
+    #[error("{field}: {msg}")]
+    Field { field: String, msg: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+fn field(path: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: path.to_string(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Short name of the run (the run directory starts with it).
+    pub name: String,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub method: MethodSection,
+    pub train: TrainSection,
+    pub eval: EvalSection,
+    /// The paper's reported figure for this setting, for "ours vs paper".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paper: Option<PaperFigure>,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            method: MethodSection::default(),
+            train: TrainSection::default(),
+            eval: EvalSection::default(),
+            paper: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE or a path.
+    pub reference: String,
+    /// cpu or cuda:N.
+    pub device: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            reference: "embedded:tiny".into(),
+            device: "cpu".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// nq, squad, gsm8k, metamath or toolbench.
+    pub task: String,
+    /// A file in the task's format, or `synth:entities=N,seed=S`.
+    pub train: String,
+    /// A file, a `synth:` spec, or empty for the synthetic test split.
+    pub eval: String,
+    /// alpaca (the paper's) or plain (Q:/A:, for small models).
+    pub template: String,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            task: "nq".into(),
+            train: "synth:entities=200,seed=7".into(),
+            eval: String::new(),
+            template: "plain".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodSection {
+    /// meft, parallel, lora, full or none.
+    pub kind: String,
+    pub meft: MeftSection,
+    pub parallel: ParallelSection,
+    pub lora: LoraSection,
+}
+
+impl Default for MethodSection {
+    fn default() -> Self {
+        Self {
+            kind: "meft".into(),
+            meft: MeftSection::default(),
+            parallel: ParallelSection::default(),
+            lora: LoraSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeftSection {
+    /// M, adapter neurons per layer.
+    pub neurons: usize,
+    /// K, neurons kept per token.
+    pub top_k: usize,
+    /// E, experts per layer; 0 means round(√M / expert_factor).
+    pub experts: usize,
+    pub expert_factor: f64,
+    /// P, experts probed per token.
+    pub probe: usize,
+    /// key_experts or full.
+    pub routing: String,
+    /// lazy or dense.
+    pub host_optimizer: String,
+    /// "all" or a list of layer indices.
+    pub layers: Layers,
+}
+
+impl Default for MeftSection {
+    fn default() -> Self {
+        Self {
+            neurons: 4096,
+            top_k: 32,
+            experts: 0,
+            expert_factor: 0.25,
+            probe: 8,
+            routing: "key_experts".into(),
+            host_optimizer: "lazy".into(),
+            layers: Layers::All("all".into()),
+        }
+    }
+}
+
+impl MeftSection {
+    /// E as configured or derived from M.
+    pub fn resolved_experts(&self) -> usize {
+        if self.experts > 0 {
+            self.experts
+        } else {
+            let e = ((self.neurons as f64).sqrt() / self.expert_factor).round();
+            (e.max(1.0)) as usize
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Layers {
+    All(String),
+    List(Vec<usize>),
+}
+
+impl Layers {
+    pub fn resolve(&self, num_layers: usize) -> Result<Vec<usize>, ConfigError> {
+        match self {
+            Layers::All(s) if s == "all" => Ok((0..num_layers).collect()),
+            Layers::All(s) => Err(field(
+                "method.meft.layers",
+                format!("expected \"all\" or a list of layer indices, got {s:?}"),
+            )),
+            Layers::List(v) => {
+                if let Some(bad) = v.iter().find(|&&l| l >= num_layers) {
+                    return Err(field(
+                        "method.meft.layers",
+                        format!("layer {bad} does not exist (the model has {num_layers})"),
+                    ));
+                }
+                Ok(v.clone())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParallelSection {
+    pub size: usize,
+}
+
+impl Default for ParallelSection {
+    fn default() -> Self {
+        Self { size: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub lr: f64,
+    /// linear or constant_with_warmup.
+    pub schedule: String,
+    pub warmup_ratio: f64,
+    /// Examples per optimizer step.
+    pub batch: usize,
+    /// Examples per forward pass; batch / micro_batch accumulation steps.
+    pub micro_batch: usize,
+    /// Either epochs or steps (steps wins when both are set).
+    pub epochs: f64,
+    pub steps: usize,
+    pub cutoff_len: usize,
+    pub seed: u64,
+    pub clip: f64,
+    pub checkpoint_every: usize,
+    pub train_on_inputs: bool,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            schedule: "linear".into(),
+            warmup_ratio: 0.02,
+            batch: 8,
+            micro_batch: 8,
+            epochs: 0.0,
+            steps: 200,
+            cutoff_len: 64,
+            seed: 42,
+            clip: 1.0,
+            checkpoint_every: 100,
+            train_on_inputs: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// greedy or beam.
+    pub decoding: String,
+    pub beams: usize,
+    pub repetition_penalty: f64,
+    pub max_new_tokens: usize,
+    /// How many test rows to score (0 = all).
+    pub limit: usize,
+    /// Metric names; empty means every metric of the task.
+    pub metrics: Vec<String>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            decoding: "greedy".into(),
+            beams: 4,
+            repetition_penalty: 1.0,
+            max_new_tokens: 16,
+            limit: 100,
+            metrics: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperFigure {
+    pub metric: String,
+    pub value: f64,
+    pub setting: String,
+}
+
+fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(field(
+            path,
+            format!("{value:?} is not one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+impl Experiment {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: origin.to_string(),
+            msg: one_line(&e.to_string()),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Io(e.to_string()))
+    }
+
+    /// Write atomically (temporary name, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = self.to_toml()?;
+        crate::fsx::write_atomic(path, text.as_bytes())
+            .map_err(|e| ConfigError::Io(format!("{}: {e}", path.display())))
+    }
+
+    /// Apply `a.b=value` overrides; the value is parsed as TOML, falling back
+    /// to a string.
+    pub fn apply_sets(&self, sets: &[String]) -> Result<Self, ConfigError> {
+        let mut doc = toml::Value::try_from(self).map_err(|e| ConfigError::Io(e.to_string()))?;
+        for s in sets {
+            let Some((key, raw)) = s.split_once('=') else {
+                return Err(field(s, "expected key=value"));
+            };
+            let key = key.trim();
+            let value = parse_value(raw.trim());
+            let parts: Vec<&str> = key.split('.').collect();
+            let mut node = &mut doc;
+            for (i, p) in parts.iter().enumerate() {
+                let Some(table) = node.as_table_mut() else {
+                    return Err(field(key, "not a table"));
+                };
+                if i + 1 == parts.len() {
+                    if !table.contains_key(*p) && key != "paper" {
+                        return Err(field(key, "no such field"));
+                    }
+                    table.insert((*p).to_string(), value.clone());
+                    break;
+                }
+                node = table
+                    .get_mut(*p)
+                    .ok_or_else(|| field(key, "no such field"))?;
+            }
+        }
+        let text = toml::to_string(&doc).map_err(|e| ConfigError::Io(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: "--set".into(),
+            msg: one_line(&e.to_string()),
+        })
+    }
+
+    /// Check every knob that does not need the model; errors name the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        one_of(
+            "method.kind",
+            &self.method.kind,
+            &["meft", "parallel", "lora", "full", "none"],
+        )?;
+        one_of(
+            "data.task",
+            &self.data.task,
+            &["nq", "squad", "gsm8k", "metamath", "toolbench"],
+        )?;
+        one_of("data.template", &self.data.template, &["alpaca", "plain"])?;
+        one_of(
+            "train.schedule",
+            &self.train.schedule,
+            &["linear", "constant_with_warmup"],
+        )?;
+        one_of("eval.decoding", &self.eval.decoding, &["greedy", "beam"])?;
+        let t = &self.train;
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(field(
+                "train.lr",
+                format!("must be a positive number, got {}", t.lr),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.warmup_ratio) {
+            return Err(field(
+                "train.warmup_ratio",
+                format!("must be in [0, 1], got {}", t.warmup_ratio),
+            ));
+        }
+        if t.batch == 0 {
+            return Err(field("train.batch", "must be at least 1"));
+        }
+        if t.micro_batch == 0 || !t.batch.is_multiple_of(t.micro_batch) {
+            return Err(field(
+                "train.micro_batch",
+                format!(
+                    "must divide train.batch ({}), got {}",
+                    t.batch, t.micro_batch
+                ),
+            ));
+        }
+        if t.steps == 0 && t.epochs <= 0.0 {
+            return Err(field(
+                "train.steps",
+                "set train.steps or train.epochs to a positive value",
+            ));
+        }
+        if t.cutoff_len < 4 {
+            return Err(field(
+                "train.cutoff_len",
+                format!("must be at least 4, got {}", t.cutoff_len),
+            ));
+        }
+        if t.clip.is_nan() || t.clip < 0.0 {
+            return Err(field("train.clip", "must be ≥ 0 (0 disables clipping)"));
+        }
+        if self.eval.beams == 0 {
+            return Err(field("eval.beams", "must be at least 1"));
+        }
+        if self.eval.repetition_penalty.is_nan() || self.eval.repetition_penalty <= 0.0 {
+            return Err(field("eval.repetition_penalty", "must be positive"));
+        }
+        match self.method.kind.as_str() {
+            "meft" => self.validate_meft()?,
+            "parallel" if self.method.parallel.size == 0 => {
+                return Err(field("method.parallel.size", "must be at least 1"))
+            }
+            "lora" => {
+                let l = &self.method.lora;
+                if l.rank == 0 {
+                    return Err(field("method.lora.rank", "must be at least 1"));
+                }
+                if !(0.0..1.0).contains(&l.dropout) {
+                    return Err(field(
+                        "method.lora.dropout",
+                        format!("must be in [0, 1), got {}", l.dropout),
+                    ));
+                }
+                if l.targets.is_empty() {
+                    return Err(field("method.lora.targets", "name at least one projection"));
+                }
+                for t in &l.targets {
+                    one_of(
+                        "method.lora.targets",
+                        t,
+                        &[
+                            "q_proj",
+                            "k_proj",
+                            "v_proj",
+                            "o_proj",
+                            "gate_proj",
+                            "up_proj",
+                            "down_proj",
+                        ],
+                    )?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn validate_meft(&self) -> Result<(), ConfigError> {
+        let m = &self.method.meft;
+        one_of("method.meft.routing", &m.routing, &["key_experts", "full"])?;
+        one_of(
+            "method.meft.host_optimizer",
+            &m.host_optimizer,
+            &["lazy", "dense"],
+        )?;
+        if m.neurons == 0 {
+            return Err(field("method.meft.neurons", "must be at least 1"));
+        }
+        if m.top_k == 0 || m.top_k > m.neurons {
+            return Err(field(
+                "method.meft.top_k",
+                format!(
+                    "must be in 1..={} (method.meft.neurons), got {}",
+                    m.neurons, m.top_k
+                ),
+            ));
+        }
+        if m.expert_factor.is_nan() || m.expert_factor <= 0.0 {
+            return Err(field("method.meft.expert_factor", "must be positive"));
+        }
+        let e = m.resolved_experts();
+        if e == 0 || !m.neurons.is_multiple_of(e) {
+            let path = if m.experts > 0 {
+                "method.meft.experts"
+            } else {
+                "method.meft.neurons"
+            };
+            return Err(field(
+                path,
+                format!(
+                    "{e} experts do not divide {} neurons; nearest valid neurons: {}",
+                    m.neurons,
+                    nearest_divisible(m.neurons, e)
+                ),
+            ));
+        }
+        if m.probe == 0 || m.probe > e {
+            return Err(field(
+                "method.meft.probe",
+                format!("must be in 1..={e} (the experts), got {}", m.probe),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn nearest_divisible(n: usize, e: usize) -> usize {
+    if e == 0 {
+        return n;
+    }
+    let down = n / e * e;
+    let up = down + e;
+    if down > 0 && n - down <= up - n {
+        down
+    } else {
+        up
+    }
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

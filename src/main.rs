@@ -1,0 +1,88 @@
+//! The `meft` command line: parse, dispatch, report errors as one line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use meft::model::generate::{generate, GenerateOptions};
+use meft::model::{load_model, ModelRef, NoHooks};
+
+#[derive(Parser)]
+#[command(
+    name = "meft",
+    version,
+    about = "Memory-efficient fine-tuning with sparse adapters offloaded to host memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt with a base model (greedy or beam search).
+    Generate {
+        /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
+        #[arg(long, default_value = "embedded:tiny")]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 1)]
+        beams: usize,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Some(command) = cli.command else {
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+        return Ok(());
+    };
+    match command {
+        Command::Generate {
+            model,
+            prompt,
+            beams,
+            repetition_penalty,
+            max_new_tokens,
+        } => {
+            anyhow::ensure!(beams >= 1, "--beams: must be at least 1");
+            anyhow::ensure!(
+                repetition_penalty > 0.0,
+                "--repetition-penalty: must be positive"
+            );
+            let device = candle_core::Device::Cpu;
+            let reference = ModelRef::parse(&model)?;
+            let loaded = load_model(&reference, &device)?;
+            let tok = &loaded.tokenizer;
+            let ids = tok.encode_prompt(&prompt).context("encoding the prompt")?;
+            let opts = GenerateOptions {
+                max_new_tokens,
+                beams,
+                repetition_penalty,
+            };
+            let out = generate(
+                &loaded.model,
+                &[ids],
+                &opts,
+                &tok.stop_ids,
+                tok.pad_id,
+                &mut NoHooks,
+            )?;
+            let text = tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?;
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        let parts: Vec<String> = e.chain().map(meft::fsx::one_line).collect();
+        eprintln!("meft: {}", parts.join(": "));
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,220 @@
+//! Greedy and beam-search decoding with a KV cache and the repetition
+//! penalty of Keskar et al. (as in Hugging Face `generate`).
+
+use super::{Hooks, Input, KvCache, Model};
+use candle_core::{DType, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    /// 1 is greedy decoding.
+    pub beams: usize,
+    /// 1.0 is no penalty.
+    pub repetition_penalty: f32,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            beams: 1,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+/// Divide positive logits / multiply negative ones of every token already in
+/// `seen` by `penalty`.
+pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut done = std::collections::HashSet::with_capacity(seen.len());
+    for &t in seen {
+        if done.insert(t) {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+            }
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn log_softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = v.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
+    for x in v.iter_mut() {
+        *x -= lse;
+    }
+}
+
+/// Logits of the last position of each row, as host vectors.
+fn step(
+    model: &Model,
+    ids: &[u32],
+    mask: &[u8],
+    batch: usize,
+    cache: &mut KvCache,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<f32>>> {
+    let input = Input {
+        ids,
+        pad_mask: mask,
+        batch,
+        seq: ids.len() / batch,
+    };
+    let logits = model.forward(&input, Some(cache), hooks, true)?;
+    logits.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()
+}
+
+/// Continue each prompt (token ids, BOS included if wanted) and return only
+/// the new tokens, without the stop token.
+pub fn generate(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    stop_ids: &[u32],
+    pad_id: u32,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<u32>>> {
+    if opts.beams <= 1 {
+        greedy(model, prompts, opts, stop_ids, pad_id, hooks)
+    } else {
+        prompts
+            .iter()
+            .map(|p| beam_search(model, p, opts, stop_ids, hooks))
+            .collect()
+    }
+}
+
+fn greedy(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    stop_ids: &[u32],
+    pad_id: u32,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<u32>>> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let s = prompts.iter().map(|p| p.len()).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(b * s);
+    let mut mask = Vec::with_capacity(b * s);
+    for p in prompts {
+        let pad = s - p.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())));
+    }
+    let mut cache = KvCache::default();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let mut logits = step(model, &ids, &mask, b, &mut cache, hooks)?;
+    for _ in 0..opts.max_new_tokens {
+        let mut next = Vec::with_capacity(b);
+        for r in 0..b {
+            if done[r] {
+                next.push(pad_id);
+                continue;
+            }
+            let mut l = std::mem::take(&mut logits[r]);
+            let seen: Vec<u32> = prompts[r].iter().chain(out[r].iter()).copied().collect();
+            apply_repetition_penalty(&mut l, &seen, opts.repetition_penalty);
+            let t = argmax(&l);
+            if stop_ids.contains(&t) {
+                done[r] = true;
+            } else {
+                out[r].push(t);
+            }
+            next.push(t);
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let m: Vec<u8> = done.iter().map(|&d| u8::from(!d)).collect();
+        logits = step(model, &next, &m, b, &mut cache, hooks)?;
+    }
+    Ok(out)
+}
+
+fn beam_search(
+    model: &Model,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    stop_ids: &[u32],
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<u32>> {
+    let k = opts.beams;
+    let mut cache = KvCache::default();
+    let mask = vec![1u8; prompt.len()];
+    let first = step(model, prompt, &mask, 1, &mut cache, hooks)?;
+    // (tokens, sum of log-probs)
+    let mut alive: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
+    let mut logits = first;
+    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    let norm = |toks: &[u32], score: f32| score / (toks.len().max(1) as f32);
+    for _ in 0..opts.max_new_tokens {
+        let mut cands: Vec<(usize, u32, f32)> = Vec::new();
+        for (bi, (toks, score)) in alive.iter().enumerate() {
+            let mut l = std::mem::take(&mut logits[bi]);
+            let seen: Vec<u32> = prompt.iter().chain(toks.iter()).copied().collect();
+            apply_repetition_penalty(&mut l, &seen, opts.repetition_penalty);
+            log_softmax(&mut l);
+            let mut idx: Vec<u32> = (0..l.len() as u32).collect();
+            let top = (2 * k).min(idx.len());
+            idx.select_nth_unstable_by(top.saturating_sub(1), |a, b| {
+                l[*b as usize].total_cmp(&l[*a as usize])
+            });
+            for &t in &idx[..top] {
+                cands.push((bi, t, score + l[t as usize]));
+            }
+        }
+        cands.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut next: Vec<(Vec<u32>, f32)> = Vec::with_capacity(k);
+        let mut rows = Vec::with_capacity(k);
+        let mut feed = Vec::with_capacity(k);
+        for (bi, t, sc) in cands {
+            if stop_ids.contains(&t) {
+                let toks = alive[bi].0.clone();
+                let n = norm(&toks, sc);
+                finished.push((toks, n));
+            } else if next.len() < k {
+                let mut toks = alive[bi].0.clone();
+                toks.push(t);
+                next.push((toks, sc));
+                rows.push(bi);
+                feed.push(t);
+            }
+            if next.len() == k {
+                break;
+            }
+        }
+        if finished.len() >= k || next.is_empty() {
+            break;
+        }
+        // Stop once no live beam can beat the worst kept finished hypothesis.
+        if finished.len() >= k {
+            break;
+        }
+        cache.select_rows(&rows)?;
+        alive = next;
+        let m = vec![1u8; feed.len()];
+        logits = step(model, &feed, &m, feed.len(), &mut cache, hooks)?;
+    }
+    for (toks, sc) in alive {
+        let n = norm(&toks, sc);
+        finished.push((toks, n));
+    }
+    finished.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(finished.into_iter().next().map(|f| f.0).unwrap_or_default())
+}

@@ -1,0 +1,32 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The SmolLM2 GGUF file if it has been fetched (`scripts/get-smollm2.sh`
+/// or `MEFT_SMOLLM2=path`); tests that need it say why they skip.
+pub fn smollm2() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("MEFT_SMOLLM2") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2");
+    let found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "gguf"));
+    if found.is_none() {
+        eprintln!("skipped: SmolLM2 GGUF not found; run scripts/get-smollm2.sh");
+    }
+    found
+}
+
+pub const CHAT_FRANCE: &str =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+pub fn meft_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_meft"))
+}

@@ -1,0 +1,185 @@
+//! The binary: bad model files give one line naming the file, exit 2; the
+//! real SmolLM2 answers a question.
+
+mod common;
+
+use common::meft_bin;
+use std::path::Path;
+
+fn generate_with(model: &str) -> (i32, String, String) {
+    let out = meft_bin()
+        .args([
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_one_line_error(model: &str, names: &str, says: &str) {
+    let (code, _out, err) = generate_with(model);
+    assert_eq!(code, 2, "exit code for {model}: stderr {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].contains(names), "{names} not named in: {err}");
+    assert!(lines[0].contains(says), "{says:?} not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn good_config() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "vocab_size": 259, "rms_norm_eps": 1e-5, "max_position_embeddings": 64
+    })
+}
+
+fn tiny_tokenizer(dir: &Path) {
+    let tok = meft::model::Tokenizer::tiny(&[]).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tok.to_json().unwrap()).unwrap();
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), good_config().to_string()).unwrap();
+    tiny_tokenizer(dir.path());
+    let t = candle_core::Tensor::zeros(
+        (259, 16),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let f = dir.path().join("model.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("model.embed_tokens.weight".to_string(), t)]),
+        &f,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(
+        dir.path().to_str().unwrap(),
+        "model.safetensors",
+        "not a valid safetensors file",
+    );
+}
+
+#[test]
+fn gguf_with_a_wrong_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.gguf");
+    std::fs::write(&f, b"GGUX\x03\x00\x00\x00 this is not a model").unwrap();
+    assert_one_line_error(f.to_str().unwrap(), "bad.gguf", "not a readable GGUF file");
+}
+
+#[test]
+fn config_without_hidden_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = good_config();
+    c.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    assert_one_line_error(dir.path().to_str().unwrap(), "config.json", "hidden_size");
+}
+
+#[test]
+fn unparsable_tokenizer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), good_config().to_string()).unwrap();
+    let cfg = meft::model::load::parse_hf_config(&dir.path().join("config.json"))
+        .unwrap()
+        .0;
+    let model = meft::model::load::random_model(&cfg, 1, &candle_core::Device::Cpu).unwrap();
+    let tensors: std::collections::HashMap<_, _> = model.named_tensors().into_iter().collect();
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        "{\"model\": [unterminated",
+    )
+    .unwrap();
+    assert_one_line_error(
+        dir.path().to_str().unwrap(),
+        "tokenizer.json",
+        "not a valid tokenizer.json",
+    );
+}
+
+#[test]
+fn directory_without_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), good_config().to_string()).unwrap();
+    tiny_tokenizer(dir.path());
+    assert_one_line_error(
+        dir.path().to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+        "no weights found",
+    );
+}
+
+#[test]
+fn unknown_model_reference() {
+    assert_one_line_error("embedded:huge", "embedded:huge", "unknown embedded model");
+}
+
+#[test]
+fn smollm2_answers_paris() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = format!("gguf:{}", path.display());
+    let out = meft_bin()
+        .args([
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            common::CHAT_FRANCE,
+            "--max-new-tokens",
+            "24",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("greedy: {text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Paris"), "greedy answer: {text}");
+
+    let out = meft_bin()
+        .args([
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            common::CHAT_FRANCE,
+            "--beams",
+            "4",
+            "--repetition-penalty",
+            "2.0",
+            "--max-new-tokens",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("beam 4, penalty 2.0: {text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.trim().is_empty());
+}
