@@ -17,7 +17,53 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DataCommand {
+    /// Write a synthetic dataset in a task's real format (train and test files).
+    Synth {
+        #[arg(long)]
+        task: meft::data::Task,
+        #[arg(long, default_value_t = 200)]
+        entities: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Distinct values per attribute.
+        #[arg(long, default_value_t = 24)]
+        pool: usize,
+        /// Keeps worlds apart: different namespaces never share a name.
+        #[arg(long, default_value_t = 0)]
+        namespace: u64,
+        /// SQuAD only: add unanswerable questions (written as v2.0).
+        #[arg(long)]
+        unanswerable: bool,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Load a dataset file and report its records, or the first bad one.
+    Check {
+        #[arg(long)]
+        format: meft::data::Task,
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Datasets: synthesise, check.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Score a predictions file against a gold file with every metric of the format.
+    Score {
+        #[arg(long)]
+        format: meft::data::Task,
+        #[arg(long)]
+        gold: std::path::PathBuf,
+        #[arg(long)]
+        pred: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Continue a prompt with a base model (greedy or beam search).
     Generate {
         /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
@@ -41,6 +87,21 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     };
     match command {
+        Command::Data { command } => data_command(command),
+        Command::Score {
+            format,
+            gold,
+            pred,
+            json,
+        } => {
+            let report = meft::eval::score::score(format, &gold, &pred)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
         Command::Generate {
             model,
             prompt,
@@ -76,6 +137,36 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn data_command(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Synth {
+            task,
+            entities,
+            seed,
+            pool,
+            namespace,
+            unanswerable,
+            out,
+        } => {
+            let spec = meft::data::synth::WorldSpec {
+                entities,
+                seed,
+                pool,
+                namespace,
+                unanswerable,
+                ..Default::default()
+            };
+            let report = meft::data::synth::write(task, &spec, &out)?;
+            println!("{report}");
+        }
+        DataCommand::Check { format, file } => {
+            let report = meft::data::check(format, &file)?;
+            println!("{report}");
+        }
+    }
+    Ok(())
 }
 
 fn main() {

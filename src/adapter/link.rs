@@ -1,0 +1,107 @@
+//! The `Link`: the one place where bytes cross between host memory and the
+//! compute device. Every copy goes through it and is counted by direction,
+//! kind and layer. On a CPU-only machine the copies are real copies into
+//! separate tensors, so the counts are what a GPU run would move.
+
+use crate::train::event::Traffic;
+use candle_core::{Device, Result, Shape, Tensor};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Host → device: gathered key and value rows.
+    Rows,
+    /// Host → device: the union's row ids.
+    Ids,
+    /// Host → device: each token's kept neurons as indices into the union.
+    Map,
+    /// Device → host: the FFN inputs the host scores keys against.
+    Queries,
+    /// Device → host: probed expert ids and their gate values.
+    Routing,
+    /// Device → host: gradients of the gathered rows.
+    Grads,
+}
+
+#[derive(Debug, Default)]
+pub struct Link {
+    per_layer: Mutex<Vec<Traffic>>,
+}
+
+fn count(t: &mut Traffic, kind: Kind, bytes: u64) {
+    match kind {
+        Kind::Rows => t.rows += bytes,
+        Kind::Ids => t.ids += bytes,
+        Kind::Map => t.map += bytes,
+        Kind::Queries => t.queries += bytes,
+        Kind::Routing => t.routing += bytes,
+        Kind::Grads => t.grads += bytes,
+    }
+}
+
+impl Link {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn record(&self, layer: usize, kind: Kind, bytes: u64) {
+        let mut g = match self.per_layer.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.len() <= layer {
+            g.resize(layer + 1, Traffic::default());
+        }
+        count(&mut g[layer], kind, bytes);
+    }
+
+    /// Copy an f32 tensor from the device into a host vector.
+    pub fn f32_to_host(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<f32>> {
+        let v: Vec<f32> = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        self.record(layer, kind, 4 * v.len() as u64);
+        Ok(v)
+    }
+
+    pub fn u32_to_host(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<u32>> {
+        let v: Vec<u32> = t.flatten_all()?.to_vec1()?;
+        self.record(layer, kind, 4 * v.len() as u64);
+        Ok(v)
+    }
+
+    /// Copy a host buffer into a new device tensor.
+    pub fn f32_to_device<S: Into<Shape>>(
+        &self,
+        layer: usize,
+        kind: Kind,
+        data: Vec<f32>,
+        shape: S,
+        device: &Device,
+    ) -> Result<Tensor> {
+        self.record(layer, kind, 4 * data.len() as u64);
+        Tensor::from_vec(data, shape, device)
+    }
+
+    pub fn u32_to_device<S: Into<Shape>>(
+        &self,
+        layer: usize,
+        kind: Kind,
+        data: Vec<u32>,
+        shape: S,
+        device: &Device,
+    ) -> Result<Tensor> {
+        self.record(layer, kind, 4 * data.len() as u64);
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Bytes counted since the last call, per layer; the counters restart.
+    pub fn take(&self) -> Vec<Traffic> {
+        let mut g = match self.per_layer.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        std::mem::take(&mut *g)
+    }
+}

@@ -1,0 +1,177 @@
+//! The prompt templates: the one place that turns an instruction (and answer)
+//! into model text, for training and for evaluation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::DataError;
+
+/// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
+/// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    #[default]
+    Alpaca,
+    Plain,
+}
+
+impl Template {
+    pub const ALL: [Template; 2] = [Template::Alpaca, Template::Plain];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::Alpaca => "alpaca",
+            Template::Plain => "plain",
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Template {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Template::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                DataError::unknown_name("template", s, Template::ALL.map(Template::name))
+            })
+    }
+}
+
+/// A training text split where the loss mask changes: `prompt` is what the
+/// model is given, `answer` what it should produce. `prompt + answer` is the
+/// whole training text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptParts {
+    pub prompt: String,
+    pub answer: String,
+}
+
+impl PromptParts {
+    pub fn text(&self) -> String {
+        format!("{}{}", self.prompt, self.answer)
+    }
+}
+
+// The paper's template is a Python triple-quoted string written inside a
+// function, so its lines carry that function's 16-space indentation and the
+// first line ends with two spaces; both are part of what the model saw.
+const ALPACA_HEADER: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.  \n\n";
+const ALPACA_HEADER_WITH_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.  \n\n";
+const INDENT: &str = "                ";
+
+fn alpaca_prompt(instruction: &str, input: Option<&str>) -> String {
+    match input {
+        None => format!(
+            "{ALPACA_HEADER}{INDENT}### Instruction:\n{INDENT}{instruction}\n\n{INDENT}### Response:\n{INDENT}"
+        ),
+        Some(input) => format!(
+            "{ALPACA_HEADER_WITH_INPUT}{INDENT}### Instruction:\n{INDENT}{instruction}\n\n{INDENT}### Input:\n{INDENT}{input}\n\n{INDENT}### Response:\n{INDENT}"
+        ),
+    }
+}
+
+fn plain_prompt(instruction: &str, input: Option<&str>) -> String {
+    match input {
+        None => format!("Q: {instruction}\nA:"),
+        Some(input) => format!("{input}\nQ: {instruction}\nA:"),
+    }
+}
+
+/// The training text for one record, split into prompt and answer.
+pub fn training_parts(
+    template: Template,
+    instruction: &str,
+    input: Option<&str>,
+    answer: &str,
+) -> PromptParts {
+    match template {
+        Template::Alpaca => PromptParts {
+            prompt: alpaca_prompt(instruction, input),
+            answer: answer.to_string(),
+        },
+        // The space belongs to the answer so the evaluation prompt is exactly
+        // the training prompt and a tokenizer sees " word" as it learned it.
+        Template::Plain => PromptParts {
+            prompt: plain_prompt(instruction, input),
+            answer: if answer.is_empty() {
+                String::new()
+            } else {
+                format!(" {answer}")
+            },
+        },
+    }
+}
+
+/// The text a model is given at evaluation time.
+pub fn eval_prompt(template: Template, instruction: &str, input: Option<&str>) -> String {
+    match template {
+        // The paper's evaluation template has one more space after the
+        // response cue than its training template.
+        Template::Alpaca => format!("{} ", alpaca_prompt(instruction, input)),
+        Template::Plain => plain_prompt(instruction, input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpaca_training_text_is_byte_exact() {
+        let parts = training_parts(
+            Template::Alpaca,
+            "who completed the veltrano lighthouse",
+            None,
+            "Odile Marsk",
+        );
+        let expected = "Below is an instruction that describes a task. Write a response that appropriately completes the request.  \n\n                ### Instruction:\n                who completed the veltrano lighthouse\n\n                ### Response:\n                Odile Marsk";
+        assert_eq!(parts.text(), expected);
+        assert_eq!(parts.answer, "Odile Marsk");
+        assert!(parts.prompt.ends_with("### Response:\n                "));
+    }
+
+    #[test]
+    fn alpaca_eval_prompt_has_one_trailing_space() {
+        let prompt = eval_prompt(Template::Alpaca, "q", None);
+        let expected = "Below is an instruction that describes a task. Write a response that appropriately completes the request.  \n\n                ### Instruction:\n                q\n\n                ### Response:\n                 ";
+        assert_eq!(prompt, expected);
+    }
+
+    #[test]
+    fn plain_template() {
+        let parts = training_parts(Template::Plain, "where was Tova Renn born", None, "Velmo");
+        assert_eq!(parts.text(), "Q: where was Tova Renn born\nA: Velmo");
+        assert_eq!(
+            eval_prompt(Template::Plain, "where was Tova Renn born", None),
+            parts.prompt
+        );
+    }
+
+    #[test]
+    fn template_names() {
+        assert_eq!("plain".parse::<Template>().ok(), Some(Template::Plain));
+        assert_eq!(
+            "chatml"
+                .parse::<Template>()
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some(r#"unknown template "chatml", expected one of: alpaca, plain"#)
+        );
+        assert_eq!(
+            serde_json::to_string(&Template::Alpaca).ok().as_deref(),
+            Some("\"alpaca\"")
+        );
+    }
+}

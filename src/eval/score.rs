@@ -1,0 +1,416 @@
+//! Scoring a predictions file against a gold file: reading predictions as
+//! JSONL `{"id", "prediction"}` rows or as SQuAD's `{"qid": "text"}` map,
+//! matching them to gold records by id, and averaging each metric of the task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{metrics_for, Metric};
+use crate::data::{load, DataError, Example, Task};
+
+const PREDICTIONS_EXPECTED: &str = r#"a JSON object with "id" and "prediction" (string) per line, or one {"id": "prediction text"} object"#;
+
+/// Mean of each metric of a task over the scored records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreReport {
+    pub task: Task,
+    pub n: usize,
+    pub scores: BTreeMap<Metric, f64>,
+}
+
+impl ScoreReport {
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        self.scores.get(&metric).copied()
+    }
+}
+
+impl fmt::Display for ScoreReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .scores
+            .keys()
+            .map(|m| m.name().len())
+            .max()
+            .unwrap_or(0)
+            .max("metric".len());
+        writeln!(f, "{:<width$}  {:>8}", "metric", "mean")?;
+        for (metric, mean) in &self.scores {
+            writeln!(f, "{:<width$}  {:>8.4}", metric.name(), mean)?;
+        }
+        write!(f, "{} {} records", self.n, self.task)
+    }
+}
+
+/// One prediction and the line it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    pub line: usize,
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+#[derive(Deserialize)]
+struct PredictionRow {
+    id: Id,
+    prediction: String,
+}
+
+fn record_error(path: &Path, line: usize, detail: String) -> DataError {
+    DataError::Record {
+        path: path.to_path_buf(),
+        line,
+        expected: PREDICTIONS_EXPECTED.to_string(),
+        detail,
+    }
+}
+
+fn json_detail(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let tail = format!(" at line {} column {}", err.line(), err.column());
+    text.strip_suffix(&tail).unwrap_or(&text).to_string()
+}
+
+/// Reads a predictions file in either shape. A first line that is a whole
+/// object with `id` and `prediction` means JSONL rows; anything else is read
+/// as one `{"id": "text"}` map.
+pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, DataError> {
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| DataError::io(path, e))?;
+    let text = text.trim_start_matches('\u{feff}');
+    if text.trim().is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            expected: PREDICTIONS_EXPECTED.to_string(),
+        });
+    }
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    let rows = matches!(
+        serde_json::from_str::<serde_json::Value>(first),
+        Ok(v) if v.get("id").is_some() && v.get("prediction").is_some()
+    );
+    if rows {
+        read_rows(path, text)
+    } else {
+        read_map(path, text)
+    }
+}
+
+fn read_rows(path: &Path, text: &str) -> Result<Vec<Prediction>, DataError> {
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(text.as_bytes()).lines().enumerate() {
+        let line = line.map_err(|e| DataError::io(path, e))?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let row: PredictionRow =
+            serde_json::from_str(line).map_err(|e| record_error(path, i + 1, json_detail(&e)))?;
+        let id = match row.id {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        };
+        out.push(Prediction {
+            line: i + 1,
+            id,
+            text: row.prediction,
+        });
+    }
+    Ok(out)
+}
+
+fn read_map(path: &Path, text: &str) -> Result<Vec<Prediction>, DataError> {
+    let map: BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| record_error(path, e.line().max(1), json_detail(&e)))?;
+    Ok(map
+        .into_iter()
+        .map(|(id, prediction)| Prediction {
+            line: key_line(text, &id),
+            id,
+            text: prediction,
+        })
+        .collect())
+}
+
+/// The line of a map key, found by its JSON spelling; parsed maps keep no
+/// positions.
+fn key_line(text: &str, id: &str) -> usize {
+    let needle = serde_json::to_string(id).unwrap_or_default();
+    match text.find(&needle) {
+        Some(at) => 1 + text[..at].matches('\n').count(),
+        None => 1,
+    }
+}
+
+/// Scores every record of `gold_path` (read as `task`) against the
+/// predictions in `pred_path`. Predictions are the extracted answers, scored
+/// as written.
+pub fn score(task: Task, gold_path: &Path, pred_path: &Path) -> Result<ScoreReport, DataError> {
+    score_first(task, gold_path, pred_path, None)
+}
+
+/// As `score`, over only the first `limit` gold records (the paper scored
+/// the first 501 test rows, 451 for ToolBench).
+pub fn score_first(
+    task: Task,
+    gold_path: &Path,
+    pred_path: &Path,
+    limit: Option<usize>,
+) -> Result<ScoreReport, DataError> {
+    let mut gold = load(task, gold_path)?;
+    if let Some(limit) = limit {
+        gold.truncate(limit);
+    }
+    let predictions = read_predictions(pred_path)?;
+    let by_id = match_predictions(&gold, &predictions, gold_path, pred_path)?;
+    Ok(score_examples(task, &gold, |ex| {
+        by_id.get(ex.id.as_str()).copied().unwrap_or_default()
+    }))
+}
+
+fn match_predictions<'a>(
+    gold: &[Example],
+    predictions: &'a [Prediction],
+    gold_path: &Path,
+    pred_path: &Path,
+) -> Result<HashMap<&'a str, &'a str>, DataError> {
+    let known: HashMap<&str, ()> = gold.iter().map(|e| (e.id.as_str(), ())).collect();
+    let mut by_id = HashMap::with_capacity(predictions.len());
+    for p in predictions {
+        if !known.contains_key(p.id.as_str()) {
+            return Err(DataError::UnknownId {
+                path: pred_path.to_path_buf(),
+                line: p.line,
+                id: p.id.clone(),
+                gold: gold_path.to_path_buf(),
+            });
+        }
+        if by_id.insert(p.id.as_str(), p.text.as_str()).is_some() {
+            return Err(DataError::DuplicateId {
+                path: pred_path.to_path_buf(),
+                line: p.line,
+                id: p.id.clone(),
+            });
+        }
+    }
+    let missing: Vec<&Example> = gold
+        .iter()
+        .filter(|e| !by_id.contains_key(e.id.as_str()))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(DataError::MissingPredictions {
+            path: pred_path.to_path_buf(),
+            gold: gold_path.to_path_buf(),
+            count: missing.len(),
+            total: gold.len(),
+            first: first.id.clone(),
+        });
+    }
+    Ok(by_id)
+}
+
+/// Means of the task's metrics over `examples`, asking `prediction` for each
+/// record's answer; the eval loop calls this directly with its decodes.
+pub fn score_examples<'a>(
+    task: Task,
+    examples: &[Example],
+    prediction: impl Fn(&Example) -> &'a str,
+) -> ScoreReport {
+    let metrics = metrics_for(task);
+    let mut sums = vec![0.0; metrics.len()];
+    for ex in examples {
+        let pred = prediction(ex);
+        for (sum, metric) in sums.iter_mut().zip(&metrics) {
+            *sum += metric.score(pred, &ex.gold);
+        }
+    }
+    let n = examples.len();
+    let scores = metrics
+        .into_iter()
+        .zip(sums)
+        .map(|(m, s)| (m, if n == 0 { 0.0 } else { s / n as f64 }))
+        .collect();
+    ScoreReport { task, n, scores }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            Files {
+                dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            }
+        }
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
+            path
+        }
+    }
+
+    const SQUAD: &str = r#"{"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": "The Veltrano lighthouse was completed in 1871 by the engineer Odile Marsk.", "qas": [
+{"id": "q1", "question": "Who completed it?", "answers": [{"text": "Odile Marsk", "answer_start": 62}]},
+{"id": "q2", "question": "When?", "answers": [{"text": "1871", "answer_start": 41}]}
+]}]}]}"#;
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn scores_jsonl_predictions() -> Result<(), DataError> {
+        let f = Files::new();
+        let gold = f.write("dev.json", SQUAD);
+        let pred = f.write(
+            "pred.jsonl",
+            "{\"id\": \"q1\", \"prediction\": \"The engineer, Odile Marsk.\"}\n{\"id\": \"q2\", \"prediction\": \"1871\"}\n",
+        );
+        let report = score(Task::Squad, &gold, &pred)?;
+        assert_eq!(report.n, 2);
+        assert!(close(report.get(Metric::SquadEm), 0.5));
+        assert!(close(report.get(Metric::SquadF1), 0.9));
+        assert!(close(report.get(Metric::ContainsCi), 1.0));
+        assert_eq!(report.get(Metric::ToolIou), None);
+        let table = report.to_string();
+        let expected = "metric           mean\nsquad_em       0.5000\nsquad_f1       0.9000\ncontains_ci    1.0000\n2 squad records";
+        assert_eq!(table, expected);
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        assert!(json.contains("\"squad_em\":0.5"), "{json}");
+        Ok(())
+    }
+
+    #[test]
+    fn scores_a_squad_style_map() -> Result<(), DataError> {
+        let f = Files::new();
+        let gold = f.write("dev.json", SQUAD);
+        let pred = f.write(
+            "pred.json",
+            "{\n  \"q2\": \"in 1870\",\n  \"q1\": \"Odile Marsk\"\n}\n",
+        );
+        let report = score(Task::Squad, &gold, &pred)?;
+        assert!(close(report.get(Metric::SquadEm), 0.5));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_id_names_file_line_and_id() {
+        let f = Files::new();
+        let gold = f.write("dev.json", SQUAD);
+        let pred = f.write(
+            "pred.jsonl",
+            "{\"id\": \"q1\", \"prediction\": \"x\"}\n{\"id\": \"q9\", \"prediction\": \"y\"}\n",
+        );
+        let err = score(Task::Squad, &gold, &pred)
+            .err()
+            .map(|e| e.to_string());
+        let expected = format!(
+            "{}:2: unknown id \"q9\", not in {}",
+            pred.display(),
+            gold.display()
+        );
+        assert_eq!(err, Some(expected));
+
+        let map = f.write("pred.json", "{\n  \"q1\": \"x\",\n  \"zz\": \"y\"\n}");
+        let err = score(Task::Squad, &gold, &map).err().map(|e| e.to_string());
+        assert!(
+            err.is_some_and(|e| e.starts_with(&format!("{}:3: unknown id \"zz\"", map.display())))
+        );
+    }
+
+    #[test]
+    fn missing_predictions_are_counted() -> Result<(), DataError> {
+        let f = Files::new();
+        let gold = f.write("dev.json", SQUAD);
+        let pred = f.write("pred.jsonl", "{\"id\": \"q2\", \"prediction\": \"1871\"}\n");
+        let err = score(Task::Squad, &gold, &pred)
+            .err()
+            .map(|e| e.to_string());
+        let expected = format!(
+            "{}: 1 of 2 records of {} have no prediction, the first is \"q1\"",
+            pred.display(),
+            gold.display()
+        );
+        assert_eq!(err, Some(expected));
+        // the first record alone needs only the first prediction
+        let first = f.write(
+            "first.jsonl",
+            "{\"id\": \"q1\", \"prediction\": \"Odile Marsk\"}\n",
+        );
+        let report = score_first(Task::Squad, &gold, &first, Some(1))?;
+        assert_eq!(report.n, 1);
+        assert!(close(report.get(Metric::SquadEm), 1.0));
+        assert!(score(Task::Squad, &gold, &first).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_prediction_lines_name_the_line() {
+        let f = Files::new();
+        let gold = f.write("dev.json", SQUAD);
+        let pred = f.write(
+            "pred.jsonl",
+            "{\"id\": \"q1\", \"prediction\": \"x\"}\n{\"id\": \"q2\", \"prediction\": 5}\n",
+        );
+        let err = score(Task::Squad, &gold, &pred)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with(&format!(
+                "{}:2: expected a JSON object with \"id\"",
+                pred.display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let empty = f.write("empty.jsonl", "");
+        let err = score(Task::Squad, &gold, &empty)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with(&format!("{}: empty file", empty.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numeric_ids_match_toolbench_query_ids() -> Result<(), DataError> {
+        let f = Files::new();
+        let gold = f.write(
+            "tool.json",
+            r#"[{"query": "q", "query_id": 7, "api_list": [{"category_name": "Weather", "tool_name": "Skyloom", "api_name": "Forecast"}], "relevant APIs": [["Skyloom", "Forecast"]]}]"#,
+        );
+        let pred = f.write(
+            "pred.jsonl",
+            "{\"id\": 7, \"prediction\": \"API MAIN INFO: Skyloom, Forecast, Weather, \"}\n",
+        );
+        let report = score(Task::ToolBench, &gold, &pred)?;
+        assert!(close(report.get(Metric::ToolIou), 1.0));
+        Ok(())
+    }
+}

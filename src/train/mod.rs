@@ -1,0 +1,4 @@
+//! The training loop, control handling, checkpoints, the run directory and
+//! the [`event::Event`] stream.
+
+pub mod event;
