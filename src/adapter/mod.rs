@@ -3,3 +3,7 @@
 //! through `model::Hooks`; none of them runs the training loop.
 
 pub mod link;
+pub mod lora;
+pub mod meft;
+pub mod parallel;
+pub mod reference;

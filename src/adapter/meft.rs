@@ -1,0 +1,642 @@
+//! MEFT for real: per-layer key/value rows live in a host store; for each
+//! micro-batch the device routes tokens to experts, the host scores only the
+//! probed experts' keys, keeps each token's top-K, and ships the union of kept
+//! rows to the device; after backward only those rows' gradients come back.
+
+use super::link::{Kind, Link};
+use crate::model::Hooks;
+use crate::optim::{adamw_row, AdamWConfig};
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Score only the keys of the top-P experts by router logit, gated.
+    KeyExperts,
+    /// Score all M keys (the paper's "w/o Key-Experts" ablation).
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostOptimizer {
+    /// Update only rows touched since the last step, with per-row step counts.
+    Lazy,
+    /// Update every row every step (the paper's runs).
+    Dense,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeftShape {
+    pub d: usize,
+    pub neurons: usize,
+    pub top_k: usize,
+    pub experts: usize,
+    pub probe: usize,
+    pub routing: Routing,
+}
+
+impl MeftShape {
+    pub fn keys_per_expert(&self) -> usize {
+        self.neurons / self.experts.max(1)
+    }
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// One layer's rows in host memory, their gradient accumulators and their
+/// AdamW moments (allocated per row on first update when lazy).
+pub struct HostStore {
+    pub m: usize,
+    pub d: usize,
+    /// M × d, row j is neuron j's key.
+    pub keys: Vec<f32>,
+    /// M × d, row j is neuron j's value.
+    pub values: Vec<f32>,
+    acc_slot: Vec<u32>,
+    acc_rows: Vec<u32>,
+    acc_keys: Vec<f32>,
+    acc_values: Vec<f32>,
+    mom_slot: Vec<u32>,
+    /// Per moment slot: m and v of the key row, then of the value row (4·d floats).
+    moments: Vec<f32>,
+    /// Per-row update count for bias correction.
+    pub row_steps: Vec<u32>,
+}
+
+impl HostStore {
+    pub fn new(m: usize, d: usize, keys: Vec<f32>, values: Vec<f32>) -> Self {
+        Self {
+            m,
+            d,
+            keys,
+            values,
+            acc_slot: vec![NO_SLOT; m],
+            acc_rows: Vec::new(),
+            acc_keys: Vec::new(),
+            acc_values: Vec::new(),
+            mom_slot: vec![NO_SLOT; m],
+            moments: Vec::new(),
+            row_steps: vec![0; m],
+        }
+    }
+
+    pub fn key_row(&self, j: usize) -> &[f32] {
+        &self.keys[j * self.d..(j + 1) * self.d]
+    }
+
+    /// Rows with an accumulated gradient since the last optimizer step.
+    pub fn touched(&self) -> &[u32] {
+        &self.acc_rows
+    }
+
+    /// Rows that have AdamW moments.
+    pub fn rows_with_moments(&self) -> usize {
+        self.moments.len() / (4 * self.d.max(1))
+    }
+
+    /// Add gradients for `rows` (grads row-major, rows.len() × d each).
+    pub fn accumulate(&mut self, rows: &[u32], gk: &[f32], gv: &[f32]) {
+        let d = self.d;
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            let mut slot = self.acc_slot[r];
+            if slot == NO_SLOT {
+                slot = self.acc_rows.len() as u32;
+                self.acc_slot[r] = slot;
+                self.acc_rows.push(r as u32);
+                self.acc_keys.resize(self.acc_keys.len() + d, 0.0);
+                self.acc_values.resize(self.acc_values.len() + d, 0.0);
+            }
+            let s = slot as usize * d;
+            for (a, g) in self.acc_keys[s..s + d]
+                .iter_mut()
+                .zip(&gk[i * d..(i + 1) * d])
+            {
+                *a += g;
+            }
+            for (a, g) in self.acc_values[s..s + d]
+                .iter_mut()
+                .zip(&gv[i * d..(i + 1) * d])
+            {
+                *a += g;
+            }
+        }
+    }
+
+    /// Σ g² over the accumulated gradients (for global-norm clipping).
+    pub fn grad_sq_norm(&self) -> f64 {
+        self.acc_keys
+            .iter()
+            .chain(&self.acc_values)
+            .map(|&g| g as f64 * g as f64)
+            .sum()
+    }
+
+    /// The accumulated gradient of row `r` (keys, values), if any.
+    pub fn accumulated(&self, r: usize) -> Option<(&[f32], &[f32])> {
+        let slot = self.acc_slot[r];
+        (slot != NO_SLOT).then(|| {
+            let s = slot as usize * self.d;
+            (
+                &self.acc_keys[s..s + self.d],
+                &self.acc_values[s..s + self.d],
+            )
+        })
+    }
+
+    fn moment_slot(&mut self, r: usize) -> usize {
+        if self.mom_slot[r] == NO_SLOT {
+            self.mom_slot[r] = self.rows_with_moments() as u32;
+            self.moments.resize(self.moments.len() + 4 * self.d, 0.0);
+        }
+        self.mom_slot[r] as usize
+    }
+
+    /// One AdamW step; returns how many rows were updated. Accumulators are
+    /// cleared afterwards.
+    pub fn step(&mut self, mode: HostOptimizer, lr: f64, scale: f32, cfg: &AdamWConfig) -> usize {
+        let d = self.d;
+        let zeros = vec![0f32; d];
+        let rows: Vec<usize> = match mode {
+            HostOptimizer::Lazy => self.acc_rows.iter().map(|&r| r as usize).collect(),
+            HostOptimizer::Dense => (0..self.m).collect(),
+        };
+        for &r in &rows {
+            let slot = self.moment_slot(r);
+            self.row_steps[r] += 1;
+            let step = self.row_steps[r];
+            let acc = self.acc_slot[r];
+            let (gk, gv) = if acc == NO_SLOT {
+                (&zeros[..], &zeros[..])
+            } else {
+                let s = acc as usize * d;
+                (&self.acc_keys[s..s + d], &self.acc_values[s..s + d])
+            };
+            let mom = &mut self.moments[slot * 4 * d..(slot + 1) * 4 * d];
+            let (mk, rest) = mom.split_at_mut(d);
+            let (vk, rest) = rest.split_at_mut(d);
+            let (mv, vv) = rest.split_at_mut(d);
+            adamw_row(
+                &mut self.keys[r * d..(r + 1) * d],
+                gk,
+                mk,
+                vk,
+                step,
+                lr,
+                scale,
+                cfg,
+            );
+            adamw_row(
+                &mut self.values[r * d..(r + 1) * d],
+                gv,
+                mv,
+                vv,
+                step,
+                lr,
+                scale,
+                cfg,
+            );
+        }
+        self.clear_grads();
+        rows.len()
+    }
+
+    pub fn clear_grads(&mut self) {
+        for &r in &self.acc_rows {
+            self.acc_slot[r as usize] = NO_SLOT;
+        }
+        self.acc_rows.clear();
+        self.acc_keys.clear();
+        self.acc_values.clear();
+    }
+
+    /// Moments as a dense (M × 4d) buffer plus which rows have them, for
+    /// checkpoints.
+    pub fn export_moments(&self) -> (Vec<u32>, Vec<f32>) {
+        let mut rows = Vec::with_capacity(self.rows_with_moments());
+        let mut data = Vec::with_capacity(self.moments.len());
+        for r in 0..self.m {
+            let s = self.mom_slot[r];
+            if s != NO_SLOT {
+                rows.push(r as u32);
+                let s = s as usize * 4 * self.d;
+                data.extend_from_slice(&self.moments[s..s + 4 * self.d]);
+            }
+        }
+        (rows, data)
+    }
+
+    pub fn import_moments(&mut self, rows: &[u32], data: &[f32]) {
+        self.mom_slot = vec![NO_SLOT; self.m];
+        self.moments.clear();
+        for (i, &r) in rows.iter().enumerate() {
+            let slot = self.moment_slot(r as usize);
+            let dst = slot * 4 * self.d;
+            self.moments[dst..dst + 4 * self.d]
+                .copy_from_slice(&data[i * 4 * self.d..(i + 1) * 4 * self.d]);
+        }
+    }
+}
+
+/// What the host selected for one micro-batch at one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Sorted distinct row ids kept by any token (the union U).
+    pub union: Vec<u32>,
+    /// N × K indices into `union`; `union.len()` marks an empty slot (fewer
+    /// than K candidates), which the device maps to a zero row.
+    pub map: Vec<u32>,
+    /// The kept scores o_tj, N × K, aligned with `map` (0 for empty slots).
+    pub scores: Vec<f32>,
+}
+
+/// Per token, the top-K rows by score among the candidates, on the host.
+/// `gates` (N × P) and `experts` (N × P) describe Key-Experts routing; with
+/// `Routing::Full` both are empty and every key is a candidate.
+pub fn select(
+    store: &HostStore,
+    shape: &MeftShape,
+    queries: &[f32],
+    experts: &[u32],
+    gates: &[f32],
+) -> Selection {
+    let d = shape.d;
+    let n = queries.len() / d.max(1);
+    let (k, p, kpe) = (shape.top_k, shape.probe, shape.keys_per_expert());
+    let per_token: Vec<Vec<(u32, f32)>> = (0..n)
+        .into_par_iter()
+        .map(|t| {
+            let q = &queries[t * d..(t + 1) * d];
+            let mut cand: Vec<(u32, f32)> = Vec::new();
+            let score_rows = |lo: usize, hi: usize, gate: f32, cand: &mut Vec<(u32, f32)>| {
+                for j in lo..hi {
+                    let key = store.key_row(j);
+                    let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
+                    cand.push((j as u32, gate * dot));
+                }
+            };
+            match shape.routing {
+                Routing::KeyExperts => {
+                    cand.reserve(p * kpe);
+                    for i in 0..p {
+                        let e = experts[t * p + i] as usize;
+                        score_rows(e * kpe, (e + 1) * kpe, gates[t * p + i], &mut cand);
+                    }
+                }
+                Routing::Full => {
+                    cand.reserve(store.m);
+                    score_rows(0, store.m, 1.0, &mut cand);
+                }
+            }
+            if cand.len() > k {
+                cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+                cand.truncate(k);
+            }
+            cand
+        })
+        .collect();
+    let mut union: Vec<u32> = per_token.iter().flatten().map(|c| c.0).collect();
+    union.sort_unstable();
+    union.dedup();
+    let empty = union.len() as u32;
+    let mut map = Vec::with_capacity(n * k);
+    let mut scores = Vec::with_capacity(n * k);
+    for kept in &per_token {
+        for slot in 0..k {
+            match kept.get(slot) {
+                Some(&(j, o)) => {
+                    map.push(union.binary_search(&j).unwrap_or(0) as u32);
+                    scores.push(o);
+                }
+                None => {
+                    map.push(empty);
+                    scores.push(0.0);
+                }
+            }
+        }
+    }
+    Selection { union, map, scores }
+}
+
+/// Copy rows `ids` of a row-major `src` (rows × d) into one buffer.
+pub fn gather_rows(src: &[f32], d: usize, ids: &[u32]) -> Vec<f32> {
+    let mut out = vec![0f32; ids.len() * d];
+    out.par_chunks_mut(d.max(1))
+        .zip(ids.par_iter())
+        .for_each(|(dst, &j)| dst.copy_from_slice(&src[j as usize * d..(j as usize + 1) * d]));
+    out
+}
+
+/// The adapter output from gathered rows, on the device, differentiable in
+/// the rows, the router logits and the queries:
+/// a_tj = ReLU(g_t,e(j) · q_t·k_j) over each token's K slots, out_t = Σ a_tj v_j.
+/// `gate_index` (N·K) indexes the flattened router logits (N × E); None for
+/// full routing (no gate).
+pub fn device_output(
+    q: &Tensor,
+    rows_k: &Tensor,
+    rows_v: &Tensor,
+    map: &Tensor,
+    logits_and_index: Option<(&Tensor, &Tensor)>,
+    k: usize,
+) -> Result<Tensor> {
+    let (n, d) = q.dims2()?;
+    let zero = Tensor::zeros((1, d), rows_k.dtype(), rows_k.device())?;
+    let kk = Tensor::cat(&[rows_k, &zero], 0)?;
+    let vv = Tensor::cat(&[rows_v, &zero], 0)?;
+    let kg = kk.index_select(map, 0)?.reshape((n, k, d))?;
+    let vg = vv.index_select(map, 0)?.reshape((n, k, d))?;
+    let s = kg.matmul(&q.unsqueeze(2)?)?.squeeze(2)?;
+    let o = match logits_and_index {
+        Some((logits, idx)) => {
+            let gates = logits
+                .flatten_all()?
+                .index_select(idx, 0)?
+                .reshape((n, k))?;
+            (gates * s)?
+        }
+        None => s,
+    };
+    let a = o.relu()?;
+    a.unsqueeze(1)?.matmul(&vg)?.squeeze(1)
+}
+
+/// Everything kept from a forward pass for the matching backward.
+struct Pending {
+    layer_slot: usize,
+    union: Vec<u32>,
+    rows_k: Var,
+    rows_v: Var,
+}
+
+/// Pick statistics over a window, for the activation histograms.
+#[derive(Debug, Clone, Default)]
+pub struct PickStats {
+    pub counts: Vec<u32>,
+    pub act_values: Vec<f32>,
+    pub steps: u32,
+}
+
+pub struct MeftLayer {
+    pub layer: usize,
+    pub store: HostStore,
+    /// E × d, on the device (absent for full routing).
+    pub router: Option<Var>,
+    pub stats: PickStats,
+    last_union: usize,
+}
+
+/// The MEFT adapter over a set of layers.
+pub struct MeftAdapter {
+    pub shape: MeftShape,
+    pub layers: Vec<MeftLayer>,
+    pub link: Arc<Link>,
+    pub device: Device,
+    pub host_optimizer: HostOptimizer,
+    pending: Vec<Pending>,
+    slot_of_layer: Vec<Option<usize>>,
+    /// |U| and N·K per adapter layer for the last forward pass(es) since taken.
+    pub union_log: Vec<(u64, u64)>,
+    pub collect_stats: bool,
+}
+
+impl MeftAdapter {
+    /// Keys ~ N(0, 0.02²), values 0, router row e = 50 × mean of expert e's keys.
+    pub fn new(
+        shape: MeftShape,
+        layers: &[usize],
+        num_model_layers: usize,
+        seed: u64,
+        host_optimizer: HostOptimizer,
+        device: &Device,
+    ) -> Result<Self> {
+        let (m, d) = (shape.neurons, shape.d);
+        if shape.experts == 0 || m % shape.experts != 0 {
+            candle_core::bail!("{} experts do not divide {m} neurons", shape.experts);
+        }
+        let mut slot_of_layer = vec![None; num_model_layers];
+        let mut out = Vec::with_capacity(layers.len());
+        for (slot, &l) in layers.iter().enumerate() {
+            let mut rng =
+                crate::rng::seeded(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1)));
+            let keys = crate::rng::normal_vec(&mut rng, m * d, 0.02);
+            let values = vec![0f32; m * d];
+            let router = match shape.routing {
+                Routing::KeyExperts => {
+                    let kpe = shape.keys_per_expert();
+                    let mut g = vec![0f32; shape.experts * d];
+                    for e in 0..shape.experts {
+                        for j in e * kpe..(e + 1) * kpe {
+                            for c in 0..d {
+                                g[e * d + c] += keys[j * d + c];
+                            }
+                        }
+                        for c in 0..d {
+                            g[e * d + c] *= 50.0 / kpe as f32;
+                        }
+                    }
+                    Some(Var::from_tensor(&Tensor::from_vec(
+                        g,
+                        (shape.experts, d),
+                        device,
+                    )?)?)
+                }
+                Routing::Full => None,
+            };
+            if let Some(s) = slot_of_layer.get_mut(l) {
+                *s = Some(slot);
+            }
+            out.push(MeftLayer {
+                layer: l,
+                store: HostStore::new(m, d, keys, values),
+                router,
+                stats: PickStats::default(),
+                last_union: 0,
+            });
+        }
+        Ok(Self {
+            shape,
+            layers: out,
+            link: Arc::new(Link::new()),
+            device: device.clone(),
+            host_optimizer,
+            pending: Vec::new(),
+            slot_of_layer,
+            union_log: Vec::new(),
+            collect_stats: false,
+        })
+    }
+
+    /// Device-side trainable parameters (the routers).
+    pub fn device_vars(&self) -> Vec<(String, Var)> {
+        self.layers
+            .iter()
+            .filter_map(|l| {
+                l.router
+                    .as_ref()
+                    .map(|r| (format!("meft.{}.router", l.layer), r.clone()))
+            })
+            .collect()
+    }
+
+    fn forward_layer(&mut self, slot: usize, u: &Tensor) -> Result<Tensor> {
+        let (b, s, d) = u.dims3()?;
+        let n = b * s;
+        let shape = self.shape.clone();
+        let k = shape.top_k;
+        let layer = &self.layers[slot];
+        let li = layer.layer;
+        let q = u.reshape((n, d))?;
+        let link = self.link.clone();
+        let queries = link.f32_to_host(li, Kind::Queries, &q.detach())?;
+        let (logits, experts, gates) = match &layer.router {
+            Some(router) => {
+                let logits = q.matmul(&router.as_tensor().t()?)?;
+                let top = logits
+                    .detach()
+                    .arg_sort_last_dim(false)?
+                    .narrow(D::Minus1, 0, shape.probe)?
+                    .contiguous()?;
+                let gate_vals = logits.detach().gather(&top, D::Minus1)?;
+                let experts = link.u32_to_host(li, Kind::Routing, &top)?;
+                let gates = link.f32_to_host(li, Kind::Routing, &gate_vals)?;
+                (Some(logits), experts, gates)
+            }
+            None => (None, Vec::new(), Vec::new()),
+        };
+        let sel = select(&layer.store, &shape, &queries, &experts, &gates);
+        let u_len = sel.union.len();
+        let rk = gather_rows(&layer.store.keys, d, &sel.union);
+        let rv = gather_rows(&layer.store.values, d, &sel.union);
+        let dev = &self.device;
+        let rows_k = link
+            .f32_to_device(li, Kind::Rows, rk, (u_len, d), dev)?
+            .to_dtype(u.dtype())?;
+        let rows_v = link
+            .f32_to_device(li, Kind::Rows, rv, (u_len, d), dev)?
+            .to_dtype(u.dtype())?;
+        let ids = link.u32_to_device(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
+        let map = link.u32_to_device(li, Kind::Map, sel.map.clone(), n * k, dev)?;
+        let rows_k = Var::from_tensor(&rows_k)?;
+        let rows_v = Var::from_tensor(&rows_v)?;
+        let gate_index = match &logits {
+            Some(_) => {
+                // Expert of each union row (and 0 for the empty slot), then the
+                // flat index t·E + e of each slot's gate in the logits.
+                let kpe = shape.keys_per_expert() as f64;
+                let e_of_row = (ids.to_dtype(DType::F64)? / kpe)?.floor()?;
+                let e_of_row = Tensor::cat(&[&e_of_row, &Tensor::zeros(1, DType::F64, dev)?], 0)?;
+                let e_slot = e_of_row.index_select(&map, 0)?.reshape((n, k))?;
+                let t_base = (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)?
+                    * shape.experts as f64)?
+                    .reshape((n, 1))?;
+                Some(
+                    e_slot
+                        .broadcast_add(&t_base)?
+                        .flatten_all()?
+                        .to_dtype(DType::U32)?,
+                )
+            }
+            None => None,
+        };
+        let out = device_output(
+            &q,
+            rows_k.as_tensor(),
+            rows_v.as_tensor(),
+            &map,
+            logits.as_ref().zip(gate_index.as_ref()),
+            k,
+        )?;
+        let layer = &mut self.layers[slot];
+        layer.last_union = u_len;
+        if self.collect_stats {
+            let st = &mut layer.stats;
+            if st.counts.len() != shape.neurons {
+                st.counts = vec![0; shape.neurons];
+            }
+            for (&m, &o) in sel.map.iter().zip(&sel.scores) {
+                if (m as usize) < u_len {
+                    st.counts[sel.union[m as usize] as usize] += 1;
+                    if st.act_values.len() < 1 << 16 {
+                        st.act_values.push(o.max(0.0));
+                    }
+                }
+            }
+        }
+        self.union_log.push((u_len as u64, (n * k) as u64));
+        self.pending.push(Pending {
+            layer_slot: slot,
+            union: sel.union,
+            rows_k,
+            rows_v,
+        });
+        out.reshape((b, s, d))
+    }
+
+    /// After `loss.backward()`: bring the gathered rows' gradients back to
+    /// the host and add them to the accumulators.
+    pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        let d = self.shape.d;
+        for p in std::mem::take(&mut self.pending) {
+            let layer = &mut self.layers[p.layer_slot];
+            let li = layer.layer;
+            let zeros = || Tensor::zeros((p.union.len(), d), p.rows_k.dtype(), p.rows_k.device());
+            let gk = match grads.get(p.rows_k.as_tensor()) {
+                Some(g) => g.clone(),
+                None => zeros()?,
+            };
+            let gv = match grads.get(p.rows_v.as_tensor()) {
+                Some(g) => g.clone(),
+                None => zeros()?,
+            };
+            let gk = self.link.f32_to_host(li, Kind::Grads, &gk)?;
+            let gv = self.link.f32_to_host(li, Kind::Grads, &gv)?;
+            layer.store.accumulate(&p.union, &gk, &gv);
+        }
+        Ok(())
+    }
+
+    /// Drop what a forward pass kept (e.g. after an evaluation forward).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    pub fn host_grad_sq_norm(&self) -> f64 {
+        self.layers.iter().map(|l| l.store.grad_sq_norm()).sum()
+    }
+
+    /// Host AdamW on every layer's store; returns rows updated.
+    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> usize {
+        let mode = self.host_optimizer;
+        self.layers
+            .par_iter_mut()
+            .map(|l| l.store.step(mode, lr, scale as f32, cfg))
+            .sum()
+    }
+
+    pub fn store_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| (l.store.keys.len() + l.store.values.len()) as u64 * 4)
+            .sum()
+    }
+
+    pub fn moment_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| l.store.moments.len() as u64 * 4)
+            .sum()
+    }
+}
+
+impl Hooks for MeftAdapter {
+    fn ffn(&mut self, layer: usize, u: &Tensor) -> Result<Option<Tensor>> {
+        match self.slot_of_layer.get(layer).copied().flatten() {
+            Some(slot) => Ok(Some(self.forward_layer(slot, u)?)),
+            None => Ok(None),
+        }
+    }
+}
