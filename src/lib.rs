@@ -9,4 +9,5 @@ pub mod fsx;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod telemetry;
 pub mod train;

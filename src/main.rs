@@ -48,6 +48,34 @@ enum DataCommand {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train headless: progress, a run directory, a summary table.
+    Run {
+        /// The experiment (preset) TOML; not needed with --resume.
+        config: Option<std::path::PathBuf>,
+        /// Override any field: --set method.meft.top_k=64
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Directory that run directories are created in.
+        #[arg(long, default_value = "runs")]
+        out: std::path::PathBuf,
+        /// Continue a run from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<std::path::PathBuf>,
+    },
+    /// Predicted device memory, host memory and bytes per step, with and without MEFT.
+    Plan {
+        config: std::path::PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Device memory to check the fit against, e.g. 24GiB.
+        #[arg(long)]
+        gpu_mem: Option<String>,
+        /// Assume |U| = this fraction of M per layer instead of the worst case.
+        #[arg(long = "union")]
+        union_fraction: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Datasets: synthesise, check.
     Data {
         #[command(subcommand)]
@@ -87,7 +115,33 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     };
     match command {
+        Command::Run {
+            config,
+            sets,
+            out,
+            resume,
+        } => run_headless(config, sets, out, resume),
         Command::Data { command } => data_command(command),
+        Command::Plan {
+            config,
+            sets,
+            gpu_mem,
+            union_fraction,
+            json,
+        } => {
+            let exp = meft::config::Experiment::load(&config)?.apply_sets(&sets)?;
+            let gpu = gpu_mem
+                .map(|g| meft::telemetry::parse_bytes(&g))
+                .transpose()?;
+            print!(
+                "{}",
+                meft::telemetry::plan::report(&exp, gpu, union_fraction, json)?
+            );
+            if json {
+                println!();
+            }
+            Ok(())
+        }
         Command::Score {
             format,
             gold,
@@ -136,6 +190,48 @@ fn run(cli: Cli) -> Result<()> {
             println!("{text}");
             Ok(())
         }
+    }
+}
+
+fn run_headless(
+    config: Option<std::path::PathBuf>,
+    sets: Vec<String>,
+    out: std::path::PathBuf,
+    resume: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use meft::config::Experiment;
+    let (exp, dir, resuming) = match (resume, config) {
+        (Some(dir), _) => {
+            let exp = Experiment::load(&dir.join("config.toml"))?.apply_sets(&sets)?;
+            (exp, dir, true)
+        }
+        (None, Some(path)) => {
+            let exp = Experiment::load(&path)?.apply_sets(&sets)?;
+            exp.validate()?;
+            let dir = meft::train::new_run_dir(&out, &exp.name)?;
+            (exp, dir, false)
+        }
+        (None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
+    };
+    exp.validate()?;
+    let mut handle = meft::train::start(exp, dir.clone(), resuming)?;
+    let mut printer = meft::train::headless::Printer::new(&dir);
+    for ev in handle.events.iter() {
+        printer.handle(&ev);
+    }
+    if let Some(t) = handle.thread.take() {
+        let _ = t.join();
+    }
+    if let Some(err) = printer.failed {
+        anyhow::bail!("{err}");
+    }
+    match printer.finished {
+        Some(s) => {
+            println!("\nsummary ({})", dir.display());
+            print!("{}", meft::train::headless::Printer::summary_table(&s));
+            Ok(())
+        }
+        None => anyhow::bail!("the run ended without a summary"),
     }
 }
 

@@ -108,8 +108,13 @@ impl Hooks for Lora {
         } else {
             x.clone()
         };
-        let h = x.broadcast_matmul(&p.a.as_tensor().t()?)?;
-        let y = h.broadcast_matmul(&p.b.as_tensor().t()?)?;
-        Ok(Some((y * self.scale)?))
+        let dims = x.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, dims[dims.len() - 1]))?;
+        let h = x2.matmul(&p.a.as_tensor().t()?)?;
+        let y = h.matmul(&p.b.as_tensor().t()?)?;
+        let mut out_dims = dims[..dims.len() - 1].to_vec();
+        out_dims.push(y.dim(1)?);
+        Ok(Some((y * self.scale)?.reshape(out_dims)?))
     }
 }

@@ -47,7 +47,9 @@ impl Hooks for ParallelAdapter {
         let Some((_, k, v)) = self.layers.iter().find(|(l, _, _)| *l == layer) else {
             return Ok(None);
         };
-        let a = u.broadcast_matmul(&k.as_tensor().t()?)?.silu()?;
-        Ok(Some(a.broadcast_matmul(v.as_tensor())?))
+        let (b, s, d) = u.dims3()?;
+        let u2 = u.reshape((b * s, d))?;
+        let a = u2.matmul(&k.as_tensor().t()?)?.silu()?;
+        Ok(Some(a.matmul(v.as_tensor())?.reshape((b, s, d))?))
     }
 }

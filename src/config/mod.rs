@@ -57,6 +57,9 @@ pub struct ModelSection {
     pub reference: String,
     /// cpu or cuda:N.
     pub device: String,
+    /// The base weights' dtype: f32, f16 or bf16 (the planner sizes by it;
+    /// adapters and optimizer state are always f32).
+    pub dtype: String,
 }
 
 impl Default for ModelSection {
@@ -64,6 +67,7 @@ impl Default for ModelSection {
         Self {
             reference: "embedded:tiny".into(),
             device: "cpu".into(),
+            dtype: "f32".into(),
         }
     }
 }

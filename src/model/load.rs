@@ -434,11 +434,28 @@ fn load_hf(dir: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError>
     Ok((model, tokenizer))
 }
 
-fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError> {
-    use candle_core::quantized::gguf_file;
-    let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
-    let ct = gguf_file::Content::read(&mut file)
-        .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
+/// The shape of a model without loading its weights.
+pub fn model_shape(reference: &ModelRef) -> Result<ModelConfig, LoadError> {
+    match reference {
+        ModelRef::Tiny | ModelRef::TinyRandom => {
+            Ok(tiny_config(Tokenizer::tiny(&[])?.vocab_size()))
+        }
+        ModelRef::Hf(dir) => Ok(parse_hf_config(&dir.join("config.json"))?.0),
+        ModelRef::Gguf(path) => {
+            let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
+            let ct = candle_core::quantized::gguf_file::Content::read(&mut file)
+                .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
+            let tokenizer = Tokenizer::from_gguf(&ct.metadata, path)?;
+            gguf_config(&ct, path, tokenizer.vocab_size())
+        }
+    }
+}
+
+fn gguf_config(
+    ct: &candle_core::quantized::gguf_file::Content,
+    path: &Path,
+    vocab: usize,
+) -> Result<ModelConfig, LoadError> {
     let md = &ct.metadata;
     let arch = md
         .get("general.architecture")
@@ -467,12 +484,11 @@ fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadErr
             .ok_or_else(|| file_err(path, format!("missing metadata {}", key(k))))
     };
     let get_f = |k: &str| md.get(&key(k)).and_then(|v| v.to_f32().ok()).map(f64::from);
-    let tokenizer = Tokenizer::from_gguf(md, path)?;
     let hidden = get_u("embedding_length")?;
     let heads = get_u("attention.head_count")?;
-    let cfg = ModelConfig {
+    Ok(ModelConfig {
         arch: model_arch,
-        vocab_size: tokenizer.vocab_size(),
+        vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: get_u("feed_forward_length")?,
         num_layers: get_u("block_count")?,
@@ -485,7 +501,16 @@ fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadErr
         sliding_window: None,
         tie_embeddings: !ct.tensor_infos.contains_key("output.weight"),
         max_position_embeddings: get_u("context_length").unwrap_or(4096),
-    };
+    })
+}
+
+fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError> {
+    use candle_core::quantized::gguf_file;
+    let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
+    let ct = gguf_file::Content::read(&mut file)
+        .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
+    let tokenizer = Tokenizer::from_gguf(&ct.metadata, path)?;
+    let cfg = gguf_config(&ct, path, tokenizer.vocab_size())?;
     let mut tensors = HashMap::new();
     for name in ct.tensor_infos.keys() {
         let q = ct

@@ -81,7 +81,15 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.trainable {
-            x.broadcast_matmul(&self.weight.t()?)
+            let dims = x.dims().to_vec();
+            let Some((&last, lead)) = dims.split_last() else {
+                candle_core::bail!("linear: scalar input");
+            };
+            let rows: usize = lead.iter().product();
+            let y = x.reshape((rows, last))?.matmul(&self.weight.t()?)?;
+            let mut out = lead.to_vec();
+            out.push(y.dim(1)?);
+            y.reshape(out)
         } else {
             ops::frozen_linear(x, &self.weight)
         }

@@ -1,4 +1,217 @@
 //! The training loop, control handling, checkpoints, the run directory and
 //! the [`event::Event`] stream.
+//!
+//! A run is three threads: the trainer, the telemetry sampler, and a hub that
+//! appends every event to `events.jsonl` (flushed per event, so step events
+//! are never lost) and forwards it to whoever watches (the TUI or the
+//! headless printer). A slow watcher never blocks the trainer.
 
+pub mod checkpoint;
 pub mod event;
+pub mod headless;
+pub mod method;
+pub mod trainer;
+
+use crate::config::Experiment;
+use anyhow::{Context, Result};
+use event::{Event, EVENT_VERSION};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Control {
+    Pause,
+    Resume,
+    Stop,
+    Checkpoint,
+    EvalNow,
+}
+
+pub struct RunHandle {
+    pub events: Receiver<Event>,
+    pub control: Sender<Control>,
+    pub run_dir: PathBuf,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A new run directory `root/<name>-<YYYYmmdd-HHMMSS>` (suffixed if taken).
+pub fn new_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stamp = utc_stamp(secs);
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut dir = root.join(format!("{safe}-{stamp}"));
+    let mut i = 1;
+    while dir.exists() {
+        i += 1;
+        dir = root.join(format!("{safe}-{stamp}-{i}"));
+    }
+    std::fs::create_dir_all(dir.join("checkpoints"))
+        .with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
+    Ok(dir)
+}
+
+fn utc_stamp(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Read a recorded `events.jsonl`; a bad line is reported with its number.
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev: Event = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: expected an event record: {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+        if let Event::RunStarted { version, .. } = &ev {
+            anyhow::ensure!(
+                *version <= EVENT_VERSION,
+                "{}:{}: event version {version} is newer than this meft ({EVENT_VERSION})",
+                path.display(),
+                i + 1
+            );
+        }
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+/// Append every event to `events.jsonl` and forward it.
+fn spawn_hub(
+    run_dir: &Path,
+    from: Receiver<Event>,
+    to: Sender<Event>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let path = run_dir.join("events.jsonl");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+    Ok(std::thread::spawn(move || {
+        for ev in from {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = writeln!(file, "{line}");
+                let _ = file.flush();
+            }
+            let _ = to.send(ev);
+        }
+    }))
+}
+
+/// Start a run (or resume the one in `resume`) on background threads.
+pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
+    exp.validate()?;
+    if !resume {
+        exp.save(&run_dir.join("config.toml"))?;
+    }
+    let (tx, hub_rx) = channel::<Event>();
+    let (ui_tx, ui_rx) = channel::<Event>();
+    let (ctl_tx, ctl_rx) = channel::<Control>();
+    let hub = spawn_hub(&run_dir, hub_rx, ui_tx)?;
+    // The sampler drops readings rather than wait; a forwarder feeds them in.
+    let (sample_tx, sample_rx) = std::sync::mpsc::sync_channel::<Event>(4);
+    let sampler = crate::telemetry::spawn_sampler(
+        crate::telemetry::sampler::DEFAULT_PERIOD,
+        std::time::Instant::now(),
+        sample_tx,
+    );
+    let forward = tx.clone();
+    std::thread::spawn(move || {
+        for ev in sample_rx {
+            if forward.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = run_dir.clone();
+    let thread = std::thread::Builder::new()
+        .name("meft-trainer".into())
+        .spawn(move || {
+            let failed = tx.clone();
+            let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
+            sampler.stop();
+            if let Err(e) = result {
+                let text = e
+                    .chain()
+                    .map(crate::fsx::one_line)
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                let _ = failed.send(Event::Failed {
+                    step: 0,
+                    error: text,
+                });
+            }
+            drop(failed);
+            let _ = hub.join();
+        })?;
+    Ok(RunHandle {
+        events: ui_rx,
+        control: ctl_tx,
+        run_dir,
+        thread: Some(thread),
+    })
+}
+
+fn run_trainer(
+    exp: Experiment,
+    dir: &Path,
+    resume: bool,
+    tx: Sender<Event>,
+    ctl: Receiver<Control>,
+) -> Result<()> {
+    let device = trainer::device_of(&exp.model.device)?;
+    let reference = crate::model::ModelRef::parse(&exp.model.reference)
+        .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
+    let loaded = crate::model::load_model(&reference, &device)?;
+    let mut t = trainer::Trainer::new(exp, loaded, dir, tx.clone(), ctl)?;
+    let mut resumed = None;
+    if resume {
+        if let Some((_, path)) = checkpoint::latest(&dir.join("checkpoints")) {
+            resumed = Some(t.restore(&path)?);
+        }
+    }
+    let info = t.run_info(resumed)?;
+    let _ = tx.send(Event::RunStarted {
+        version: EVENT_VERSION,
+        info,
+    });
+    t.run()?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The headless sink: a progress line on a terminal (plain lines otherwise)
+//! and a closing summary table.
+
+use super::event::{Event, StepEvent, Summary};
+use std::io::{IsTerminal, Write};
+
+fn human_bytes(b: f64) -> String {
+    crate::telemetry::human_bytes(b.max(0.0).round() as u64)
+}
+
+pub struct Printer {
+    tty: bool,
+    last_plain: std::time::Instant,
+    pub finished: Option<Summary>,
+    pub failed: Option<String>,
+    pub run_dir: String,
+}
+
+impl Printer {
+    pub fn new(run_dir: &std::path::Path) -> Self {
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            last_plain: std::time::Instant::now() - std::time::Duration::from_secs(10),
+            finished: None,
+            failed: None,
+            run_dir: run_dir.display().to_string(),
+        }
+    }
+
+    fn step_line(s: &StepEvent) -> String {
+        let tok_s = if s.wall_ms > 0.0 {
+            s.tokens as f64 / (s.wall_ms / 1e3)
+        } else {
+            0.0
+        };
+        let mut line = format!(
+            "step {}/{} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+            s.step, s.total_steps, s.loss, s.lr, s.grad_norm, tok_s
+        );
+        if s.traffic.h2d() + s.traffic.d2h() > 0 {
+            line += &format!(
+                " H→D {} D→H {}",
+                human_bytes(s.traffic.h2d() as f64),
+                human_bytes(s.traffic.d2h() as f64)
+            );
+        }
+        line
+    }
+
+    pub fn handle(&mut self, ev: &Event) {
+        let mut out = std::io::stdout();
+        match ev {
+            Event::RunStarted { info, .. } => {
+                let _ = writeln!(
+                    out,
+                    "{} · {} · {} · {} · {} steps{}",
+                    info.name,
+                    info.adapter,
+                    info.model,
+                    info.device,
+                    info.total_steps,
+                    info.resumed_from
+                        .map(|s| format!(" (resumed at step {s})"))
+                        .unwrap_or_default()
+                );
+                let _ = writeln!(out, "run directory: {}", self.run_dir);
+            }
+            Event::Step(s) => {
+                let line = Self::step_line(s);
+                if self.tty {
+                    let bar_w = 24;
+                    let filled = (s.step as usize * bar_w) / (s.total_steps.max(1) as usize);
+                    let bar: String = "█".repeat(filled) + &"░".repeat(bar_w - filled.min(bar_w));
+                    let _ = write!(out, "\r\x1b[2K{bar} {line}");
+                    let _ = out.flush();
+                } else if self.last_plain.elapsed().as_secs_f64() >= 2.0
+                    || s.step == s.total_steps
+                    || s.step == 1
+                {
+                    self.last_plain = std::time::Instant::now();
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            Event::Eval(e) => {
+                if self.tty {
+                    let _ = writeln!(out);
+                }
+                let m: Vec<String> = e
+                    .metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "eval at step {} on {} rows: {}",
+                    e.step,
+                    e.n,
+                    m.join(" · ")
+                );
+            }
+            Event::Checkpoint { step, path } if !self.tty => {
+                let _ = writeln!(out, "checkpoint at step {step}: {path}");
+            }
+            Event::Finished { summary } => self.finished = Some(summary.clone()),
+            Event::Failed { error, .. } => self.failed = Some(error.clone()),
+            Event::Message { text } => {
+                let _ = writeln!(out, "{text}");
+            }
+            _ => {}
+        }
+    }
+
+    pub fn summary_table(s: &Summary) -> String {
+        let mut rows: Vec<(String, String)> = vec![
+            ("steps".into(), s.steps.to_string()),
+            (
+                "loss (first → final)".into(),
+                format!("{:.4} → {:.4}", s.first_loss, s.final_loss),
+            ),
+            ("tokens/s".into(), format!("{:.0}", s.tokens_per_s)),
+            ("wall time".into(), format!("{:.1} s", s.wall_s)),
+            ("host→device / step".into(), human_bytes(s.h2d_per_step)),
+            ("device→host / step".into(), human_bytes(s.d2h_per_step)),
+            (
+                "peak device ledger".into(),
+                human_bytes(s.peak_device_ledger as f64),
+            ),
+        ];
+        for (k, v) in &s.predicted {
+            rows.push((format!("planned {}", k.replace('_', " ")), human_bytes(*v)));
+        }
+        for (k, v) in &s.metrics {
+            rows.push((k.clone(), format!("{v:.4}")));
+        }
+        let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let mut t = String::new();
+        for (k, v) in rows {
+            t += &format!("  {k:<w$}  {v}\n");
+        }
+        t
+    }
+}

@@ -1,0 +1,813 @@
+//! The loop: micro-batches, gradient accumulation, clipping over device and
+//! host parameters, optimizer steps, control messages, evaluation,
+//! checkpoints — reporting everything as events.
+
+use super::checkpoint::{self, CheckpointData};
+use super::event::*;
+use super::method::Method;
+use super::Control;
+use crate::config::Experiment;
+use crate::data::batch::{encode_eval_prompt, encode_example, Batch, Batcher, Encoded, Position};
+use crate::data::prompt::Template;
+use crate::data::{Example, Task};
+use crate::model::generate::{generate, GenerateOptions};
+use crate::model::{Input, LoadedModel, Model};
+use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+/// Where a `synth:` dataset is written before the real loaders read it back.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MEFT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+}
+
+/// Parse `synth:entities=N,seed=S,pool=P,namespace=K` into a world spec.
+pub fn parse_synth(spec: &str, field: &str) -> Result<crate::data::synth::WorldSpec> {
+    let mut w = crate::data::synth::WorldSpec::default();
+    let body = spec.strip_prefix("synth:").unwrap_or(spec);
+    for part in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("{field}: expected key=value in {spec:?}, got {part:?}"))?;
+        let num: u64 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("{field}: {k} must be a whole number, got {v:?}"))?;
+        match k.trim() {
+            "entities" => w.entities = num as usize,
+            "seed" => w.seed = num,
+            "pool" => w.pool = num as usize,
+            "namespace" => w.namespace = num,
+            "attributes" => w.attributes = num as usize,
+            other => anyhow::bail!("{field}: unknown synth key {other:?} (entities, seed, pool, namespace, attributes)"),
+        }
+    }
+    w.validate().map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+    Ok(w)
+}
+
+/// Train and test examples of the config's data section.
+pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
+    let task: Task = exp
+        .data
+        .task
+        .parse()
+        .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
+    let resolve = |spec: &str, field: &str, want_test: bool| -> Result<PathBuf> {
+        if spec.starts_with("synth:") {
+            let w = parse_synth(spec, field)?;
+            let dir = cache_dir().join("data").join(format!(
+                "{}-e{}-s{}-p{}-a{}-n{}",
+                task, w.entities, w.seed, w.pool, w.attributes, w.namespace
+            ));
+            let (train, test) = crate::data::synth::file_names(task);
+            let wanted = dir.join(if want_test { test } else { train });
+            if !wanted.is_file() {
+                crate::data::synth::write(task, &w, &dir)
+                    .map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+            }
+            Ok(wanted)
+        } else {
+            Ok(PathBuf::from(spec))
+        }
+    };
+    let train_path = resolve(&exp.data.train, "data.train", false)?;
+    let train = crate::data::load(task, &train_path)?;
+    // No eval set named: a synthetic world brings its own held-out split.
+    let test = match (exp.data.eval.as_str(), exp.data.train.starts_with("synth:")) {
+        ("", true) => crate::data::load(task, &resolve(&exp.data.train, "data.train", true)?)?,
+        ("", false) => Vec::new(),
+        (spec, _) => crate::data::load(
+            task,
+            &resolve(spec, "data.eval", spec.starts_with("synth:"))?,
+        )?,
+    };
+    anyhow::ensure!(
+        !train.is_empty(),
+        "data.train: no training records in {}",
+        train_path.display()
+    );
+    Ok((train, test))
+}
+
+pub fn total_steps(exp: &Experiment, n_train: usize) -> u64 {
+    if exp.train.steps > 0 {
+        exp.train.steps as u64
+    } else {
+        ((exp.train.epochs * n_train as f64) / exp.train.batch as f64)
+            .ceil()
+            .max(1.0) as u64
+    }
+}
+
+/// Mean cross-entropy over the loss-masked next-token targets.
+pub fn masked_loss(logits: &Tensor, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
+    let (b, s, v) = logits.dims3()?;
+    let mut targets = Vec::with_capacity(b * (s - 1));
+    let mut weights = Vec::with_capacity(b * (s - 1));
+    for r in 0..b {
+        for t in 0..s - 1 {
+            let i = r * s + t + 1;
+            targets.push(batch.ids[i]);
+            weights.push(if batch.loss_mask[i] == 1 && batch.attn_mask[i] == 1 {
+                1f32
+            } else {
+                0.0
+            });
+        }
+    }
+    let count = weights.iter().filter(|w| **w > 0.0).count();
+    let dev = logits.device();
+    let logits = logits.narrow(1, 0, s - 1)?.reshape((b * (s - 1), v))?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let t = Tensor::from_vec(targets, (b * (s - 1), 1), dev)?;
+    let picked = logp.gather(&t, 1)?.squeeze(1)?;
+    let w = Tensor::from_vec(weights, b * (s - 1), dev)?.to_dtype(picked.dtype())?;
+    let loss = ((picked * w)?.sum_all()? / (-(count.max(1) as f64)))?;
+    Ok((loss, count))
+}
+
+pub struct Trainer {
+    pub exp: Experiment,
+    pub model: Model,
+    pub tokenizer: crate::model::Tokenizer,
+    pub method: Method,
+    pub opt: DeviceAdamW,
+    pub train: Vec<Encoded>,
+    pub test: Vec<Example>,
+    pub batcher: Batcher,
+    pub step: u64,
+    pub total: u64,
+    pub run_dir: PathBuf,
+    pub template: Template,
+    pub task: Task,
+    events: Sender<Event>,
+    control: Receiver<Control>,
+    first_loss: Option<f64>,
+    last_loss: f64,
+    tokens_done: u64,
+    wall_s: f64,
+    traffic_sum: Traffic,
+    steps_done: u64,
+    peak_device: u64,
+    last_metrics: BTreeMap<String, f64>,
+    /// Each adapter layer's largest |U| in the current step.
+    step_unions: Vec<u64>,
+    /// Σ |U| per adapter layer over every micro-batch so far.
+    union_totals: Vec<u64>,
+    /// Tokens (padded batch × seq) and sequence length of the last micro-batch.
+    micro_shape: Option<(u64, u64)>,
+}
+
+impl Trainer {
+    pub fn new(
+        exp: Experiment,
+        loaded: LoadedModel,
+        run_dir: &Path,
+        events: Sender<Event>,
+        control: Receiver<Control>,
+    ) -> Result<Self> {
+        let LoadedModel {
+            mut model,
+            tokenizer,
+            ..
+        } = loaded;
+        let (train_ex, test) = load_data(&exp)?;
+        let template: Template = exp
+            .data
+            .template
+            .parse()
+            .map_err(|e| anyhow::anyhow!("data.template: {e}"))?;
+        let task: Task = exp
+            .data
+            .task
+            .parse()
+            .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
+        let train = train_ex
+            .iter()
+            .map(|e| {
+                encode_example(
+                    e,
+                    template,
+                    &tokenizer,
+                    exp.train.cutoff_len,
+                    exp.train.train_on_inputs,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (method, vars) = Method::build(&exp, &mut model)?;
+        let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
+        let batcher = Batcher::new(train.len(), exp.train.micro_batch, exp.train.seed)?;
+        let total = total_steps(&exp, train.len());
+        Ok(Self {
+            exp,
+            model,
+            tokenizer,
+            method,
+            opt,
+            train,
+            test,
+            batcher,
+            step: 0,
+            total,
+            run_dir: run_dir.to_path_buf(),
+            template,
+            task,
+            events,
+            control,
+            first_loss: None,
+            last_loss: f64::NAN,
+            tokens_done: 0,
+            wall_s: 0.0,
+            traffic_sum: Traffic::default(),
+            steps_done: 0,
+            peak_device: 0,
+            last_metrics: BTreeMap::new(),
+            step_unions: Vec::new(),
+            union_totals: Vec::new(),
+            micro_shape: None,
+        })
+    }
+
+    fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    pub fn run_info(&self, resumed_from: Option<u64>) -> Result<RunInfo> {
+        let trainable = self.opt.param_count() as u64
+            + self.method.meft().map(|m| m.store_bytes() / 4).unwrap_or(0);
+        Ok(RunInfo {
+            run_id: self
+                .run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            config_toml: self.exp.to_toml()?,
+            name: self.exp.name.clone(),
+            method: self.exp.method.kind.clone(),
+            model: self.exp.model.reference.clone(),
+            device: self.exp.model.device.clone(),
+            total_steps: self.total,
+            base_params: self.model.config.param_count() as u64,
+            trainable_params: trainable,
+            adapter: Method::describe(&self.exp),
+            plan: self.plan(false).and_then(|p| serde_json::to_value(p).ok()),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            resumed_from,
+        })
+    }
+
+    /// Bytes resident on the compute device by category, measured from the
+    /// tensors that exist.
+    pub fn device_ledger(&self) -> Ledger {
+        let mut l = Ledger::new();
+        let base: u64 = self
+            .model
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+            .sum();
+        let trainable: u64 = self
+            .opt
+            .vars
+            .iter()
+            .map(|(_, v)| (v.elem_count() * 4) as u64)
+            .sum();
+        let base = if matches!(self.method, Method::Full) {
+            base.saturating_sub(trainable)
+        } else {
+            base
+        };
+        l.insert("base".into(), base);
+        l.insert("trainable".into(), trainable);
+        l.insert("grads".into(), trainable);
+        l.insert("optimizer".into(), 2 * trainable);
+        if self.method.meft().is_some() {
+            let d = self.model.config.hidden_size as u64;
+            let rows: u64 = self
+                .step_unions
+                .iter()
+                .map(|u| (u + 1) * 2 * d * 4 * 2)
+                .sum();
+            l.insert("rows".into(), rows);
+        }
+        if let Some((n, seq)) = self.micro_shape {
+            let bytes = self.model.dtype.size_in_bytes() as u64;
+            l.insert(
+                "activations".into(),
+                crate::telemetry::activation_estimate(&self.model.config, n, seq, bytes),
+            );
+        }
+        l
+    }
+
+    /// The planner's prediction for this run; with measured union sizes and
+    /// tokens once steps have run.
+    pub fn plan(&self, measured: bool) -> Option<crate::telemetry::Plan> {
+        let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1) as u64;
+        let unions: Option<Vec<u64>> = (measured && !self.union_totals.is_empty()).then(|| {
+            self.union_totals
+                .iter()
+                .map(|u| (*u as f64 / (self.steps_done.max(1) * accum) as f64).round() as u64)
+                .collect()
+        });
+        let mut input = crate::telemetry::PlanInput::new(&self.exp, &self.model.config);
+        input.base_dtype_bytes = self.model.dtype.size_in_bytes() as u64;
+        if measured {
+            if let Some((n, _)) = self.micro_shape {
+                input.tokens_per_micro_batch = n;
+            }
+        }
+        input.union_sizes = unions.as_deref();
+        crate::telemetry::plan(&input).ok()
+    }
+
+    pub fn host_ledger(&self) -> Ledger {
+        let mut l = Ledger::new();
+        if let Some(m) = self.method.meft() {
+            l.insert("store".into(), m.store_bytes());
+            l.insert("moments".into(), m.moment_bytes());
+        }
+        l
+    }
+
+    /// Wait while paused; returns false when asked to stop.
+    fn handle_control(&mut self) -> Result<bool> {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Pause) => {
+                    self.emit(Event::Paused { step: self.step });
+                    loop {
+                        match self.control.recv() {
+                            Ok(Control::Resume) => {
+                                self.emit(Event::Resumed { step: self.step });
+                                break;
+                            }
+                            Ok(Control::Stop) | Err(_) => return Ok(false),
+                            Ok(Control::Checkpoint) => self.checkpoint()?,
+                            Ok(Control::EvalNow) => self.evaluate()?,
+                            Ok(Control::Pause) => {}
+                        }
+                    }
+                }
+                Ok(Control::Resume) => {}
+                Ok(Control::Stop) => return Ok(false),
+                Ok(Control::Checkpoint) => self.checkpoint()?,
+                Ok(Control::EvalNow) => self.evaluate()?,
+                Err(TryRecvError::Empty) => return Ok(true),
+                // The controller went away (headless run): keep training.
+                Err(TryRecvError::Disconnected) => return Ok(true),
+            }
+        }
+    }
+
+    /// Train to the end (or a stop), evaluate, summarise.
+    pub fn run(&mut self) -> Result<Summary> {
+        let started = Instant::now();
+        let mut stopped = false;
+        while self.step < self.total {
+            if !self.handle_control()? {
+                stopped = true;
+                break;
+            }
+            self.train_step()?;
+            let every = self.exp.train.checkpoint_every as u64;
+            if every > 0 && self.step.is_multiple_of(every) && self.step < self.total {
+                self.checkpoint()?;
+            }
+        }
+        self.checkpoint()?;
+        if !stopped {
+            self.evaluate()?;
+        }
+        let _ = started;
+        let summary = self.summary();
+        let text = serde_json::to_string_pretty(&summary)?;
+        crate::fsx::write_atomic(&self.run_dir.join("summary.json"), text.as_bytes())?;
+        self.emit(Event::Finished {
+            summary: summary.clone(),
+        });
+        Ok(summary)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let n = self.steps_done.max(1) as f64;
+        Summary {
+            steps: self.step,
+            final_loss: self.last_loss,
+            first_loss: self.first_loss.unwrap_or(f64::NAN),
+            tokens_per_s: if self.wall_s > 0.0 {
+                self.tokens_done as f64 / self.wall_s
+            } else {
+                0.0
+            },
+            wall_s: self.wall_s,
+            h2d_per_step: self.traffic_sum.h2d() as f64 / n,
+            d2h_per_step: self.traffic_sum.d2h() as f64 / n,
+            peak_device_ledger: self.peak_device,
+            metrics: self.last_metrics.clone(),
+            predicted: self.predicted(),
+        }
+    }
+
+    /// The planner's figures for what this run measured: bytes per step and
+    /// the device ledger, given the measured union sizes and batch shape.
+    fn predicted(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        if self.steps_done == 0 {
+            return out;
+        }
+        if let Some(p) = self.plan(true) {
+            out.insert("h2d_per_step".into(), p.traffic.h2d() as f64);
+            out.insert("d2h_per_step".into(), p.traffic.d2h() as f64);
+            out.insert("device_ledger".into(), p.device_total as f64);
+        }
+        out
+    }
+
+    /// One optimizer step over `batch / micro_batch` micro-batches.
+    pub fn train_step(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1);
+        let n_vars = self.opt.vars.len();
+        let mut grads: Vec<Option<Tensor>> = vec![None; n_vars];
+        let mut loss_sum = 0f64;
+        let mut tokens = 0u64;
+        self.method.set_train(true);
+        if let Some(m) = self.method.meft_mut() {
+            m.collect_stats = true;
+            m.union_log.clear();
+        }
+        for micro in 0..accum {
+            if let Method::Lora(l) = &mut self.method {
+                l.reseed(self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1));
+            }
+            let idx = self.batcher.next_batch();
+            let rows: Vec<Encoded> = idx.iter().map(|&i| self.train[i].clone()).collect();
+            let batch = Batch::left_padded(&rows, self.tokenizer.pad_id);
+            self.micro_shape = Some(((batch.batch * batch.seq) as u64, batch.seq as u64));
+            tokens += batch.attn_mask.iter().filter(|&&m| m == 1).count() as u64;
+            let input = Input {
+                ids: &batch.ids,
+                pad_mask: &batch.attn_mask,
+                batch: batch.batch,
+                seq: batch.seq,
+            };
+            let logits = self.model.forward(&input, None, &mut self.method, false)?;
+            let (loss, _) = masked_loss(&logits, &batch)?;
+            let loss = (loss / accum as f64)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let g = loss.backward()?;
+            for (i, (_, var)) in self.opt.vars.iter().enumerate() {
+                if let Some(gi) = g.get(var.as_tensor()) {
+                    grads[i] = Some(match grads[i].take() {
+                        Some(acc) => (acc + gi)?,
+                        None => gi.clone(),
+                    });
+                }
+            }
+            if let Some(m) = self.method.meft_mut() {
+                m.collect_grads(&g)?;
+            }
+        }
+        // Global norm over device parameters and host rows together.
+        let mut sq = 0f64;
+        for g in grads.iter().flatten() {
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        if let Some(m) = self.method.meft() {
+            sq += m.host_grad_sq_norm();
+        }
+        let norm = sq.sqrt();
+        let coef = clip_coefficient(norm, self.exp.train.clip);
+        let schedule = if self.exp.train.schedule == "constant_with_warmup" {
+            Schedule::ConstantWithWarmup
+        } else {
+            Schedule::Linear
+        };
+        let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
+        let lr = lr_at(self.exp.train.lr, self.step, self.total, warm, schedule);
+        self.opt.step(&grads, lr, coef)?;
+        let cfg = self.opt.cfg;
+        let rows_updated = match self.method.meft_mut() {
+            Some(m) => m.host_step(lr, coef, &cfg) as u64,
+            None => 0,
+        };
+        self.step += 1;
+        let wall = t0.elapsed().as_secs_f64();
+        let (traffic, unions, picks) = match self.method.meft_mut() {
+            Some(m) => {
+                let per_layer = m.link.take();
+                let mut t = Traffic::default();
+                for l in &per_layer {
+                    t.add(l);
+                }
+                let nl = m.layers.len();
+                let mut unions = vec![0u64; nl];
+                let mut picks = vec![0u64; nl];
+                let mut peak = vec![0u64; nl];
+                for (i, (u, p)) in m.union_log.drain(..).enumerate() {
+                    unions[i % nl] += u;
+                    picks[i % nl] += p;
+                    peak[i % nl] = peak[i % nl].max(u);
+                }
+                self.step_unions = peak;
+                if self.union_totals.len() != nl {
+                    self.union_totals = vec![0; nl];
+                }
+                for (tot, u) in self.union_totals.iter_mut().zip(&unions) {
+                    *tot += u;
+                }
+                (t, unions, picks)
+            }
+            None => (Traffic::default(), Vec::new(), Vec::new()),
+        };
+        self.traffic_sum.add(&traffic);
+        self.steps_done += 1;
+        self.tokens_done += tokens;
+        self.wall_s += wall;
+        self.first_loss.get_or_insert(loss_sum);
+        self.last_loss = loss_sum;
+        let pos = self.batcher.position();
+        let epoch = pos.epoch as f64 + pos.index as f64 / self.train.len().max(1) as f64;
+        self.emit(Event::Step(StepEvent {
+            step: self.step,
+            total_steps: self.total,
+            epoch,
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            tokens,
+            wall_ms: wall * 1e3,
+            traffic,
+            union_sizes: unions,
+            picks,
+            rows_updated,
+        }));
+        let device = self.device_ledger();
+        self.peak_device = self.peak_device.max(device.values().sum());
+        if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
+            self.emit(Event::Ledger(LedgerEvent {
+                step: self.step,
+                device,
+                host: self.host_ledger(),
+            }));
+            self.emit_histograms();
+        }
+        Ok(())
+    }
+
+    fn emit_histograms(&mut self) {
+        let step = self.step;
+        let Some(m) = self.method.meft_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        for l in &mut m.layers {
+            let st = std::mem::take(&mut l.stats);
+            if st.counts.is_empty() {
+                continue;
+            }
+            let mut sorted = st.counts.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let bins = 48.min(sorted.len()).max(1);
+            let per = sorted.len().div_ceil(bins);
+            let picks_sorted = sorted
+                .chunks(per)
+                .map(|c| c.iter().sum::<u32>() as f32 / c.len() as f32)
+                .collect();
+            let distinct = st.counts.iter().filter(|&&c| c > 0).count() as u64;
+            let hi = st
+                .act_values
+                .iter()
+                .copied()
+                .fold(0f32, f32::max)
+                .max(1e-12);
+            let mut act_bins = vec![0u32; 24];
+            for v in &st.act_values {
+                let b = ((v / hi) * 23.999) as usize;
+                act_bins[b.min(23)] += 1;
+            }
+            out.push(Event::Histogram(HistogramEvent {
+                step,
+                layer: l.layer as u32,
+                window: 5,
+                picks_sorted,
+                distinct,
+                neurons: st.counts.len() as u64,
+                act_bins,
+                act_lo: 0.0,
+                act_hi: hi,
+            }));
+        }
+        for ev in out {
+            self.emit(ev);
+        }
+    }
+
+    /// Decode the test split (up to `eval.limit`) and score it.
+    pub fn evaluate(&mut self) -> Result<()> {
+        if self.test.is_empty() {
+            return Ok(());
+        }
+        let limit = if self.exp.eval.limit == 0 {
+            self.test.len()
+        } else {
+            self.exp.eval.limit.min(self.test.len())
+        };
+        let examples: Vec<Example> = self.test[..limit].to_vec();
+        let opts = GenerateOptions {
+            max_new_tokens: self.exp.eval.max_new_tokens,
+            beams: if self.exp.eval.decoding == "beam" {
+                self.exp.eval.beams
+            } else {
+                1
+            },
+            repetition_penalty: self.exp.eval.repetition_penalty as f32,
+        };
+        self.method.set_train(false);
+        if let Some(m) = self.method.meft_mut() {
+            m.collect_stats = false;
+        }
+        let mut preds = Vec::with_capacity(examples.len());
+        for chunk in examples.chunks(16) {
+            let prompts = chunk
+                .iter()
+                .map(|e| encode_eval_prompt(e, self.template, &self.tokenizer).map(|x| x.ids))
+                .collect::<Result<Vec<_>>>()?;
+            let out = generate(
+                &self.model,
+                &prompts,
+                &opts,
+                &self.tokenizer.stop_ids,
+                self.tokenizer.pad_id,
+                &mut self.method,
+            )?;
+            for ids in out {
+                let text = self.tokenizer.decode(&ids)?;
+                preds.push(crate::eval::metrics::extract_answer(self.template, &text));
+            }
+        }
+        if let Some(m) = self.method.meft_mut() {
+            m.discard_pending();
+            m.link.take();
+            m.union_log.clear();
+        }
+        self.method.set_train(true);
+        let by_id: std::collections::HashMap<&str, &str> = examples
+            .iter()
+            .zip(&preds)
+            .map(|(e, p)| (e.id.as_str(), p.as_str()))
+            .collect();
+        let report = crate::eval::score::score_examples(self.task, &examples, |e| {
+            by_id.get(e.id.as_str()).copied().unwrap_or("")
+        });
+        let metrics: BTreeMap<String, f64> = report
+            .scores
+            .iter()
+            .map(|(m, v)| (m.name().to_string(), *v))
+            .collect();
+        self.last_metrics = metrics.clone();
+        let samples = examples
+            .iter()
+            .zip(&preds)
+            .take(5)
+            .map(|(e, p)| {
+                (
+                    e.instruction.clone(),
+                    p.clone(),
+                    e.gold.first().cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.emit(Event::Eval(EvalEvent {
+            step: self.step,
+            n: examples.len() as u64,
+            metrics,
+            samples,
+        }));
+        Ok(())
+    }
+
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let mut data = CheckpointData::default();
+        for (i, (name, var)) in self.opt.vars.iter().enumerate() {
+            data.put_tensor(name, var.as_tensor())?;
+            data.put_tensor(&format!("opt.m.{name}"), &self.opt.m[i])?;
+            data.put_tensor(&format!("opt.v.{name}"), &self.opt.v[i])?;
+        }
+        if let Some(m) = self.method.meft() {
+            let d = m.shape.d;
+            for l in &m.layers {
+                let p = format!("meft.{}", l.layer);
+                let s = &l.store;
+                data.f32s
+                    .insert(format!("{p}.keys"), (vec![s.m, d], s.keys.clone()));
+                data.f32s
+                    .insert(format!("{p}.values"), (vec![s.m, d], s.values.clone()));
+                data.u32s
+                    .insert(format!("{p}.row_steps"), (vec![s.m], s.row_steps.clone()));
+                let (rows, moments) = s.export_moments();
+                data.u32s
+                    .insert(format!("{p}.moment_rows"), (vec![rows.len()], rows.clone()));
+                data.f32s
+                    .insert(format!("{p}.moments"), (vec![rows.len(), 4 * d], moments));
+            }
+        }
+        let pos = self.batcher.position();
+        data.meta.insert("step".into(), self.step.to_string());
+        data.meta
+            .insert("opt_step".into(), self.opt.step.to_string());
+        data.meta.insert("epoch".into(), pos.epoch.to_string());
+        data.meta.insert("index".into(), pos.index.to_string());
+        let dir = self.run_dir.join("checkpoints");
+        let path = checkpoint::save(&dir, self.step, &data)?;
+        self.emit(Event::Checkpoint {
+            step: self.step,
+            path: path.display().to_string(),
+        });
+        Ok(())
+    }
+
+    /// Restore trainable tensors, optimizer state and data position.
+    pub fn restore(&mut self, path: &Path) -> Result<u64> {
+        let data = checkpoint::load(path)?;
+        let meta = |k: &str| -> Result<u64> {
+            data.meta
+                .get(k)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{}: checkpoint metadata has no {k}", path.display()))
+        };
+        let dev = self.model.device.clone();
+        for (i, (name, var)) in self.opt.vars.iter().enumerate() {
+            var.set(&data.tensor(name, &dev)?)?;
+            self.opt.m[i] = data.tensor(&format!("opt.m.{name}"), &dev)?;
+            self.opt.v[i] = data.tensor(&format!("opt.v.{name}"), &dev)?;
+        }
+        self.opt.step = meta("opt_step")?;
+        if let Some(m) = self.method.meft_mut() {
+            for l in &mut m.layers {
+                let p = format!("meft.{}", l.layer);
+                let get_f = |k: &str| {
+                    data.f32s
+                        .get(&format!("{p}.{k}"))
+                        .map(|x| x.1.clone())
+                        .with_context(|| format!("{}: no {p}.{k}", path.display()))
+                };
+                let get_u = |k: &str| {
+                    data.u32s
+                        .get(&format!("{p}.{k}"))
+                        .map(|x| x.1.clone())
+                        .with_context(|| format!("{}: no {p}.{k}", path.display()))
+                };
+                l.store.keys = get_f("keys")?;
+                l.store.values = get_f("values")?;
+                l.store.row_steps = get_u("row_steps")?;
+                l.store
+                    .import_moments(&get_u("moment_rows")?, &get_f("moments")?);
+            }
+        }
+        let step = meta("step")?;
+        let pos = Position {
+            epoch: meta("epoch")?,
+            index: meta("index")? as usize,
+        };
+        self.batcher = Batcher::resume(
+            self.train.len(),
+            self.exp.train.micro_batch,
+            self.exp.train.seed,
+            pos,
+        )?;
+        self.step = step;
+        Ok(step)
+    }
+}
+
+pub fn device_of(spec: &str) -> Result<Device> {
+    if spec == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = spec.strip_prefix("cuda:") {
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("model.device: bad CUDA ordinal in {spec:?}"))?;
+        if !cfg!(feature = "cuda") {
+            anyhow::bail!("model.device: {spec} needs a build with `--features cuda`");
+        }
+        return Ok(Device::new_cuda(n)?);
+    }
+    anyhow::bail!("model.device: expected cpu or cuda:N, got {spec:?}")
+}
