@@ -11,3 +11,4 @@ pub mod optim;
 pub mod rng;
 pub mod telemetry;
 pub mod train;
+pub mod tui;

@@ -48,6 +48,29 @@ enum DataCommand {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The interactive workbench: set up a run, then watch it live.
+    Tui {
+        /// Start from this experiment file instead of the defaults.
+        #[arg(long)]
+        preset: Option<std::path::PathBuf>,
+        /// Directory that run directories are created in.
+        #[arg(long, default_value = "runs")]
+        out: std::path::PathBuf,
+    },
+    /// A recorded run in the dashboard, scrubbable with ←/→ and Home/End.
+    Replay { run_dir: std::path::PathBuf },
+    /// The dashboard of a run as a picture (.svg, .png) or text (.txt).
+    Screenshot {
+        run_dir: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Columns x rows of the rendered terminal.
+        #[arg(long, default_value = "120x40")]
+        size: String,
+        /// Show the dashboard as it was at this step (default: the end).
+        #[arg(long)]
+        step: Option<u64>,
+    },
     /// Train headless: progress, a run directory, a summary table.
     Run {
         /// The experiment (preset) TOML; not needed with --resume.
@@ -109,12 +132,37 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Some(command) = cli.command else {
-        use clap::CommandFactory;
-        Cli::command().print_help()?;
-        return Ok(());
-    };
+    let command = cli.command.unwrap_or(Command::Tui {
+        preset: None,
+        out: "runs".into(),
+    });
     match command {
+        Command::Tui { preset, out } => {
+            let exp = match preset {
+                Some(p) => meft::config::Experiment::load(&p)?,
+                None => meft::config::Experiment::default(),
+            };
+            meft::tui::run_app(
+                exp,
+                Box::new(meft::tui::launch::RunLauncher { root: out }),
+                meft::tui::launch::planner_preview(),
+            )
+        }
+        Command::Replay { run_dir } => {
+            let events = meft::tui::read_events(&run_dir)?;
+            meft::tui::run_replay(events, &run_dir)
+        }
+        Command::Screenshot {
+            run_dir,
+            out,
+            size,
+            step,
+        } => {
+            let events = meft::tui::read_events(&run_dir)?;
+            meft::tui::screenshot(&events, step, meft::tui::parse_size(&size)?, &out)?;
+            println!("{}", out.display());
+            Ok(())
+        }
         Command::Run {
             config,
             sets,

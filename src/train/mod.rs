@@ -84,32 +84,39 @@ fn utc_stamp(secs: u64) -> String {
     )
 }
 
-/// Read a recorded `events.jsonl`; a bad line is reported with its number.
-pub fn read_events(path: &Path) -> Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let mut out = Vec::new();
+/// Read a recorded `events.jsonl` (or a run directory holding one). Errors
+/// name the file and line; a stream from a newer version is refused.
+pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+    let file = if path.is_dir() {
+        path.join("events.jsonl")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("{}: cannot read the event log", file.display()))?;
+    let mut events = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let ev: Event = serde_json::from_str(line).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: expected an event record: {e}",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let ev: Event = match serde_json::from_str(line) {
+            Ok(ev) => ev,
+            // A run killed mid-write leaves a torn last line; the rest is good.
+            Err(_) if i + 1 == text.lines().count() && !text.ends_with('\n') => break,
+            Err(e) => anyhow::bail!("{}:{}: not an event: {e}", file.display(), i + 1),
+        };
         if let Event::RunStarted { version, .. } = &ev {
-            anyhow::ensure!(
-                *version <= EVENT_VERSION,
-                "{}:{}: event version {version} is newer than this meft ({EVENT_VERSION})",
-                path.display(),
-                i + 1
-            );
+            if *version > EVENT_VERSION {
+                anyhow::bail!(
+                    "{}:{}: event version {version} is newer than this meft understands ({EVENT_VERSION})",
+                    file.display(),
+                    i + 1
+                );
+            }
         }
-        out.push(ev);
+        events.push(ev);
     }
-    Ok(out)
+    Ok(events)
 }
 
 /// Append every event to `events.jsonl` and forward it.

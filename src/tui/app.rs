@@ -1,0 +1,439 @@
+//! The application: which screen is up, and the one place where state
+//! changes — [`App::update`] applied to an [`Action`]. Keys become actions
+//! in [`App::action_for`]; run events arrive as actions too, so a test can
+//! drive the whole app without a terminal.
+
+use crate::config::Experiment;
+use crate::train::event::Event;
+use crate::train::{Control, RunHandle};
+use crate::tui::dashboard::{self, Chrome};
+use crate::tui::export;
+use crate::tui::replay::Replay;
+use crate::tui::setup::{Setup, SetupInput, SetupOutcome};
+use crate::tui::state::{DashboardState, ViewOptions};
+use crate::tui::theme::Theme;
+use crate::tui::{Launcher, Previewer};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+
+/// Everything that can change the app's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Setup(SetupInput),
+    TogglePause,
+    Checkpoint,
+    EvalNow,
+    Screenshot,
+    ToggleHelp,
+    ToggleLogScale,
+    ToggleTimeAxis,
+    PrevLayer,
+    NextLayer,
+    /// `q`: quits, or asks first while training runs.
+    RequestQuit,
+    ConfirmQuit,
+    CancelQuit,
+    /// Ctrl-C: stop the run (if any) and quit without asking.
+    Interrupt,
+    /// Move the replay cursor by this many recorded steps.
+    Seek(i64),
+    SeekStart,
+    SeekEnd,
+    /// Boxed: events are large and most actions are a word.
+    Run(Box<Event>),
+    /// The run's event stream closed.
+    RunEnded,
+    /// The terminal changed size; only a redraw is needed.
+    Redraw,
+}
+
+/// A run being watched live.
+pub struct Live {
+    pub state: DashboardState,
+    control: Sender<Control>,
+    run_dir: PathBuf,
+    stream_open: bool,
+}
+
+pub struct Replaying {
+    pub replay: Replay,
+    pub state: DashboardState,
+    run_dir: PathBuf,
+}
+
+pub enum Screen {
+    Setup(Setup),
+    Live(Live),
+    Replay(Replaying),
+}
+
+pub struct App {
+    pub screen: Screen,
+    launcher: Option<Box<dyn Launcher>>,
+    theme: Theme,
+    help: bool,
+    confirm_quit: bool,
+    quit: bool,
+    /// The receiver of a just-started run, for the loop to forward.
+    new_events: Option<Receiver<Event>>,
+    /// The size screenshots are drawn at (the terminal's, once known).
+    size: (u16, u16),
+}
+
+impl App {
+    pub fn setup(
+        exp: Experiment,
+        launcher: Box<dyn Launcher>,
+        previewer: Previewer,
+        theme: Theme,
+    ) -> Self {
+        Self::with_screen(
+            Screen::Setup(Setup::new(exp, previewer)),
+            Some(launcher),
+            theme,
+        )
+    }
+
+    /// Watch an already started run (no setup screen).
+    pub fn live(handle: RunHandle, theme: Theme) -> Self {
+        let mut app = Self::with_screen(Screen::Live(live_screen(theme, &handle)), None, theme);
+        app.new_events = Some(handle.events);
+        app
+    }
+
+    pub fn replay(events: Vec<Event>, run_dir: PathBuf, theme: Theme) -> Self {
+        let replay = Replay::new(events);
+        let state = replay.state(view(theme));
+        Self::with_screen(
+            Screen::Replay(Replaying {
+                replay,
+                state,
+                run_dir,
+            }),
+            None,
+            theme,
+        )
+    }
+
+    fn with_screen(screen: Screen, launcher: Option<Box<dyn Launcher>>, theme: Theme) -> Self {
+        Self {
+            screen,
+            launcher,
+            theme,
+            help: false,
+            confirm_quit: false,
+            quit: false,
+            new_events: None,
+            size: (120, 40),
+        }
+    }
+
+    fn watch(&mut self, handle: RunHandle) {
+        self.screen = Screen::Live(live_screen(self.theme, &handle));
+        self.new_events = Some(handle.events);
+    }
+
+    pub fn should_quit(&self) -> bool {
+        self.quit
+    }
+
+    /// The event receiver of a run started since the last call.
+    pub fn take_new_events(&mut self) -> Option<Receiver<Event>> {
+        self.new_events.take()
+    }
+
+    pub fn set_size(&mut self, w: u16, h: u16) {
+        self.size = (w, h);
+    }
+
+    /// The dashboard state on screen, if a dashboard is up.
+    pub fn dashboard(&self) -> Option<&DashboardState> {
+        match &self.screen {
+            Screen::Live(l) => Some(&l.state),
+            Screen::Replay(r) => Some(&r.state),
+            Screen::Setup(_) => None,
+        }
+    }
+
+    fn dashboard_mut(&mut self) -> Option<&mut DashboardState> {
+        match &mut self.screen {
+            Screen::Live(l) => Some(&mut l.state),
+            Screen::Replay(r) => Some(&mut r.state),
+            Screen::Setup(_) => None,
+        }
+    }
+
+    /// What a key press means on the current screen.
+    pub fn action_for(&self, key: KeyEvent) -> Option<Action> {
+        if key.kind != KeyEventKind::Press {
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Interrupt);
+        }
+        if let Screen::Setup(s) = &self.screen {
+            return s.input_for(key).map(Action::Setup);
+        }
+        if self.confirm_quit {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::ConfirmQuit),
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => Some(Action::CancelQuit),
+                _ => None,
+            };
+        }
+        if self.help {
+            return match key.code {
+                KeyCode::Char('?') | KeyCode::Esc | KeyCode::Char('q') => Some(Action::ToggleHelp),
+                _ => None,
+            };
+        }
+        let replaying = matches!(self.screen, Screen::Replay(_));
+        Some(match key.code {
+            KeyCode::Char(' ') if !replaying => Action::TogglePause,
+            KeyCode::Char('c') if !replaying => Action::Checkpoint,
+            KeyCode::Char('e') if !replaying => Action::EvalNow,
+            KeyCode::Char('s') => Action::Screenshot,
+            KeyCode::Char('?') => Action::ToggleHelp,
+            KeyCode::Char('l') => Action::ToggleLogScale,
+            KeyCode::Char('t') => Action::ToggleTimeAxis,
+            KeyCode::Char('[') => Action::PrevLayer,
+            KeyCode::Char(']') => Action::NextLayer,
+            KeyCode::Char('q') | KeyCode::Esc => Action::RequestQuit,
+            KeyCode::Left if replaying => Action::Seek(-1),
+            KeyCode::Right if replaying => Action::Seek(1),
+            KeyCode::PageUp if replaying => Action::Seek(-10),
+            KeyCode::PageDown if replaying => Action::Seek(10),
+            KeyCode::Home if replaying => Action::SeekStart,
+            KeyCode::End if replaying => Action::SeekEnd,
+            _ => return None,
+        })
+    }
+
+    /// Apply an action; returns whether the screen needs redrawing.
+    pub fn update(&mut self, action: Action) -> bool {
+        match action {
+            Action::Setup(input) => self.update_setup(input),
+            Action::Run(ev) => {
+                if let Screen::Live(l) = &mut self.screen {
+                    // The trainer's answer replaces the "… requested" note.
+                    if matches!(
+                        *ev,
+                        Event::Paused { .. }
+                            | Event::Resumed { .. }
+                            | Event::Checkpoint { .. }
+                            | Event::Eval(_)
+                    ) && l
+                        .state
+                        .view
+                        .note
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("requested"))
+                    {
+                        l.state.view.note = None;
+                    }
+                    l.state.apply(&ev);
+                    return true;
+                }
+                false
+            }
+            Action::RunEnded => {
+                if let Screen::Live(l) = &mut self.screen {
+                    l.stream_open = false;
+                    if l.state.phase.is_live() {
+                        // Without Finished or Failed the trainer went away mid-run.
+                        l.state.view.note = Some("the run's event stream ended".into());
+                    }
+                    return true;
+                }
+                false
+            }
+            Action::TogglePause => {
+                let paused = self
+                    .dashboard()
+                    .is_some_and(|s| s.phase == crate::tui::state::Phase::Paused);
+                let (ctl, note) = if paused {
+                    (Control::Resume, "resume requested")
+                } else {
+                    (Control::Pause, "pause requested")
+                };
+                self.send(ctl, note)
+            }
+            Action::Checkpoint => self.send(Control::Checkpoint, "checkpoint requested"),
+            Action::EvalNow => self.send(Control::EvalNow, "eval requested"),
+            Action::Screenshot => {
+                self.screenshot();
+                true
+            }
+            Action::ToggleHelp => {
+                self.help = !self.help;
+                true
+            }
+            Action::ToggleLogScale => self.with_view(|v| v.log_loss = !v.log_loss),
+            Action::ToggleTimeAxis => self.with_view(|v| v.wall_time_axis = !v.wall_time_axis),
+            Action::PrevLayer => self.step_layer(false),
+            Action::NextLayer => self.step_layer(true),
+            Action::RequestQuit => {
+                let live = matches!(&self.screen, Screen::Live(l) if l.state.phase.is_live() && l.stream_open);
+                if live {
+                    self.confirm_quit = true;
+                } else {
+                    self.quit = true;
+                }
+                true
+            }
+            Action::ConfirmQuit | Action::Interrupt => {
+                if let Screen::Live(l) = &self.screen {
+                    if l.state.phase.is_live() {
+                        // The trainer may already be gone; quitting goes ahead anyway.
+                        let _ = l.control.send(Control::Stop);
+                    }
+                }
+                self.quit = true;
+                true
+            }
+            Action::CancelQuit => {
+                self.confirm_quit = false;
+                true
+            }
+            Action::Seek(d) => self.seek(|r| r.seek(d)),
+            Action::SeekStart => self.seek(Replay::home),
+            Action::SeekEnd => self.seek(Replay::end),
+            Action::Redraw => true,
+        }
+    }
+
+    fn update_setup(&mut self, input: SetupInput) -> bool {
+        let Screen::Setup(setup) = &mut self.screen else {
+            return false;
+        };
+        match setup.apply(input) {
+            SetupOutcome::Stay => {}
+            SetupOutcome::Quit => self.quit = true,
+            SetupOutcome::Start => {
+                let exp = setup.exp.clone();
+                let started = match self.launcher.as_mut() {
+                    Some(l) => l.start(&exp),
+                    None => Err("no launcher to start a run with".into()),
+                };
+                match started {
+                    Ok(handle) => self.watch(handle),
+                    Err(e) => setup.set_error_note(format!("cannot start: {e}")),
+                }
+            }
+        }
+        true
+    }
+
+    fn send(&mut self, ctl: Control, note: &str) -> bool {
+        let Screen::Live(l) = &mut self.screen else {
+            return false;
+        };
+        if !l.state.phase.is_live() {
+            l.state.view.note = Some(format!("the run is {}", l.state.phase.label()));
+        } else if l.control.send(ctl).is_err() {
+            l.state.view.note = Some("the trainer is no longer listening".into());
+        } else {
+            l.state.view.note = Some(note.to_string());
+        }
+        true
+    }
+
+    fn with_view(&mut self, f: impl FnOnce(&mut ViewOptions)) -> bool {
+        match self.dashboard_mut() {
+            Some(s) => {
+                f(&mut s.view);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn step_layer(&mut self, forward: bool) -> bool {
+        let Some(s) = self.dashboard_mut() else {
+            return false;
+        };
+        let n = s.layers().len();
+        if n == 0 {
+            return false;
+        }
+        let i = s.view.layer_index.min(n - 1);
+        s.view.layer_index = if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        };
+        true
+    }
+
+    fn seek(&mut self, f: impl FnOnce(&mut Replay)) -> bool {
+        let Screen::Replay(r) = &mut self.screen else {
+            return false;
+        };
+        f(&mut r.replay);
+        let mut view = r.state.view.clone();
+        view.note = None;
+        r.state = r.replay.state(view);
+        true
+    }
+
+    fn screenshot(&mut self) {
+        let (w, h) = self.size;
+        let (state, run_dir) = match &mut self.screen {
+            Screen::Live(l) => (&mut l.state, &l.run_dir),
+            Screen::Replay(r) => (&mut r.state, &r.run_dir),
+            Screen::Setup(_) => return,
+        };
+        let path = run_dir
+            .join("screenshots")
+            .join(format!("step-{}.svg", state.step()));
+        // The picture shows the panes, not the note about the picture.
+        state.view.note = None;
+        let buf = export::render_dashboard(state, w.max(80), h.max(24));
+        state.view.note = Some(match export::write_buffer(&buf, &path) {
+            Ok(()) => format!("screenshot → {}", path.display()),
+            Err(e) => format!("screenshot failed: {e:#}"),
+        });
+    }
+
+    /// Draw the current screen.
+    pub fn render(&self, area: Rect, buf: &mut Buffer) {
+        match &self.screen {
+            Screen::Setup(s) => s.render(&self.theme, area, buf),
+            Screen::Live(l) => {
+                let chrome = Chrome {
+                    replay: None,
+                    help: self.help,
+                    confirm_quit: self.confirm_quit,
+                };
+                dashboard::render(&l.state, &chrome, area, buf);
+            }
+            Screen::Replay(r) => {
+                let chrome = Chrome {
+                    replay: Some(r.replay.position()),
+                    help: self.help,
+                    confirm_quit: false,
+                };
+                dashboard::render(&r.state, &chrome, area, buf);
+            }
+        }
+    }
+}
+
+fn view(theme: Theme) -> ViewOptions {
+    ViewOptions {
+        theme,
+        ..ViewOptions::default()
+    }
+}
+
+fn live_screen(theme: Theme, handle: &RunHandle) -> Live {
+    Live {
+        state: DashboardState::new(view(theme)),
+        control: handle.control.clone(),
+        run_dir: handle.run_dir.clone(),
+        stream_open: true,
+    }
+}

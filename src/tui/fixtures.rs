@@ -1,0 +1,202 @@
+//! A synthetic run for tests: the event stream a small MEFT run on the
+//! embedded model would produce, with figures a person can check by hand.
+
+use crate::train::event::{
+    EvalEvent, Event, HistogramEvent, LedgerEvent, RunInfo, StepEvent, Summary, TelemetrySample,
+    Traffic, EVENT_VERSION,
+};
+use std::collections::BTreeMap;
+
+pub const MIB: u64 = 1024 * 1024;
+pub const LAYERS: u32 = 4;
+/// Hidden size of the embedded model the figures assume.
+const D: u64 = 256;
+const TOKENS: u64 = 512;
+const TOP_K: u64 = 32;
+const PROBE: u64 = 8;
+pub const NEURONS: u64 = 4096;
+pub const PLANNED_DEVICE: u64 = 300 * MIB;
+/// A dense offload moves every key and value row both ways each step.
+pub const DENSE_OFFLOAD: u64 = NEURONS * 2 * D * 4 * 2 * LAYERS as u64;
+
+fn union_size(step: u64, layer: u64) -> u64 {
+    // Unions shrink a little as routing settles, deeper layers pick wider.
+    700 + layer * 90 - (step.min(30) * 4)
+}
+
+pub fn step_event(step: u64, total: u64) -> StepEvent {
+    let mut traffic = Traffic::default();
+    let mut union_sizes = Vec::new();
+    let mut picks = Vec::new();
+    for l in 0..LAYERS as u64 {
+        let u = union_size(step, l);
+        traffic.add(&Traffic {
+            rows: u * 2 * D * 4,
+            ids: u * 4,
+            map: TOKENS * TOP_K * 4,
+            queries: TOKENS * D * 4,
+            routing: TOKENS * PROBE * 8,
+            grads: u * 2 * D * 4,
+        });
+        union_sizes.push(u);
+        picks.push(TOKENS * TOP_K / 8);
+    }
+    let s = step as f64;
+    StepEvent {
+        step,
+        total_steps: total,
+        epoch: s / 10.0,
+        loss: 3.2 * (-s / 12.0).exp() + 0.8 + 0.12 * (s * 1.7).sin(),
+        lr: 1e-3,
+        grad_norm: 1.0 / (1.0 + s / 10.0),
+        tokens: TOKENS,
+        wall_ms: 250.0,
+        traffic,
+        union_sizes,
+        picks,
+        rows_updated: 2800,
+    }
+}
+
+pub fn run_info(total: u64) -> RunInfo {
+    RunInfo {
+        run_id: "nq-20250101-120000".into(),
+        config_toml: "name = \"nq\"\n".into(),
+        name: "nq".into(),
+        method: "meft".into(),
+        model: "embedded:tiny".into(),
+        device: "cpu".into(),
+        total_steps: total,
+        base_params: 6_000_000,
+        trainable_params: 9_000_000,
+        adapter: "MEFT M 4096 K 32 E 256 P 8".into(),
+        plan: Some(serde_json::json!({
+            "device": {"base": 24 * MIB, "rows": 8 * MIB, "router": MIB, "activations": 267 * MIB},
+            "device_total": PLANNED_DEVICE,
+            "host": {"store": 32 * MIB, "moments": 64 * MIB},
+            "dense_offload": DENSE_OFFLOAD,
+        })),
+        started_unix: 1_735_732_800,
+        resumed_from: None,
+    }
+}
+
+pub fn telemetry(t_ms: u64) -> Event {
+    Event::Telemetry(TelemetrySample {
+        t_ms,
+        rss: 2200 * MIB,
+        sys_used: 10 * 1024 * MIB,
+        sys_total: 24 * 1024 * MIB,
+        cpu_process_pct: 187.0,
+        cpu_system_pct: 95.0,
+        cores: 2,
+        gpus: Vec::new(),
+        gpu_unavailable: Some("no NVIDIA driver: libnvidia-ml.so not found".into()),
+    })
+}
+
+pub fn histogram(step: u64, layer: u32) -> Event {
+    let picks_sorted = (0..64)
+        .map(|i| 40.0 * (-(i as f32) / (8.0 + layer as f32 * 3.0)).exp())
+        .collect();
+    let act_bins = (0..24)
+        .map(|i| {
+            let x = i as f32 - 6.0;
+            (900.0 * (-(x * x) / 18.0).exp()) as u32
+        })
+        .collect();
+    Event::Histogram(HistogramEvent {
+        step,
+        layer,
+        window: 10,
+        picks_sorted,
+        distinct: 1200 + layer as u64 * 150,
+        neurons: NEURONS,
+        act_bins,
+        act_lo: 0.0,
+        act_hi: 2.4,
+    })
+}
+
+pub fn ledger(step: u64) -> Event {
+    let mut device = BTreeMap::new();
+    device.insert("base".to_string(), 24 * MIB);
+    device.insert("rows".to_string(), 7 * MIB + step * 1024);
+    device.insert("router".to_string(), MIB);
+    device.insert("activations".to_string(), 250 * MIB);
+    let mut host = BTreeMap::new();
+    host.insert("store".to_string(), 32 * MIB);
+    host.insert("moments".to_string(), 21 * MIB);
+    Event::Ledger(LedgerEvent { step, device, host })
+}
+
+pub fn eval(step: u64, em: f64) -> Event {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("em".to_string(), em);
+    metrics.insert("f1".to_string(), em + 0.1);
+    Event::Eval(EvalEvent {
+        step,
+        n: 100,
+        metrics,
+        samples: vec![(
+            "who wrote <Hamlet> & Macbeth?".into(),
+            "Shakespeare".into(),
+            "William Shakespeare".into(),
+        )],
+    })
+}
+
+/// `steps` steps of a 30-step run; `finish` appends the Finished event.
+pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
+    let total = 30;
+    let mut v = vec![
+        Event::RunStarted {
+            version: EVENT_VERSION,
+            info: run_info(total),
+        },
+        telemetry(0),
+    ];
+    for s in 1..=steps {
+        v.push(Event::Step(step_event(s, total)));
+        if s % 5 == 0 {
+            v.push(telemetry(s * 250));
+            v.push(ledger(s));
+        }
+        if s % 10 == 0 {
+            for l in 0..LAYERS {
+                v.push(histogram(s, l));
+            }
+            v.push(eval(s, 0.1 * (s / 10) as f64 + 0.12));
+        }
+        if s == 20 {
+            v.push(Event::Checkpoint {
+                step: 20,
+                path: "runs/nq/checkpoints/step-20.safetensors".into(),
+            });
+            v.push(Event::Message {
+                text: "checkpoint written".into(),
+            });
+        }
+    }
+    if finish {
+        let first = step_event(1, total);
+        let last = step_event(steps, total);
+        let mut metrics = BTreeMap::new();
+        metrics.insert("em".to_string(), 0.42);
+        v.push(Event::Finished {
+            summary: Summary {
+                steps,
+                final_loss: last.loss,
+                first_loss: first.loss,
+                tokens_per_s: 2048.0,
+                wall_s: steps as f64 * 0.25,
+                h2d_per_step: last.traffic.h2d() as f64,
+                d2h_per_step: last.traffic.d2h() as f64,
+                peak_device_ledger: 282 * MIB,
+                metrics,
+                predicted: BTreeMap::new(),
+            },
+        });
+    }
+    v
+}

@@ -1,0 +1,168 @@
+//! PCIe bytes per step: what the counting link moved host→device and
+//! device→host, by kind, with its recent history, against the planner's
+//! dense-offload figure and NVML's PCIe counters when a driver reports them.
+
+use super::{bars, frame};
+use crate::tui::state::DashboardState;
+use crate::tui::units::{bytes, bytes_f, bytes_short, resample, spark};
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget};
+
+/// One direction: name, bytes this step, history, style, bytes by kind.
+type Section<'a> = (&'a str, u64, &'a [f64], Style, Vec<(&'a str, u64)>);
+
+pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
+    let theme = &state.view.theme;
+    let inner = frame("PCIe bytes / step", theme, area, buf);
+    let Some(t) = state.last_traffic() else {
+        Paragraph::new(Span::styled("waiting for the first step…", theme.source()))
+            .render(inner, buf);
+        return;
+    };
+    let w = inner.width as usize;
+
+    let h2d_hist: Vec<f64> = state.steps.iter().map(|p| p.h2d as f64).collect();
+    let d2h_hist: Vec<f64> = state.steps.iter().map(|p| p.d2h as f64).collect();
+
+    let mut tail: Vec<Line> = Vec::new();
+    let moved = t.h2d() + t.d2h();
+    match state.planned.dense_offload {
+        Some(dense) if dense > 0 => {
+            let ratio = moved as f64 / dense as f64;
+            let head = vec![
+                Span::styled("planned ", theme.source()),
+                Span::styled(format!("dense offload {}/step", bytes(dense)), theme.text()),
+            ];
+            let verdict = vec![
+                Span::styled(" → MEFT moves ", theme.label()),
+                Span::styled(format!("{ratio:.3}×"), theme.value()),
+            ];
+            let wide: usize = head
+                .iter()
+                .chain(verdict.iter())
+                .map(|s| s.content.chars().count())
+                .sum();
+            if wide <= w {
+                tail.push(Line::from([head, verdict].concat()));
+            } else {
+                tail.push(Line::from(head));
+                let mut v = vec![Span::raw("       ")];
+                v.extend(verdict);
+                tail.push(Line::from(v));
+            }
+        }
+        _ => tail.push(Line::from(Span::styled(
+            "planned dense offload: not in the plan",
+            theme.source(),
+        ))),
+    }
+    if let Some(tel) = &state.telemetry {
+        let pcie: Vec<String> = tel
+            .gpus
+            .iter()
+            .filter_map(|g| {
+                let tx = g.pcie_tx?;
+                let rx = g.pcie_rx.unwrap_or(0);
+                Some(format!(
+                    "GPU{} tx {}/s rx {}/s",
+                    g.index,
+                    bytes_f(tx as f64),
+                    bytes_f(rx as f64)
+                ))
+            })
+            .collect();
+        if !pcie.is_empty() {
+            tail.push(Line::from(vec![
+                Span::styled("NVML    ", theme.source()),
+                Span::styled(pcie.join(" · "), theme.text()),
+            ]));
+        }
+    }
+
+    // Rows beyond the text become history bars, split between directions.
+    let text_rows = 4 + tail.len() as u16;
+    let spare = inner.height.saturating_sub(text_rows);
+    // More than four rows of history adds weight, not information.
+    let bar_rows = if spare >= 4 { (spare / 2).min(4) } else { 0 };
+
+    let mut y = inner.y;
+    let bottom = inner.y + inner.height;
+    let put = |line: Line, y: &mut u16, buf: &mut Buffer| {
+        if *y < bottom {
+            Paragraph::new(line).render(Rect::new(inner.x, *y, inner.width, 1), buf);
+            *y += 1;
+        }
+    };
+    let sections: [Section; 2] = [
+        (
+            "H→D",
+            t.h2d(),
+            &h2d_hist,
+            theme.h2d(),
+            vec![("rows", t.rows), ("map", t.map), ("ids", t.ids)],
+        ),
+        (
+            "D→H",
+            t.d2h(),
+            &d2h_hist,
+            theme.d2h(),
+            vec![
+                ("grads", t.grads),
+                ("queries", t.queries),
+                ("routing", t.routing),
+            ],
+        ),
+    ];
+    for (name, total, hist, style, kinds) in sections {
+        let head = format!("{name} {:>8} ", bytes(total));
+        let mut spans = vec![
+            Span::styled("link ", theme.source()),
+            Span::styled(head.clone(), theme.value()),
+        ];
+        if bar_rows == 0 {
+            // No room for bars: the history rides on the same row.
+            let room = w.saturating_sub(head.chars().count() + 5);
+            let recent = resample(&hist[hist.len().saturating_sub(room)..], room);
+            let max = recent.iter().copied().fold(0.0, f64::max);
+            spans.push(Span::styled(spark(&recent, max), style));
+        }
+        put(Line::from(spans), &mut y, buf);
+        put(kinds_line(&kinds, w, theme), &mut y, buf);
+        if bar_rows > 0 && y + bar_rows <= bottom {
+            let recent = &hist[hist.len().saturating_sub(w)..];
+            bars(
+                recent,
+                Rect::new(inner.x, y, inner.width, bar_rows),
+                style,
+                buf,
+            );
+            y += bar_rows;
+        }
+    }
+    for line in tail {
+        put(line, &mut y, buf);
+    }
+}
+
+/// `     rows 6.1M · map 256K · ids 12K`: the kinds, biggest first, as many as fit.
+fn kinds_line<'a>(
+    kinds: &[(&str, u64)],
+    width: usize,
+    theme: &crate::tui::theme::Theme,
+) -> Line<'a> {
+    let mut sorted: Vec<&(&str, u64)> = kinds.iter().filter(|(_, b)| *b > 0).collect();
+    sorted.sort_by_key(|k| std::cmp::Reverse(k.1));
+    let mut text = String::from("     ");
+    for (i, (k, b)) in sorted.iter().enumerate() {
+        let item = format!("{}{k} {}", if i > 0 { " · " } else { "" }, bytes_short(*b));
+        if text.chars().count() + item.chars().count() > width {
+            text.push_str(" …");
+            break;
+        }
+        text.push_str(&item);
+    }
+    Line::from(Span::styled(text, theme.label()))
+}

@@ -1,0 +1,498 @@
+//! Screen tests: the app driven by keys and a synthetic event stream,
+//! drawn on ratatui's `TestBackend` and compared with insta snapshots.
+
+use crate::config::Experiment;
+use crate::train::event::Event;
+use crate::train::{Control, RunHandle};
+use crate::tui::app::{Action, App};
+use crate::tui::export;
+use crate::tui::fixtures;
+use crate::tui::state::{DashboardState, Phase, ViewOptions};
+use crate::tui::theme::Theme;
+use crate::tui::units::bytes;
+use crate::tui::{CostPreview, Launcher, Previewer};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    t.draw(|f| {
+        let area = f.area();
+        app.render(area, f.buffer_mut());
+    })
+    .expect("draw");
+    t
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    if let Some(a) = app.action_for(key(code)) {
+        app.update(a);
+    }
+}
+
+/// A planner stand-in with figures a person can recompute: |U| is a
+/// sixteenth of M plus an eighth of the N·K picks, capped at M; d = 256,
+/// four layers, fp32.
+fn test_previewer() -> Previewer {
+    Box::new(|e: &Experiment| {
+        let m = e.method.meft.neurons as u64;
+        let k = e.method.meft.top_k as u64;
+        let n = (e.train.micro_batch * e.train.cutoff_len) as u64;
+        let d = 256u64;
+        let layers = 4u64;
+        let union = (m / 16 + n * k / 8).min(m);
+        let h2d = layers * (union * 2 * d * 4 + union * 4 + n * k * 4);
+        let d2h = layers * (union * 2 * d * 4 + n * d * 4);
+        let store = layers * m * 2 * d * 4 * 3;
+        CostPreview {
+            lines: vec![
+                (
+                    "device".into(),
+                    format!("{} (base 24 MiB)", bytes(24 << 20)),
+                ),
+                ("host".into(), format!("{} store+moments", bytes(store))),
+                (
+                    "bytes/step".into(),
+                    format!("H→D {} · D→H {}", bytes(h2d), bytes(d2h)),
+                ),
+                (
+                    "dense".into(),
+                    format!("{}/step", bytes(layers * m * 2 * d * 4 * 2)),
+                ),
+            ],
+            fits: Some(true),
+            error: None,
+        }
+    })
+}
+
+/// A launcher whose run is fed by the test through the returned sender.
+struct TestLauncher {
+    events: Option<Receiver<Event>>,
+    control: Sender<Control>,
+    started: Arc<Mutex<Vec<Experiment>>>,
+}
+
+impl Launcher for TestLauncher {
+    fn start(&mut self, exp: &Experiment) -> Result<RunHandle, String> {
+        self.started
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .push(exp.clone());
+        let events = self.events.take().ok_or("already started")?;
+        Ok(RunHandle {
+            events,
+            control: self.control.clone(),
+            run_dir: PathBuf::from("runs/test"),
+            thread: None,
+        })
+    }
+}
+
+struct Harness {
+    app: App,
+    feed: Sender<Event>,
+    control: Receiver<Control>,
+    started: Arc<Mutex<Vec<Experiment>>>,
+}
+
+fn setup_app() -> Harness {
+    let (feed, events) = channel();
+    let (control_tx, control) = channel();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let launcher = TestLauncher {
+        events: Some(events),
+        control: control_tx,
+        started: started.clone(),
+    };
+    let exp = Experiment {
+        name: "nq".into(),
+        ..Experiment::default()
+    };
+    let app = App::setup(exp, Box::new(launcher), test_previewer(), Theme::default());
+    Harness {
+        app,
+        feed,
+        control,
+        started,
+    }
+}
+
+/// Start the run from the setup screen and feed it `events` through the
+/// app's actions, as the event loop would.
+fn live_app(events: &[Event]) -> Harness {
+    let mut h = setup_app();
+    press(&mut h.app, KeyCode::Enter);
+    let rx = h.app.take_new_events().expect("the run started");
+    for e in events {
+        h.feed.send(e.clone()).expect("feed");
+    }
+    for e in rx.try_iter() {
+        h.app.update(Action::Run(Box::new(e)));
+    }
+    h
+}
+
+fn snapshot_all(name: &str, app: &App) {
+    for (w, h) in SIZES {
+        let t = draw(app, w, h);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
+    }
+}
+
+#[test]
+fn setup_screen() {
+    let h = setup_app();
+    snapshot_all("setup", &h.app);
+}
+
+#[test]
+fn dashboard_mid_run() {
+    let h = live_app(&fixtures::run_events(15, false));
+    snapshot_all("dashboard_mid_run", &h.app);
+}
+
+#[test]
+fn dashboard_finished() {
+    let h = live_app(&fixtures::run_events(30, true));
+    snapshot_all("dashboard_finished", &h.app);
+}
+
+#[test]
+fn replay_at_step_20() {
+    let mut app = App::replay(
+        fixtures::run_events(30, true),
+        PathBuf::from("runs/test"),
+        Theme::default(),
+    );
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Left);
+    }
+    assert_eq!(app.dashboard().map(DashboardState::step), Some(20));
+    snapshot_all("replay_step_20", &app);
+    press(&mut app, KeyCode::End);
+    assert_eq!(app.dashboard().map(|s| s.phase), Some(Phase::Finished));
+    press(&mut app, KeyCode::PageUp);
+    assert_eq!(app.dashboard().map(DashboardState::step), Some(20));
+    press(&mut app, KeyCode::Home);
+    assert_eq!(app.dashboard().map(DashboardState::step), Some(1));
+}
+
+#[test]
+fn help_overlay() {
+    let mut h = live_app(&fixtures::run_events(15, false));
+    press(&mut h.app, KeyCode::Char('?'));
+    snapshot_all("help", &h.app);
+    press(&mut h.app, KeyCode::Esc);
+    let t = draw(&h.app, 80, 24);
+    assert!(!format!("{}", t.backend()).contains("this help"));
+}
+
+fn preview_line(app: &App) -> String {
+    let t = draw(app, 80, 24);
+    format!("{}", t.backend())
+        .lines()
+        .find(|l| l.contains("bytes/step"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn changing_m_and_k_changes_the_predicted_bytes() {
+    let mut h = setup_app();
+    let before = preview_line(&h.app);
+    // Name, Model, Task, Train, Method → Neurons M.
+    for _ in 0..5 {
+        press(&mut h.app, KeyCode::Tab);
+    }
+    press(&mut h.app, KeyCode::Char('+'));
+    press(&mut h.app, KeyCode::Tab);
+    press(&mut h.app, KeyCode::Char('+'));
+    let after = preview_line(&h.app);
+    insta::assert_snapshot!("setup_m_k_before", before);
+    insta::assert_snapshot!("setup_m_k_after", after);
+    insta::assert_snapshot!("setup_m_k_after_80x24", draw(&h.app, 80, 24).backend());
+    assert_ne!(before, after);
+    // M doubles to the next valid value, K doubles.
+    let crate::tui::app::Screen::Setup(s) = &h.app.screen else {
+        panic!("still on the setup screen");
+    };
+    assert_eq!(s.exp.method.meft.top_k, 64);
+    assert!(s.exp.method.meft.neurons > 4096);
+}
+
+#[test]
+fn an_invalid_value_is_marked_and_blocks_start() {
+    let mut h = setup_app();
+    for _ in 0..15 {
+        press(&mut h.app, KeyCode::Tab);
+    }
+    // Micro-batch: type 3, which does not divide the batch of 8.
+    press(&mut h.app, KeyCode::Char('3'));
+    press(&mut h.app, KeyCode::Enter);
+    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    assert!(screen.contains("Micro-batch 3  ✗ must divide"), "{screen}");
+    assert!(
+        screen.contains("✗ train.micro_batch: must divide"),
+        "{screen}"
+    );
+    assert!(screen.contains("train.batch (8), got 3"), "{screen}");
+    insta::assert_snapshot!("setup_invalid_80x24", draw(&h.app, 80, 24).backend());
+    press(&mut h.app, KeyCode::Enter);
+    assert!(h.started.lock().map(|v| v.is_empty()).unwrap_or(false));
+    assert!(h.app.take_new_events().is_none());
+}
+
+#[test]
+fn typing_a_bad_number_keeps_the_edit_open() {
+    let mut h = setup_app();
+    for _ in 0..5 {
+        press(&mut h.app, KeyCode::Tab);
+    }
+    press(&mut h.app, KeyCode::Char('x'));
+    press(&mut h.app, KeyCode::Enter);
+    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    assert!(screen.contains("whole number, got \"x\""), "{screen}");
+    press(&mut h.app, KeyCode::Esc);
+    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    assert!(screen.contains("4096"), "{screen}");
+}
+
+#[test]
+fn save_writes_a_preset_that_loads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = setup_app();
+    press(&mut h.app, KeyCode::Char('w'));
+    // Replace the suggested path with one in the temporary directory.
+    for _ in 0..40 {
+        press(&mut h.app, KeyCode::Backspace);
+    }
+    let path = dir.path().join("p.toml");
+    for c in path.display().to_string().chars() {
+        press(&mut h.app, KeyCode::Char(c));
+    }
+    press(&mut h.app, KeyCode::Enter);
+    let loaded = Experiment::load(&path).expect("preset written");
+    assert_eq!(loaded.name, "nq");
+}
+
+#[test]
+fn start_pause_quit_talk_to_the_trainer() {
+    let mut h = live_app(&fixtures::run_events(5, false));
+    assert_eq!(h.started.lock().map(|v| v.len()).unwrap_or(0), 1);
+    press(&mut h.app, KeyCode::Char(' '));
+    press(&mut h.app, KeyCode::Char('c'));
+    press(&mut h.app, KeyCode::Char('e'));
+    press(&mut h.app, KeyCode::Char('q'));
+    assert!(!h.app.should_quit(), "q asks first while training runs");
+    let t = draw(&h.app, 80, 24);
+    assert!(format!("{}", t.backend()).contains("Stop it and quit?"));
+    press(&mut h.app, KeyCode::Char('n'));
+    assert!(!h.app.should_quit());
+    press(&mut h.app, KeyCode::Char('q'));
+    press(&mut h.app, KeyCode::Char('y'));
+    assert!(h.app.should_quit());
+    let sent: Vec<Control> = h.control.try_iter().collect();
+    assert_eq!(
+        sent,
+        vec![
+            Control::Pause,
+            Control::Checkpoint,
+            Control::EvalNow,
+            Control::Stop
+        ]
+    );
+}
+
+#[test]
+fn space_resumes_a_paused_run() {
+    let mut events = fixtures::run_events(5, false);
+    events.push(Event::Paused { step: 5 });
+    let mut h = live_app(&events);
+    press(&mut h.app, KeyCode::Char(' '));
+    assert_eq!(
+        h.control.try_iter().collect::<Vec<_>>(),
+        vec![Control::Resume]
+    );
+}
+
+#[test]
+fn a_finished_run_quits_without_asking() {
+    let mut h = live_app(&fixtures::run_events(30, true));
+    press(&mut h.app, KeyCode::Char('q'));
+    assert!(h.app.should_quit());
+    assert!(h.control.try_iter().next().is_none());
+}
+
+#[test]
+fn screenshot_key_writes_svg_into_the_run_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = App::replay(
+        fixtures::run_events(30, true),
+        dir.path().to_path_buf(),
+        Theme::default(),
+    );
+    press(&mut app, KeyCode::Char('s'));
+    let path = dir.path().join("screenshots/step-30.svg");
+    let svg = std::fs::read_to_string(&path).expect("screenshot written");
+    assert!(svg.starts_with("<svg"));
+    let note = app
+        .dashboard()
+        .and_then(|s| s.view.note.clone())
+        .unwrap_or_default();
+    assert!(note.contains("step-30.svg"), "{note}");
+}
+
+#[test]
+fn layer_and_axis_keys_change_the_view() {
+    let mut h = live_app(&fixtures::run_events(15, false));
+    press(&mut h.app, KeyCode::Char(']'));
+    press(&mut h.app, KeyCode::Char(']'));
+    assert_eq!(
+        h.app.dashboard().and_then(DashboardState::selected_layer),
+        Some(2)
+    );
+    press(&mut h.app, KeyCode::Char('['));
+    press(&mut h.app, KeyCode::Char('['));
+    press(&mut h.app, KeyCode::Char('['));
+    assert_eq!(
+        h.app.dashboard().and_then(DashboardState::selected_layer),
+        Some(3)
+    );
+    press(&mut h.app, KeyCode::Char('l'));
+    press(&mut h.app, KeyCode::Char('t'));
+    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    assert!(screen.contains("Loss · log · by time"), "{screen}");
+    assert!(screen.contains("layer 3/4"), "{screen}");
+}
+
+#[test]
+fn too_small_says_so() {
+    let h = live_app(&fixtures::run_events(3, false));
+    let screen = format!("{}", draw(&h.app, 79, 24).backend());
+    assert!(screen.contains("terminal too small"), "{screen}");
+    assert!(screen.contains("need 80×24, have 79×24"), "{screen}");
+    let setup = setup_app();
+    let screen = format!("{}", draw(&setup.app, 100, 20).backend());
+    assert!(screen.contains("terminal too small"), "{screen}");
+}
+
+#[test]
+fn no_color_theme_draws_without_colours() {
+    let mut state = DashboardState::new(ViewOptions {
+        theme: Theme::monochrome(),
+        ..ViewOptions::default()
+    });
+    for e in fixtures::run_events(15, false) {
+        state.apply(&e);
+    }
+    let buf = export::render_dashboard(&state, 120, 40);
+    let coloured = buf
+        .content()
+        .iter()
+        .filter(|c| c.fg != ratatui::style::Color::Reset || c.bg != ratatui::style::Color::Reset)
+        .count();
+    assert_eq!(coloured, 0);
+}
+
+#[test]
+fn no_pane_shows_a_zero_for_missing_gpu_readings() {
+    let h = live_app(&fixtures::run_events(15, false));
+    let screen = format!("{}", draw(&h.app, 160, 48).backend());
+    assert!(screen.contains("no NVIDIA driver"), "{screen}");
+    assert!(screen.contains("not found"), "{screen}");
+    for source in ["ledger", "planned", "NVML", "sysinfo", "link", "histogram"] {
+        assert!(screen.contains(source), "{source} missing:\n{screen}");
+    }
+}
+
+fn finished_state() -> DashboardState {
+    let mut state = DashboardState::default();
+    for e in fixtures::run_events(30, true) {
+        state.apply(&e);
+    }
+    state
+}
+
+#[test]
+fn svg_keeps_box_drawing_and_escapes_markup() {
+    let mut state = finished_state();
+    state.view.note = Some("loss < 1 & \"falling\"".into());
+    let buf = export::render_dashboard(&state, 120, 40);
+    let svg = export::to_svg(&buf);
+    assert!(svg.contains('┌') && svg.contains('─') && svg.contains('│'));
+    assert!(
+        svg.contains("loss &lt; 1 &amp; &quot;falling&quot;"),
+        "note not escaped:\n{svg}"
+    );
+    assert!(!svg.contains("loss < 1"));
+    assert!(svg.contains(r#"xml:space="preserve""#));
+    // Braille from the loss chart survives as text.
+    assert!(svg.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)));
+    // A well-formed document: the parser resvg uses accepts it.
+    let opt = resvg::usvg::Options::default();
+    assert!(resvg::usvg::Tree::from_str(&svg, &opt).is_ok());
+}
+
+#[test]
+fn png_export_writes_a_png_of_the_grid_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("shot.png");
+    export::screenshot(&fixtures::run_events(30, true), Some(20), (80, 24), &out)
+        .expect("png written");
+    let png = std::fs::read(&out).expect("read png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let w = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    // 80 cells of 9 pixels, 24 rows of 17.
+    assert_eq!((w, h), (720, 408));
+}
+
+#[test]
+fn text_export_and_format_by_extension() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = fixtures::run_events(30, true);
+    let txt = dir.path().join("shot.txt");
+    export::screenshot(&events, None, (100, 30), &txt).expect("txt written");
+    let text = std::fs::read_to_string(&txt).expect("read");
+    assert_eq!(text.lines().count(), 30);
+    assert!(text.contains("finished"));
+    let bad = export::screenshot(&events, None, (100, 30), &dir.path().join("shot.jpg"));
+    assert!(bad.is_err());
+    assert!(export::screenshot(&events, None, (60, 20), &txt).is_err());
+    assert_eq!(export::parse_size("120x40").ok(), Some((120, 40)));
+    assert!(export::parse_size("120").is_err());
+}
+
+/// Writes the 120×40 dashboard as a PNG for a person to look at:
+/// `cargo test write_preview_png -- --ignored` (path from TUI_PREVIEW_PNG).
+#[test]
+#[ignore]
+fn write_preview_png() {
+    let out = std::env::var("TUI_PREVIEW_PNG").unwrap_or_else(|_| "/tmp/tui-dashboard.png".into());
+    let mut state = DashboardState::default();
+    for e in fixtures::run_events(22, false) {
+        state.apply(&e);
+    }
+    let buf = export::render_dashboard(&state, 120, 40);
+    export::write_buffer(&buf, std::path::Path::new(&out)).expect("png written");
+    // The whole run as a recorded log, for trying replay by hand.
+    let log: String = fixtures::run_events(30, true)
+        .iter()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .map(|l| l + "\n")
+        .collect();
+    let log_path = std::path::Path::new(&out).with_extension("jsonl");
+    std::fs::write(log_path, log).expect("log written");
+}
