@@ -313,7 +313,19 @@ fn data_command(command: DataCommand) -> Result<()> {
     Ok(())
 }
 
+/// Training allocates and frees the same large buffers every step; glibc's
+/// default hands each one back to the kernel, so every step pays for fresh
+/// zeroed pages. Keep them in the heap instead.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         let parts: Vec<String> = e.chain().map(meft::fsx::one_line).collect();

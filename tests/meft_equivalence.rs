@@ -316,3 +316,50 @@ fn lazy_host_adamw_touches_only_the_union() {
     );
     let _ = DType::F32;
 }
+
+#[test]
+fn fused_kernel_equals_composed_ops() {
+    use meft::adapter::meft::{device_output, fused_output};
+    let dev = Device::Cpu;
+    let (n, k, u, d) = (7, 5, 9, 6);
+    let q = Var::from_vec(randn(1, n * d, 1.0), (n, d), &dev).unwrap();
+    let kv = Var::from_vec(randn(2, u * 2 * d, 1.0), (u, 2 * d), &dev).unwrap();
+    let g = Var::from_vec(randn(3, n * k, 1.0), (n, k), &dev).unwrap();
+    // Slot value u marks an empty slot.
+    let map: Vec<u32> = (0..n * k).map(|i| ((i * 7 + 3) % (u + 1)) as u32).collect();
+    let w = Tensor::from_vec(randn(4, n * d, 1.0), (n, d), &dev).unwrap();
+    let fused = fused_output(
+        q.as_tensor(),
+        kv.as_tensor(),
+        g.as_tensor(),
+        std::sync::Arc::new(map.clone()),
+        k,
+    )
+    .unwrap();
+    let gf = (&fused * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let q2 = Var::from_tensor(q.as_tensor()).unwrap();
+    let kv2 = Var::from_tensor(kv.as_tensor()).unwrap();
+    let g2 = Var::from_tensor(g.as_tensor()).unwrap();
+    let map_t = Tensor::from_vec(map, n * k, &dev).unwrap();
+    let rk = kv2.as_tensor().narrow(1, 0, d).unwrap();
+    let rv = kv2.as_tensor().narrow(1, d, d).unwrap();
+    let composed = device_output(q2.as_tensor(), &rk, &rv, &map_t, g2.as_tensor(), k).unwrap();
+    let gc = (&composed * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(rel(&flat(&fused), &flat(&composed)) <= 1e-6);
+    for (a, b, what) in [(&q, &q2, "q"), (&kv, &kv2, "rows"), (&g, &g2, "gates")] {
+        let x = flat(gf.get(a.as_tensor()).unwrap());
+        let y = flat(gc.get(b.as_tensor()).unwrap());
+        assert!(x.iter().any(|v| *v != 0.0), "{what}: trivial gradient");
+        assert!(rel(&x, &y) <= 1e-6, "{what}: rel {}", rel(&x, &y));
+    }
+}

@@ -321,26 +321,31 @@ pub fn select(
     Selection { union, map, scores }
 }
 
-/// Copy rows `ids` of a row-major `src` (rows × d) into one buffer.
-pub fn gather_rows(src: &[f32], d: usize, ids: &[u32]) -> Vec<f32> {
-    let mut out = vec![0f32; ids.len() * d];
-    out.par_chunks_mut(d.max(1))
+/// Rows `ids` of the store as one |U| × 2d buffer, each row's key then its
+/// value, copied in parallel.
+pub fn gather_kv(store: &HostStore, ids: &[u32]) -> Vec<f32> {
+    let d = store.d.max(1);
+    let mut out = vec![0f32; ids.len() * 2 * d];
+    out.par_chunks_mut(2 * d)
         .zip(ids.par_iter())
-        .for_each(|(dst, &j)| dst.copy_from_slice(&src[j as usize * d..(j as usize + 1) * d]));
+        .for_each(|(dst, &j)| {
+            let j = j as usize;
+            dst[..d].copy_from_slice(&store.keys[j * d..(j + 1) * d]);
+            dst[d..].copy_from_slice(&store.values[j * d..(j + 1) * d]);
+        });
     out
 }
 
-/// The adapter output from gathered rows, on the device, differentiable in
-/// the rows, the router logits and the queries:
-/// a_tj = ReLU(g_t,e(j) · q_t·k_j) over each token's K slots, out_t = Σ a_tj v_j.
-/// `gate_index` (N·K) indexes the flattened router logits (N × E); None for
-/// full routing (no gate).
+/// The adapter output from gathered rows, composed from stock tensor ops
+/// (for devices without the fused kernel), differentiable in the rows, the
+/// gates and the queries: a_tj = ReLU(gate_tj · q_t·k_j) over each token's K
+/// slots, out_t = Σ a_tj v_j. `gates` is N × K (ones for full routing).
 pub fn device_output(
     q: &Tensor,
     rows_k: &Tensor,
     rows_v: &Tensor,
     map: &Tensor,
-    logits_and_index: Option<(&Tensor, &Tensor)>,
+    gates: &Tensor,
     k: usize,
 ) -> Result<Tensor> {
     let (n, d) = q.dims2()?;
@@ -350,17 +355,7 @@ pub fn device_output(
     let kg = kk.index_select(map, 0)?.reshape((n, k, d))?;
     let vg = vv.index_select(map, 0)?.reshape((n, k, d))?;
     let s = kg.matmul(&q.unsqueeze(2)?)?.squeeze(2)?;
-    let o = match logits_and_index {
-        Some((logits, idx)) => {
-            let gates = logits
-                .flatten_all()?
-                .index_select(idx, 0)?
-                .reshape((n, k))?;
-            (gates * s)?
-        }
-        None => s,
-    };
-    let a = o.relu()?;
+    let a = (gates * s)?.relu()?;
     a.unsqueeze(1)?.matmul(&vg)?.squeeze(1)
 }
 
@@ -368,8 +363,8 @@ pub fn device_output(
 struct Pending {
     layer_slot: usize,
     union: Vec<u32>,
-    rows_k: Var,
-    rows_v: Var,
+    /// |U| × 2d: each row's key then its value.
+    rows: Var,
 }
 
 /// Pick statistics over a window, for the activation histograms.
@@ -509,21 +504,16 @@ impl MeftAdapter {
         };
         let sel = select(&layer.store, &shape, &queries, &experts, &gates);
         let u_len = sel.union.len();
-        let rk = gather_rows(&layer.store.keys, d, &sel.union);
-        let rv = gather_rows(&layer.store.values, d, &sel.union);
+        let kv = gather_kv(&layer.store, &sel.union);
         let dev = &self.device;
-        let rows_k = link
-            .f32_to_device(li, Kind::Rows, rk, (u_len, d), dev)?
-            .to_dtype(u.dtype())?;
-        let rows_v = link
-            .f32_to_device(li, Kind::Rows, rv, (u_len, d), dev)?
+        let rows = link
+            .f32_to_device(li, Kind::Rows, kv, (u_len, 2 * d), dev)?
             .to_dtype(u.dtype())?;
         let ids = link.u32_to_device(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
         let map = link.u32_to_device(li, Kind::Map, sel.map.clone(), n * k, dev)?;
-        let rows_k = Var::from_tensor(&rows_k)?;
-        let rows_v = Var::from_tensor(&rows_v)?;
-        let gate_index = match &logits {
-            Some(_) => {
+        let rows = Var::from_tensor(&rows)?;
+        let gates = match &logits {
+            Some(logits) => {
                 // Expert of each union row (and 0 for the empty slot), then the
                 // flat index t·E + e of each slot's gate in the logits.
                 let kpe = shape.keys_per_expert() as f64;
@@ -533,23 +523,24 @@ impl MeftAdapter {
                 let t_base = (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)?
                     * shape.experts as f64)?
                     .reshape((n, 1))?;
-                Some(
-                    e_slot
-                        .broadcast_add(&t_base)?
-                        .flatten_all()?
-                        .to_dtype(DType::U32)?,
-                )
+                let idx = e_slot
+                    .broadcast_add(&t_base)?
+                    .flatten_all()?
+                    .to_dtype(DType::U32)?;
+                logits
+                    .flatten_all()?
+                    .index_select(&idx, 0)?
+                    .reshape((n, k))?
             }
-            None => None,
+            None => Tensor::ones((n, k), u.dtype(), dev)?,
         };
-        let out = device_output(
-            &q,
-            rows_k.as_tensor(),
-            rows_v.as_tensor(),
-            &map,
-            logits.as_ref().zip(gate_index.as_ref()),
-            k,
-        )?;
+        let out = if dev.is_cpu() {
+            fused_output(&q, rows.as_tensor(), &gates, Arc::new(sel.map.clone()), k)?
+        } else {
+            let rk = rows.as_tensor().narrow(1, 0, d)?;
+            let rv = rows.as_tensor().narrow(1, d, d)?;
+            device_output(&q, &rk, &rv, &map, &gates, k)?
+        };
         let layer = &mut self.layers[slot];
         layer.last_union = u_len;
         if self.collect_stats {
@@ -570,8 +561,7 @@ impl MeftAdapter {
         self.pending.push(Pending {
             layer_slot: slot,
             union: sel.union,
-            rows_k,
-            rows_v,
+            rows,
         });
         out.reshape((b, s, d))
     }
@@ -583,17 +573,19 @@ impl MeftAdapter {
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
             let li = layer.layer;
-            let zeros = || Tensor::zeros((p.union.len(), d), p.rows_k.dtype(), p.rows_k.device());
-            let gk = match grads.get(p.rows_k.as_tensor()) {
+            let g = match grads.get(p.rows.as_tensor()) {
                 Some(g) => g.clone(),
-                None => zeros()?,
+                None => p.rows.as_tensor().zeros_like()?,
             };
-            let gv = match grads.get(p.rows_v.as_tensor()) {
-                Some(g) => g.clone(),
-                None => zeros()?,
-            };
-            let gk = self.link.f32_to_host(li, Kind::Grads, &gk)?;
-            let gv = self.link.f32_to_host(li, Kind::Grads, &gv)?;
+            let g = self.link.f32_to_host(li, Kind::Grads, &g)?;
+            let (mut gk, mut gv) = (
+                Vec::with_capacity(g.len() / 2),
+                Vec::with_capacity(g.len() / 2),
+            );
+            for row in g.chunks(2 * d) {
+                gk.extend_from_slice(&row[..d]);
+                gv.extend_from_slice(&row[d..]);
+            }
             layer.store.accumulate(&p.union, &gk, &gv);
         }
         Ok(())
@@ -637,6 +629,212 @@ impl Hooks for MeftAdapter {
         match self.slot_of_layer.get(layer).copied().flatten() {
             Some(slot) => Ok(Some(self.forward_layer(slot, u)?)),
             None => Ok(None),
+        }
+    }
+}
+
+/// The device computation of [`device_output`] as one fused CPU op over
+/// (q, kv, gates): no N×K×d intermediates, and a hand-written backward that
+/// produces exactly the gradients of the composed version (a slot counts only
+/// where its gated score is positive).
+pub fn fused_output(
+    q: &Tensor,
+    kv: &Tensor,
+    gates: &Tensor,
+    map: Arc<Vec<u32>>,
+    k: usize,
+) -> Result<Tensor> {
+    let (_, d) = q.dims2()?;
+    let (u, _) = kv.dims2()?;
+    let op = FusedRows {
+        map,
+        k,
+        d,
+        empty: u as u32,
+    };
+    q.contiguous()?
+        .apply_op3(&kv.contiguous()?, &gates.contiguous()?, op)
+}
+
+#[derive(Clone)]
+struct FusedRows {
+    map: Arc<Vec<u32>>,
+    k: usize,
+    d: usize,
+    empty: u32,
+}
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use num_traits::Float;
+
+fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("fused MEFT op: input must be contiguous"),
+    }
+}
+
+impl FusedRows {
+    fn forward<T: Float + Send + Sync>(&self, q: &[T], kv: &[T], g: &[T]) -> Vec<T> {
+        let (d, k) = (self.d, self.k);
+        let n = q.len() / d;
+        let mut out = vec![T::zero(); n * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(t, o)| {
+            let qt = &q[t * d..(t + 1) * d];
+            for slot in 0..k {
+                let j = self.map[t * k + slot];
+                if j >= self.empty {
+                    continue;
+                }
+                let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+                let s = qt
+                    .iter()
+                    .zip(&row[..d])
+                    .fold(T::zero(), |a, (x, y)| a + *x * *y);
+                let a = g[t * k + slot] * s;
+                if a > T::zero() {
+                    for (oi, vi) in o.iter_mut().zip(&row[d..]) {
+                        *oi = *oi + a * *vi;
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Gradients of q, kv and gates given the output gradient `go`.
+    fn backward<T: Float + Send + Sync>(
+        &self,
+        q: &[T],
+        kv: &[T],
+        g: &[T],
+        go: &[T],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (d, k) = (self.d, self.k);
+        let n = q.len() / d;
+        let mut dq = vec![T::zero(); n * d];
+        let mut dg = vec![T::zero(); n * k];
+        // Per-token work is independent; the row gradients are summed after.
+        let per_token: Vec<Vec<(u32, T, T)>> = dq
+            .par_chunks_mut(d)
+            .zip(dg.par_chunks_mut(k))
+            .enumerate()
+            .map(|(t, (dqt, dgt))| {
+                let qt = &q[t * d..(t + 1) * d];
+                let gt = &go[t * d..(t + 1) * d];
+                let mut contrib = Vec::new();
+                for slot in 0..k {
+                    let j = self.map[t * k + slot];
+                    if j >= self.empty {
+                        continue;
+                    }
+                    let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+                    let s = qt
+                        .iter()
+                        .zip(&row[..d])
+                        .fold(T::zero(), |a, (x, y)| a + *x * *y);
+                    let gate = g[t * k + slot];
+                    let a = gate * s;
+                    if a <= T::zero() {
+                        continue;
+                    }
+                    let da = gt
+                        .iter()
+                        .zip(&row[d..])
+                        .fold(T::zero(), |acc, (x, y)| acc + *x * *y);
+                    dgt[slot] = da * s;
+                    let ds = da * gate;
+                    for (dqi, ki) in dqt.iter_mut().zip(&row[..d]) {
+                        *dqi = *dqi + ds * *ki;
+                    }
+                    contrib.push((j, a, ds));
+                }
+                contrib
+            })
+            .collect();
+        let mut dkv = vec![T::zero(); kv.len()];
+        for (t, contrib) in per_token.iter().enumerate() {
+            let qt = &q[t * d..(t + 1) * d];
+            let gt = &go[t * d..(t + 1) * d];
+            for &(j, a, ds) in contrib {
+                let row = &mut dkv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+                let (dk, dv) = row.split_at_mut(d);
+                for (x, y) in dk.iter_mut().zip(qt) {
+                    *x = *x + ds * *y;
+                }
+                for (x, y) in dv.iter_mut().zip(gt) {
+                    *x = *x + a * *y;
+                }
+            }
+        }
+        (dq, dkv, dg)
+    }
+}
+
+impl CustomOp3 for FusedRows {
+    fn name(&self) -> &'static str {
+        "meft-fused-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(q), CpuStorage::F32(kv), CpuStorage::F32(g)) => {
+                CpuStorage::F32(self.forward(slice(q, l1)?, slice(kv, l2)?, slice(g, l3)?))
+            }
+            (CpuStorage::F64(q), CpuStorage::F64(kv), CpuStorage::F64(g)) => {
+                CpuStorage::F64(self.forward(slice(q, l1)?, slice(kv, l2)?, slice(g, l3)?))
+            }
+            _ => candle_core::bail!("fused MEFT op: f32 or f64 inputs of one dtype"),
+        };
+        Ok((out, Shape::from((n, d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dev = q.device();
+        let grad = grad.contiguous()?;
+        match q.dtype() {
+            DType::F64 => {
+                let (a, b, c) = self.backward::<f64>(
+                    &q.flatten_all()?.to_vec1()?,
+                    &kv.flatten_all()?.to_vec1()?,
+                    &g.flatten_all()?.to_vec1()?,
+                    &grad.flatten_all()?.to_vec1()?,
+                );
+                Ok((
+                    Some(Tensor::from_vec(a, q.shape(), dev)?),
+                    Some(Tensor::from_vec(b, kv.shape(), dev)?),
+                    Some(Tensor::from_vec(c, g.shape(), dev)?),
+                ))
+            }
+            _ => {
+                let (a, b, c) = self.backward::<f32>(
+                    &q.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                    &kv.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                    &g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                    &grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                );
+                Ok((
+                    Some(Tensor::from_vec(a, q.shape(), dev)?),
+                    Some(Tensor::from_vec(b, kv.shape(), dev)?),
+                    Some(Tensor::from_vec(c, g.shape(), dev)?),
+                ))
+            }
         }
     }
 }
