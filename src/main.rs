@@ -85,6 +85,22 @@ enum Command {
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<std::path::PathBuf>,
     },
+    /// Pretrain the embedded tiny base on a synthetic world of its own and
+    /// write it to assets/tiny.
+    Pretrain {
+        #[arg(long, default_value_t = 100)]
+        entities: usize,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        #[arg(long, default_value_t = 3e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value = "assets/tiny")]
+        out: std::path::PathBuf,
+    },
     /// Predicted device memory, host memory and bytes per step, with and without MEFT.
     Plan {
         config: std::path::PathBuf,
@@ -170,6 +186,36 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => run_headless(config, sets, out, resume),
         Command::Data { command } => data_command(command),
+        Command::Pretrain {
+            entities,
+            seed,
+            steps,
+            lr,
+            batch,
+            out,
+        } => {
+            use meft::train::pretrain::{experiment, export_base, PretrainOptions};
+            let opts = PretrainOptions {
+                entities,
+                seed,
+                steps,
+                lr,
+                batch,
+                out,
+                ..Default::default()
+            };
+            let exp = experiment(&opts)?;
+            let dir = meft::train::new_run_dir(&opts.runs, &exp.name)?;
+            let summary =
+                watch_headless(meft::train::start(exp.clone(), dir.clone(), false)?, &dir)?;
+            let weights = export_base(&dir, &opts.out, &exp)?;
+            println!(
+                "base written to {} (nq_em on its own facts: {:.3})",
+                weights.display(),
+                summary.metrics.get("nq_em").copied().unwrap_or(f64::NAN)
+            );
+            Ok(())
+        }
         Command::Plan {
             config,
             sets,
@@ -262,8 +308,16 @@ fn run_headless(
         (None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
     };
     exp.validate()?;
-    let mut handle = meft::train::start(exp, dir.clone(), resuming)?;
-    let mut printer = meft::train::headless::Printer::new(&dir);
+    watch_headless(meft::train::start(exp, dir.clone(), resuming)?, &dir)?;
+    Ok(())
+}
+
+/// Print a run's progress until it ends, then its summary table.
+fn watch_headless(
+    mut handle: meft::train::RunHandle,
+    dir: &std::path::Path,
+) -> Result<meft::train::event::Summary> {
+    let mut printer = meft::train::headless::Printer::new(dir);
     for ev in handle.events.iter() {
         printer.handle(&ev);
     }
@@ -277,7 +331,7 @@ fn run_headless(
         Some(s) => {
             println!("\nsummary ({})", dir.display());
             print!("{}", meft::train::headless::Printer::summary_table(&s));
-            Ok(())
+            Ok(s)
         }
         None => anyhow::bail!("the run ended without a summary"),
     }

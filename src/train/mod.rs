@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod headless;
 pub mod method;
+pub mod pretrain;
 pub mod trainer;
 
 use crate::config::Experiment;

@@ -1,0 +1,100 @@
+//! `meft run` and `meft plan` through the binary.
+
+mod common;
+
+use common::meft_bin;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = meft_bin().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
+
+#[test]
+fn impossible_values_name_the_field() {
+    for (set, field) in [
+        ("method.meft.top_k=5000", "method.meft.top_k"),
+        ("method.meft.experts=300", "method.meft.experts"),
+        ("train.lr=-0.1", "train.lr"),
+        ("method.kind=\"prefix\"", "method.kind"),
+        ("train.micro_batch=5", "train.micro_batch"),
+    ] {
+        let (code, _, err) = run(&[
+            "run",
+            EXAMPLE,
+            "--set",
+            set,
+            "--out",
+            "/nonexistent-never-created",
+        ]);
+        assert_eq!(code, 2, "{set}: {err}");
+        assert_eq!(err.lines().count(), 1, "{set}: {err}");
+        assert!(err.contains(field), "{set}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[train]\nlr = \"fast\"\n").unwrap();
+    let (code, _, err) = run(&["run", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("lr"), "{err}");
+}
+
+#[test]
+fn example_config_runs_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&[
+        "run",
+        EXAMPLE,
+        "--set",
+        "train.steps=3",
+        "--set",
+        "eval.limit=2",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "steps",
+        "loss (first → final)",
+        "tokens/s",
+        "host→device / step",
+        "device→host / step",
+        "peak device ledger",
+        "nq_em",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from {out}");
+    }
+    let runs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(runs.len(), 1);
+    let run_dir = runs[0].path();
+    for f in ["config.toml", "events.jsonl", "summary.json"] {
+        assert!(run_dir.join(f).is_file(), "{f}");
+    }
+    assert!(run_dir
+        .join("checkpoints/step-0000003.safetensors")
+        .is_file());
+}
+
+#[test]
+fn plan_bad_inputs() {
+    let (code, _, err) = run(&["plan", EXAMPLE, "--gpu-mem", "24 parsecs"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--gpu-mem") && err.contains("24 parsecs"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "plan",
+        EXAMPLE,
+        "--set",
+        "model.reference=\"builtin:gpt-9\"",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("model.reference"), "{err}");
+}
