@@ -98,3 +98,38 @@ fn plan_bad_inputs() {
     assert_eq!(code, 2);
     assert!(err.contains("model.reference"), "{err}");
 }
+
+#[test]
+fn paper_memory_and_traffic_story() {
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/paper/nq.toml");
+    let (code, out, err) = run(&["plan", preset, "--gpu-mem", "24GiB"]);
+    assert_eq!(code, 0, "{err}");
+    let verdict = out.lines().find(|l| l.starts_with("On 24.0 GiB")).expect(&out);
+    eprintln!("{verdict}");
+    assert!(verdict.contains("at the paper's union (fits)"), "{verdict}");
+    assert!(verdict.contains("the dense adapter needs 46.6 GiB (does not fit)"), "{verdict}");
+
+    let traffic = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/paper/traffic.toml");
+    let (code, out, err) = run(&["plan", traffic]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with("At the paper's measured union")).expect(&out);
+    eprintln!("{line}");
+    assert!(line.contains("× a dense offload of 12.0 GiB"), "{line}");
+}
+
+#[test]
+fn every_preset_plans() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
+    let mut n = 0;
+    for dir in [root.clone(), root.join("paper")] {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let (code, _, err) = run(&["plan", p.to_str().unwrap()]);
+                assert_eq!(code, 0, "{}: {err}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 10, "{n} presets");
+}

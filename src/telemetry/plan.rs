@@ -708,6 +708,11 @@ pub fn shape_of(reference: &str) -> anyhow::Result<ModelConfig> {
     Ok(crate::model::load::model_shape(&r)?)
 }
 
+/// |U| / M implied by the paper's traffic figure: MEFT moved ≈0.56× the
+/// adapter's parameters per iteration (LLaMA-7B, M 6144, batch 2 × 256,
+/// rows counted once), i.e. |U|·2d ≈ 0.56 · 2·M·d.
+pub const PAPER_UNION_FRACTION: f64 = 0.56;
+
 pub fn dtype_bytes(dtype: &str) -> u64 {
     match dtype {
         "f16" | "bf16" => 2,
@@ -767,6 +772,35 @@ pub fn report(
         "{} · {} · {} base · {}",
         exp.name, exp.method.kind, exp.model.dtype, unions_note
     ));
+    // Without a measured union, also show the union the paper measured.
+    let paper_case = match (union_fraction, exp.method.kind.as_str()) {
+        (None, "meft") => {
+            let u = vec![(PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64; layers];
+            Some(plan(&PlanInput {
+                union_sizes: Some(&u),
+                ..input
+            })?)
+        }
+        _ => None,
+    };
+    let verdict = |p: &Plan| match p.fits {
+        Some(true) => "fits",
+        Some(false) => "does not fit",
+        None => "no limit given",
+    };
+    if let Some(pc) = &paper_case {
+        let t = &pc.traffic;
+        out.push_str(&format!(
+            "\nAt the paper's measured union (|U| ≈ {PAPER_UNION_FRACTION} × M): device {} ({}), \
+             H→D {} · D→H {} per step = {:.2}× a dense offload of {}.\n",
+            human_bytes(pc.device_total),
+            verdict(pc),
+            human_bytes(t.h2d()),
+            human_bytes(t.d2h()),
+            pc.offload_ratio().unwrap_or(0.0),
+            human_bytes(pc.dense_offload),
+        ));
+    }
     if let Some(c) = compare {
         out.push('\n');
         out.push_str(&c.table(&format!(
@@ -774,21 +808,21 @@ pub fn report(
             exp.method.meft.neurons
         )));
         if let Some(g) = gpu_mem {
+            let meft_line = match &paper_case {
+                Some(pc) => format!(
+                    "{} at worst-case unions ({}), {} at the paper's union ({})",
+                    human_bytes(main.device_total),
+                    verdict(&main),
+                    human_bytes(pc.device_total),
+                    verdict(pc)
+                ),
+                None => format!("{} ({})", human_bytes(main.device_total), verdict(&main)),
+            };
             out.push_str(&format!(
-                "\nOn {}: MEFT needs {} ({}), the dense adapter {} ({}).\n",
+                "\nOn {}: MEFT needs {meft_line}; the dense adapter needs {} ({}).\n",
                 human_bytes(g),
-                human_bytes(main.device_total),
-                if main.fits == Some(true) {
-                    "fits"
-                } else {
-                    "does not fit"
-                },
                 human_bytes(c.device_total),
-                if c.fits == Some(true) {
-                    "fits"
-                } else {
-                    "does not fit"
-                },
+                verdict(&c),
             ));
         }
     }
