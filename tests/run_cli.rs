@@ -104,15 +104,24 @@ fn paper_memory_and_traffic_story() {
     let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/paper/nq.toml");
     let (code, out, err) = run(&["plan", preset, "--gpu-mem", "24GiB"]);
     assert_eq!(code, 0, "{err}");
-    let verdict = out.lines().find(|l| l.starts_with("On 24.0 GiB")).expect(&out);
+    let verdict = out
+        .lines()
+        .find(|l| l.starts_with("On 24.0 GiB"))
+        .expect(&out);
     eprintln!("{verdict}");
     assert!(verdict.contains("at the paper's union (fits)"), "{verdict}");
-    assert!(verdict.contains("the dense adapter needs 46.6 GiB (does not fit)"), "{verdict}");
+    assert!(
+        verdict.contains("the dense adapter needs 46.6 GiB (does not fit)"),
+        "{verdict}"
+    );
 
     let traffic = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/paper/traffic.toml");
     let (code, out, err) = run(&["plan", traffic]);
     assert_eq!(code, 0, "{err}");
-    let line = out.lines().find(|l| l.starts_with("At the paper's measured union")).expect(&out);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("At the paper's measured union"))
+        .expect(&out);
     eprintln!("{line}");
     assert!(line.contains("× a dense offload of 12.0 GiB"), "{line}");
 }

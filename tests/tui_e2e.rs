@@ -51,10 +51,22 @@ fn tui_trains_screenshots_and_quits_cleanly() {
         bin,
         done.display()
     );
-    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &script]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &script,
+    ]);
     let cleanup = scopeguard(&session);
 
-    wait_for("the setup screen", Duration::from_secs(20), || capture(&session).contains("new run"));
+    wait_for("the setup screen", Duration::from_secs(20), || {
+        capture(&session).contains("new run")
+    });
     tmux(&["send-keys", "-t", &session, "Enter"]);
     wait_for("20 training steps", Duration::from_secs(240), || {
         step_of(&capture(&session)).is_some_and(|s| s >= 20)
@@ -65,12 +77,23 @@ fn tui_trains_screenshots_and_quits_cleanly() {
     });
     let b = capture(&session);
     // The loss pane's headline and the bytes pane's history moved on.
-    let (la, lb) = (line_with(&a, "raw ").unwrap(), line_with(&b, "raw ").unwrap());
+    let (la, lb) = (
+        line_with(&a, "raw ").unwrap(),
+        line_with(&b, "raw ").unwrap(),
+    );
     assert_ne!(la, lb, "loss pane did not change:\n{a}\n{b}");
     let (pa, pb) = (line_with(&a, "H→D").unwrap(), line_with(&b, "H→D").unwrap());
     assert!(pa.contains("MiB") || pa.contains("KiB"), "{pa}");
-    let sa: Vec<&str> = a.lines().skip_while(|l| !l.contains("H→D")).take(5).collect();
-    let sb: Vec<&str> = b.lines().skip_while(|l| !l.contains("H→D")).take(5).collect();
+    let sa: Vec<&str> = a
+        .lines()
+        .skip_while(|l| !l.contains("H→D"))
+        .take(5)
+        .collect();
+    let sb: Vec<&str> = b
+        .lines()
+        .skip_while(|l| !l.contains("H→D"))
+        .take(5)
+        .collect();
     assert!(sa != sb || pa != pb, "bytes pane did not change:\n{a}\n{b}");
 
     tmux(&["send-keys", "-t", &session, "s"]);
@@ -82,10 +105,22 @@ fn tui_trains_screenshots_and_quits_cleanly() {
         s.contains("quit?") && s.contains("y yes")
     });
     tmux(&["send-keys", "-t", &session, "y"]);
-    wait_for("the program to exit", Duration::from_secs(60), || done.is_file());
+    wait_for("the program to exit", Duration::from_secs(60), || {
+        done.is_file()
+    });
     assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
-    let flags = tmux(&["display-message", "-p", "-t", &session, "#{alternate_on} #{cursor_flag}"]);
-    assert_eq!(flags.trim(), "0 1", "alternate screen and cursor after exit");
+    let flags = tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &session,
+        "#{alternate_on} #{cursor_flag}",
+    ]);
+    assert_eq!(
+        flags.trim(),
+        "0 1",
+        "alternate screen and cursor after exit"
+    );
     drop(cleanup);
 }
 
@@ -106,7 +141,9 @@ fn svg_in(runs: &Path) -> bool {
 struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
     }
 }
 fn scopeguard(name: &str) -> Session {

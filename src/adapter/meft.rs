@@ -668,10 +668,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use num_traits::Float;
 
 fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("fused MEFT op: input must be contiguous"),
-    }
+    crate::model::ops::contiguous(v, l, "fused MEFT op")
 }
 
 impl FusedRows {
@@ -771,6 +768,24 @@ impl FusedRows {
     }
 }
 
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl FusedRows {
+    fn backward_tensors<T>(&self, q: &Tensor, kv: &Tensor, g: &Tensor, grad: &Tensor) -> Result<Grads3>
+    where
+        T: Float + Send + Sync + candle_core::WithDType,
+    {
+        let host = |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
+        let (a, b, c) = self.backward::<T>(&host(q)?, &host(kv)?, &host(g)?, &host(grad)?);
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(a, q.shape(), dev)?.to_dtype(q.dtype())?),
+            Some(Tensor::from_vec(b, kv.shape(), dev)?.to_dtype(kv.dtype())?),
+            Some(Tensor::from_vec(c, g.shape(), dev)?.to_dtype(g.dtype())?),
+        ))
+    }
+}
+
 impl CustomOp3 for FusedRows {
     fn name(&self) -> &'static str {
         "meft-fused-rows"
@@ -805,36 +820,10 @@ impl CustomOp3 for FusedRows {
         g: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dev = q.device();
-        let grad = grad.contiguous()?;
+    ) -> Result<Grads3> {
         match q.dtype() {
-            DType::F64 => {
-                let (a, b, c) = self.backward::<f64>(
-                    &q.flatten_all()?.to_vec1()?,
-                    &kv.flatten_all()?.to_vec1()?,
-                    &g.flatten_all()?.to_vec1()?,
-                    &grad.flatten_all()?.to_vec1()?,
-                );
-                Ok((
-                    Some(Tensor::from_vec(a, q.shape(), dev)?),
-                    Some(Tensor::from_vec(b, kv.shape(), dev)?),
-                    Some(Tensor::from_vec(c, g.shape(), dev)?),
-                ))
-            }
-            _ => {
-                let (a, b, c) = self.backward::<f32>(
-                    &q.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                    &kv.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                    &g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                    &grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                );
-                Ok((
-                    Some(Tensor::from_vec(a, q.shape(), dev)?),
-                    Some(Tensor::from_vec(b, kv.shape(), dev)?),
-                    Some(Tensor::from_vec(c, g.shape(), dev)?),
-                ))
-            }
+            DType::F64 => self.backward_tensors::<f64>(q, kv, g, grad),
+            _ => self.backward_tensors::<f32>(q, kv, g, grad),
         }
     }
 }

@@ -775,7 +775,10 @@ pub fn report(
     // Without a measured union, also show the union the paper measured.
     let paper_case = match (union_fraction, exp.method.kind.as_str()) {
         (None, "meft") => {
-            let u = vec![(PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64; layers];
+            let u = vec![
+                (PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64;
+                layers
+            ];
             Some(plan(&PlanInput {
                 union_sizes: Some(&u),
                 ..input

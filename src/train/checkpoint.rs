@@ -49,40 +49,20 @@ pub fn file_name(step: u64) -> String {
 
 pub fn save(dir: &Path, step: u64, data: &CheckpointData) -> Result<PathBuf, CheckpointError> {
     let path = dir.join(file_name(step));
-    let mut views: Vec<(String, TensorView)> = Vec::new();
-    let f32_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = data
-        .f32s
-        .iter()
-        .map(|(n, (s, v))| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let u32_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = data
-        .u32s
-        .iter()
-        .map(|(n, (s, v))| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    for (n, s, b) in &f32_bytes {
-        views.push((
-            n.clone(),
-            TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| err(&path, e))?,
-        ));
+    fn le_bytes<T: Copy, const N: usize>(
+        m: &BTreeMap<String, (Vec<usize>, Vec<T>)>,
+        to: fn(T) -> [u8; N],
+        dtype: Dtype,
+    ) -> Vec<(String, Vec<usize>, Vec<u8>, Dtype)> {
+        m.iter()
+            .map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| to(*x)).collect(), dtype))
+            .collect()
     }
-    for (n, s, b) in &u32_bytes {
-        views.push((
-            n.clone(),
-            TensorView::new(Dtype::U32, s.clone(), b).map_err(|e| err(&path, e))?,
-        ));
+    let mut raw = le_bytes(&data.f32s, f32::to_le_bytes, Dtype::F32);
+    raw.extend(le_bytes(&data.u32s, u32::to_le_bytes, Dtype::U32));
+    let mut views: Vec<(String, TensorView)> = Vec::with_capacity(raw.len());
+    for (n, s, b, dt) in &raw {
+        views.push((n.clone(), TensorView::new(*dt, s.clone(), b).map_err(|e| err(&path, e))?));
     }
     let bytes = safetensors::tensor::serialize(views, Some(data.meta.clone()))
         .map_err(|e| err(&path, e))?;
