@@ -99,7 +99,8 @@ pub struct LoadedModel {
 
 pub fn load_model(reference: &ModelRef, device: &Device) -> Result<LoadedModel, LoadError> {
     let (model, tokenizer) = match reference {
-        ModelRef::Tiny | ModelRef::TinyRandom => tiny_random(device)?,
+        ModelRef::Tiny => tiny_pretrained(device)?,
+        ModelRef::TinyRandom => tiny_random(device)?,
         ModelRef::Hf(dir) => load_hf(dir, device)?,
         ModelRef::Gguf(file) => load_gguf(file, device)?,
     };
@@ -137,6 +138,27 @@ fn tiny_random(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
     let tok = Tokenizer::tiny(&[])?;
     let cfg = tiny_config(tok.vocab_size());
     let model = random_model(&cfg, TINY_RANDOM_SEED, device)?;
+    Ok((model, tok))
+}
+
+/// The committed tiny base (`meft pretrain`), compiled into the binary.
+const TINY_WEIGHTS: &[u8] = include_bytes!("../../assets/tiny/model.safetensors");
+
+fn tiny_pretrained(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
+    let tok = Tokenizer::tiny(&[])?;
+    let cfg = tiny_config(tok.vocab_size());
+    let origin = Path::new("embedded:tiny");
+    let st = safetensors::SafeTensors::deserialize(TINY_WEIGHTS)
+        .map_err(|e| file_err(origin, format!("embedded weights: {e}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(file_err(origin, format!("embedded tensor {name} is not f32")));
+        }
+        let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?.to_device(device)?;
+        tensors.insert(name, t);
+    }
+    let model = TensorSource { tensors, origin }.build(&cfg, &hf_name, device)?;
     Ok((model, tok))
 }
 

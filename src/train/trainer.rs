@@ -7,10 +7,10 @@ use super::event::*;
 use super::method::Method;
 use super::Control;
 use crate::config::Experiment;
-use crate::data::batch::{encode_eval_prompt, encode_example, Batch, Batcher, Encoded, Position};
+use crate::data::batch::{encode_example, Batch, Batcher, Encoded, Position};
 use crate::data::prompt::Template;
 use crate::data::{Example, Task};
-use crate::model::generate::{generate, GenerateOptions};
+use crate::model::generate::GenerateOptions;
 use crate::model::{Input, LoadedModel, Model};
 use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
 use anyhow::{Context, Result};
@@ -642,39 +642,21 @@ impl Trainer {
         if let Some(m) = self.method.meft_mut() {
             m.collect_stats = false;
         }
-        let mut preds = Vec::with_capacity(examples.len());
-        for chunk in examples.chunks(16) {
-            let prompts = chunk
-                .iter()
-                .map(|e| encode_eval_prompt(e, self.template, &self.tokenizer).map(|x| x.ids))
-                .collect::<Result<Vec<_>>>()?;
-            let out = generate(
-                &self.model,
-                &prompts,
-                &opts,
-                &self.tokenizer.stop_ids,
-                self.tokenizer.pad_id,
-                &mut self.method,
-            )?;
-            for ids in out {
-                let text = self.tokenizer.decode(&ids)?;
-                preds.push(crate::eval::metrics::extract_answer(self.template, &text));
-            }
-        }
+        let (report, preds) = crate::eval::decode_and_score(
+            &self.model,
+            &self.tokenizer,
+            &mut self.method,
+            self.task,
+            self.template,
+            &examples,
+            &opts,
+        )?;
         if let Some(m) = self.method.meft_mut() {
             m.discard_pending();
             m.link.take();
             m.union_log.clear();
         }
         self.method.set_train(true);
-        let by_id: std::collections::HashMap<&str, &str> = examples
-            .iter()
-            .zip(&preds)
-            .map(|(e, p)| (e.id.as_str(), p.as_str()))
-            .collect();
-        let report = crate::eval::score::score_examples(self.task, &examples, |e| {
-            by_id.get(e.id.as_str()).copied().unwrap_or("")
-        });
         let metrics: BTreeMap<String, f64> = report
             .scores
             .iter()
