@@ -176,3 +176,25 @@ fn planner_matches_the_link_and_the_ledger() {
     assert!(close(p["d2h_per_step"], s.d2h_per_step, 0.01));
     assert!(close(p["device_ledger"], s.peak_device_ledger as f64, 0.10));
 }
+
+#[test]
+fn resume_after_a_crash_retrains_the_lost_steps_once() {
+    let mut exp = tiny("meft", 5);
+    exp.train.checkpoint_every = 2;
+    exp.eval.limit = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let original: Vec<f64> = steps(&run(exp.clone(), dir.path(), false))
+        .iter()
+        .map(|s| s.loss)
+        .collect();
+    // A crash after step 5 but before its checkpoint: only steps 2 and 4 were saved.
+    std::fs::remove_file(dir.path().join("checkpoints/step-0000005.safetensors")).unwrap();
+    let again: Vec<f64> = steps(&run(exp, dir.path(), true))
+        .iter()
+        .map(|s| s.loss)
+        .collect();
+    assert_eq!(again, original[4..].to_vec());
+    let logged = meft::train::read_events(dir.path()).unwrap();
+    let logged: Vec<u64> = steps(&logged).iter().map(|s| s.step).collect();
+    assert_eq!(logged, vec![1, 2, 3, 4, 5]);
+}

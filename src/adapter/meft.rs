@@ -771,11 +771,18 @@ impl FusedRows {
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 impl FusedRows {
-    fn backward_tensors<T>(&self, q: &Tensor, kv: &Tensor, g: &Tensor, grad: &Tensor) -> Result<Grads3>
+    fn backward_tensors<T>(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        g: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Grads3>
     where
         T: Float + Send + Sync + candle_core::WithDType,
     {
-        let host = |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
+        let host =
+            |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
         let (a, b, c) = self.backward::<T>(&host(q)?, &host(kv)?, &host(g)?, &host(grad)?);
         let dev = q.device();
         Ok((

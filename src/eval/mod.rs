@@ -32,7 +32,14 @@ pub fn decode_and_score(
             .iter()
             .map(|e| encode_eval_prompt(e, template, tokenizer).map(|x| x.ids))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let out = generate(model, &prompts, opts, &tokenizer.stop_ids, tokenizer.pad_id, hooks)?;
+        let out = generate(
+            model,
+            &prompts,
+            opts,
+            &tokenizer.stop_ids,
+            tokenizer.pad_id,
+            hooks,
+        )?;
         for ids in out {
             let text = tokenizer.decode(&ids)?;
             preds.push(metrics::extract_answer(template, &text));
@@ -43,6 +50,8 @@ pub fn decode_and_score(
         .zip(&preds)
         .map(|(e, p)| (e.id.as_str(), p.as_str()))
         .collect();
-    let report = score::score_examples(task, examples, |e| by_id.get(e.id.as_str()).copied().unwrap_or(""));
+    let report = score::score_examples(task, examples, |e| {
+        by_id.get(e.id.as_str()).copied().unwrap_or("")
+    });
     Ok((report, preds))
 }

@@ -153,9 +153,13 @@ fn tiny_pretrained(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(file_err(origin, format!("embedded tensor {name} is not f32")));
+            return Err(file_err(
+                origin,
+                format!("embedded tensor {name} is not f32"),
+            ));
         }
-        let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?.to_device(device)?;
+        let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?
+            .to_device(device)?;
         tensors.insert(name, t);
     }
     let model = TensorSource { tensors, origin }.build(&cfg, &hf_name, device)?;

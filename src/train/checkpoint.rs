@@ -55,14 +55,24 @@ pub fn save(dir: &Path, step: u64, data: &CheckpointData) -> Result<PathBuf, Che
         dtype: Dtype,
     ) -> Vec<(String, Vec<usize>, Vec<u8>, Dtype)> {
         m.iter()
-            .map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| to(*x)).collect(), dtype))
+            .map(|(n, (s, v))| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    v.iter().flat_map(|x| to(*x)).collect(),
+                    dtype,
+                )
+            })
             .collect()
     }
     let mut raw = le_bytes(&data.f32s, f32::to_le_bytes, Dtype::F32);
     raw.extend(le_bytes(&data.u32s, u32::to_le_bytes, Dtype::U32));
     let mut views: Vec<(String, TensorView)> = Vec::with_capacity(raw.len());
     for (n, s, b, dt) in &raw {
-        views.push((n.clone(), TensorView::new(*dt, s.clone(), b).map_err(|e| err(&path, e))?));
+        views.push((
+            n.clone(),
+            TensorView::new(*dt, s.clone(), b).map_err(|e| err(&path, e))?,
+        ));
     }
     let bytes = safetensors::tensor::serialize(views, Some(data.meta.clone()))
         .map_err(|e| err(&path, e))?;

@@ -120,6 +120,33 @@ pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
+/// After a crash the log may hold steps past the last checkpoint; they will
+/// be trained again, so drop them (and anything after them) before resuming.
+fn forget_after_checkpoint(run_dir: &Path) -> Result<()> {
+    let path = run_dir.join("events.jsonl");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let kept_step = checkpoint::latest(&run_dir.join("checkpoints"))
+        .map(|(s, _)| s)
+        .unwrap_or(0);
+    let events = read_events(&path)?;
+    let cut = events
+        .iter()
+        .position(|e| matches!(e, Event::Step(s) if s.step > kept_step))
+        .unwrap_or(events.len());
+    if cut == events.len() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for ev in &events[..cut] {
+        text.push_str(&serde_json::to_string(ev)?);
+        text.push('\n');
+    }
+    crate::fsx::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
 /// Append every event to `events.jsonl` and forward it.
 fn spawn_hub(
     run_dir: &Path,
@@ -146,7 +173,9 @@ fn spawn_hub(
 /// Start a run (or resume the one in `resume`) on background threads.
 pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
     exp.validate()?;
-    if !resume {
+    if resume {
+        forget_after_checkpoint(&run_dir)?;
+    } else {
         exp.save(&run_dir.join("config.toml"))?;
     }
     let (tx, hub_rx) = channel::<Event>();

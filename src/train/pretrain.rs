@@ -129,7 +129,10 @@ pub fn export_base(run_dir: &Path, out: &Path, exp: &Experiment) -> Result<PathB
         "bos_token_id": tok.bos_id,
         "eos_token_id": tok.eos_id,
     });
-    crate::fsx::write_atomic(&out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    crate::fsx::write_atomic(
+        &out.join("config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
     exp.save(&out.join("pretrain.toml"))?;
     Ok(weights)
 }
