@@ -372,7 +372,6 @@ impl Trainer {
 
     /// Train to the end (or a stop), evaluate, summarise.
     pub fn run(&mut self) -> Result<Summary> {
-        let started = Instant::now();
         let mut stopped = false;
         while self.step < self.total {
             if !self.handle_control()? {
@@ -389,7 +388,6 @@ impl Trainer {
         if !stopped {
             self.evaluate()?;
         }
-        let _ = started;
         let summary = self.summary();
         let text = serde_json::to_string_pretty(&summary)?;
         crate::fsx::write_atomic(&self.run_dir.join("summary.json"), text.as_bytes())?;
