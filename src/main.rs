@@ -332,7 +332,10 @@ fn watch_headless(
     match printer.finished {
         Some(s) => {
             println!("\nsummary ({})", dir.display());
-            print!("{}", meft::train::headless::Printer::summary_table(&s));
+            print!(
+                "{}",
+                meft::train::headless::Printer::summary_table(&s, printer.paper.as_ref())
+            );
             Ok(s)
         }
         None => anyhow::bail!("the run ended without a summary"),

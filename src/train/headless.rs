@@ -14,6 +14,8 @@ pub struct Printer {
     pub finished: Option<Summary>,
     pub failed: Option<String>,
     pub run_dir: String,
+    /// The paper's figure for this setting, from the run's config.
+    pub paper: Option<crate::config::PaperFigure>,
 }
 
 impl Printer {
@@ -24,6 +26,7 @@ impl Printer {
             finished: None,
             failed: None,
             run_dir: run_dir.display().to_string(),
+            paper: None,
         }
     }
 
@@ -51,6 +54,9 @@ impl Printer {
         let mut out = std::io::stdout();
         match ev {
             Event::RunStarted { info, .. } => {
+                self.paper = crate::config::Experiment::from_toml(&info.config_toml, "run config")
+                    .ok()
+                    .and_then(|e| e.paper);
                 let _ = writeln!(
                     out,
                     "{} · {} · {} · {} · {} steps{}",
@@ -110,7 +116,7 @@ impl Printer {
         }
     }
 
-    pub fn summary_table(s: &Summary) -> String {
+    pub fn summary_table(s: &Summary, paper: Option<&crate::config::PaperFigure>) -> String {
         let mut rows: Vec<(String, String)> = vec![
             ("steps".into(), s.steps.to_string()),
             (
@@ -131,6 +137,17 @@ impl Printer {
         }
         for (k, v) in &s.metrics {
             rows.push((k.clone(), format!("{v:.4}")));
+        }
+        if let Some(p) = paper {
+            let ours = s
+                .metrics
+                .get(&p.metric)
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "not measured".into());
+            rows.push((
+                format!("{} ours vs paper", p.metric),
+                format!("{ours} vs {:.3} ({})", p.value, p.setting),
+            ));
         }
         let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
         let mut t = String::new();
