@@ -672,6 +672,31 @@ fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
 }
 
 impl FusedRows {
+    /// Token t's slot: (row id, its key+value row, q·k, gate, activation)
+    /// when the slot holds a row whose gated score is positive.
+    fn slot<'a, T: Float>(
+        &self,
+        qt: &[T],
+        kv: &'a [T],
+        g: &[T],
+        t: usize,
+        slot: usize,
+    ) -> Option<(u32, &'a [T], T, T, T)> {
+        let d = self.d;
+        let j = self.map[t * self.k + slot];
+        if j >= self.empty {
+            return None;
+        }
+        let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+        let s = qt
+            .iter()
+            .zip(&row[..d])
+            .fold(T::zero(), |a, (x, y)| a + *x * *y);
+        let gate = g[t * self.k + slot];
+        let a = gate * s;
+        (a > T::zero()).then_some((j, row, s, gate, a))
+    }
+
     fn forward<T: Float + Send + Sync>(&self, q: &[T], kv: &[T], g: &[T]) -> Vec<T> {
         let (d, k) = (self.d, self.k);
         let n = q.len() / d;
@@ -679,17 +704,7 @@ impl FusedRows {
         out.par_chunks_mut(d).enumerate().for_each(|(t, o)| {
             let qt = &q[t * d..(t + 1) * d];
             for slot in 0..k {
-                let j = self.map[t * k + slot];
-                if j >= self.empty {
-                    continue;
-                }
-                let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
-                let s = qt
-                    .iter()
-                    .zip(&row[..d])
-                    .fold(T::zero(), |a, (x, y)| a + *x * *y);
-                let a = g[t * k + slot] * s;
-                if a > T::zero() {
+                if let Some((_, row, _, _, a)) = self.slot(qt, kv, g, t, slot) {
                     for (oi, vi) in o.iter_mut().zip(&row[d..]) {
                         *oi = *oi + a * *vi;
                     }
@@ -721,20 +736,9 @@ impl FusedRows {
                 let gt = &go[t * d..(t + 1) * d];
                 let mut contrib = Vec::new();
                 for slot in 0..k {
-                    let j = self.map[t * k + slot];
-                    if j >= self.empty {
+                    let Some((j, row, s, gate, a)) = self.slot(qt, kv, g, t, slot) else {
                         continue;
-                    }
-                    let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
-                    let s = qt
-                        .iter()
-                        .zip(&row[..d])
-                        .fold(T::zero(), |a, (x, y)| a + *x * *y);
-                    let gate = g[t * k + slot];
-                    let a = gate * s;
-                    if a <= T::zero() {
-                        continue;
-                    }
+                    };
                     let da = gt
                         .iter()
                         .zip(&row[d..])
