@@ -735,7 +735,7 @@ impl FusedRows {
                 let qt = &q[t * d..(t + 1) * d];
                 let gt = &go[t * d..(t + 1) * d];
                 let mut contrib = Vec::new();
-                for slot in 0..k {
+                for (slot, dg_slot) in dgt.iter_mut().enumerate() {
                     let Some((j, row, s, gate, a)) = self.slot(qt, kv, g, t, slot) else {
                         continue;
                     };
@@ -743,7 +743,7 @@ impl FusedRows {
                         .iter()
                         .zip(&row[d..])
                         .fold(T::zero(), |acc, (x, y)| acc + *x * *y);
-                    dgt[slot] = da * s;
+                    *dg_slot = da * s;
                     let ds = da * gate;
                     for (dqi, ki) in dqt.iter_mut().zip(&row[..d]) {
                         *dqi = *dqi + ds * *ki;
