@@ -101,6 +101,15 @@ enum Command {
         #[arg(long, default_value = "assets/tiny")]
         out: std::path::PathBuf,
     },
+    /// Decode a run's test split with its latest checkpoint and score it.
+    Eval {
+        run_dir: std::path::PathBuf,
+        /// Score only the first N test rows (default: the run's eval.limit).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Predicted device memory, host memory and bytes per step, with and without MEFT.
     Plan {
         config: std::path::PathBuf,
@@ -188,6 +197,25 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => run_headless(config, sets, out, resume),
         Command::Data { command } => data_command(command),
+        Command::Eval {
+            run_dir,
+            limit,
+            json,
+        } => {
+            let ev = meft::train::evaluate_run(&run_dir, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ev)?);
+            } else {
+                println!("{} rows at step {}", ev.n, ev.step);
+                for (k, v) in &ev.metrics {
+                    println!("  {k:<14} {v:.4}");
+                }
+                for (q, p, g) in &ev.samples {
+                    println!("  {q:?} → {p:?} (gold {g:?})");
+                }
+            }
+            Ok(())
+        }
         Command::Pretrain {
             entities,
             seed,

@@ -126,6 +126,10 @@ impl HostStore {
         }
     }
 
+    pub fn accumulator_bytes(&self) -> u64 {
+        4 * (self.acc_keys.len() + self.acc_values.len()) as u64
+    }
+
     /// Σ g² over the accumulated gradients (for global-norm clipping).
     pub fn grad_sq_norm(&self) -> f64 {
         self.acc_keys
@@ -613,6 +617,13 @@ impl MeftAdapter {
         self.layers
             .iter()
             .map(|l| (l.store.keys.len() + l.store.values.len()) as u64 * 4)
+            .sum()
+    }
+
+    pub fn accumulator_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| l.store.accumulator_bytes())
             .sum()
     }
 

@@ -252,3 +252,31 @@ fn run_trainer(
     t.run()?;
     Ok(())
 }
+
+/// `meft eval`: decode the run's test split with its latest checkpoint and
+/// score it (the same evaluation a run ends with).
+pub fn evaluate_run(run_dir: &Path, limit: Option<usize>) -> Result<event::EvalEvent> {
+    let mut exp = Experiment::load(&run_dir.join("config.toml"))?;
+    if let Some(l) = limit {
+        exp.eval.limit = l;
+    }
+    exp.validate()?;
+    let (_, ckpt) = checkpoint::latest(&run_dir.join("checkpoints"))
+        .with_context(|| format!("{}: no checkpoint to evaluate", run_dir.display()))?;
+    let device = trainer::device_of(&exp.model.device)?;
+    let reference = crate::model::ModelRef::parse(&exp.model.reference)
+        .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
+    let loaded = crate::model::load_model(&reference, &device)?;
+    let (tx, rx) = channel::<Event>();
+    let (_ctl_tx, ctl_rx) = channel::<Control>();
+    let mut t = trainer::Trainer::new(exp, loaded, run_dir, tx, ctl_rx)?;
+    t.restore(&ckpt)?;
+    t.evaluate()?;
+    drop(t);
+    rx.iter()
+        .find_map(|e| match e {
+            Event::Eval(ev) => Some(ev),
+            _ => None,
+        })
+        .context("the run has no test split to evaluate (set data.eval)")
+}

@@ -163,6 +163,8 @@ pub struct Trainer {
     union_totals: Vec<u64>,
     /// Tokens (padded batch × seq) and sequence length of the last micro-batch.
     micro_shape: Option<(u64, u64)>,
+    /// Host gradient accumulators at their fullest in the last step.
+    accumulator_bytes: u64,
 }
 
 impl Trainer {
@@ -232,6 +234,7 @@ impl Trainer {
             step_unions: Vec::new(),
             union_totals: Vec::new(),
             micro_shape: None,
+            accumulator_bytes: 0,
         })
     }
 
@@ -336,6 +339,7 @@ impl Trainer {
         if let Some(m) = self.method.meft() {
             l.insert("store".into(), m.store_bytes());
             l.insert("moments".into(), m.moment_bytes());
+            l.insert("accumulators".into(), self.accumulator_bytes);
         }
         l
     }
@@ -501,7 +505,12 @@ impl Trainer {
         self.opt.step(&grads, lr, coef)?;
         let cfg = self.opt.cfg;
         let rows_updated = match self.method.meft_mut() {
-            Some(m) => m.host_step(lr, coef, &cfg) as u64,
+            Some(m) => {
+                let acc = m.accumulator_bytes();
+                let n = m.host_step(lr, coef, &cfg) as u64;
+                self.accumulator_bytes = acc;
+                n
+            }
             None => 0,
         };
         self.step += 1;
@@ -557,12 +566,12 @@ impl Trainer {
         }));
         let device = self.device_ledger();
         self.peak_device = self.peak_device.max(device.values().sum());
+        self.emit(Event::Ledger(LedgerEvent {
+            step: self.step,
+            device,
+            host: self.host_ledger(),
+        }));
         if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
-            self.emit(Event::Ledger(LedgerEvent {
-                step: self.step,
-                device,
-                host: self.host_ledger(),
-            }));
             self.emit_histograms();
         }
         Ok(())
