@@ -37,3 +37,33 @@ pub fn one_line(msg: impl std::fmt::Display) -> String {
         .trim_end()
         .to_string()
 }
+
+/// An error and its causes as one line, "outer: inner: …". A cause whose
+/// text the line already holds (many errors repeat their source) is skipped.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for part in e.chain().map(one_line) {
+        if part.is_empty() || line.contains(&part) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&part);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_joins_causes_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("data.train: x.jsonl: No such file");
+        assert_eq!(error_line(&e), "data.train: x.jsonl: No such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&e), "outer: inner");
+    }
+}

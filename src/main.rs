@@ -458,8 +458,7 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        let parts: Vec<String> = e.chain().map(meft::fsx::one_line).collect();
-        eprintln!("meft: {}", parts.join(": "));
+        eprintln!("meft: {}", meft::fsx::error_line(&e));
         std::process::exit(2);
     }
 }

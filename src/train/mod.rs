@@ -205,11 +205,7 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
             let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
             sampler.stop();
             if let Err(e) = result {
-                let text = e
-                    .chain()
-                    .map(crate::fsx::one_line)
-                    .collect::<Vec<_>>()
-                    .join(": ");
+                let text = crate::fsx::error_line(&e);
                 let _ = failed.send(Event::Failed {
                     step: 0,
                     error: text,

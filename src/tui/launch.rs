@@ -15,12 +15,7 @@ pub struct RunLauncher {
 
 impl Launcher for RunLauncher {
     fn start(&mut self, exp: &Experiment) -> Result<RunHandle, String> {
-        let flat = |e: anyhow::Error| {
-            e.chain()
-                .map(crate::fsx::one_line)
-                .collect::<Vec<_>>()
-                .join(": ")
-        };
+        let flat = |e: anyhow::Error| crate::fsx::error_line(&e);
         exp.validate().map_err(|e| e.to_string())?;
         let dir = crate::train::new_run_dir(&self.root, &exp.name).map_err(flat)?;
         crate::train::start(exp.clone(), dir, false).map_err(flat)
