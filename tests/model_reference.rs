@@ -27,23 +27,7 @@ fn last_logits(model: &meft::model::Model, ids: &[u32]) -> Vec<f32> {
 /// Write `model` as a Hugging Face directory (config.json, safetensors,
 /// tokenizer.json).
 fn write_hf_dir(dir: &std::path::Path, model: &meft::model::Model, tok: &Tokenizer) {
-    let c = &model.config;
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_layers,
-        "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads,
-        "vocab_size": c.vocab_size,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    });
+    let config = meft::model::load::hf_config_json(&model.config, Some(1), Some(2));
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();

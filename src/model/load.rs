@@ -305,6 +305,32 @@ fn gguf_name(k: &str, layer: Option<usize>) -> String {
     }
 }
 
+/// A Hugging Face `config.json` for `cfg`, the inverse of [`parse_hf_config`].
+pub fn hf_config_json(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> serde_json::Value {
+    let (arch, model_type) = match cfg.arch {
+        Arch::Llama => ("LlamaForCausalLM", "llama"),
+        Arch::Mistral => ("MistralForCausalLM", "mistral"),
+    };
+    serde_json::json!({
+        "architectures": [arch],
+        "model_type": model_type,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "sliding_window": cfg.sliding_window,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+    })
+}
+
 /// Parse a Hugging Face `config.json` (llama and mistral architectures).
 pub fn parse_hf_config(path: &Path) -> Result<(ModelConfig, Option<u32>, Option<u32>), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;

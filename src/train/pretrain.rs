@@ -112,23 +112,7 @@ pub fn export_base(run_dir: &Path, out: &Path, exp: &Experiment) -> Result<PathB
     crate::fsx::write_atomic(&out.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     // A Hugging Face config too, so the directory also loads as `hf:DIR`.
     let c = crate::model::load::tiny_config(tok.vocab_size());
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_layers,
-        "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads,
-        "head_dim": c.head_dim,
-        "vocab_size": c.vocab_size,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": tok.bos_id,
-        "eos_token_id": tok.eos_id,
-    });
+    let config = crate::model::load::hf_config_json(&c, tok.bos_id, tok.eos_id);
     crate::fsx::write_atomic(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
