@@ -4,7 +4,7 @@
 //! separate tensors, so the counts are what a GPU run would move.
 
 use crate::train::event::Traffic;
-use candle_core::{Device, Result, Shape, Tensor};
+use candle_core::{Device, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,44 +55,23 @@ impl Link {
         count(&mut g[layer], kind, bytes);
     }
 
-    /// Copy an f32 tensor from the device into a host vector.
-    pub fn f32_to_host(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<f32>> {
-        let v: Vec<f32> = t
-            .flatten_all()?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1()?;
-        self.record(layer, kind, 4 * v.len() as u64);
-        Ok(v)
-    }
-
-    pub fn u32_to_host(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<u32>> {
-        let v: Vec<u32> = t.flatten_all()?.to_vec1()?;
-        self.record(layer, kind, 4 * v.len() as u64);
+    /// Copy a device tensor into a host vector of `T` (4-byte f32 or u32).
+    pub fn to_host<T: WithDType>(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<T>> {
+        let v: Vec<T> = t.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1()?;
+        self.record(layer, kind, (std::mem::size_of::<T>() * v.len()) as u64);
         Ok(v)
     }
 
     /// Copy a host buffer into a new device tensor.
-    pub fn f32_to_device<S: Into<Shape>>(
+    pub fn to_device<T: WithDType, S: Into<Shape>>(
         &self,
         layer: usize,
         kind: Kind,
-        data: Vec<f32>,
+        data: Vec<T>,
         shape: S,
         device: &Device,
     ) -> Result<Tensor> {
-        self.record(layer, kind, 4 * data.len() as u64);
-        Tensor::from_vec(data, shape, device)
-    }
-
-    pub fn u32_to_device<S: Into<Shape>>(
-        &self,
-        layer: usize,
-        kind: Kind,
-        data: Vec<u32>,
-        shape: S,
-        device: &Device,
-    ) -> Result<Tensor> {
-        self.record(layer, kind, 4 * data.len() as u64);
+        self.record(layer, kind, (std::mem::size_of::<T>() * data.len()) as u64);
         Tensor::from_vec(data, shape, device)
     }
 

@@ -490,7 +490,7 @@ impl MeftAdapter {
         let li = layer.layer;
         let q = u.reshape((n, d))?;
         let link = self.link.clone();
-        let queries = link.f32_to_host(li, Kind::Queries, &q.detach())?;
+        let queries = link.to_host::<f32>(li, Kind::Queries, &q.detach())?;
         let (logits, experts, gates) = match &layer.router {
             Some(router) => {
                 let logits = q.matmul(&router.as_tensor().t()?)?;
@@ -500,8 +500,8 @@ impl MeftAdapter {
                     .narrow(D::Minus1, 0, shape.probe)?
                     .contiguous()?;
                 let gate_vals = logits.detach().gather(&top, D::Minus1)?;
-                let experts = link.u32_to_host(li, Kind::Routing, &top)?;
-                let gates = link.f32_to_host(li, Kind::Routing, &gate_vals)?;
+                let experts = link.to_host::<u32>(li, Kind::Routing, &top)?;
+                let gates = link.to_host::<f32>(li, Kind::Routing, &gate_vals)?;
                 (Some(logits), experts, gates)
             }
             None => (None, Vec::new(), Vec::new()),
@@ -511,10 +511,10 @@ impl MeftAdapter {
         let kv = gather_kv(&layer.store, &sel.union);
         let dev = &self.device;
         let rows = link
-            .f32_to_device(li, Kind::Rows, kv, (u_len, 2 * d), dev)?
+            .to_device::<f32, _>(li, Kind::Rows, kv, (u_len, 2 * d), dev)?
             .to_dtype(u.dtype())?;
-        let ids = link.u32_to_device(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
-        let map = link.u32_to_device(li, Kind::Map, sel.map.clone(), n * k, dev)?;
+        let ids = link.to_device::<u32, _>(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
+        let map = link.to_device::<u32, _>(li, Kind::Map, sel.map.clone(), n * k, dev)?;
         let rows = Var::from_tensor(&rows)?;
         let gates = match &logits {
             Some(logits) => {
@@ -581,7 +581,7 @@ impl MeftAdapter {
                 Some(g) => g.clone(),
                 None => p.rows.as_tensor().zeros_like()?,
             };
-            let g = self.link.f32_to_host(li, Kind::Grads, &g)?;
+            let g = self.link.to_host::<f32>(li, Kind::Grads, &g)?;
             let (mut gk, mut gv) = (
                 Vec::with_capacity(g.len() / 2),
                 Vec::with_capacity(g.len() / 2),
