@@ -107,6 +107,10 @@ enum Command {
         /// Score only the first N test rows (default: the run's eval.limit).
         #[arg(long)]
         limit: Option<usize>,
+        /// Override the run's config for this evaluation, e.g.
+        /// eval.decoding="beam" or eval.beams=4.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -200,9 +204,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             run_dir,
             limit,
+            sets,
             json,
         } => {
-            let ev = meft::train::evaluate_run(&run_dir, limit)?;
+            let ev = meft::train::evaluate_run(&run_dir, limit, &sets)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ev)?);
             } else {

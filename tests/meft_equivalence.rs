@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use meft::adapter::meft::{HostOptimizer, HostStore, MeftAdapter, MeftShape, Routing};
 use meft::adapter::reference::{DenseMeft, DenseMeftLayer};
 use meft::model::{load_model, Hooks, Input, ModelRef};
+use meft::optim::moments::MomentDtype;
 use meft::optim::AdamWConfig;
 
 fn randn(seed: u64, n: usize, std: f32) -> Vec<f32> {
@@ -30,7 +31,16 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn twins(shape: &MeftShape, seed: u64) -> (MeftAdapter, DenseMeft) {
     let dev = Device::Cpu;
     let (m, d) = (shape.neurons, shape.d);
-    let mut ad = MeftAdapter::new(shape.clone(), &[0], 1, seed, HostOptimizer::Lazy, &dev).unwrap();
+    let mut ad = MeftAdapter::new(
+        shape.clone(),
+        &[0],
+        1,
+        seed,
+        HostOptimizer::Lazy,
+        MomentDtype::F32,
+        &dev,
+    )
+    .unwrap();
     let keys = randn(seed + 1, m * d, 0.5);
     let values = randn(seed + 2, m * d, 0.5);
     ad.layers[0].store.keys = keys.clone();
@@ -156,7 +166,16 @@ fn whole_tiny_model_same_loss_and_row_gradients() {
         routing: Routing::KeyExperts,
     };
     let layers = [1usize, 3];
-    let mut ad = MeftAdapter::new(shape.clone(), &layers, 4, 5, HostOptimizer::Lazy, &dev).unwrap();
+    let mut ad = MeftAdapter::new(
+        shape.clone(),
+        &layers,
+        4,
+        5,
+        HostOptimizer::Lazy,
+        MomentDtype::F32,
+        &dev,
+    )
+    .unwrap();
     let mut dense_layers = Vec::new();
     for (slot, &l) in layers.iter().enumerate() {
         // Non-zero values so the adapter changes the loss.
@@ -279,10 +298,9 @@ fn lazy_and_dense_host_adamw_agree_when_every_row_is_touched() {
     let cfg = AdamWConfig::default();
     let rows: Vec<u32> = (0..m as u32).collect();
     for step in 0..3 {
-        let gk = randn(10 + step, m * d, 1.0);
-        let gv = randn(20 + step, m * d, 1.0);
-        lazy.accumulate(&rows, &gk, &gv);
-        dense.accumulate(&rows, &gk, &gv);
+        let g = randn(10 + step, m * 2 * d, 1.0);
+        lazy.accumulate(&rows, g.clone());
+        dense.accumulate(&rows, g);
         assert_eq!(lazy.step(HostOptimizer::Lazy, 0.01, 1.0, &cfg), m);
         assert_eq!(dense.step(HostOptimizer::Dense, 0.01, 1.0, &cfg), m);
     }
@@ -296,8 +314,18 @@ fn lazy_host_adamw_touches_only_the_union() {
     let (m, d) = (6, 2);
     let init = randn(3, m * d, 1.0);
     let mut store = HostStore::new(m, d, init.clone(), init.clone());
-    store.accumulate(&[1, 4], &[1.0; 4], &[1.0; 4]);
-    store.accumulate(&[4], &[1.0; 2], &[1.0; 2]);
+    store.accumulate(&[1, 4], vec![1.0; 8]);
+    store.accumulate(&[4], vec![1.0; 4]);
+    // Row 4 was accumulated twice: its key gradient is 2, row 1's is 1.
+    assert_eq!(
+        store.accumulated(4).map(|g| g.0.to_vec()),
+        Some(vec![2.0; 2])
+    );
+    assert_eq!(
+        store.accumulated(1).map(|g| g.1.to_vec()),
+        Some(vec![1.0; 2])
+    );
+    assert_eq!(store.accumulator_bytes(), 2 * 2 * 2 * 4);
     assert_eq!(store.touched(), &[1, 4]);
     let updated = store.step(HostOptimizer::Lazy, 0.1, 1.0, &AdamWConfig::default());
     assert_eq!(updated, 2);
@@ -361,5 +389,89 @@ fn fused_kernel_equals_composed_ops() {
         let y = flat(gc.get(b.as_tensor()).unwrap());
         assert!(x.iter().any(|v| *v != 0.0), "{what}: trivial gradient");
         assert!(rel(&x, &y) <= 1e-6, "{what}: rel {}", rel(&x, &y));
+    }
+}
+
+#[test]
+fn composed_path_builds_nothing_of_size_n_k_d() {
+    use meft::adapter::meft::device_output_traced;
+    let dev = Device::Cpu;
+    let (n, k, u, d) = (16, 8, 10, 12);
+    let q = Tensor::from_vec(randn(1, n * d, 1.0), (n, d), &dev).unwrap();
+    let rk = Tensor::from_vec(randn(2, u * d, 1.0), (u, d), &dev).unwrap();
+    let rv = Tensor::from_vec(randn(3, u * d, 1.0), (u, d), &dev).unwrap();
+    let g = Tensor::from_vec(randn(4, n * k, 1.0), (n, k), &dev).unwrap();
+    let map: Vec<u32> = (0..n * k).map(|i| ((i * 7 + 3) % (u + 1)) as u32).collect();
+    let map = Tensor::from_vec(map, n * k, &dev).unwrap();
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    let out =
+        device_output_traced(&q, &rk, &rv, &map, &g, k, &mut |s| shapes.push(s.to_vec())).unwrap();
+    assert_eq!(out.dims(), &[n, d]);
+    assert!(shapes.len() >= 8, "{shapes:?}");
+    // Last comes the N × d output; before it, the largest thing built is
+    // the N × |U| score matrix: 16 × 10. No copy of the rows (|U| × d) is made.
+    let (last, inner) = shapes.split_last().unwrap();
+    assert_eq!(last, &[n, d]);
+    let largest = inner.iter().map(|s| s.iter().product::<usize>()).max();
+    assert_eq!(largest, Some(160), "{shapes:?}");
+    assert!(
+        !inner.iter().any(|s| s == &[u, d] || s == &[u + 1, d]),
+        "{shapes:?}"
+    );
+    assert!(shapes
+        .iter()
+        .all(|s| s.iter().product::<usize>() < n * k * d));
+}
+
+#[test]
+fn decoding_keeps_no_state_per_forward_pass() {
+    use meft::model::generate::{generate, GenerateOptions};
+    let dev = Device::Cpu;
+    let loaded = load_model(&ModelRef::TinyRandom, &dev).unwrap();
+    let model = &loaded.model;
+    let shape = MeftShape {
+        d: model.config.hidden_size,
+        neurons: 256,
+        top_k: 8,
+        experts: 16,
+        probe: 4,
+        routing: Routing::KeyExperts,
+    };
+    let mut ad = MeftAdapter::new(
+        shape,
+        &[0, 1, 2, 3],
+        4,
+        5,
+        HostOptimizer::Lazy,
+        MomentDtype::F32,
+        &dev,
+    )
+    .unwrap();
+    let prompts = vec![vec![1u32, 40, 41, 42], vec![1u32, 50, 51]];
+    let opts = |beams| GenerateOptions {
+        max_new_tokens: 12,
+        beams,
+        repetition_penalty: 1.0,
+    };
+    // A training forward keeps one entry per adapter layer for its backward.
+    let input = Input {
+        ids: &[1, 40, 41, 42],
+        pad_mask: &[1, 1, 1, 1],
+        batch: 1,
+        seq: 4,
+    };
+    model.forward(&input, None, &mut ad, false).unwrap();
+    assert_eq!(ad.pending_len(), 4);
+    assert_eq!(ad.union_log.len(), 4);
+    ad.discard_pending();
+    ad.union_log.clear();
+    // Evaluation: 12 new tokens greedily, then with 3 beams, keep nothing.
+    ad.training = false;
+    for beams in [1, 3] {
+        let out = generate(model, &prompts, &opts(beams), &[], 0, &mut ad).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 12);
+        assert_eq!(ad.pending_len(), 0);
+        assert!(ad.union_log.is_empty());
     }
 }

@@ -23,6 +23,8 @@ fn impossible_values_name_the_field() {
         ("train.lr=-0.1", "train.lr"),
         ("method.kind=\"prefix\"", "method.kind"),
         ("train.micro_batch=5", "train.micro_batch"),
+        ("model.dtype=\"int4\"", "model.dtype"),
+        ("method.meft.moments=\"q4\"", "method.meft.moments"),
     ] {
         let (code, _, err) = run(&[
             "run",

@@ -130,12 +130,12 @@ fn resume_reproduces_the_loss_sequence() {
 
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one() {
-    use meft::train::checkpoint::{latest, load, save, CheckpointData};
+    use meft::train::checkpoint::{latest, Buffer, CheckpointReader, CheckpointWriter};
     let dir = tempfile::tempdir().unwrap();
-    let mut data = CheckpointData::default();
-    data.f32s.insert("w".into(), (vec![2], vec![1.0, 2.0]));
+    let mut data = CheckpointWriter::new();
+    data.add("w", &[2], Buffer::F32(&[1.0, 2.0]));
     data.meta.insert("step".into(), "10".into());
-    save(dir.path(), 10, &data).unwrap();
+    data.save(dir.path(), 10).unwrap();
     // A write of step 20 that died half way: only its temporary file exists.
     let full = std::fs::read(dir.path().join("step-0000010.safetensors")).unwrap();
     std::fs::write(
@@ -145,8 +145,11 @@ fn an_interrupted_checkpoint_write_leaves_the_previous_one() {
     .unwrap();
     let (step, path) = latest(dir.path()).unwrap();
     assert_eq!(step, 10);
-    let back = load(&path).unwrap();
-    assert_eq!(back.f32s["w"].1, vec![1.0, 2.0]);
+    let mut back = CheckpointReader::open(&path).unwrap();
+    assert_eq!(
+        back.read_vec::<f32>("w", &[Some(2)]).unwrap().1,
+        vec![1.0, 2.0]
+    );
     assert_eq!(back.meta["step"], "10");
 }
 
@@ -195,4 +198,136 @@ fn resume_after_a_crash_retrains_the_lost_steps_once() {
     let logged = meft::train::read_events(dir.path()).unwrap();
     let logged: Vec<u64> = steps(&logged).iter().map(|s| s.step).collect();
     assert_eq!(logged, vec![1, 2, 3, 4, 5]);
+}
+
+/// Base bytes in the last device ledger of a run.
+fn ledger_base(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Ledger(l) => l.device.get("base").copied(),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_half_precision_base_trains_and_halves_the_base_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = tiny("meft", 8);
+    let f32_run = run(exp.clone(), &dir.path().join("f32"), false);
+    let f32_base = ledger_base(&f32_run);
+    let f32_last = steps(&f32_run)[7].loss;
+    for dtype in ["bf16", "f16"] {
+        exp.model.dtype = dtype.into();
+        let ev = run(exp.clone(), &dir.path().join(dtype), false);
+        assert_eq!(2 * ledger_base(&ev), f32_base, "{dtype}");
+        let s = steps(&ev);
+        assert_eq!(s.len(), 8);
+        // From ln(vocab) ≈ 5.56 down as in f32 (4.43 at step 8): bf16
+        // reached 4.42, f16 4.58.
+        assert!(
+            s[7].loss < 0.85 * s[0].loss,
+            "{dtype}: {} → {}",
+            s[0].loss,
+            s[7].loss
+        );
+        assert!(
+            (s[7].loss / f32_last - 1.0).abs() < 0.05,
+            "{dtype}: {} vs f32 {f32_last}",
+            s[7].loss
+        );
+        assert!(s.iter().all(|x| x.loss.is_finite()));
+    }
+}
+
+/// A trainer for `exp` writing into `dir`, with its event stream.
+fn trainer(
+    exp: &Experiment,
+    dir: &std::path::Path,
+) -> (
+    meft::train::trainer::Trainer,
+    std::sync::mpsc::Receiver<Event>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (_ctl, ctl_rx) = std::sync::mpsc::channel();
+    let loaded = meft::train::load_base(exp).unwrap();
+    let t = meft::train::trainer::Trainer::new(exp.clone(), loaded, dir, tx, ctl_rx).unwrap();
+    (t, rx)
+}
+
+#[test]
+fn a_checkpoint_round_trips_every_tensor_in_each_moment_dtype() {
+    for moments in ["f32", "bf16", "q8"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exp = tiny("meft", 3);
+        exp.method.meft.moments = moments.into();
+        let (mut a, _rx) = trainer(&exp, dir.path());
+        for _ in 0..3 {
+            a.train_step().unwrap();
+        }
+        a.checkpoint().unwrap();
+        let (_, path) = meft::train::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
+        let (mut b, _rx2) = trainer(&exp, dir.path());
+        assert_eq!(b.restore(&path).unwrap(), 3);
+        let (ma, mb) = (a.method.meft().unwrap(), b.method.meft().unwrap());
+        assert_eq!(ma.layers.len(), 4);
+        for (la, lb) in ma.layers.iter().zip(&mb.layers) {
+            assert_eq!(la.store.keys, lb.store.keys, "{moments}");
+            assert_eq!(la.store.values, lb.store.values, "{moments}");
+            assert_eq!(la.store.row_steps, lb.store.row_steps, "{moments}");
+            let (ra, sa) = la.store.moments();
+            let (rb, sb) = lb.store.moments();
+            assert!(!ra.is_empty());
+            assert_eq!(ra, rb, "{moments}");
+            assert_eq!(sa.bytes(), sb.bytes(), "{moments}");
+            for slot in [0, ra.len() - 1] {
+                assert_eq!(sa.decoded(slot, 128), sb.decoded(slot, 128), "{moments}");
+            }
+        }
+        for ((na, va), (nb, vb)) in a.opt.vars.iter().zip(&b.opt.vars) {
+            assert_eq!(na, nb);
+            let (x, y): (Vec<f32>, Vec<f32>) = (
+                va.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                vb.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert_eq!(x, y, "{na}");
+        }
+        assert_eq!(a.opt.step, b.opt.step);
+    }
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = tiny("meft", 1);
+    let (mut a, _rx) = trainer(&exp, dir.path());
+    a.train_step().unwrap();
+    a.checkpoint().unwrap();
+    let (_, path) = meft::train::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
+    let mut other = exp.clone();
+    // Same router (128 experts), twice the neurons.
+    other.method.meft.neurons = 2048;
+    other.method.meft.experts = 128;
+    let (mut b, _rx2) = trainer(&other, dir.path());
+    let e = meft::fsx::error_line(&b.restore(&path).unwrap_err());
+    assert_eq!(e.lines().count(), 1);
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+    assert!(
+        e.contains(
+            "tensor meft.0.keys: the run expects [2048, 128] F32, the file has [1024, 128] F32"
+        ),
+        "{e}"
+    );
+    // Moments in another dtype than the run's are refused too.
+    let mut q8 = exp.clone();
+    q8.method.meft.moments = "q8".into();
+    let (mut c, _rx3) = trainer(&q8, dir.path());
+    let e = meft::fsx::error_line(&c.restore(&path).unwrap_err());
+    assert!(e.contains("tensor meft.0.moments: the run expects"), "{e}");
+    assert!(
+        e.contains(", 512] U8, the file has [") && e.ends_with(", 512] F32"),
+        "{e}"
+    );
 }

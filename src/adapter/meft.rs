@@ -5,6 +5,7 @@
 
 use super::link::{Kind, Link};
 use crate::model::Hooks;
+use crate::optim::moments::{MomentDtype, MomentRows};
 use crate::optim::{adamw_row, AdamWConfig};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rayon::prelude::*;
@@ -57,17 +58,29 @@ pub struct HostStore {
     pub values: Vec<f32>,
     acc_slot: Vec<u32>,
     acc_rows: Vec<u32>,
-    acc_keys: Vec<f32>,
-    acc_values: Vec<f32>,
+    /// Per accumulator slot: the key row's gradient then the value row's (2·d).
+    acc: Vec<f32>,
     mom_slot: Vec<u32>,
-    /// Per moment slot: m and v of the key row, then of the value row (4·d floats).
-    moments: Vec<f32>,
+    /// Row of each moment slot, in slot order.
+    mom_rows: Vec<u32>,
+    /// Per moment slot: m and v of the key row, then of the value row.
+    moments: MomentRows,
     /// Per-row update count for bias correction.
     pub row_steps: Vec<u32>,
 }
 
 impl HostStore {
     pub fn new(m: usize, d: usize, keys: Vec<f32>, values: Vec<f32>) -> Self {
+        Self::with_moments(m, d, keys, values, MomentDtype::F32)
+    }
+
+    pub fn with_moments(
+        m: usize,
+        d: usize,
+        keys: Vec<f32>,
+        values: Vec<f32>,
+        moments: MomentDtype,
+    ) -> Self {
         Self {
             m,
             d,
@@ -75,10 +88,10 @@ impl HostStore {
             values,
             acc_slot: vec![NO_SLOT; m],
             acc_rows: Vec::new(),
-            acc_keys: Vec::new(),
-            acc_values: Vec::new(),
+            acc: Vec::new(),
             mom_slot: vec![NO_SLOT; m],
-            moments: Vec::new(),
+            mom_rows: Vec::new(),
+            moments: MomentRows::new(moments),
             row_steps: vec![0; m],
         }
     }
@@ -94,12 +107,28 @@ impl HostStore {
 
     /// Rows that have AdamW moments.
     pub fn rows_with_moments(&self) -> usize {
-        self.moments.len() / (4 * self.d.max(1))
+        self.mom_rows.len()
     }
 
-    /// Add gradients for `rows` (grads row-major, rows.len() × d each).
-    pub fn accumulate(&mut self, rows: &[u32], gk: &[f32], gv: &[f32]) {
-        let d = self.d;
+    pub fn moment_dtype(&self) -> MomentDtype {
+        self.moments.dtype()
+    }
+
+    /// Add gradients for `rows`: `kv` holds, per row, the key row's gradient
+    /// then the value row's (rows.len() × 2d). When nothing is accumulated
+    /// yet and the rows are distinct, the buffer itself becomes the
+    /// accumulator, so one micro-batch per step costs no second copy.
+    pub fn accumulate(&mut self, rows: &[u32], kv: Vec<f32>) {
+        let w = 2 * self.d;
+        debug_assert_eq!(kv.len(), rows.len() * w);
+        if self.acc_rows.is_empty() && rows.windows(2).all(|p| p[0] < p[1]) {
+            for (i, &r) in rows.iter().enumerate() {
+                self.acc_slot[r as usize] = i as u32;
+            }
+            self.acc_rows = rows.to_vec();
+            self.acc = kv;
+            return;
+        }
         for (i, &r) in rows.iter().enumerate() {
             let r = r as usize;
             let mut slot = self.acc_slot[r];
@@ -107,54 +136,42 @@ impl HostStore {
                 slot = self.acc_rows.len() as u32;
                 self.acc_slot[r] = slot;
                 self.acc_rows.push(r as u32);
-                self.acc_keys.resize(self.acc_keys.len() + d, 0.0);
-                self.acc_values.resize(self.acc_values.len() + d, 0.0);
+                self.acc.resize(self.acc.len() + w, 0.0);
             }
-            let s = slot as usize * d;
-            for (a, g) in self.acc_keys[s..s + d]
-                .iter_mut()
-                .zip(&gk[i * d..(i + 1) * d])
-            {
-                *a += g;
-            }
-            for (a, g) in self.acc_values[s..s + d]
-                .iter_mut()
-                .zip(&gv[i * d..(i + 1) * d])
-            {
+            let s = slot as usize * w;
+            for (a, g) in self.acc[s..s + w].iter_mut().zip(&kv[i * w..(i + 1) * w]) {
                 *a += g;
             }
         }
     }
 
     pub fn accumulator_bytes(&self) -> u64 {
-        4 * (self.acc_keys.len() + self.acc_values.len()) as u64
+        4 * self.acc.len() as u64
+    }
+
+    pub fn moment_bytes(&self) -> u64 {
+        self.moments.bytes()
     }
 
     /// Σ g² over the accumulated gradients (for global-norm clipping).
     pub fn grad_sq_norm(&self) -> f64 {
-        self.acc_keys
-            .iter()
-            .chain(&self.acc_values)
-            .map(|&g| g as f64 * g as f64)
-            .sum()
+        self.acc.iter().map(|&g| g as f64 * g as f64).sum()
     }
 
     /// The accumulated gradient of row `r` (keys, values), if any.
     pub fn accumulated(&self, r: usize) -> Option<(&[f32], &[f32])> {
         let slot = self.acc_slot[r];
         (slot != NO_SLOT).then(|| {
-            let s = slot as usize * self.d;
-            (
-                &self.acc_keys[s..s + self.d],
-                &self.acc_values[s..s + self.d],
-            )
+            let s = slot as usize * 2 * self.d;
+            self.acc[s..s + 2 * self.d].split_at(self.d)
         })
     }
 
     fn moment_slot(&mut self, r: usize) -> usize {
         if self.mom_slot[r] == NO_SLOT {
-            self.mom_slot[r] = self.rows_with_moments() as u32;
-            self.moments.resize(self.moments.len() + 4 * self.d, 0.0);
+            self.mom_slot[r] = self.mom_rows.len() as u32;
+            self.mom_rows.push(r as u32);
+            self.moments.push_zero_row(self.d);
         }
         self.mom_slot[r] as usize
     }
@@ -163,46 +180,33 @@ impl HostStore {
     /// cleared afterwards.
     pub fn step(&mut self, mode: HostOptimizer, lr: f64, scale: f32, cfg: &AdamWConfig) -> usize {
         let d = self.d;
-        let zeros = vec![0f32; d];
+        let zeros = vec![0f32; 2 * d];
         let rows: Vec<usize> = match mode {
             HostOptimizer::Lazy => self.acc_rows.iter().map(|&r| r as usize).collect(),
             HostOptimizer::Dense => (0..self.m).collect(),
         };
+        let mut scratch = Vec::new();
         for &r in &rows {
             let slot = self.moment_slot(r);
             self.row_steps[r] += 1;
             let step = self.row_steps[r];
             let acc = self.acc_slot[r];
-            let (gk, gv) = if acc == NO_SLOT {
-                (&zeros[..], &zeros[..])
+            let g = if acc == NO_SLOT {
+                &zeros[..]
             } else {
-                let s = acc as usize * d;
-                (&self.acc_keys[s..s + d], &self.acc_values[s..s + d])
+                let s = acc as usize * 2 * d;
+                &self.acc[s..s + 2 * d]
             };
-            let mom = &mut self.moments[slot * 4 * d..(slot + 1) * 4 * d];
-            let (mk, rest) = mom.split_at_mut(d);
-            let (vk, rest) = rest.split_at_mut(d);
-            let (mv, vv) = rest.split_at_mut(d);
-            adamw_row(
-                &mut self.keys[r * d..(r + 1) * d],
-                gk,
-                mk,
-                vk,
-                step,
-                lr,
-                scale,
-                cfg,
-            );
-            adamw_row(
-                &mut self.values[r * d..(r + 1) * d],
-                gv,
-                mv,
-                vv,
-                step,
-                lr,
-                scale,
-                cfg,
-            );
+            let (gk, gv) = g.split_at(d);
+            let key = &mut self.keys[r * d..(r + 1) * d];
+            let value = &mut self.values[r * d..(r + 1) * d];
+            self.moments.update(slot, d, &mut scratch, |mom| {
+                let (mk, rest) = mom.split_at_mut(d);
+                let (vk, rest) = rest.split_at_mut(d);
+                let (mv, vv) = rest.split_at_mut(d);
+                adamw_row(key, gk, mk, vk, step, lr, scale, cfg);
+                adamw_row(value, gv, mv, vv, step, lr, scale, cfg);
+            });
         }
         self.clear_grads();
         rows.len()
@@ -213,35 +217,34 @@ impl HostStore {
             self.acc_slot[r as usize] = NO_SLOT;
         }
         self.acc_rows.clear();
-        self.acc_keys.clear();
-        self.acc_values.clear();
+        self.acc = Vec::new();
     }
 
-    /// Moments as a dense (M × 4d) buffer plus which rows have them, for
-    /// checkpoints.
-    pub fn export_moments(&self) -> (Vec<u32>, Vec<f32>) {
-        let mut rows = Vec::with_capacity(self.rows_with_moments());
-        let mut data = Vec::with_capacity(self.moments.len());
-        for r in 0..self.m {
-            let s = self.mom_slot[r];
-            if s != NO_SLOT {
-                rows.push(r as u32);
-                let s = s as usize * 4 * self.d;
-                data.extend_from_slice(&self.moments[s..s + 4 * self.d]);
+    /// Which row each moment slot belongs to, and the slots' state as stored.
+    pub fn moments(&self) -> (&[u32], &MomentRows) {
+        (&self.mom_rows, &self.moments)
+    }
+
+    /// Replace the moments with `rows` (slot order) and their state.
+    pub fn set_moments(&mut self, rows: Vec<u32>, moments: MomentRows) -> Result<()> {
+        if moments.rows(self.d) != rows.len() {
+            candle_core::bail!(
+                "{} moment rows for {} row ids",
+                moments.rows(self.d),
+                rows.len()
+            );
+        }
+        let mut slot = vec![NO_SLOT; self.m];
+        for (i, &r) in rows.iter().enumerate() {
+            match slot.get_mut(r as usize) {
+                Some(s) if *s == NO_SLOT => *s = i as u32,
+                _ => candle_core::bail!("moment row id {r} is out of range or repeated"),
             }
         }
-        (rows, data)
-    }
-
-    pub fn import_moments(&mut self, rows: &[u32], data: &[f32]) {
-        self.mom_slot = vec![NO_SLOT; self.m];
-        self.moments.clear();
-        for (i, &r) in rows.iter().enumerate() {
-            let slot = self.moment_slot(r as usize);
-            let dst = slot * 4 * self.d;
-            self.moments[dst..dst + 4 * self.d]
-                .copy_from_slice(&data[i * 4 * self.d..(i + 1) * 4 * self.d]);
-        }
+        self.mom_slot = slot;
+        self.mom_rows = rows;
+        self.moments = moments;
+        Ok(())
     }
 }
 
@@ -343,7 +346,14 @@ pub fn gather_kv(store: &HostStore, ids: &[u32]) -> Vec<f32> {
 /// The adapter output from gathered rows, composed from stock tensor ops
 /// (for devices without the fused kernel), differentiable in the rows, the
 /// gates and the queries: a_tj = ReLU(gate_tj · q_t·k_j) over each token's K
-/// slots, out_t = Σ a_tj v_j. `gates` is N × K (ones for full routing).
+/// slots, out_t = Σ a_tj v_j. `gates` is N × K (ones for full routing), `map`
+/// N × K indices into the union (`|U|` for an empty slot).
+///
+/// It works over the union, never per slot: scores are q·K_Uᵀ (N × |U|),
+/// each slot's score is gathered from them as a scalar, and the activations
+/// are scattered back into an N × |U| matrix that multiplies V_U. The rows
+/// are read where they lie (no copy), and the largest intermediate is
+/// N × |U|, not N × K × d.
 pub fn device_output(
     q: &Tensor,
     rows_k: &Tensor,
@@ -352,15 +362,58 @@ pub fn device_output(
     gates: &Tensor,
     k: usize,
 ) -> Result<Tensor> {
-    let (n, d) = q.dims2()?;
-    let zero = Tensor::zeros((1, d), rows_k.dtype(), rows_k.device())?;
-    let kk = Tensor::cat(&[rows_k, &zero], 0)?;
-    let vv = Tensor::cat(&[rows_v, &zero], 0)?;
-    let kg = kk.index_select(map, 0)?.reshape((n, k, d))?;
-    let vg = vv.index_select(map, 0)?.reshape((n, k, d))?;
-    let s = kg.matmul(&q.unsqueeze(2)?)?.squeeze(2)?;
-    let a = (gates * s)?.relu()?;
-    a.unsqueeze(1)?.matmul(&vg)?.squeeze(1)
+    device_output_traced(q, rows_k, rows_v, map, gates, k, &mut |_| {})
+}
+
+/// [`device_output`], reporting the shape of every tensor it builds.
+pub fn device_output_traced(
+    q: &Tensor,
+    rows_k: &Tensor,
+    rows_v: &Tensor,
+    map: &Tensor,
+    gates: &Tensor,
+    k: usize,
+    built: &mut dyn FnMut(&[usize]),
+) -> Result<Tensor> {
+    let mut keep = |t: Tensor| -> Result<Tensor> {
+        built(t.dims());
+        Ok(t)
+    };
+    let (n, _) = q.dims2()?;
+    let u = rows_k.dim(0)?;
+    if u == 0 {
+        return keep(q.zeros_like()?);
+    }
+    let dev = q.device();
+    // Empty slots (map = |U|) point at row 0 and are masked out, so the rows
+    // are used where they lie, never copied.
+    let valid = keep(map.lt(u as u32)?.to_dtype(q.dtype())?.reshape((n, k))?)?;
+    let base = keep(
+        (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)? * u as f64)?.reshape((n, 1))?,
+    )?;
+    // Slot (t, i) as a flat index t·|U| + map[t, i] into N × |U|.
+    let flat = keep(
+        (map.to_dtype(DType::F64)?.reshape((n, k))? * valid.to_dtype(DType::F64)?)?
+            .broadcast_add(&base)?
+            .flatten_all()?
+            .to_dtype(DType::U32)?,
+    )?;
+    let scores = keep(q.matmul(&rows_k.t()?)?)?;
+    let s = keep(
+        scores
+            .flatten_all()?
+            .index_select(&flat, 0)?
+            .reshape((n, k))?,
+    )?;
+    let a = keep(((gates * s)?.relu()? * &valid)?)?;
+    // index_add rather than scatter_add: candle's scatter_add backward
+    // mis-shapes the gradient of its destination.
+    let spread = keep(
+        Tensor::zeros(n * u, a.dtype(), dev)?
+            .index_add(&flat, &a.flatten_all()?, 0)?
+            .reshape((n, u))?,
+    )?;
+    keep(spread.matmul(rows_v)?)
 }
 
 /// Everything kept from a forward pass for the matching backward.
@@ -400,6 +453,9 @@ pub struct MeftAdapter {
     /// |U| and N·K per adapter layer for the last forward pass(es) since taken.
     pub union_log: Vec<(u64, u64)>,
     pub collect_stats: bool,
+    /// Off for evaluation and generation: rows are gathered read-only and
+    /// nothing is kept per forward pass, so decoding does not grow memory.
+    pub training: bool,
 }
 
 impl MeftAdapter {
@@ -410,6 +466,7 @@ impl MeftAdapter {
         num_model_layers: usize,
         seed: u64,
         host_optimizer: HostOptimizer,
+        moments: MomentDtype,
         device: &Device,
     ) -> Result<Self> {
         let (m, d) = (shape.neurons, shape.d);
@@ -450,7 +507,7 @@ impl MeftAdapter {
             }
             out.push(MeftLayer {
                 layer: l,
-                store: HostStore::new(m, d, keys, values),
+                store: HostStore::with_moments(m, d, keys, values, moments),
                 router,
                 stats: PickStats::default(),
                 last_union: 0,
@@ -466,6 +523,7 @@ impl MeftAdapter {
             slot_of_layer,
             union_log: Vec::new(),
             collect_stats: false,
+            training: true,
         })
     }
 
@@ -491,9 +549,15 @@ impl MeftAdapter {
         let q = u.reshape((n, d))?;
         let link = self.link.clone();
         let queries = link.to_host::<f32>(li, Kind::Queries, &q.detach())?;
+        let training = self.training;
         let (logits, experts, gates) = match &layer.router {
             Some(router) => {
-                let logits = q.matmul(&router.as_tensor().t()?)?;
+                let router = if training {
+                    router.as_tensor().clone()
+                } else {
+                    router.as_tensor().detach()
+                };
+                let logits = q.matmul(&router.t()?)?;
                 let top = logits
                     .detach()
                     .arg_sort_last_dim(false)?
@@ -515,7 +579,10 @@ impl MeftAdapter {
             .to_dtype(u.dtype())?;
         let ids = link.to_device::<u32, _>(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
         let map = link.to_device::<u32, _>(li, Kind::Map, sel.map.clone(), n * k, dev)?;
-        let rows = Var::from_tensor(&rows)?;
+        // Only a training pass makes the rows a variable and keeps them for
+        // the backward pass.
+        let var = training.then(|| Var::from_tensor(&rows)).transpose()?;
+        let rows = var.as_ref().map_or(rows, |v| v.as_tensor().clone());
         let gates = match &logits {
             Some(logits) => {
                 // Expert of each union row (and 0 for the empty slot), then the
@@ -539,10 +606,10 @@ impl MeftAdapter {
             None => Tensor::ones((n, k), u.dtype(), dev)?,
         };
         let out = if dev.is_cpu() {
-            fused_output(&q, rows.as_tensor(), &gates, Arc::new(sel.map.clone()), k)?
+            fused_output(&q, &rows, &gates, Arc::new(sel.map.clone()), k)?
         } else {
-            let rk = rows.as_tensor().narrow(1, 0, d)?;
-            let rv = rows.as_tensor().narrow(1, d, d)?;
+            let rk = rows.narrow(1, 0, d)?;
+            let rv = rows.narrow(1, d, d)?;
             device_output(&q, &rk, &rv, &map, &gates, k)?
         };
         let layer = &mut self.layers[slot];
@@ -561,19 +628,20 @@ impl MeftAdapter {
                 }
             }
         }
-        self.union_log.push((u_len as u64, (n * k) as u64));
-        self.pending.push(Pending {
-            layer_slot: slot,
-            union: sel.union,
-            rows,
-        });
+        if let Some(rows) = var {
+            self.union_log.push((u_len as u64, (n * k) as u64));
+            self.pending.push(Pending {
+                layer_slot: slot,
+                union: sel.union,
+                rows,
+            });
+        }
         out.reshape((b, s, d))
     }
 
     /// After `loss.backward()`: bring the gathered rows' gradients back to
     /// the host and add them to the accumulators.
     pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        let d = self.shape.d;
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
             let li = layer.layer;
@@ -582,15 +650,7 @@ impl MeftAdapter {
                 None => p.rows.as_tensor().zeros_like()?,
             };
             let g = self.link.to_host::<f32>(li, Kind::Grads, &g)?;
-            let (mut gk, mut gv) = (
-                Vec::with_capacity(g.len() / 2),
-                Vec::with_capacity(g.len() / 2),
-            );
-            for row in g.chunks(2 * d) {
-                gk.extend_from_slice(&row[..d]);
-                gv.extend_from_slice(&row[d..]);
-            }
-            layer.store.accumulate(&p.union, &gk, &gv);
+            layer.store.accumulate(&p.union, g);
         }
         Ok(())
     }
@@ -628,10 +688,12 @@ impl MeftAdapter {
     }
 
     pub fn moment_bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|l| l.store.moments.len() as u64 * 4)
-            .sum()
+        self.layers.iter().map(|l| l.store.moment_bytes()).sum()
+    }
+
+    /// Forward passes kept for a backward that has not run yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 }
 

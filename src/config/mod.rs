@@ -133,6 +133,9 @@ pub struct MeftSection {
     pub routing: String,
     /// lazy or dense.
     pub host_optimizer: String,
+    /// dtype of the host AdamW moments: f32 (exact), bf16 or q8 (8-bit
+    /// block-wise quantised).
+    pub moments: String,
     /// "all" or a list of layer indices.
     pub layers: Layers,
 }
@@ -147,6 +150,7 @@ impl Default for MeftSection {
             probe: 8,
             routing: "key_experts".into(),
             host_optimizer: "lazy".into(),
+            moments: "f32".into(),
             layers: Layers::All("all".into()),
         }
     }
@@ -389,6 +393,16 @@ impl Experiment {
             &["linear", "constant_with_warmup"],
         )?;
         one_of("eval.decoding", &self.eval.decoding, &["greedy", "beam"])?;
+        one_of("model.dtype", &self.model.dtype, &["f32", "bf16", "f16"])?;
+        if self.method.kind == "full" && self.model.dtype != "f32" {
+            return Err(field(
+                "model.dtype",
+                format!(
+                    "full fine-tuning trains the base weights in f32; set model.dtype = \"f32\" (got {:?})",
+                    self.model.dtype
+                ),
+            ));
+        }
         let t = &self.train;
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(field(
@@ -482,6 +496,11 @@ impl Experiment {
             "method.meft.host_optimizer",
             &m.host_optimizer,
             &["lazy", "dense"],
+        )?;
+        one_of(
+            "method.meft.moments",
+            &m.moments,
+            &crate::optim::moments::MomentDtype::NAMES,
         )?;
         if m.neurons == 0 {
             return Err(field("method.meft.neurons", "must be at least 1"));

@@ -98,11 +98,24 @@ pub struct LoadedModel {
 }
 
 pub fn load_model(reference: &ModelRef, device: &Device) -> Result<LoadedModel, LoadError> {
+    load_model_as(reference, device, DType::F32)
+}
+
+/// Load the base with its weights in `dtype` (f32, bf16 or f16), each
+/// tensor converted as it is read, so no f32 copy of the whole base exists.
+pub fn load_model_as(
+    reference: &ModelRef,
+    device: &Device,
+    dtype: DType,
+) -> Result<LoadedModel, LoadError> {
     let (model, tokenizer) = match reference {
-        ModelRef::Tiny => tiny_pretrained(device)?,
-        ModelRef::TinyRandom => tiny_random(device)?,
-        ModelRef::Hf(dir) => load_hf(dir, device)?,
-        ModelRef::Gguf(file) => load_gguf(file, device)?,
+        ModelRef::Tiny => tiny_pretrained(device, dtype)?,
+        ModelRef::TinyRandom => {
+            let (m, t) = tiny_random(device)?;
+            (m.to_dtype(dtype)?, t)
+        }
+        ModelRef::Hf(dir) => load_hf(dir, device, dtype)?,
+        ModelRef::Gguf(file) => load_gguf(file, device, dtype)?,
     };
     Ok(LoadedModel {
         model,
@@ -144,7 +157,7 @@ fn tiny_random(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
 /// The committed tiny base (`meft pretrain`), compiled into the binary.
 const TINY_WEIGHTS: &[u8] = include_bytes!("../../assets/tiny/model.safetensors");
 
-fn tiny_pretrained(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
+fn tiny_pretrained(device: &Device, dtype: DType) -> Result<(Model, Tokenizer), LoadError> {
     let tok = Tokenizer::tiny(&[])?;
     let cfg = tiny_config(tok.vocab_size());
     let origin = Path::new("embedded:tiny");
@@ -159,6 +172,7 @@ fn tiny_pretrained(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
             ));
         }
         let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?
+            .to_dtype(dtype)?
             .to_device(device)?;
         tensors.insert(name, t);
     }
@@ -240,6 +254,7 @@ impl TensorSource<'_> {
         let kv = cfg.num_kv_heads * cfg.head_dim;
         let f = cfg.intermediate_size;
         let embed = self.take(&names("embed", None), &[cfg.vocab_size, d])?;
+        let embed_dtype = embed.dtype();
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let n = |k: &str| names(k, Some(i));
@@ -269,7 +284,7 @@ impl TensorSource<'_> {
             norm,
             lm_head,
             device: device.clone(),
-            dtype: DType::F32,
+            dtype: embed_dtype,
         };
         model.config.tie_embeddings = model.lm_head.is_none();
         Ok(model)
@@ -419,6 +434,7 @@ pub fn parse_hf_config(path: &Path) -> Result<(ModelConfig, Option<u32>, Option<
 fn read_safetensors(
     path: &Path,
     device: &Device,
+    target: DType,
     out: &mut HashMap<String, Tensor>,
 ) -> Result<(), LoadError> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
@@ -439,14 +455,14 @@ fn read_safetensors(
         };
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
             .map_err(|e| file_err(path, format!("tensor {name}: {e}")))?
-            .to_dtype(DType::F32)?
+            .to_dtype(target)?
             .to_device(device)?;
         out.insert(name, t);
     }
     Ok(())
 }
 
-fn load_hf(dir: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError> {
+fn load_hf(dir: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenizer), LoadError> {
     if !dir.is_dir() {
         return Err(file_err(dir, "not a directory"));
     }
@@ -455,7 +471,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError>
     let index = dir.join("model.safetensors.index.json");
     let mut tensors = HashMap::new();
     if single.is_file() {
-        read_safetensors(&single, device, &mut tensors)?;
+        read_safetensors(&single, device, dtype, &mut tensors)?;
     } else if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| file_err(&index, e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
@@ -468,7 +484,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError>
         shards.sort_unstable();
         shards.dedup();
         for shard in shards {
-            read_safetensors(&dir.join(shard), device, &mut tensors)?;
+            read_safetensors(&dir.join(shard), device, dtype, &mut tensors)?;
         }
     } else {
         return Err(file_err(
@@ -556,7 +572,7 @@ fn gguf_config(
     })
 }
 
-fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadError> {
+fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenizer), LoadError> {
     use candle_core::quantized::gguf_file;
     let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
     let ct = gguf_file::Content::read(&mut file)
@@ -571,7 +587,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<(Model, Tokenizer), LoadErr
         let t = q
             .dequantize(&Device::Cpu)
             .map_err(|e| file_err(path, format!("tensor {name}: {e}")))?
-            .to_dtype(DType::F32)?
+            .to_dtype(dtype)?
             .to_device(device)?;
         tensors.insert(name.clone(), t);
     }

@@ -3,13 +3,40 @@
 //! (a frozen linear layer, whose weight gradient nobody wants).
 //!
 //! Each op has a CPU kernel for f32 and f64 (f64 is what the finite-difference
-//! tests run in) and a hand-written backward. On other devices the same maths
+//! tests run in; bf16 and f16 run through the f32 kernel) and a hand-written
+//! backward. On other devices the same maths
 //! is composed from stock tensor ops, which is slower but exact.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use num_traits::Float;
 use std::sync::Arc;
+
+/// Half-precision storage through an f32 kernel: widen, run `f`, narrow.
+/// `None` for the other dtypes.
+fn via_f32(
+    s: &CpuStorage,
+    l: &Layout,
+    what: &str,
+    f: impl Fn(&[f32]) -> Vec<f32>,
+) -> Result<Option<CpuStorage>> {
+    use half::{bf16, f16};
+    Ok(match s {
+        CpuStorage::BF16(v) => {
+            let wide: Vec<f32> = contiguous(v, l, what)?.iter().map(|x| x.to_f32()).collect();
+            Some(CpuStorage::BF16(
+                f(&wide).into_iter().map(bf16::from_f32).collect(),
+            ))
+        }
+        CpuStorage::F16(v) => {
+            let wide: Vec<f32> = contiguous(v, l, what)?.iter().map(|x| x.to_f32()).collect();
+            Some(CpuStorage::F16(
+                f(&wide).into_iter().map(f16::from_f32).collect(),
+            ))
+        }
+        _ => None,
+    })
+}
 
 pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
@@ -147,7 +174,12 @@ impl CustomOp1 for RmsNormOp {
                 &self.weight,
                 self.eps,
             )),
-            _ => candle_core::bail!("rms_norm: only f32 and f64 are supported"),
+            other => match via_f32(other, l, "rms_norm", |x| {
+                rms_norm_kernel(x, &self.weight, self.eps)
+            })? {
+                Some(s) => s,
+                None => candle_core::bail!("rms_norm: only f32, f64, bf16 and f16 are supported"),
+            },
         };
         Ok((out, l.shape().clone()))
     }
@@ -208,7 +240,10 @@ impl CustomOp1 for SoftmaxOp {
         let out = match s {
             CpuStorage::F32(v) => CpuStorage::F32(softmax_kernel(contiguous(v, l, "softmax")?, d)),
             CpuStorage::F64(v) => CpuStorage::F64(softmax_kernel(contiguous(v, l, "softmax")?, d)),
-            _ => candle_core::bail!("softmax: only f32 and f64 are supported"),
+            other => match via_f32(other, l, "softmax", |x| softmax_kernel(x, d))? {
+                Some(s) => s,
+                None => candle_core::bail!("softmax: only f32, f64, bf16 and f16 are supported"),
+            },
         };
         Ok((out, l.shape().clone()))
     }
@@ -348,7 +383,10 @@ impl CustomOp1 for RopeOp {
             CpuStorage::F64(v) => {
                 CpuStorage::F64(self.kernel(contiguous(v, l, "rope")?, b, h, s, hd))
             }
-            _ => candle_core::bail!("rope: only f32 and f64 are supported"),
+            other => match via_f32(other, l, "rope", |x| self.kernel(x, b, h, s, hd))? {
+                Some(s) => s,
+                None => candle_core::bail!("rope: only f32, f64, bf16 and f16 are supported"),
+            },
         };
         Ok((out, l.shape().clone()))
     }

@@ -2,6 +2,8 @@
 //! AdamW used by the MEFT store (lazy and dense), learning-rate schedules and
 //! global gradient-norm clipping.
 
+pub mod moments;
+
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 

@@ -159,6 +159,16 @@ pub struct Summary {
     pub h2d_per_step: f64,
     pub d2h_per_step: f64,
     pub peak_device_ledger: u64,
+    /// Largest host ledger (store, moments, accumulators) over the run.
+    #[serde(default)]
+    pub peak_host_ledger: u64,
+    /// Median wall time of one optimizer step.
+    #[serde(default)]
+    pub median_step_s: f64,
+    /// The process's peak resident memory (the kernel's VmHWM) read after
+    /// each phase: "train", "checkpoint" (the final one), "eval".
+    #[serde(default)]
+    pub rss_peaks: BTreeMap<String, u64>,
     pub metrics: BTreeMap<String, f64>,
     /// Predicted values from the planner where known.
     pub predicted: BTreeMap<String, f64>,

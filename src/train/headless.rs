@@ -125,15 +125,47 @@ impl Printer {
             ),
             ("tokens/s".into(), format!("{:.0}", s.tokens_per_s)),
             ("wall time".into(), format!("{:.1} s", s.wall_s)),
-            ("host→device / step".into(), human_bytes(s.h2d_per_step)),
-            ("device→host / step".into(), human_bytes(s.d2h_per_step)),
-            (
-                "peak device ledger".into(),
-                human_bytes(s.peak_device_ledger as f64),
-            ),
         ];
-        for (k, v) in &s.predicted {
-            rows.push((format!("planned {}", k.replace('_', " ")), human_bytes(*v)));
+        // Measured figures with the planner's prediction for the same run
+        // beside them, so the two can be read against each other.
+        let planned = |key: &str| {
+            s.predicted
+                .get(key)
+                .map(|v| format!("   planned {}", human_bytes(*v)))
+                .unwrap_or_default()
+        };
+        let measured = [
+            ("host→device / step", s.h2d_per_step, "h2d_per_step"),
+            ("device→host / step", s.d2h_per_step, "d2h_per_step"),
+            (
+                "peak device ledger",
+                s.peak_device_ledger as f64,
+                "device_ledger",
+            ),
+            ("peak host ledger", s.peak_host_ledger as f64, "host_ledger"),
+        ];
+        for (label, value, key) in measured {
+            rows.push((
+                label.into(),
+                format!("{}{}", human_bytes(value), planned(key)),
+            ));
+        }
+        if !s.rss_peaks.is_empty() {
+            let phases: Vec<String> = ["train", "checkpoint", "eval"]
+                .iter()
+                .filter_map(|p| {
+                    s.rss_peaks
+                        .get(*p)
+                        .map(|b| format!("{p} {}", human_bytes(*b as f64)))
+                })
+                .collect();
+            rows.push((
+                "peak RSS (VmHWM) after".into(),
+                format!("{}{}", phases.join(" · "), planned("process_peak")),
+            ));
+        }
+        if s.median_step_s > 0.0 {
+            rows.push(("median step".into(), format!("{:.3} s", s.median_step_s)));
         }
         for (k, v) in &s.metrics {
             rows.push((k.clone(), format!("{v:.4}")));

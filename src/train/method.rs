@@ -7,6 +7,7 @@ use crate::adapter::meft::{HostOptimizer, MeftAdapter, MeftShape, Routing};
 use crate::adapter::parallel::ParallelAdapter;
 use crate::config::Experiment;
 use crate::model::{Hooks, Model, Proj};
+use crate::optim::moments::MomentDtype;
 use candle_core::{Result, Tensor, Var};
 
 pub enum Method {
@@ -54,7 +55,15 @@ impl Method {
                 } else {
                     HostOptimizer::Lazy
                 };
-                let ad = MeftAdapter::new(shape, &layers, cfg.num_layers, seed, host, &dev)?;
+                let moments = MomentDtype::parse(&m.moments).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "method.meft.moments: expected one of {}, got {:?}",
+                        MomentDtype::NAMES.join(", "),
+                        m.moments
+                    )
+                })?;
+                let ad =
+                    MeftAdapter::new(shape, &layers, cfg.num_layers, seed, host, moments, &dev)?;
                 let vars = ad.device_vars();
                 (Method::Meft(Box::new(ad)), vars)
             }
@@ -114,8 +123,10 @@ impl Method {
 
     /// Training mode (LoRA dropout on) or evaluation mode.
     pub fn set_train(&mut self, train: bool) {
-        if let Method::Lora(l) = self {
-            l.train = train;
+        match self {
+            Method::Lora(l) => l.train = train,
+            Method::Meft(m) => m.training = train,
+            _ => {}
         }
     }
 

@@ -222,6 +222,22 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
     })
 }
 
+/// The experiment's base model on its device, in its dtype.
+pub fn load_base(exp: &Experiment) -> Result<crate::model::LoadedModel> {
+    let device = trainer::device_of(&exp.model.device)?;
+    let dtype = match exp.model.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "bf16" => candle_core::DType::BF16,
+        "f16" => candle_core::DType::F16,
+        other => anyhow::bail!("model.dtype: {other:?} is not one of f32, bf16, f16"),
+    };
+    let reference = crate::model::ModelRef::parse(&exp.model.reference)
+        .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
+    Ok(crate::model::load::load_model_as(
+        &reference, &device, dtype,
+    )?)
+}
+
 fn run_trainer(
     exp: Experiment,
     dir: &Path,
@@ -229,10 +245,7 @@ fn run_trainer(
     tx: Sender<Event>,
     ctl: Receiver<Control>,
 ) -> Result<()> {
-    let device = trainer::device_of(&exp.model.device)?;
-    let reference = crate::model::ModelRef::parse(&exp.model.reference)
-        .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
-    let loaded = crate::model::load_model(&reference, &device)?;
+    let loaded = load_base(&exp)?;
     let mut t = trainer::Trainer::new(exp, loaded, dir, tx.clone(), ctl)?;
     let mut resumed = None;
     if resume {
@@ -251,18 +264,19 @@ fn run_trainer(
 
 /// `meft eval`: decode the run's test split with its latest checkpoint and
 /// score it (the same evaluation a run ends with).
-pub fn evaluate_run(run_dir: &Path, limit: Option<usize>) -> Result<event::EvalEvent> {
-    let mut exp = Experiment::load(&run_dir.join("config.toml"))?;
+pub fn evaluate_run(
+    run_dir: &Path,
+    limit: Option<usize>,
+    sets: &[String],
+) -> Result<event::EvalEvent> {
+    let mut exp = Experiment::load(&run_dir.join("config.toml"))?.apply_sets(sets)?;
     if let Some(l) = limit {
         exp.eval.limit = l;
     }
     exp.validate()?;
     let (_, ckpt) = checkpoint::latest(&run_dir.join("checkpoints"))
         .with_context(|| format!("{}: no checkpoint to evaluate", run_dir.display()))?;
-    let device = trainer::device_of(&exp.model.device)?;
-    let reference = crate::model::ModelRef::parse(&exp.model.reference)
-        .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
-    let loaded = crate::model::load_model(&reference, &device)?;
+    let loaded = load_base(&exp)?;
     let (tx, rx) = channel::<Event>();
     let (_ctl_tx, ctl_rx) = channel::<Control>();
     let mut t = trainer::Trainer::new(exp, loaded, run_dir, tx, ctl_rx)?;

@@ -86,17 +86,18 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
 pub fn export_base(run_dir: &Path, out: &Path, exp: &Experiment) -> Result<PathBuf> {
     let (_, ckpt) = super::checkpoint::latest(&run_dir.join("checkpoints"))
         .with_context(|| format!("{}: no checkpoint to export", run_dir.display()))?;
-    let data = super::checkpoint::load(&ckpt)?;
+    let mut r = super::checkpoint::CheckpointReader::open(&ckpt)?;
+    let names: Vec<String> = r
+        .names()
+        .filter(|n| n.starts_with("model.") || *n == "lm_head.weight")
+        .map(str::to_string)
+        .collect();
     let mut tensors = std::collections::HashMap::new();
-    for (name, (shape, values)) in &data.f32s {
-        if name.starts_with("model.") || name == "lm_head.weight" {
-            let t = candle_core::Tensor::from_vec(
-                values.clone(),
-                shape.as_slice(),
-                &candle_core::Device::Cpu,
-            )?;
-            tensors.insert(name.clone(), t);
-        }
+    for name in names {
+        let rank = r.info(&name)?.shape.len();
+        let (shape, values) = r.read_vec::<f32>(&name, &vec![None; rank])?;
+        let t = candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu)?;
+        tensors.insert(name, t);
     }
     anyhow::ensure!(
         !tensors.is_empty(),

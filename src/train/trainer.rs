@@ -2,7 +2,7 @@
 //! host parameters, optimizer steps, control messages, evaluation,
 //! checkpoints — reporting everything as events.
 
-use super::checkpoint::{self, CheckpointData};
+use super::checkpoint::{Bf16Bits, Buffer, CheckpointReader, CheckpointWriter};
 use super::event::*;
 use super::method::Method;
 use super::Control;
@@ -12,7 +12,9 @@ use crate::data::prompt::Template;
 use crate::data::{Example, Task};
 use crate::model::generate::GenerateOptions;
 use crate::model::{Input, LoadedModel, Model};
+use crate::optim::moments::{MomentDtype, MomentRows, BLOCKS};
 use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
+use crate::telemetry::plan;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::BTreeMap;
@@ -165,6 +167,9 @@ pub struct Trainer {
     micro_shape: Option<(u64, u64)>,
     /// Host gradient accumulators at their fullest in the last step.
     accumulator_bytes: u64,
+    peak_host: u64,
+    step_times: Vec<f64>,
+    rss_peaks: BTreeMap<String, u64>,
 }
 
 impl Trainer {
@@ -235,6 +240,9 @@ impl Trainer {
             union_totals: Vec::new(),
             micro_shape: None,
             accumulator_bytes: 0,
+            peak_host: 0,
+            step_times: Vec::new(),
+            rss_peaks: BTreeMap::new(),
         })
     }
 
@@ -290,23 +298,48 @@ impl Trainer {
         } else {
             base
         };
-        l.insert("base".into(), base);
-        l.insert("trainable".into(), trainable);
-        l.insert("grads".into(), trainable);
-        l.insert("optimizer".into(), 2 * trainable);
-        if self.method.meft().is_some() {
+        l.insert(plan::DEVICE_BASE.into(), base);
+        l.insert(plan::DEVICE_TRAINABLE.into(), trainable);
+        l.insert(plan::DEVICE_GRADS.into(), trainable);
+        l.insert(plan::DEVICE_OPTIMIZER.into(), 2 * trainable);
+        if let Some(m) = self.method.meft() {
             let d = self.model.config.hidden_size as u64;
             let rows: u64 = self
                 .step_unions
                 .iter()
                 .map(|u| (u + 1) * 2 * d * 4 * 2)
                 .sum();
-            l.insert("rows".into(), rows);
+            l.insert(plan::DEVICE_ROWS.into(), rows);
+            if let Some((n, _)) = self.micro_shape {
+                let s = &m.shape;
+                let experts = m.layers.first().map_or(0, |l| {
+                    if l.router.is_some() {
+                        s.experts as u64
+                    } else {
+                        0
+                    }
+                });
+                let kept: u64 = self
+                    .step_unions
+                    .iter()
+                    .map(|&u| {
+                        plan::meft_activation_bytes(
+                            n,
+                            s.top_k as u64,
+                            d,
+                            experts,
+                            u,
+                            !self.model.device.is_cpu(),
+                        )
+                    })
+                    .sum();
+                l.insert(plan::ADAPTER_ACTIVATIONS.into(), kept);
+            }
         }
         if let Some((n, seq)) = self.micro_shape {
             let bytes = self.model.dtype.size_in_bytes() as u64;
             l.insert(
-                "activations".into(),
+                plan::DEVICE_ACTIVATIONS.into(),
                 crate::telemetry::activation_estimate(&self.model.config, n, seq, bytes),
             );
         }
@@ -337,9 +370,9 @@ impl Trainer {
     pub fn host_ledger(&self) -> Ledger {
         let mut l = Ledger::new();
         if let Some(m) = self.method.meft() {
-            l.insert("store".into(), m.store_bytes());
-            l.insert("moments".into(), m.moment_bytes());
-            l.insert("accumulators".into(), self.accumulator_bytes);
+            l.insert(plan::HOST_STORE.into(), m.store_bytes());
+            l.insert(plan::HOST_MOMENTS.into(), m.moment_bytes());
+            l.insert(plan::HOST_ACCUMULATORS.into(), self.accumulator_bytes);
         }
         l
     }
@@ -388,9 +421,12 @@ impl Trainer {
                 self.checkpoint()?;
             }
         }
+        self.note_rss("train");
         self.checkpoint()?;
+        self.note_rss("checkpoint");
         if !stopped {
             self.evaluate()?;
+            self.note_rss("eval");
         }
         let summary = self.summary();
         let text = serde_json::to_string_pretty(&summary)?;
@@ -401,8 +437,16 @@ impl Trainer {
         Ok(summary)
     }
 
+    fn note_rss(&mut self, phase: &str) {
+        if let Some(b) = crate::telemetry::peak_rss() {
+            self.rss_peaks.insert(phase.to_string(), b);
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let n = self.steps_done.max(1) as f64;
+        let mut times = self.step_times.clone();
+        times.sort_by(f64::total_cmp);
         Summary {
             steps: self.step,
             final_loss: self.last_loss,
@@ -416,6 +460,9 @@ impl Trainer {
             h2d_per_step: self.traffic_sum.h2d() as f64 / n,
             d2h_per_step: self.traffic_sum.d2h() as f64 / n,
             peak_device_ledger: self.peak_device,
+            peak_host_ledger: self.peak_host,
+            median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
+            rss_peaks: self.rss_peaks.clone(),
             metrics: self.last_metrics.clone(),
             predicted: self.predicted(),
         }
@@ -432,6 +479,14 @@ impl Trainer {
             out.insert("h2d_per_step".into(), p.traffic.h2d() as f64);
             out.insert("d2h_per_step".into(), p.traffic.d2h() as f64);
             out.insert("device_ledger".into(), p.device_total as f64);
+            out.insert("host_ledger".into(), p.host_total as f64);
+            // On the CPU the device is host memory too: the process holds both.
+            if self.model.device.is_cpu() {
+                out.insert(
+                    "process_peak".into(),
+                    (p.host_total + p.device_total) as f64,
+                );
+            }
         }
         out
     }
@@ -566,10 +621,13 @@ impl Trainer {
         }));
         let device = self.device_ledger();
         self.peak_device = self.peak_device.max(device.values().sum());
+        let host = self.host_ledger();
+        self.peak_host = self.peak_host.max(host.values().sum());
+        self.step_times.push(wall);
         self.emit(Event::Ledger(LedgerEvent {
             step: self.step,
             device,
-            host: self.host_ledger(),
+            host,
         }));
         if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
             self.emit_histograms();
@@ -658,10 +716,9 @@ impl Trainer {
             &examples,
             &opts,
         )?;
+        // Decoding's traffic is not a training step's.
         if let Some(m) = self.method.meft_mut() {
-            m.discard_pending();
             m.link.take();
-            m.union_log.clear();
         }
         self.method.set_train(true);
         let metrics: BTreeMap<String, f64> = report
@@ -691,39 +748,48 @@ impl Trainer {
         Ok(())
     }
 
+    /// Write every trainable tensor, the optimizers' state and the data
+    /// position. Host stores are streamed from their buffers, so a
+    /// checkpoint costs no second copy of the store in memory.
     pub fn checkpoint(&mut self) -> Result<()> {
-        let mut data = CheckpointData::default();
+        let mut w = CheckpointWriter::new();
         for (i, (name, var)) in self.opt.vars.iter().enumerate() {
-            data.put_tensor(name, var.as_tensor())?;
-            data.put_tensor(&format!("opt.m.{name}"), &self.opt.m[i])?;
-            data.put_tensor(&format!("opt.v.{name}"), &self.opt.v[i])?;
+            w.add_tensor(name.clone(), var.as_tensor())?;
+            w.add_tensor(format!("opt.m.{name}"), &self.opt.m[i])?;
+            w.add_tensor(format!("opt.v.{name}"), &self.opt.v[i])?;
         }
         if let Some(m) = self.method.meft() {
             let d = m.shape.d;
             for l in &m.layers {
                 let p = format!("meft.{}", l.layer);
                 let s = &l.store;
-                data.f32s
-                    .insert(format!("{p}.keys"), (vec![s.m, d], s.keys.clone()));
-                data.f32s
-                    .insert(format!("{p}.values"), (vec![s.m, d], s.values.clone()));
-                data.u32s
-                    .insert(format!("{p}.row_steps"), (vec![s.m], s.row_steps.clone()));
-                let (rows, moments) = s.export_moments();
-                data.u32s
-                    .insert(format!("{p}.moment_rows"), (vec![rows.len()], rows.clone()));
-                data.f32s
-                    .insert(format!("{p}.moments"), (vec![rows.len(), 4 * d], moments));
+                w.add(format!("{p}.keys"), &[s.m, d], Buffer::F32(&s.keys));
+                w.add(format!("{p}.values"), &[s.m, d], Buffer::F32(&s.values));
+                w.add(format!("{p}.row_steps"), &[s.m], Buffer::U32(&s.row_steps));
+                let (rows, moments) = s.moments();
+                let n = rows.len();
+                w.add(format!("{p}.moment_rows"), &[n], Buffer::U32(rows));
+                let shape = [n, BLOCKS * d];
+                match moments {
+                    MomentRows::F32(v) => w.add(format!("{p}.moments"), &shape, Buffer::F32(v)),
+                    MomentRows::Bf16(v) => w.add(format!("{p}.moments"), &shape, Buffer::Bf16(v)),
+                    MomentRows::Q8 { codes, scales } => {
+                        w.add(format!("{p}.moments"), &shape, Buffer::U8(codes));
+                        w.add(
+                            format!("{p}.moment_scales"),
+                            &[n, BLOCKS],
+                            Buffer::F32(scales),
+                        );
+                    }
+                }
             }
         }
         let pos = self.batcher.position();
-        data.meta.insert("step".into(), self.step.to_string());
-        data.meta
-            .insert("opt_step".into(), self.opt.step.to_string());
-        data.meta.insert("epoch".into(), pos.epoch.to_string());
-        data.meta.insert("index".into(), pos.index.to_string());
-        let dir = self.run_dir.join("checkpoints");
-        let path = checkpoint::save(&dir, self.step, &data)?;
+        w.meta.insert("step".into(), self.step.to_string());
+        w.meta.insert("opt_step".into(), self.opt.step.to_string());
+        w.meta.insert("epoch".into(), pos.epoch.to_string());
+        w.meta.insert("index".into(), pos.index.to_string());
+        let path = w.save(&self.run_dir.join("checkpoints"), self.step)?;
         self.emit(Event::Checkpoint {
             step: self.step,
             path: path.display().to_string(),
@@ -731,48 +797,58 @@ impl Trainer {
         Ok(())
     }
 
-    /// Restore trainable tensors, optimizer state and data position.
+    /// Restore trainable tensors, optimizer state and data position. Every
+    /// tensor's shape and dtype is checked against this run's config; host
+    /// rows are read straight into the store.
     pub fn restore(&mut self, path: &Path) -> Result<u64> {
-        let data = checkpoint::load(path)?;
-        let meta = |k: &str| -> Result<u64> {
-            data.meta
-                .get(k)
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{}: checkpoint metadata has no {k}", path.display()))
-        };
+        let mut r = CheckpointReader::open(path)?;
         let dev = self.model.device.clone();
         for (i, (name, var)) in self.opt.vars.iter().enumerate() {
-            var.set(&data.tensor(name, &dev)?)?;
-            self.opt.m[i] = data.tensor(&format!("opt.m.{name}"), &dev)?;
-            self.opt.v[i] = data.tensor(&format!("opt.v.{name}"), &dev)?;
+            let shape = var.dims().to_vec();
+            var.set(&r.tensor(name, &shape, &dev)?.to_dtype(var.dtype())?)?;
+            self.opt.m[i] = r.tensor(&format!("opt.m.{name}"), &shape, &dev)?;
+            self.opt.v[i] = r.tensor(&format!("opt.v.{name}"), &shape, &dev)?;
         }
-        self.opt.step = meta("opt_step")?;
+        self.opt.step = r.meta_u64("opt_step")?;
         if let Some(m) = self.method.meft_mut() {
+            let d = m.shape.d;
             for l in &mut m.layers {
                 let p = format!("meft.{}", l.layer);
-                let get_f = |k: &str| {
-                    data.f32s
-                        .get(&format!("{p}.{k}"))
-                        .map(|x| x.1.clone())
-                        .with_context(|| format!("{}: no {p}.{k}", path.display()))
+                let s = &mut l.store;
+                let m_rows = s.m;
+                r.read_into(&format!("{p}.keys"), &[m_rows, d], &mut s.keys)?;
+                r.read_into(&format!("{p}.values"), &[m_rows, d], &mut s.values)?;
+                r.read_into(&format!("{p}.row_steps"), &[m_rows], &mut s.row_steps)?;
+                let (_, rows) = r.read_vec::<u32>(&format!("{p}.moment_rows"), &[None])?;
+                let shape = [Some(rows.len()), Some(BLOCKS * d)];
+                let name = format!("{p}.moments");
+                let moments = match s.moment_dtype() {
+                    MomentDtype::F32 => MomentRows::F32(r.read_vec::<f32>(&name, &shape)?.1),
+                    MomentDtype::Bf16 => MomentRows::Bf16(
+                        r.read_vec::<Bf16Bits>(&name, &shape)?
+                            .1
+                            .into_iter()
+                            .map(|b| b.0)
+                            .collect(),
+                    ),
+                    MomentDtype::Q8 => MomentRows::Q8 {
+                        codes: r.read_vec::<u8>(&name, &shape)?.1,
+                        scales: r
+                            .read_vec::<f32>(
+                                &format!("{p}.moment_scales"),
+                                &[Some(rows.len()), Some(BLOCKS)],
+                            )?
+                            .1,
+                    },
                 };
-                let get_u = |k: &str| {
-                    data.u32s
-                        .get(&format!("{p}.{k}"))
-                        .map(|x| x.1.clone())
-                        .with_context(|| format!("{}: no {p}.{k}", path.display()))
-                };
-                l.store.keys = get_f("keys")?;
-                l.store.values = get_f("values")?;
-                l.store.row_steps = get_u("row_steps")?;
-                l.store
-                    .import_moments(&get_u("moment_rows")?, &get_f("moments")?);
+                s.set_moments(rows, moments)
+                    .with_context(|| format!("{}: {name}", path.display()))?;
             }
         }
-        let step = meta("step")?;
+        let step = r.meta_u64("step")?;
         let pos = Position {
-            epoch: meta("epoch")?,
-            index: meta("index")? as usize,
+            epoch: r.meta_u64("epoch")?,
+            index: r.meta_u64("index")? as usize,
         };
         self.batcher = Batcher::resume(
             self.train.len(),
