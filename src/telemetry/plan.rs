@@ -31,7 +31,7 @@ pub const DEVICE_ROWS: &str = "rows";
 /// Device: activations kept for the backward pass (an estimate).
 pub const DEVICE_ACTIVATIONS: &str = "activations";
 /// Device: what the MEFT adapter keeps for its backward pass besides rows.
-pub const ADAPTER_ACTIVATIONS: &str = "adapter activations";
+pub const ADAPTER_ACTIVATIONS: &str = "adapter act";
 /// Host: the MEFT key and value rows.
 pub const HOST_STORE: &str = "store";
 /// Host: AdamW moments of the store.
@@ -541,9 +541,13 @@ fn plan_meft(
         }
     });
     p.notes.push(format!(
-        "host moments ({}) are sized for all M rows ({} optimizer: lazy ones fill as rows are touched); accumulators hold the rows touched over {}",
+        "host moments ({}) are sized for all M rows ({}); accumulators hold the rows touched over {}",
         moments.name(),
-        cfg.host_optimizer,
+        if cfg.host_optimizer == "lazy" {
+            "an upper bound: the lazy optimizer adds a row's moments when it is first touched"
+        } else {
+            "the dense optimizer"
+        },
         if accumulation == 1 {
             "the step's micro-batch".to_string()
         } else {
@@ -955,7 +959,7 @@ mod tests {
         assert_eq!(worst.device["rows"], 17_752_391_680);
         // The adapter keeps router logits, gates and its output per layer:
         // 32 · 256·(368 + 64 + 4096) · 4.
-        assert_eq!(worst.device["adapter activations"], 148_373_504);
+        assert_eq!(worst.device[ADAPTER_ACTIVATIONS], 148_373_504);
         assert_eq!(worst.device_total, 33_243_668_480);
         assert_eq!(worst.fits, Some(false));
         assert!(worst
