@@ -12,6 +12,14 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use num_traits::Float;
 use std::sync::Arc;
 
+/// `t` in f32 when it is half precision, as it is otherwise.
+fn widen(t: &Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => t.to_dtype(DType::F32),
+        _ => Ok(t.clone()),
+    }
+}
+
 /// Half-precision storage through an f32 kernel: widen, run `f`, narrow.
 /// `None` for the other dtypes.
 fn via_f32(
@@ -187,6 +195,9 @@ impl CustomOp1 for RmsNormOp {
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // y = x·r·w with r = (mean(x²)+eps)^(-1/2):
         // dx = r·(g∘w) − x·r³·mean((g∘w)∘x)
+        // r³ overflows half precision for small rows: work in f32 there.
+        let dtype = x.dtype();
+        let (x, grad) = (&widen(x)?, &widen(grad)?);
         let d = x.dim(D::Minus1)?;
         let w = Tensor::from_vec(self.weight.to_vec(), d, x.device())?.to_dtype(x.dtype())?;
         let gw = grad.broadcast_mul(&w)?;
@@ -195,7 +206,7 @@ impl CustomOp1 for RmsNormOp {
         let dot = ((&gw * x)?.sum_keepdim(D::Minus1)? / d as f64)?;
         let r3 = r.powf(3.0)?;
         let dx = (gw.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * dot)?)?)?;
-        Ok(Some(dx))
+        Ok(Some(dx.to_dtype(dtype)?))
     }
 }
 
@@ -249,8 +260,10 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dtype = y.dtype();
+        let (y, grad) = (&widen(y)?, &widen(grad)?);
         let dot = (grad * y)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((y * grad.broadcast_sub(&dot)?)?))
+        Ok(Some((y * grad.broadcast_sub(&dot)?)?.to_dtype(dtype)?))
     }
 }
 
