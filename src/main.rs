@@ -343,7 +343,39 @@ fn run_headless(
         (None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
     };
     exp.validate()?;
-    watch_headless(meft::train::start(exp, dir.clone(), resuming)?, &dir)?;
+    if resuming {
+        if let meft::train::ResumePoint::Finished(step) = meft::train::resume_point(&dir, &exp)? {
+            println!(
+                "{}: the run finished at step {step}; nothing to resume (to train further: meft run --resume {} --set train.steps=N)",
+                dir.display(),
+                dir.display()
+            );
+            return Ok(());
+        }
+        if !sets.is_empty() {
+            exp.save(&dir.join("config.toml"))?;
+        }
+    }
+    stop_signal::install();
+    let handle = meft::train::start(exp, dir.clone(), resuming)?;
+    let control = handle.control.clone();
+    std::thread::spawn(move || loop {
+        if stop_signal::received().is_some() {
+            let _ = control.send(meft::train::Control::Stop);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+    let summary = watch_headless(handle, &dir)?;
+    if let Some(sig) = stop_signal::received() {
+        println!(
+            "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",
+            summary.steps,
+            dir.display(),
+            dir.display()
+        );
+        return Err(Interrupted(sig).into());
+    }
     Ok(())
 }
 
@@ -361,6 +393,9 @@ fn watch_headless(
     }
     if let Some(err) = printer.failed {
         anyhow::bail!("{err}");
+    }
+    if let Some(d) = printer.diverged {
+        return Err(d.into());
     }
     match printer.finished {
         Some(s) => {
@@ -463,7 +498,62 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
+        if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
+            std::process::exit(128 + sig);
+        }
         eprintln!("meft: {}", meft::fsx::error_line(&e));
-        std::process::exit(2);
+        // A diverged run is a training outcome, not bad input.
+        let code = if e.downcast_ref::<meft::train::Diverged>().is_some() {
+            1
+        } else {
+            2
+        };
+        std::process::exit(code);
+    }
+}
+
+/// A headless run that a signal stopped safely; exits 128 + the signal.
+#[derive(Debug)]
+struct Interrupted(i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// SIGINT and SIGTERM during a headless run: the first asks the trainer to
+/// stop after its current step (checkpoint, summary); a second ends the
+/// process at once, leaving the last complete checkpoint.
+mod stop_signal {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+    #[cfg(unix)]
+    extern "C" fn on_signal(sig: libc::c_int) {
+        if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(128 + sig) };
+        }
+    }
+
+    pub fn install() {
+        #[cfg(unix)]
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe {
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    }
+
+    pub fn received() -> Option<i32> {
+        match SIGNAL.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
     }
 }

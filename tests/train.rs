@@ -34,10 +34,11 @@ fn run(exp: Experiment, dir: &std::path::Path, resume: bool) -> Vec<Event> {
     if let Some(t) = h.thread.take() {
         t.join().unwrap();
     }
-    if let Some(Event::Failed { error, .. }) =
-        events.iter().find(|e| matches!(e, Event::Failed { .. }))
+    if let Some(e) = events
+        .iter()
+        .find(|e| matches!(e, Event::Failed { .. } | Event::Diverged { .. }))
     {
-        panic!("run failed: {error}");
+        panic!("run failed: {e:?}");
     }
     events
 }
@@ -225,8 +226,8 @@ fn a_half_precision_base_trains_and_halves_the_base_bytes() {
         assert_eq!(2 * ledger_base(&ev), f32_base, "{dtype}");
         let s = steps(&ev);
         assert_eq!(s.len(), 8);
-        // From ln(vocab) ≈ 5.56 down as in f32 (4.43 at step 8): bf16
-        // reached 4.42, f16 4.58.
+        // From ln(vocab) ≈ 5.56 down as in f32 (4.434 at step 8): bf16
+        // reached 4.449, f16 4.434.
         assert!(
             s[7].loss < 0.85 * s[0].loss,
             "{dtype}: {} → {}",
@@ -234,7 +235,7 @@ fn a_half_precision_base_trains_and_halves_the_base_bytes() {
             s[7].loss
         );
         assert!(
-            (s[7].loss / f32_last - 1.0).abs() < 0.05,
+            (s[7].loss / f32_last - 1.0).abs() < 0.02,
             "{dtype}: {} vs f32 {f32_last}",
             s[7].loss
         );

@@ -184,10 +184,22 @@ impl Layers {
                 format!("expected \"all\" or a list of layer indices, got {s:?}"),
             )),
             Layers::List(v) => {
+                if v.is_empty() {
+                    return Err(field(
+                        "method.meft.layers",
+                        "name at least one layer (or \"all\")",
+                    ));
+                }
                 if let Some(bad) = v.iter().find(|&&l| l >= num_layers) {
                     return Err(field(
                         "method.meft.layers",
                         format!("layer {bad} does not exist (the model has {num_layers})"),
+                    ));
+                }
+                if let Some(twice) = v.iter().enumerate().find(|(i, l)| v[..*i].contains(l)) {
+                    return Err(field(
+                        "method.meft.layers",
+                        format!("layer {} is listed twice", twice.1),
                     ));
                 }
                 Ok(v.clone())

@@ -177,16 +177,44 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { version: u32, info: RunInfo },
+    RunStarted {
+        version: u32,
+        info: RunInfo,
+    },
     Step(StepEvent),
     Telemetry(TelemetrySample),
     Histogram(HistogramEvent),
     Ledger(LedgerEvent),
     Eval(EvalEvent),
-    Checkpoint { step: u64, path: String },
-    Paused { step: u64 },
-    Resumed { step: u64 },
-    Message { text: String },
-    Finished { summary: Summary },
-    Failed { step: u64, error: String },
+    Checkpoint {
+        step: u64,
+        path: String,
+    },
+    Paused {
+        step: u64,
+    },
+    Resumed {
+        step: u64,
+    },
+    Message {
+        text: String,
+    },
+    Finished {
+        summary: Summary,
+    },
+    Failed {
+        step: u64,
+        error: String,
+    },
+    /// The run was asked to stop before its last step; a checkpoint of
+    /// `step` was written and it can be resumed.
+    Stopped {
+        step: u64,
+    },
+    /// A non-finite loss, gradient norm or parameter stopped the run at
+    /// `step`; `what` says which.
+    Diverged {
+        step: u64,
+        what: String,
+    },
 }

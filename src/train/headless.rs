@@ -13,6 +13,9 @@ pub struct Printer {
     last_plain: std::time::Instant,
     pub finished: Option<Summary>,
     pub failed: Option<String>,
+    pub diverged: Option<super::Diverged>,
+    /// The step a stop request ended the run at.
+    pub stopped: Option<u64>,
     pub run_dir: String,
     /// The paper's figure for this setting, from the run's config.
     pub paper: Option<crate::config::PaperFigure>,
@@ -25,6 +28,8 @@ impl Printer {
             last_plain: std::time::Instant::now() - std::time::Duration::from_secs(10),
             finished: None,
             failed: None,
+            diverged: None,
+            stopped: None,
             run_dir: run_dir.display().to_string(),
             paper: None,
         }
@@ -109,9 +114,16 @@ impl Printer {
             }
             Event::Finished { summary } => self.finished = Some(summary.clone()),
             Event::Failed { error, .. } => self.failed = Some(error.clone()),
+            Event::Diverged { step, what } => {
+                self.diverged = Some(super::Diverged {
+                    step: *step,
+                    what: what.clone(),
+                })
+            }
             Event::Message { text } => {
                 let _ = writeln!(out, "{text}");
             }
+            Event::Stopped { step } => self.stopped = Some(*step),
             _ => {}
         }
     }

@@ -20,6 +20,117 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
+/// A run stopped because its loss or gradient norm stopped being finite.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("step {step}: {what}: the run diverged (lower train.lr or set train.clip); the newest checkpoint is the last finite state")]
+pub struct Diverged {
+    pub step: u64,
+    /// What stopped being finite, e.g. "the loss is NaN and the gradient norm inf".
+    pub what: String,
+}
+
+/// Held for the life of a run: an exclusive lock on `RUN_DIR/lock`, which
+/// names the process holding it. The kernel drops the lock when the process
+/// ends, however it ends, so a crashed run never blocks its resume.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open the run's lock", path.display()))?;
+        Self::take(&file, run_dir)?;
+        use std::io::Seek;
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(Self { _file: file })
+    }
+
+    /// Fail, naming the holder, when another process writes `run_dir`;
+    /// writes nothing either way.
+    pub fn ensure_free(run_dir: &Path) -> Result<()> {
+        match std::fs::File::open(run_dir.join("lock")) {
+            Ok(file) => Self::take(&file, run_dir),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn take(file: &std::fs::File, run_dir: &Path) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor the caller owns.
+            let taken =
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if !taken {
+                let holder = std::fs::read_to_string(run_dir.join("lock")).unwrap_or_default();
+                anyhow::bail!(
+                    "{}: another meft process (pid {}) is writing this run; wait for it to end or stop it",
+                    run_dir.display(),
+                    holder.trim()
+                );
+            }
+        }
+        let _ = (file, run_dir);
+        Ok(())
+    }
+}
+
+/// Where `meft run --resume` would pick up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePoint {
+    /// From the checkpoint of this step.
+    At(u64),
+    /// The run already trained all its steps; there is nothing to do.
+    Finished(u64),
+}
+
+/// Check that `run_dir` can be resumed under `exp` (its config, with any
+/// `--set` applied) and say from where. Reads only.
+pub fn resume_point(run_dir: &Path, exp: &Experiment) -> Result<ResumePoint> {
+    RunLock::ensure_free(run_dir)?;
+    let Some((step, _)) = checkpoint::latest(&run_dir.join("checkpoints")) else {
+        anyhow::bail!(
+            "{}: no checkpoint to resume from; start the run again without --resume",
+            run_dir.display()
+        );
+    };
+    let events = match run_dir.join("events.jsonl").is_file() {
+        true => read_events(run_dir)?,
+        false => Vec::new(),
+    };
+    let last_start = events
+        .iter()
+        .rposition(|e| matches!(e, Event::RunStarted { .. }));
+    let recorded_total = last_start.and_then(|i| match &events[i] {
+        Event::RunStarted { info, .. } => Some(info.total_steps),
+        _ => None,
+    });
+    let finished = last_start.is_some_and(|i| {
+        events[i..]
+            .iter()
+            .any(|e| matches!(e, Event::Finished { .. }))
+    });
+    let wanted = match exp.train.steps {
+        0 => recorded_total.unwrap_or(u64::MAX),
+        n => n as u64,
+    };
+    Ok(if finished && step >= wanted {
+        ResumePoint::Finished(step)
+    } else {
+        ResumePoint::At(step)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Control {
     Pause,
@@ -53,15 +164,30 @@ pub fn new_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
             }
         })
         .collect();
-    let mut dir = root.join(format!("{safe}-{stamp}"));
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("{}: cannot create the runs directory", root.display()))?;
+    // create_dir fails on a name that exists, so two runs started at once
+    // never share a directory.
     let mut i = 1;
-    while dir.exists() {
-        i += 1;
-        dir = root.join(format!("{safe}-{stamp}-{i}"));
+    loop {
+        let dir = match i {
+            1 => root.join(format!("{safe}-{stamp}")),
+            _ => root.join(format!("{safe}-{stamp}-{i}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::create_dir_all(dir.join("checkpoints")).with_context(|| {
+                    format!("{}: cannot create the run directory", dir.display())
+                })?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && i < 10_000 => i += 1,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("{}: cannot create the run directory", dir.display()))
+            }
+        }
     }
-    std::fs::create_dir_all(dir.join("checkpoints"))
-        .with_context(|| format!("{}: cannot create the run directory", dir.display()))?;
-    Ok(dir)
 }
 
 fn utc_stamp(secs: u64) -> String {
@@ -135,7 +261,12 @@ fn forget_after_checkpoint(run_dir: &Path) -> Result<()> {
         .iter()
         .position(|e| matches!(e, Event::Step(s) if s.step > kept_step))
         .unwrap_or(events.len());
-    if cut == events.len() {
+    // A torn last line (a crash mid-write) is dropped too, so that what is
+    // appended next starts on a line of its own.
+    let torn = std::fs::read(&path)
+        .map(|b| b.last().is_some_and(|&c| c != b'\n'))
+        .unwrap_or(false);
+    if cut == events.len() && !torn {
         return Ok(());
     }
     let mut text = String::new();
@@ -173,6 +304,9 @@ fn spawn_hub(
 /// Start a run (or resume the one in `resume`) on background threads.
 pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
     exp.validate()?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("{}: cannot create the run directory", run_dir.display()))?;
+    let lock = RunLock::acquire(&run_dir)?;
     if resume {
         forget_after_checkpoint(&run_dir)?;
     } else {
@@ -205,14 +339,21 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
             let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
             sampler.stop();
             if let Err(e) = result {
-                let text = crate::fsx::error_line(&e);
-                let _ = failed.send(Event::Failed {
-                    step: 0,
-                    error: text,
-                });
+                let ev = match e.downcast_ref::<Diverged>() {
+                    Some(d) => Event::Diverged {
+                        step: d.step,
+                        what: d.what.clone(),
+                    },
+                    None => Event::Failed {
+                        step: 0,
+                        error: crate::fsx::error_line(&e),
+                    },
+                };
+                let _ = failed.send(ev);
             }
             drop(failed);
             let _ = hub.join();
+            drop(lock);
         })?;
     Ok(RunHandle {
         events: ui_rx,

@@ -428,6 +428,9 @@ impl Trainer {
             self.evaluate()?;
             self.note_rss("eval");
         }
+        if stopped {
+            self.emit(Event::Stopped { step: self.step });
+        }
         let summary = self.summary();
         let text = serde_json::to_string_pretty(&summary)?;
         crate::fsx::write_atomic(&self.run_dir.join("summary.json"), text.as_bytes())?;
@@ -549,6 +552,15 @@ impl Trainer {
             sq += m.host_grad_sq_norm();
         }
         let norm = sq.sqrt();
+        if !loss_sum.is_finite() || !norm.is_finite() {
+            // Nothing of this step is applied and no checkpoint is written:
+            // the newest checkpoint on disk is the last finite state.
+            return Err(super::Diverged {
+                step: self.step + 1,
+                what: format!("the loss is {loss_sum} and the gradient norm {norm}"),
+            }
+            .into());
+        }
         let coef = clip_coefficient(norm, self.exp.train.clip);
         let schedule = if self.exp.train.schedule == "constant_with_warmup" {
             Schedule::ConstantWithWarmup
@@ -752,6 +764,15 @@ impl Trainer {
     /// position. Host stores are streamed from their buffers, so a
     /// checkpoint costs no second copy of the store in memory.
     pub fn checkpoint(&mut self) -> Result<()> {
+        // A checkpoint is only ever a finite state, so the newest one on disk
+        // is always one a diverged run can go back to.
+        if !self.parameters_finite()? {
+            return Err(super::Diverged {
+                step: self.step,
+                what: "the last update left non-finite parameters".into(),
+            }
+            .into());
+        }
         let mut w = CheckpointWriter::new();
         for (i, (name, var)) in self.opt.vars.iter().enumerate() {
             w.add_tensor(name.clone(), var.as_tensor())?;
@@ -795,6 +816,31 @@ impl Trainer {
             path: path.display().to_string(),
         });
         Ok(())
+    }
+
+    /// Every trainable value is finite (device variables and host rows).
+    fn parameters_finite(&self) -> Result<bool> {
+        for (_, v) in &self.opt.vars {
+            let s = v
+                .as_tensor()
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            if !s.is_finite() {
+                return Ok(false);
+            }
+        }
+        Ok(self.method.meft().is_none_or(|m| {
+            use rayon::prelude::*;
+            m.layers.iter().all(|l| {
+                let finite = |v: &[f32]| {
+                    v.par_chunks(1 << 16)
+                        .all(|c| c.iter().all(|x| x.is_finite()))
+                };
+                finite(&l.store.keys) && finite(&l.store.values)
+            })
+        }))
     }
 
     /// Restore trainable tensors, optimizer state and data position. Every

@@ -193,12 +193,22 @@ impl DashboardState {
                 }
             }
             Event::Message { text } => self.last_message = Some(text.clone()),
+            Event::Stopped { step } => {
+                self.last_message = Some(format!("stopped at step {step}; checkpoint written"))
+            }
             Event::Finished { summary } => {
                 self.summary = Some(summary.clone());
                 self.phase = Phase::Finished;
             }
             Event::Failed { step, error } => {
                 self.failure = Some((*step, error.clone()));
+                self.phase = Phase::Failed;
+            }
+            Event::Diverged { step, what } => {
+                self.failure = Some((
+                    *step,
+                    format!("diverged: {what}; the last finite checkpoint is kept"),
+                ));
                 self.phase = Phase::Failed;
             }
         }

@@ -1,0 +1,274 @@
+//! A run directory survives signals, crashes, divergence, a second writer
+//! and resumes that have nothing to do — through the binary.
+
+mod common;
+
+use common::meft_bin;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
+
+/// A small, quick version of the example run.
+const QUICK: [&str; 6] = [
+    "--set",
+    "data.train=\"synth:entities=20,seed=7\"",
+    "--set",
+    "eval.limit=2",
+    "--set",
+    "eval.max_new_tokens=4",
+];
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = meft_bin().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn only_run_dir(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn event_types(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["type"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn spawn_run(out: &Path, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["run", EXAMPLE, "--out", out.to_str().unwrap()];
+    args.extend(QUICK);
+    args.extend(extra);
+    meft_bin()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the run has logged `steps` steps.
+fn wait_for_steps(root: &Path, steps: usize) -> PathBuf {
+    for _ in 0..600 {
+        if let Ok(mut d) = std::fs::read_dir(root) {
+            if let Some(Ok(e)) = d.next() {
+                let log = e.path().join("events.jsonl");
+                let n = std::fs::read_to_string(&log)
+                    .map(|t| t.matches("\"type\":\"step\"").count())
+                    .unwrap_or(0);
+                if n >= steps {
+                    return e.path();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the run never reached step {steps}");
+}
+
+#[test]
+fn resuming_a_finished_run_changes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run",
+        EXAMPLE,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "train.steps=3",
+    ];
+    args.extend(QUICK);
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let dir = only_run_dir(out.path());
+    let before = snapshot(&dir);
+    let (code, stdout, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("the run finished at step 3; nothing to resume"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&dir), before);
+}
+
+#[test]
+fn resume_without_a_checkpoint_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(EXAMPLE, dir.path().join("config.toml")).unwrap();
+    let (code, _, err) = run(&["run", "--resume", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no checkpoint to resume from"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_safely_with_a_checkpoint_and_a_summary() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let out = tempfile::tempdir().unwrap();
+        let child = spawn_run(out.path(), &["--set", "train.steps=100000"]);
+        let dir = wait_for_steps(out.path(), 2);
+        // SAFETY: signalling a child this test started.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let done = child.wait_with_output().unwrap();
+        assert_eq!(done.status.code(), Some(code));
+        let stdout = String::from_utf8_lossy(&done.stdout);
+        assert!(
+            stdout.contains("resume with `meft run --resume"),
+            "{stdout}"
+        );
+        let types = event_types(&dir);
+        let stopped = types
+            .iter()
+            .position(|t| t == "stopped")
+            .expect("a stopped event");
+        assert_eq!(types.last().map(String::as_str), Some("finished"));
+        assert!(types[..stopped].contains(&"checkpoint".to_string()));
+        assert!(dir.join("summary.json").is_file());
+        let steps = types.iter().filter(|t| *t == "step").count() as u64;
+        let (last, _) = meft::train::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+        assert_eq!(last, steps);
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let mut first = spawn_run(out.path(), &["--set", "train.steps=100000"]);
+    let dir = wait_for_steps(out.path(), 1);
+    let (code, _, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("another meft process (pid {})", first.id())),
+        "{err}"
+    );
+}
+
+#[test]
+fn divergence_stops_at_the_step_and_keeps_a_finite_checkpoint() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run",
+        EXAMPLE,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "method.kind=\"lora\"",
+        "--set",
+        "train.lr=1e300",
+        "--set",
+        "train.clip=0",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.steps=10",
+    ];
+    args.extend(QUICK);
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 1, "{err}");
+    // Warm-up makes step 1's update 0; step 2's sends the weights to inf.
+    assert!(
+        err.contains("step 2: the last update left non-finite parameters"),
+        "{err}"
+    );
+    let dir = only_run_dir(out.path());
+    assert_eq!(
+        event_types(&dir).last().map(String::as_str),
+        Some("diverged")
+    );
+    let (step, path) = meft::train::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    assert_eq!(step, 1);
+    let mut r = meft::train::checkpoint::CheckpointReader::open(&path).unwrap();
+    let names: Vec<String> = r.names().map(str::to_string).collect();
+    assert!(!names.is_empty());
+    for name in names {
+        let rank = r.info(&name).unwrap().shape.len();
+        let (_, v) = r.read_vec::<f32>(&name, &vec![None; rank]).unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+}
+
+#[test]
+fn a_torn_last_line_is_repaired_on_resume() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run",
+        EXAMPLE,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.checkpoint_every=1",
+    ];
+    args.extend(QUICK);
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let dir = only_run_dir(out.path());
+    // A crash mid-write: half a line at the end of the log.
+    let log = dir.join("events.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"type\":\"step\",\"st");
+    std::fs::write(&log, text).unwrap();
+    let (code, _, err) = run(&[
+        "run",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--set",
+        "train.steps=3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let types = event_types(&dir);
+    assert_eq!(types.iter().filter(|t| *t == "step").count(), 3);
+    assert_eq!(types.iter().filter(|t| *t == "run_started").count(), 2);
+}
+
+#[test]
+fn layer_lists_must_name_distinct_layers() {
+    for (layers, what) in [
+        ("[]", "name at least one layer"),
+        ("[0, 0]", "layer 0 is listed twice"),
+    ] {
+        let set = format!("method.meft.layers={layers}");
+        let (code, _, err) = run(&["plan", EXAMPLE, "--set", &set]);
+        assert_eq!(code, 2, "{layers}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("method.meft.layers") && err.contains(what),
+            "{err}"
+        );
+    }
+}
