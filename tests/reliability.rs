@@ -272,3 +272,77 @@ fn layer_lists_must_name_distinct_layers() {
         );
     }
 }
+
+fn summary_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_end_and_a_whole_run_summary() {
+    let sets = [
+        "--set",
+        "train.steps=12",
+        "--set",
+        "train.checkpoint_every=2",
+    ];
+    let whole = tempfile::tempdir().unwrap();
+    let mut args = vec!["run", EXAMPLE, "--out", whole.path().to_str().unwrap()];
+    args.extend(QUICK);
+    args.extend(sets);
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let expected = summary_json(&only_run_dir(whole.path()));
+
+    let out = tempfile::tempdir().unwrap();
+    let mut child = spawn_run(out.path(), &sets);
+    let dir = wait_for_steps(out.path(), 7);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let (code, _, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got = summary_json(&dir);
+    for key in ["steps", "first_loss", "final_loss", "tokens"] {
+        assert_eq!(got[key], expected[key], "{key}");
+    }
+    // Three checkpoints are kept, the newest.
+    let mut kept: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "step-0000008.safetensors",
+            "step-0000010.safetensors",
+            "step-0000012.safetensors"
+        ]
+    );
+}
+
+#[test]
+fn records_cut_by_the_cutoff_are_counted_in_a_warning() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run",
+        EXAMPLE,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "train.steps=1",
+        "--set",
+        "train.cutoff_len=8",
+    ];
+    args.extend(QUICK);
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    // Eight byte-level tokens never hold a question and its answer.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("warning: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("(100.0 %) reach train.cutoff_len = 8"),
+        "{line}"
+    );
+}

@@ -258,6 +258,8 @@ pub struct TrainSection {
     pub seed: u64,
     pub clip: f64,
     pub checkpoint_every: usize,
+    /// How many checkpoints a run keeps (the newest); 0 keeps every one.
+    pub keep_checkpoints: usize,
     pub train_on_inputs: bool,
 }
 
@@ -275,6 +277,7 @@ impl Default for TrainSection {
             seed: 42,
             clip: 1.0,
             checkpoint_every: 100,
+            keep_checkpoints: 3,
             train_on_inputs: true,
         }
     }

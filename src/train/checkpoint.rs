@@ -453,10 +453,11 @@ pub fn file_name(step: u64) -> String {
     format!("step-{step:07}.safetensors")
 }
 
-/// The newest complete checkpoint in `dir` (temporary files are ignored).
-pub fn latest(dir: &Path) -> Option<(u64, PathBuf)> {
-    std::fs::read_dir(dir)
-        .ok()?
+/// Every complete checkpoint in `dir`, oldest first.
+fn all(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -467,7 +468,36 @@ pub fn latest(dir: &Path) -> Option<(u64, PathBuf)> {
                 .ok()?;
             Some((step, e.path()))
         })
-        .max_by_key(|(s, _)| *s)
+        .collect();
+    found.sort();
+    found
+}
+
+/// Delete all but the newest `keep` checkpoints (0 keeps every one).
+pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let found = all(dir);
+    if keep == 0 || found.len() <= keep {
+        return Ok(());
+    }
+    for (_, path) in &found[..found.len() - keep] {
+        std::fs::remove_file(path).map_err(|e| err(path, e))?;
+    }
+    Ok(())
+}
+
+/// Remove temporary files that an interrupted write left in `dir`.
+pub fn remove_stray_temporaries(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The newest complete checkpoint in `dir` (temporary files are ignored).
+pub fn latest(dir: &Path) -> Option<(u64, PathBuf)> {
+    all(dir).pop()
 }
 
 #[cfg(test)]

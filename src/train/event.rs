@@ -159,6 +159,9 @@ pub struct Summary {
     pub h2d_per_step: f64,
     pub d2h_per_step: f64,
     pub peak_device_ledger: u64,
+    /// Tokens trained on over the whole run (padding excluded).
+    #[serde(default)]
+    pub tokens: u64,
     /// Largest host ledger (store, moments, accumulators) over the run.
     #[serde(default)]
     pub peak_host_ledger: u64,

@@ -278,11 +278,14 @@ fn forget_after_checkpoint(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Append every event to `events.jsonl` and forward it.
+/// Append every event to `events.jsonl` and forward it. The first write
+/// that fails (a full disk, say) stops the run: the trainer is told to stop
+/// and the watcher gets a `failed` event naming the file.
 fn spawn_hub(
     run_dir: &Path,
     from: Receiver<Event>,
     to: Sender<Event>,
+    control: Sender<Control>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let path = run_dir.join("events.jsonl");
     let mut file = std::fs::OpenOptions::new()
@@ -291,10 +294,21 @@ fn spawn_hub(
         .open(&path)
         .with_context(|| format!("{}: cannot open for writing", path.display()))?;
     Ok(std::thread::spawn(move || {
+        let mut broken = false;
         for ev in from {
-            if let Ok(line) = serde_json::to_string(&ev) {
-                let _ = writeln!(file, "{line}");
-                let _ = file.flush();
+            if !broken {
+                let written = serde_json::to_string(&ev)
+                    .map_err(std::io::Error::other)
+                    .and_then(|line| writeln!(file, "{line}"))
+                    .and_then(|()| file.flush());
+                if let Err(e) = written {
+                    broken = true;
+                    let _ = control.send(Control::Stop);
+                    let _ = to.send(Event::Failed {
+                        step: 0,
+                        error: format!("{}: cannot write the event log: {e}", path.display()),
+                    });
+                }
             }
             let _ = to.send(ev);
         }
@@ -315,7 +329,9 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
     let (tx, hub_rx) = channel::<Event>();
     let (ui_tx, ui_rx) = channel::<Event>();
     let (ctl_tx, ctl_rx) = channel::<Control>();
-    let hub = spawn_hub(&run_dir, hub_rx, ui_tx)?;
+    checkpoint::remove_stray_temporaries(&run_dir);
+    checkpoint::remove_stray_temporaries(&run_dir.join("checkpoints"));
+    let hub = spawn_hub(&run_dir, hub_rx, ui_tx, ctl_tx.clone())?;
     // The sampler drops readings rather than wait; a forwarder feeds them in.
     let (sample_tx, sample_rx) = std::sync::mpsc::sync_channel::<Event>(4);
     let sampler = crate::telemetry::spawn_sampler(
@@ -392,6 +408,15 @@ fn run_trainer(
     if resume {
         if let Some((_, path)) = checkpoint::latest(&dir.join("checkpoints")) {
             resumed = Some(t.restore(&path)?);
+            // The summary covers the whole run, not just this part of it.
+            let earlier: Vec<event::StepEvent> = read_events(dir)?
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Step(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            t.count_earlier_steps(&earlier);
         }
     }
     let info = t.run_info(resumed)?;

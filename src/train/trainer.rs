@@ -2,7 +2,7 @@
 //! host parameters, optimizer steps, control messages, evaluation,
 //! checkpoints — reporting everything as events.
 
-use super::checkpoint::{Bf16Bits, Buffer, CheckpointReader, CheckpointWriter};
+use super::checkpoint::{self, Bf16Bits, Buffer, CheckpointReader, CheckpointWriter};
 use super::event::*;
 use super::method::Method;
 use super::Control;
@@ -135,6 +135,9 @@ pub fn masked_loss(logits: &Tensor, batch: &Batch) -> candle_core::Result<(Tenso
     Ok((loss, count))
 }
 
+/// Steps of an exactly-zero gradient norm after which the run warns.
+const DEAD_AFTER: u64 = 10;
+
 pub struct Trainer {
     pub exp: Experiment,
     pub model: Model,
@@ -170,6 +173,10 @@ pub struct Trainer {
     peak_host: u64,
     step_times: Vec<f64>,
     rss_peaks: BTreeMap<String, u64>,
+    /// Consecutive steps whose gradient norm was exactly 0.
+    zero_grad_steps: u64,
+    /// Said once at the start: how many records the cut-off shortens.
+    cutoff_warning: Option<String>,
 }
 
 impl Trainer {
@@ -212,6 +219,21 @@ impl Trainer {
         let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let batcher = Batcher::new(train.len(), exp.train.micro_batch, exp.train.seed)?;
         let total = total_steps(&exp, train.len());
+        // A record that fills the cut-off lost its end (or at least its
+        // end-of-sequence token): say how many, once.
+        let eos = crate::data::batch::TextEncoder::eos_id(&tokenizer);
+        let cut = train
+            .iter()
+            .filter(|e| e.len() >= exp.train.cutoff_len && e.ids.last().copied() != eos)
+            .count();
+        let cutoff_warning = (cut > 0).then(|| {
+            format!(
+                "warning: {cut} of {} training records ({:.1} %) reach train.cutoff_len = {}: their answer is cut or loses its end-of-sequence token",
+                train.len(),
+                100.0 * cut as f64 / train.len().max(1) as f64,
+                exp.train.cutoff_len
+            )
+        });
         Ok(Self {
             exp,
             model,
@@ -243,6 +265,8 @@ impl Trainer {
             peak_host: 0,
             step_times: Vec::new(),
             rss_peaks: BTreeMap::new(),
+            zero_grad_steps: 0,
+            cutoff_warning,
         })
     }
 
@@ -409,6 +433,9 @@ impl Trainer {
 
     /// Train to the end (or a stop), evaluate, summarise.
     pub fn run(&mut self) -> Result<Summary> {
+        if let Some(text) = self.cutoff_warning.take() {
+            self.emit(Event::Message { text });
+        }
         let mut stopped = false;
         while self.step < self.total {
             if !self.handle_control()? {
@@ -440,6 +467,29 @@ impl Trainer {
         Ok(summary)
     }
 
+    /// Fold in the steps an earlier process of this run logged (after a
+    /// resume), so the summary's first loss, tokens, time and traffic cover
+    /// the whole run.
+    pub fn count_earlier_steps(&mut self, steps: &[StepEvent]) {
+        for s in steps {
+            self.first_loss.get_or_insert(s.loss);
+            self.tokens_done += s.tokens;
+            self.wall_s += s.wall_ms / 1e3;
+            self.traffic_sum.add(&s.traffic);
+            self.steps_done += 1;
+            self.step_times.push(s.wall_ms / 1e3);
+            if self.union_totals.len() != s.union_sizes.len() {
+                self.union_totals = vec![0; s.union_sizes.len()];
+            }
+            for (t, u) in self.union_totals.iter_mut().zip(&s.union_sizes) {
+                *t += u;
+            }
+        }
+        if let Some(s) = steps.last() {
+            self.last_loss = s.loss;
+        }
+    }
+
     fn note_rss(&mut self, phase: &str) {
         if let Some(b) = crate::telemetry::peak_rss() {
             self.rss_peaks.insert(phase.to_string(), b);
@@ -463,6 +513,7 @@ impl Trainer {
             h2d_per_step: self.traffic_sum.h2d() as f64 / n,
             d2h_per_step: self.traffic_sum.d2h() as f64 / n,
             peak_device_ledger: self.peak_device,
+            tokens: self.tokens_done,
             peak_host_ledger: self.peak_host,
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
             rss_peaks: self.rss_peaks.clone(),
@@ -562,6 +613,19 @@ impl Trainer {
             .into());
         }
         let coef = clip_coefficient(norm, self.exp.train.clip);
+        self.zero_grad_steps = if norm == 0.0 {
+            self.zero_grad_steps + 1
+        } else {
+            0
+        };
+        if self.zero_grad_steps == DEAD_AFTER {
+            self.emit(Event::Message {
+                text: format!(
+                    "warning: the gradient norm has been exactly 0 for {DEAD_AFTER} steps (to step {}): nothing is learning; lower train.lr",
+                    self.step + 1
+                ),
+            });
+        }
         let schedule = if self.exp.train.schedule == "constant_with_warmup" {
             Schedule::ConstantWithWarmup
         } else {
@@ -810,7 +874,9 @@ impl Trainer {
         w.meta.insert("opt_step".into(), self.opt.step.to_string());
         w.meta.insert("epoch".into(), pos.epoch.to_string());
         w.meta.insert("index".into(), pos.index.to_string());
-        let path = w.save(&self.run_dir.join("checkpoints"), self.step)?;
+        let dir = self.run_dir.join("checkpoints");
+        let path = w.save(&dir, self.step)?;
+        checkpoint::prune(&dir, self.exp.train.keep_checkpoints)?;
         self.emit(Event::Checkpoint {
             step: self.step,
             path: path.display().to_string(),
