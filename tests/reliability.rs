@@ -346,3 +346,42 @@ fn records_cut_by_the_cutoff_are_counted_in_a_warning() {
         "{line}"
     );
 }
+
+#[test]
+fn an_adapter_larger_than_memory_is_refused_before_it_is_allocated() {
+    for (sets, knob) in [
+        (
+            [
+                "method.meft.neurons=1000000000000",
+                "method.meft.experts=1000000",
+            ],
+            "method.meft.neurons",
+        ),
+        (
+            [
+                "method.kind=\"parallel\"",
+                "method.parallel.size=100000000000",
+            ],
+            "method.parallel.size",
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(&[
+            "run",
+            EXAMPLE,
+            "--out",
+            out.path().to_str().unwrap(),
+            "--set",
+            sets[0],
+            "--set",
+            sets[1],
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("meft: {knob}: ")), "{err}");
+        assert!(
+            err.contains("PiB of memory before the first step") && err.ends_with("is free\n"),
+            "{err}"
+        );
+    }
+}

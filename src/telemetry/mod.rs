@@ -18,4 +18,4 @@ pub use nvml::{open_gpu_source, GpuSource, NvmlSource};
 pub use plan::{
     activation_estimate, builtin_shape, human_bytes, parse_bytes, plan, Plan, PlanError, PlanInput,
 };
-pub use sampler::{peak_rss, spawn_sampler, SamplerHandle};
+pub use sampler::{available_memory, peak_rss, spawn_sampler, SamplerHandle};

@@ -244,6 +244,14 @@ fn run<F>(
     });
 }
 
+/// Memory the system could give this process now (sysinfo's available
+/// memory), where it can be read.
+pub fn available_memory() -> Option<u64> {
+    let mut sys = System::new().ok()?;
+    sys.refresh_memory();
+    Some(sys.available_memory()).filter(|&b| b > 0)
+}
+
 /// The process's peak resident set size so far (the kernel's VmHWM), where
 /// the platform reports one.
 pub fn peak_rss() -> Option<u64> {

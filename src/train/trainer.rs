@@ -175,8 +175,9 @@ pub struct Trainer {
     rss_peaks: BTreeMap<String, u64>,
     /// Consecutive steps whose gradient norm was exactly 0.
     zero_grad_steps: u64,
-    /// Said once at the start: how many records the cut-off shortens.
-    cutoff_warning: Option<String>,
+    /// Said once at the start (records the cut-off shortens, memory the
+    /// plan may need beyond what is free).
+    warnings: Vec<String>,
 }
 
 impl Trainer {
@@ -215,6 +216,7 @@ impl Trainer {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        let memory_warning = check_memory(&exp, &model)?;
         let (method, vars) = Method::build(&exp, &mut model)?;
         let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let batcher = Batcher::new(train.len(), exp.train.micro_batch, exp.train.seed)?;
@@ -266,7 +268,7 @@ impl Trainer {
             step_times: Vec::new(),
             rss_peaks: BTreeMap::new(),
             zero_grad_steps: 0,
-            cutoff_warning,
+            warnings: cutoff_warning.into_iter().chain(memory_warning).collect(),
         })
     }
 
@@ -433,7 +435,7 @@ impl Trainer {
 
     /// Train to the end (or a stop), evaluate, summarise.
     pub fn run(&mut self) -> Result<Summary> {
-        if let Some(text) = self.cutoff_warning.take() {
+        for text in std::mem::take(&mut self.warnings) {
             self.emit(Event::Message { text });
         }
         let mut stopped = false;
@@ -971,6 +973,59 @@ impl Trainer {
         self.step = step;
         Ok(step)
     }
+}
+
+/// Before anything of the adapter is allocated: refuse a configuration whose
+/// certain host memory (the MEFT store, and the moments of every row when
+/// the host optimizer is dense) exceeds what the machine has free, naming
+/// the knob; warn when the plan's worst case (moments for every row,
+/// worst-case unions, activations) does. The base is already loaded, so it
+/// is not counted again.
+fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
+    let mut input = crate::telemetry::PlanInput::new(exp, &model.config);
+    input.base_dtype_bytes = model.dtype.size_in_bytes() as u64;
+    let p = crate::telemetry::plan(&input)?;
+    let Some(free) = crate::telemetry::available_memory() else {
+        return Ok(None);
+    };
+    let h = |k: &str| p.host.get(k).copied().unwrap_or(0);
+    let dv = |k: &str| p.device.get(k).copied().unwrap_or(0);
+    let mut certain = h(plan::HOST_STORE);
+    if exp.method.meft.host_optimizer == "dense" {
+        certain += h(plan::HOST_MOMENTS);
+    }
+    if model.device.is_cpu() {
+        // Trainable parameters and their AdamW moments exist from the start.
+        certain += dv(plan::DEVICE_TRAINABLE) + dv(plan::DEVICE_OPTIMIZER);
+    }
+    let gib = |b: u64| crate::telemetry::human_bytes(b);
+    if certain > free {
+        let knob = match exp.method.kind.as_str() {
+            "meft" => "method.meft.neurons",
+            "parallel" => "method.parallel.size",
+            "lora" => "method.lora.rank",
+            _ => "method.kind",
+        };
+        anyhow::bail!(
+            "{knob}: the adapter's parameters and their state need {} of memory before the first step; {} is free",
+            gib(certain),
+            gib(free)
+        );
+    }
+    let base = p.device.get(plan::DEVICE_BASE).copied().unwrap_or(0);
+    let worst = p.host_total
+        + if model.device.is_cpu() {
+            p.device_total.saturating_sub(base)
+        } else {
+            0
+        };
+    Ok((worst > free).then(|| {
+        format!(
+            "warning: at worst (moments for every row, worst-case unions) this run needs {} beyond the base; {} is free: it may run out of memory (method.meft.moments = \"q8\" or a smaller batch needs less)",
+            gib(worst),
+            gib(free)
+        )
+    }))
 }
 
 pub fn device_of(spec: &str) -> Result<Device> {
