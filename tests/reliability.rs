@@ -385,3 +385,58 @@ fn an_adapter_larger_than_memory_is_refused_before_it_is_allocated() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted for the life of the value (needs root).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_one_line_and_no_temporary_files() {
+    let Some(disk) = SmallDisk::mount("64k") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let root = disk.0.path();
+    let (code, _, err) = run(&[
+        "run",
+        EXAMPLE,
+        "--out",
+        root.to_str().unwrap(),
+        "--set",
+        "method.kind=\"lora\"",
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.checkpoint_every=0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let dir = only_run_dir(root);
+    let leftovers: Vec<String> = snapshot(&dir)
+        .into_iter()
+        .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
