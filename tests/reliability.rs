@@ -440,3 +440,64 @@ fn a_full_disk_stops_the_run_with_one_line_and_no_temporary_files() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn resuming_on_changed_data_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("facts.jsonl");
+    let synth = work.path().join("synth");
+    let (code, _, err) = run(&[
+        "data",
+        "synth",
+        "--task",
+        "nq",
+        "--entities",
+        "10",
+        "--seed",
+        "3",
+        "--out",
+        synth.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let train = std::fs::read_dir(&synth)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("train"))
+        .unwrap();
+    std::fs::copy(&train, &data).unwrap();
+    let out = work.path().join("runs");
+    let set_data = format!("data.train={:?}", data.to_str().unwrap());
+    let (code, _, err) = run(&[
+        "run",
+        EXAMPLE,
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        &set_data,
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "eval.limit=1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let dir = only_run_dir(&out);
+    // Same size, other content: one letter changed.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let i = text.find('a').unwrap();
+    std::fs::write(&data, format!("{}b{}", &text[..i], &text[i + 1..])).unwrap();
+    let (code, _, err) = run(&[
+        "run",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--set",
+        "train.steps=3",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("data.train: ") && err.contains("is not the file this run started with"),
+        "{err}"
+    );
+}

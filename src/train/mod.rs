@@ -98,6 +98,7 @@ pub enum ResumePoint {
 /// `--set` applied) and say from where. Reads only.
 pub fn resume_point(run_dir: &Path, exp: &Experiment) -> Result<ResumePoint> {
     RunLock::ensure_free(run_dir)?;
+    check_data(exp, run_dir)?;
     let Some((step, _)) = checkpoint::latest(&run_dir.join("checkpoints")) else {
         anyhow::bail!(
             "{}: no checkpoint to resume from; start the run again without --resume",
@@ -395,6 +396,87 @@ pub fn load_base(exp: &Experiment) -> Result<crate::model::LoadedModel> {
     )?)
 }
 
+/// A data file a run reads, by size and FNV-1a hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DataPrint {
+    field: String,
+    path: String,
+    bytes: u64,
+    fnv1a64: String,
+}
+
+fn data_print(field: &str, path: &Path) -> Result<DataPrint> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("{field}: {}: cannot read", path.display()))?;
+    let (mut hash, mut bytes) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("{field}: {}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        for &b in &buf[..n] {
+            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(DataPrint {
+        field: field.into(),
+        path: path.display().to_string(),
+        bytes,
+        fnv1a64: format!("{hash:016x}"),
+    })
+}
+
+fn data_prints(exp: &Experiment) -> Result<Vec<DataPrint>> {
+    let (_, train, test) = trainer::data_files(exp)?;
+    let mut now = vec![data_print("data.train", &train)?];
+    if let Some(t) = &test {
+        now.push(data_print("data.eval", t)?);
+    }
+    Ok(now)
+}
+
+/// A new run records its data files in `RUN_DIR/data.json`.
+fn record_data(exp: &Experiment, dir: &Path) -> Result<()> {
+    let now = data_prints(exp)?;
+    crate::fsx::write_atomic(
+        &dir.join("data.json"),
+        serde_json::to_string_pretty(&now)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// A resume checks that the recorded data files are still the same, so it
+/// never trains on other data. Reads only.
+fn check_data(exp: &Experiment, dir: &Path) -> Result<()> {
+    let record = dir.join("data.json");
+    if record.is_file() {
+        let now = data_prints(exp)?;
+        let text = std::fs::read_to_string(&record)
+            .with_context(|| format!("{}: cannot read", record.display()))?;
+        let then: Vec<DataPrint> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a data record", record.display()))?;
+        for (a, b) in then.iter().zip(&now) {
+            if a != b {
+                anyhow::bail!(
+                    "{}: {} is not the file this run started with ({} bytes, hash {} then; {} bytes, hash {} now); resuming would train on other data",
+                    a.field,
+                    b.path,
+                    a.bytes,
+                    a.fnv1a64,
+                    b.bytes,
+                    b.fnv1a64
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_trainer(
     exp: Experiment,
     dir: &Path,
@@ -402,6 +484,9 @@ fn run_trainer(
     tx: Sender<Event>,
     ctl: Receiver<Control>,
 ) -> Result<()> {
+    if !resume {
+        record_data(&exp, dir)?;
+    }
     let loaded = load_base(&exp)?;
     let mut t = trainer::Trainer::new(exp, loaded, dir, tx.clone(), ctl)?;
     let mut resumed = None;

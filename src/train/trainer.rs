@@ -54,8 +54,9 @@ pub fn parse_synth(spec: &str, field: &str) -> Result<crate::data::synth::WorldS
     Ok(w)
 }
 
-/// Train and test examples of the config's data section.
-pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
+/// The files the config's data section reads: the training file and the
+/// evaluation file, if any (a `synth:` spec is written to the cache first).
+pub fn data_files(exp: &Experiment) -> Result<(Task, PathBuf, Option<PathBuf>)> {
     let task: Task = exp
         .data
         .task
@@ -79,16 +80,23 @@ pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
             Ok(PathBuf::from(spec))
         }
     };
-    let train_path = resolve(&exp.data.train, "data.train", false)?;
-    let train = crate::data::load(task, &train_path)?;
+    let train = resolve(&exp.data.train, "data.train", false)?;
     // No eval set named: a synthetic world brings its own held-out split.
     let test = match (exp.data.eval.as_str(), exp.data.train.starts_with("synth:")) {
-        ("", true) => crate::data::load(task, &resolve(&exp.data.train, "data.train", true)?)?,
-        ("", false) => Vec::new(),
-        (spec, _) => crate::data::load(
-            task,
-            &resolve(spec, "data.eval", spec.starts_with("synth:"))?,
-        )?,
+        ("", true) => Some(resolve(&exp.data.train, "data.train", true)?),
+        ("", false) => None,
+        (spec, _) => Some(resolve(spec, "data.eval", spec.starts_with("synth:"))?),
+    };
+    Ok((task, train, test))
+}
+
+/// Train and test examples of the config's data section.
+pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
+    let (task, train_path, test_path) = data_files(exp)?;
+    let train = crate::data::load(task, &train_path)?;
+    let test = match &test_path {
+        Some(p) => crate::data::load(task, p)?,
+        None => Vec::new(),
     };
     anyhow::ensure!(
         !train.is_empty(),
