@@ -109,6 +109,17 @@ fn tui_trains_screenshots_and_quits_cleanly() {
         done.is_file()
     });
     assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
+    // Quitting mid-run stopped it safely: a checkpoint, a summary, and the
+    // way back printed on the restored terminal.
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("events.jsonl").is_file())
+        .expect("a run directory");
+    assert!(meft::train::checkpoint::latest(&run_dir.join("checkpoints")).is_some());
+    assert!(run_dir.join("summary.json").is_file());
+    let after = capture(&session);
+    assert!(after.contains("resume with `meft run --resume"), "{after}");
     let flags = tmux(&[
         "display-message",
         "-p",

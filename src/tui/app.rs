@@ -79,6 +79,8 @@ pub struct App {
     quit: bool,
     /// The receiver of a just-started run, for the loop to forward.
     new_events: Option<Receiver<Event>>,
+    /// The trainer thread of the run on screen, and its directory.
+    trainer: Option<(std::thread::JoinHandle<()>, PathBuf)>,
     /// The size screenshots are drawn at (the terminal's, once known).
     size: (u16, u16),
 }
@@ -100,7 +102,7 @@ impl App {
     /// Watch an already started run (no setup screen).
     pub fn live(handle: RunHandle, theme: Theme) -> Self {
         let mut app = Self::with_screen(Screen::Live(live_screen(theme, &handle)), None, theme);
-        app.new_events = Some(handle.events);
+        app.watch(handle);
         app
     }
 
@@ -127,13 +129,48 @@ impl App {
             confirm_quit: false,
             quit: false,
             new_events: None,
+            trainer: None,
             size: (120, 40),
         }
     }
 
-    fn watch(&mut self, handle: RunHandle) {
+    fn watch(&mut self, mut handle: RunHandle) {
         self.screen = Screen::Live(live_screen(self.theme, &handle));
+        self.trainer = handle.thread.take().map(|t| (t, handle.run_dir.clone()));
         self.new_events = Some(handle.events);
+    }
+
+    /// After the terminal is restored: wait for a run this app started or
+    /// watched to end, so that a quit mid-run still leaves its checkpoint
+    /// and summary (the trainer was told to stop), and say how to go on.
+    pub fn finish_run(&mut self) {
+        let Some((thread, dir)) = self.trainer.take() else {
+            return;
+        };
+        if !thread.is_finished() {
+            println!("stopping the run: it finishes its step and writes a checkpoint …");
+        }
+        let _ = thread.join();
+        let stopped = crate::train::read_events(&dir).is_ok_and(|events| {
+            events
+                .iter()
+                .rev()
+                .take_while(|e| !matches!(e, Event::RunStarted { .. }))
+                .any(|e| matches!(e, Event::Stopped { .. }))
+        });
+        println!(
+            "run directory {}{}",
+            dir.display(),
+            if stopped {
+                format!(
+                    "; resume with `meft run --resume {}`, look back with `meft replay {}`",
+                    dir.display(),
+                    dir.display()
+                )
+            } else {
+                String::new()
+            }
+        );
     }
 
     pub fn should_quit(&self) -> bool {

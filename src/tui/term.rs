@@ -196,5 +196,6 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
     })();
     stop.store(true, Ordering::Relaxed);
     drop(guard);
+    app.finish_run();
     result
 }
