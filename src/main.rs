@@ -189,8 +189,11 @@ fn run(cli: Cli) -> Result<()> {
             size,
             step,
         } => {
+            // The cheap arguments first, so a typo is not hidden behind the log.
+            let size = meft::tui::parse_size(&size)?;
+            meft::tui::export::picture_format(&out)?;
             let events = meft::tui::read_events(&run_dir)?;
-            meft::tui::screenshot(&events, step, meft::tui::parse_size(&size)?, &out)?;
+            meft::tui::screenshot(&events, step, size, &out)?;
             println!("{}", out.display());
             Ok(())
         }

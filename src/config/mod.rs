@@ -375,6 +375,14 @@ impl Experiment {
                         return Err(field(key, "no such field"));
                     }
                     table.insert((*p).to_string(), value.clone());
+                    // Check the value's type here, so the error names the
+                    // key rather than a line of a document the user never saw.
+                    if let Err(e) = doc.clone().try_into::<Experiment>() {
+                        return Err(field(
+                            key,
+                            format!("cannot take {}: {}", raw.trim(), one_line(e.message())),
+                        ));
+                    }
                     break;
                 }
                 node = table
@@ -464,42 +472,41 @@ impl Experiment {
         if self.eval.repetition_penalty.is_nan() || self.eval.repetition_penalty <= 0.0 {
             return Err(field("eval.repetition_penalty", "must be positive"));
         }
-        match self.method.kind.as_str() {
-            "meft" => self.validate_meft()?,
-            "parallel" if self.method.parallel.size == 0 => {
-                return Err(field("method.parallel.size", "must be at least 1"))
-            }
-            "lora" => {
-                let l = &self.method.lora;
-                if l.rank == 0 {
-                    return Err(field("method.lora.rank", "must be at least 1"));
-                }
-                if !(0.0..1.0).contains(&l.dropout) {
-                    return Err(field(
-                        "method.lora.dropout",
-                        format!("must be in [0, 1), got {}", l.dropout),
-                    ));
-                }
-                if l.targets.is_empty() {
-                    return Err(field("method.lora.targets", "name at least one projection"));
-                }
-                for t in &l.targets {
-                    one_of(
-                        "method.lora.targets",
-                        t,
-                        &[
-                            "q_proj",
-                            "k_proj",
-                            "v_proj",
-                            "o_proj",
-                            "gate_proj",
-                            "up_proj",
-                            "down_proj",
-                        ],
-                    )?;
-                }
-            }
-            _ => {}
+        // Every section is checked, used or not: a preset with a broken
+        // section is broken, whichever method it runs today.
+        if self.method.kind == "meft" {
+            self.validate_meft()?;
+        }
+        if self.method.parallel.size == 0 {
+            return Err(field("method.parallel.size", "must be at least 1"));
+        }
+        let l = &self.method.lora;
+        if l.rank == 0 {
+            return Err(field("method.lora.rank", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&l.dropout) {
+            return Err(field(
+                "method.lora.dropout",
+                format!("must be in [0, 1), got {}", l.dropout),
+            ));
+        }
+        if l.targets.is_empty() {
+            return Err(field("method.lora.targets", "name at least one projection"));
+        }
+        for t in &l.targets {
+            one_of(
+                "method.lora.targets",
+                t,
+                &[
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj",
+                ],
+            )?;
         }
         Ok(())
     }

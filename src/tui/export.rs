@@ -54,21 +54,28 @@ pub fn screenshot(
     write_buffer(&buf, out)
 }
 
-/// Write `buf` to `out` in the format its extension names, atomically.
-pub fn write_buffer(buf: &Buffer, out: &Path) -> anyhow::Result<()> {
+/// The picture format `out`'s extension names: svg, png or txt.
+pub fn picture_format(out: &Path) -> anyhow::Result<String> {
     let ext = out
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let bytes = match ext.as_str() {
-        "svg" => to_svg(buf).into_bytes(),
-        "png" => to_png(buf)?,
-        "txt" => to_text(buf).into_bytes(),
+    match ext.as_str() {
+        "svg" | "png" | "txt" => Ok(ext),
         _ => bail!(
             "{}: unknown picture format; use a .svg, .png or .txt name",
             out.display()
         ),
+    }
+}
+
+/// Write `buf` to `out` in the format its extension names, atomically.
+pub fn write_buffer(buf: &Buffer, out: &Path) -> anyhow::Result<()> {
+    let bytes = match picture_format(out)?.as_str() {
+        "svg" => to_svg(buf).into_bytes(),
+        "png" => to_png(buf)?,
+        _ => to_text(buf).into_bytes(),
     };
     write_atomic(out, &bytes).with_context(|| format!("{}: cannot write", out.display()))
 }
