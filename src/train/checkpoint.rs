@@ -302,8 +302,11 @@ impl CheckpointReader {
                 "U8" => 1,
                 other => return Err(bad(format!("tensor {name}: unexpected dtype {other}"))),
             };
-            let elems: u64 = shape.iter().map(|&x| x as u64).product();
-            if end < start || end - start != elems * elem {
+            let elems = shape
+                .iter()
+                .try_fold(1u64, |a, &x| a.checked_mul(x as u64))
+                .and_then(|n| n.checked_mul(elem));
+            if end < start || Some(end - start) != elems {
                 return Err(bad(format!(
                     "tensor {name}: shape {shape:?} {dtype} does not match offsets {start}..{end}"
                 )));
