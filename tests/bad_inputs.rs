@@ -168,6 +168,8 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
         (set("train.nonsense=1"), "nonsense"),
         (set("train.steps"), "train.steps"),
         (set("eval.beams=0"), "eval.beams"),
+        (set("eval.metrics=[\"bogus\"]"), "eval.metrics"),
+        (set("eval.metrics=[\"tool_iou\"]"), "eval.metrics"),
         (set("eval.decoding=\"sample\""), "eval.decoding"),
         (set("eval.repetition_penalty=0"), "eval.repetition_penalty"),
         (set("data.task=\"mmlu\""), "data.task"),

@@ -28,6 +28,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `meft run` on the quick example into `out`, with `--set` for each of `sets`.
+fn run_example(out: &str, sets: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["run", EXAMPLE, "--out", out];
+    args.extend(QUICK);
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    run(&args)
+}
+
 fn only_run_dir(root: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
@@ -66,10 +76,12 @@ fn event_types(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn spawn_run(out: &Path, extra: &[&str]) -> std::process::Child {
+fn spawn_run(out: &Path, sets: &[&str]) -> std::process::Child {
     let mut args = vec!["run", EXAMPLE, "--out", out.to_str().unwrap()];
     args.extend(QUICK);
-    args.extend(extra);
+    for s in sets {
+        args.extend(["--set", s]);
+    }
     meft_bin()
         .args(&args)
         .stdout(Stdio::piped())
@@ -100,16 +112,7 @@ fn wait_for_steps(root: &Path, steps: usize) -> PathBuf {
 #[test]
 fn resuming_a_finished_run_changes_nothing() {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "run",
-        EXAMPLE,
-        "--out",
-        out.path().to_str().unwrap(),
-        "--set",
-        "train.steps=3",
-    ];
-    args.extend(QUICK);
-    let (code, _, err) = run(&args);
+    let (code, _, err) = run_example(out.path().to_str().unwrap(), &["train.steps=3"]);
     assert_eq!(code, 0, "{err}");
     let dir = only_run_dir(out.path());
     let before = snapshot(&dir);
@@ -137,7 +140,7 @@ fn resume_without_a_checkpoint_says_so() {
 fn a_signal_stops_safely_with_a_checkpoint_and_a_summary() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let out = tempfile::tempdir().unwrap();
-        let child = spawn_run(out.path(), &["--set", "train.steps=100000"]);
+        let child = spawn_run(out.path(), &["train.steps=100000"]);
         let dir = wait_for_steps(out.path(), 2);
         // SAFETY: signalling a child this test started.
         unsafe { libc::kill(child.id() as i32, signal) };
@@ -165,7 +168,7 @@ fn a_signal_stops_safely_with_a_checkpoint_and_a_summary() {
 #[test]
 fn a_second_writer_is_refused() {
     let out = tempfile::tempdir().unwrap();
-    let mut first = spawn_run(out.path(), &["--set", "train.steps=100000"]);
+    let mut first = spawn_run(out.path(), &["train.steps=100000"]);
     let dir = wait_for_steps(out.path(), 1);
     let (code, _, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
     let _ = first.kill();
@@ -180,24 +183,16 @@ fn a_second_writer_is_refused() {
 #[test]
 fn divergence_stops_at_the_step_and_keeps_a_finite_checkpoint() {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "run",
-        EXAMPLE,
-        "--out",
+    let (code, _, err) = run_example(
         out.path().to_str().unwrap(),
-        "--set",
-        "method.kind=\"lora\"",
-        "--set",
-        "train.lr=1e300",
-        "--set",
-        "train.clip=0",
-        "--set",
-        "train.checkpoint_every=1",
-        "--set",
-        "train.steps=10",
-    ];
-    args.extend(QUICK);
-    let (code, _, err) = run(&args);
+        &[
+            "method.kind=\"lora\"",
+            "train.lr=1e300",
+            "train.clip=0",
+            "train.checkpoint_every=1",
+            "train.steps=10",
+        ],
+    );
     assert_eq!(code, 1, "{err}");
     // Warm-up makes step 1's update 0; step 2's sends the weights to inf.
     assert!(
@@ -224,18 +219,10 @@ fn divergence_stops_at_the_step_and_keeps_a_finite_checkpoint() {
 #[test]
 fn a_torn_last_line_is_repaired_on_resume() {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "run",
-        EXAMPLE,
-        "--out",
+    let (code, _, err) = run_example(
         out.path().to_str().unwrap(),
-        "--set",
-        "train.steps=2",
-        "--set",
-        "train.checkpoint_every=1",
-    ];
-    args.extend(QUICK);
-    let (code, _, err) = run(&args);
+        &["train.steps=2", "train.checkpoint_every=1"],
+    );
     assert_eq!(code, 0, "{err}");
     let dir = only_run_dir(out.path());
     // A crash mid-write: half a line at the end of the log.
@@ -279,17 +266,9 @@ fn summary_json(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_end_and_a_whole_run_summary() {
-    let sets = [
-        "--set",
-        "train.steps=12",
-        "--set",
-        "train.checkpoint_every=2",
-    ];
+    let sets = ["train.steps=12", "train.checkpoint_every=2"];
     let whole = tempfile::tempdir().unwrap();
-    let mut args = vec!["run", EXAMPLE, "--out", whole.path().to_str().unwrap()];
-    args.extend(QUICK);
-    args.extend(sets);
-    let (code, _, err) = run(&args);
+    let (code, _, err) = run_example(whole.path().to_str().unwrap(), &sets);
     assert_eq!(code, 0, "{err}");
     let expected = summary_json(&only_run_dir(whole.path()));
 
@@ -323,18 +302,10 @@ fn a_killed_run_resumes_to_the_same_end_and_a_whole_run_summary() {
 #[test]
 fn records_cut_by_the_cutoff_are_counted_in_a_warning() {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "run",
-        EXAMPLE,
-        "--out",
+    let (code, stdout, err) = run_example(
         out.path().to_str().unwrap(),
-        "--set",
-        "train.steps=1",
-        "--set",
-        "train.cutoff_len=8",
-    ];
-    args.extend(QUICK);
-    let (code, stdout, err) = run(&args);
+        &["train.steps=1", "train.cutoff_len=8"],
+    );
     assert_eq!(code, 0, "{err}");
     // Eight byte-level tokens never hold a question and its answer.
     let line = stdout
@@ -366,16 +337,7 @@ fn an_adapter_larger_than_memory_is_refused_before_it_is_allocated() {
         ),
     ] {
         let out = tempfile::tempdir().unwrap();
-        let (code, _, err) = run(&[
-            "run",
-            EXAMPLE,
-            "--out",
-            out.path().to_str().unwrap(),
-            "--set",
-            sets[0],
-            "--set",
-            sets[1],
-        ]);
+        let (code, _, err) = run_example(out.path().to_str().unwrap(), &sets);
         assert_eq!(code, 2, "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.starts_with(&format!("meft: {knob}: ")), "{err}");
@@ -417,18 +379,14 @@ fn a_full_disk_stops_the_run_with_one_line_and_no_temporary_files() {
         return;
     };
     let root = disk.0.path();
-    let (code, _, err) = run(&[
-        "run",
-        EXAMPLE,
-        "--out",
+    let (code, _, err) = run_example(
         root.to_str().unwrap(),
-        "--set",
-        "method.kind=\"lora\"",
-        "--set",
-        "train.steps=100000",
-        "--set",
-        "train.checkpoint_every=0",
-    ]);
+        &[
+            "method.kind=\"lora\"",
+            "train.steps=100000",
+            "train.checkpoint_every=0",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("No space left on device"), "{err}");

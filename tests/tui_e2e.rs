@@ -51,18 +51,7 @@ fn tui_trains_screenshots_and_quits_cleanly() {
         bin,
         done.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &script,
-    ]);
-    let cleanup = scopeguard(&session);
+    let cleanup = new_session(&session, &script);
 
     wait_for("the setup screen", Duration::from_secs(20), || {
         capture(&session).contains("new run")
@@ -157,6 +146,95 @@ impl Drop for Session {
             .output();
     }
 }
-fn scopeguard(name: &str) -> Session {
+/// A detached 120×40 tmux session running `script`, killed when dropped.
+fn new_session(name: &str, script: &str) -> Session {
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        script,
+    ]);
     Session(name.to_string())
+}
+
+/// Resident memory of the process `pid`, from /proc.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn logged_steps(runs: &Path) -> usize {
+    std::fs::read_dir(runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|run| {
+            std::fs::read_to_string(run.path().join("events.jsonl"))
+                .map(|t| t.matches("\"type\":\"step\"").count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A long run watched in the TUI: memory stays flat and the log keeps
+/// every step. About ten minutes on two cores.
+#[test]
+#[ignore = "soak test, about ten minutes: cargo test --release --test tui_e2e -- --ignored"]
+fn a_long_run_in_the_tui_keeps_memory_flat_and_every_step() {
+    const STEPS: usize = 5000;
+    let dir = tempfile::tempdir().unwrap();
+    let preset = dir.path().join("long.toml");
+    let mut exp = meft::config::Experiment::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/example.toml"
+    )))
+    .unwrap();
+    exp.train.steps = STEPS;
+    exp.train.checkpoint_every = 500;
+    exp.eval.limit = 5;
+    exp.save(&preset).unwrap();
+    let session = format!("meft-soak-{}", std::process::id());
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "cd {} && MEFT_CACHE={}/.cache sh -c 'echo $$ > {}; exec {} tui --preset {} --out runs'; sleep 30",
+        dir.path().display(),
+        dir.path().display(),
+        pid_file.display(),
+        env!("CARGO_BIN_EXE_meft"),
+        preset.display()
+    );
+    let _cleanup = new_session(&session, &script);
+    wait_for("the setup screen", Duration::from_secs(20), || {
+        capture(&session).contains("new run")
+    });
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let runs = dir.path().join("runs");
+    wait_for("step 500", Duration::from_secs(600), || {
+        logged_steps(&runs) >= 500
+    });
+    let at_500 = rss_of(pid).unwrap();
+    let mut peak = at_500;
+    wait_for("the last step", Duration::from_secs(3600), || {
+        peak = peak.max(rss_of(pid).unwrap_or(0));
+        logged_steps(&runs) >= STEPS
+    });
+    eprintln!(
+        "RSS at step 500 {:.1} MiB, largest after {:.1} MiB ({:+.1} %)",
+        at_500 as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        100.0 * (peak as f64 / at_500 as f64 - 1.0)
+    );
+    assert!(peak as f64 <= 1.1 * at_500 as f64);
+    assert_eq!(logged_steps(&runs), STEPS);
 }

@@ -417,6 +417,15 @@ impl Experiment {
         )?;
         one_of("eval.decoding", &self.eval.decoding, &["greedy", "beam"])?;
         one_of("model.dtype", &self.model.dtype, &["f32", "bf16", "f16"])?;
+        if let Ok(task) = self.data.task.parse::<crate::data::Task>() {
+            let names: Vec<&str> = crate::eval::metrics::metrics_for(task)
+                .into_iter()
+                .map(|m| m.name())
+                .collect();
+            for m in &self.eval.metrics {
+                one_of("eval.metrics", m, &names)?;
+            }
+        }
         if self.method.kind == "full" && self.model.dtype != "f32" {
             return Err(field(
                 "model.dtype",

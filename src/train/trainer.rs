@@ -807,10 +807,13 @@ impl Trainer {
             m.link.take();
         }
         self.method.set_train(true);
+        // eval.metrics, when given, chooses which of the task's metrics count.
+        let wanted = &self.exp.eval.metrics;
         let metrics: BTreeMap<String, f64> = report
             .scores
             .iter()
             .map(|(m, v)| (m.name().to_string(), *v))
+            .filter(|(name, _)| wanted.is_empty() || wanted.contains(name))
             .collect();
         self.last_metrics = metrics.clone();
         let samples = examples
@@ -977,7 +980,8 @@ impl Trainer {
             self.exp.train.micro_batch,
             self.exp.train.seed,
             pos,
-        )?;
+        )
+        .with_context(|| format!("{}", path.display()))?;
         self.step = step;
         Ok(step)
     }
