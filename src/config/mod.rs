@@ -157,14 +157,28 @@ impl Default for MeftSection {
 }
 
 impl MeftSection {
-    /// E as configured or derived from M.
+    /// E as configured or derived from M: the divisor of M nearest to
+    /// round(√M / expert_factor), so that ordinary sizes (powers of two)
+    /// just work. When no divisor lies within half of it either way (M
+    /// prime, say) the rule's own value is returned, which validation then
+    /// refuses with a nearby valid M.
     pub fn resolved_experts(&self) -> usize {
         if self.experts > 0 {
-            self.experts
-        } else {
-            let e = ((self.neurons as f64).sqrt() / self.expert_factor).round();
-            (e.max(1.0)) as usize
+            return self.experts;
         }
+        let target = ((self.neurons as f64).sqrt() / self.expert_factor)
+            .round()
+            .max(1.0) as usize;
+        let m = self.neurons;
+        if m == 0 || m.is_multiple_of(target) {
+            return target;
+        }
+        (1..=target)
+            .flat_map(|step| [target.checked_sub(step), target.checked_add(step)])
+            .flatten()
+            .take_while(|&e| e >= target / 2 && e <= 2 * target)
+            .find(|&e| e > 0 && m.is_multiple_of(e))
+            .unwrap_or(target)
     }
 }
 

@@ -1024,14 +1024,25 @@ mod tests {
     }
 
     #[test]
-    fn paper_traffic_setting_needs_explicit_experts() {
-        // round(√6144 / 0.25) = 314 does not divide 6144.
-        let model = shape("llama-7b");
+    fn automatic_experts_take_the_nearest_divisor_of_m() {
+        // round(√6144 / 0.25) = 314 does not divide 6144; 256 (58 below) is
+        // nearer than 384 (70 above).
         let exp = paper_traffic();
-        let msg = error_of(&PlanInput::new(&exp, &model));
-        assert_eq!(
-            msg,
-            "method.meft.neurons: 314 experts do not divide 6144 neurons; nearest valid neurons: 6280"
+        assert_eq!(exp.method.meft.resolved_experts(), 256);
+        assert!(plan(&PlanInput::new(&exp, &shape("llama-7b"))).is_ok());
+        // 32,768: the rule gives 724; 512 is the nearest power of two.
+        let mut m = exp.method.meft.clone();
+        m.neurons = 32_768;
+        assert_eq!(m.resolved_experts(), 512);
+        // A prime M has no divisor near the rule: refused with a nearby M.
+        m.neurons = 4_099;
+        assert_eq!(m.resolved_experts(), 256);
+        let mut prime = exp.clone();
+        prime.method.meft.neurons = 4_099;
+        let msg = error_of(&PlanInput::new(&prime, &shape("llama-7b")));
+        assert!(
+            msg.starts_with("method.meft.neurons: 256 experts do not divide 4099 neurons"),
+            "{msg}"
         );
     }
 
