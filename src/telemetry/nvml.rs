@@ -24,8 +24,15 @@ pub struct NvmlSource {
 impl NvmlSource {
     /// Load the driver's NVML; `Err` says why there are no GPU readings.
     pub fn open() -> Result<Self, String> {
-        let nvml =
-            Nvml::init().map_err(|e| format!("no NVIDIA driver: {}", crate::fsx::one_line(e)))?;
+        let nvml = Nvml::init().map_err(|e| {
+            let text = crate::fsx::one_line(e);
+            // The loader's own words are long and say the same thing.
+            if text.contains("libnvidia-ml") {
+                "no NVIDIA driver (libnvidia-ml.so.1 not found)".to_string()
+            } else {
+                format!("no NVIDIA driver: {text}")
+            }
+        })?;
         match nvml.device_count() {
             Ok(0) => Err("no NVIDIA GPU: the driver reports no devices".into()),
             Ok(_) => Ok(Self { nvml }),

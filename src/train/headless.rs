@@ -99,7 +99,7 @@ impl Printer {
                 let m: Vec<String> = e
                     .metrics
                     .iter()
-                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .map(|(k, v)| format!("{k} {v:.4}"))
                     .collect();
                 let _ = writeln!(
                     out,
