@@ -347,15 +347,6 @@ impl Model {
         Ok(vars)
     }
 
-    /// Adapters see f32 whatever the base's dtype (their parameters,
-    /// gradients and optimizer state are f32); their outputs are cast back.
-    fn to_adapter(&self, x: &Tensor) -> Result<Tensor> {
-        match x.dtype() {
-            DType::BF16 | DType::F16 => x.to_dtype(DType::F32),
-            _ => Ok(x.clone()),
-        }
-    }
-
     fn norm(&self, x: &Tensor, w: &Tensor, trainable: bool) -> Result<Tensor> {
         if trainable {
             let d = x.dim(D::Minus1)? as f64;
@@ -447,7 +438,7 @@ impl Model {
         let h = if last_only { h.narrow(1, s - 1, 1)? } else { h };
         let h = self.norm(&h, &self.norm, self.norm.is_variable())?;
         // Logits leave in f32: the loss and sampling want full precision.
-        self.to_adapter(&self.head(&h)?)
+        ops::widen(&self.head(&h)?)
     }
 
     /// Additive mask (batch × 1 × seq × keys): 0 where a query may look,
@@ -496,7 +487,9 @@ impl Model {
         let x = self.norm(h, &l.attn_norm, l.attn_norm.is_variable())?;
         let proj = |hooks: &mut dyn Hooks, p: Proj, lin: &Linear, x: &Tensor| -> Result<Tensor> {
             let y = lin.forward(x)?;
-            match hooks.proj(li, p, &self.to_adapter(x)?)? {
+            // Adapters see f32 whatever the base's dtype (their parameters,
+            // gradients and optimizer state are f32); outputs are cast back.
+            match hooks.proj(li, p, &ops::widen(x)?)? {
                 Some(delta) => {
                     let delta = delta.to_dtype(y.dtype())?;
                     y + delta
@@ -539,7 +532,7 @@ impl Model {
         let act = (gate.silu()? * up)?;
         let ffn = proj(hooks, Proj::DownProj, &l.down_proj, &act)?;
         let out = (h + ffn)?;
-        match hooks.ffn(li, &self.to_adapter(&u)?)? {
+        match hooks.ffn(li, &ops::widen(&u)?)? {
             Some(a) => {
                 let a = a.to_dtype(out.dtype())?;
                 out + a

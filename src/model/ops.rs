@@ -13,7 +13,7 @@ use num_traits::Float;
 use std::sync::Arc;
 
 /// `t` in f32 when it is half precision, as it is otherwise.
-fn widen(t: &Tensor) -> Result<Tensor> {
+pub fn widen(t: &Tensor) -> Result<Tensor> {
     match t.dtype() {
         DType::BF16 | DType::F16 => t.to_dtype(DType::F32),
         _ => Ok(t.clone()),

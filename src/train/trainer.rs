@@ -346,13 +346,10 @@ impl Trainer {
             l.insert(plan::DEVICE_ROWS.into(), rows);
             if let Some((n, _)) = self.micro_shape {
                 let s = &m.shape;
-                let experts = m.layers.first().map_or(0, |l| {
-                    if l.router.is_some() {
-                        s.experts as u64
-                    } else {
-                        0
-                    }
-                });
+                let experts = match s.routing {
+                    crate::adapter::meft::Routing::KeyExperts => s.experts as u64,
+                    crate::adapter::meft::Routing::Full => 0,
+                };
                 let kept: u64 = self
                     .step_unions
                     .iter()
