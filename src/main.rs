@@ -125,6 +125,12 @@ enum Command {
         /// Assume |U| = this fraction of M per layer instead of the worst case.
         #[arg(long = "union")]
         union_fraction: Option<f64>,
+        /// Measure N, |U| and the rows the host optimizer will touch with
+        /// forward passes over the run's first micro-batches (up to this
+        /// many) at its initial state; needs the model's weights and data.
+        #[arg(long, value_name = "MICRO_BATCHES", num_args = 0..=1, default_missing_value = "64")]
+        probe: Option<usize>,
+        /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -259,15 +265,17 @@ fn run(cli: Cli) -> Result<()> {
             sets,
             gpu_mem,
             union_fraction,
+            probe,
             json,
         } => {
             let exp = meft::config::Experiment::load(&config)?.apply_sets(&sets)?;
             let gpu = gpu_mem
                 .map(|g| meft::telemetry::parse_bytes(&g))
                 .transpose()?;
+            let observed = probe.map(|limit| probe_run(&exp, limit)).transpose()?;
             print!(
                 "{}",
-                meft::telemetry::plan::report(&exp, gpu, union_fraction, json)?
+                meft::telemetry::plan::report(&exp, gpu, union_fraction, observed.as_ref(), json)?
             );
             if json {
                 println!();
@@ -323,6 +331,44 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `meft plan --probe`: measure the run's first micro-batches, with a
+/// progress line on stderr.
+fn probe_run(
+    exp: &meft::config::Experiment,
+    limit: usize,
+) -> Result<meft::telemetry::plan::Observed> {
+    anyhow::ensure!(limit >= 1, "--probe: probe at least one micro-batch");
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let p = meft::train::probe::probe(exp, limit, &mut |done, of| {
+        if tty {
+            eprint!("\rprobing micro-batch {done}/{of}");
+        }
+        if done == of {
+            if tty {
+                eprintln!();
+            } else {
+                eprintln!("probed {of} micro-batches");
+            }
+        }
+    })?;
+    let rows = if p.extrapolated {
+        format!(
+            "rows touched by the end followed out from {} of the run's {} micro-batches",
+            p.micro_batches, p.run_micro_batches
+        )
+    } else {
+        format!("all {} micro-batches of the run", p.run_micro_batches)
+    };
+    Ok(meft::telemetry::plan::Observed {
+        tokens: p.tokens,
+        seq: p.seq,
+        unions: p.unions,
+        moment_rows: Some(p.touched_at_end),
+        source: format!("N, |U| and touched rows probed at the initial state ({rows})"),
+    })
 }
 
 fn run_headless(

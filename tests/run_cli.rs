@@ -111,9 +111,15 @@ fn paper_memory_and_traffic_story() {
         .find(|l| l.starts_with("On 24.0 GiB"))
         .expect(&out);
     eprintln!("{verdict}");
-    assert!(verdict.contains("at the paper's union (fits)"), "{verdict}");
+    // On a GPU the composed MEFT layer keeps every layer's rows and their
+    // gradients until the backward pass ends: at the paper's union that is
+    // 1.7 GiB over the card, and half the dense adapter's need.
     assert!(
-        verdict.contains("the dense adapter needs 46.6 GiB (does not fit)"),
+        verdict.contains("25.7 GiB at the paper's union (does not fit)"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("the dense adapter needs 48.8 GiB (does not fit)"),
         "{verdict}"
     );
 

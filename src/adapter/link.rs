@@ -55,6 +55,13 @@ impl Link {
         count(&mut g[layer], kind, bytes);
     }
 
+    /// Count a buffer that a device-side computation wrote straight into
+    /// host memory (the fused CPU kernel's row gradients) and hand it on.
+    pub fn arrived<T: WithDType>(&self, layer: usize, kind: Kind, v: Vec<T>) -> Vec<T> {
+        self.record(layer, kind, (std::mem::size_of::<T>() * v.len()) as u64);
+        v
+    }
+
     /// Copy a device tensor into a host vector of `T` (4-byte f32 or u32).
     pub fn to_host<T: WithDType>(&self, layer: usize, kind: Kind, t: &Tensor) -> Result<Vec<T>> {
         let v: Vec<T> = t.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1()?;

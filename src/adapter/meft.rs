@@ -91,7 +91,7 @@ impl HostStore {
             acc: Vec::new(),
             mom_slot: vec![NO_SLOT; m],
             mom_rows: Vec::new(),
-            moments: MomentRows::new(moments),
+            moments: MomentRows::new(moments, d, m),
             row_steps: vec![0; m],
         }
     }
@@ -171,7 +171,7 @@ impl HostStore {
         if self.mom_slot[r] == NO_SLOT {
             self.mom_slot[r] = self.mom_rows.len() as u32;
             self.mom_rows.push(r as u32);
-            self.moments.push_zero_row(self.d);
+            self.moments.push_zero_row();
         }
         self.mom_slot[r] as usize
     }
@@ -200,7 +200,7 @@ impl HostStore {
             let (gk, gv) = g.split_at(d);
             let key = &mut self.keys[r * d..(r + 1) * d];
             let value = &mut self.values[r * d..(r + 1) * d];
-            self.moments.update(slot, d, &mut scratch, |mom| {
+            self.moments.update(slot, &mut scratch, |mom| {
                 let (mk, rest) = mom.split_at_mut(d);
                 let (vk, rest) = rest.split_at_mut(d);
                 let (mv, vv) = rest.split_at_mut(d);
@@ -227,12 +227,8 @@ impl HostStore {
 
     /// Replace the moments with `rows` (slot order) and their state.
     pub fn set_moments(&mut self, rows: Vec<u32>, moments: MomentRows) -> Result<()> {
-        if moments.rows(self.d) != rows.len() {
-            candle_core::bail!(
-                "{} moment rows for {} row ids",
-                moments.rows(self.d),
-                rows.len()
-            );
+        if moments.rows() != rows.len() {
+            candle_core::bail!("{} moment rows for {} row ids", moments.rows(), rows.len());
         }
         let mut slot = vec![NO_SLOT; self.m];
         for (i, &r) in rows.iter().enumerate() {
@@ -420,8 +416,54 @@ pub fn device_output_traced(
 struct Pending {
     layer_slot: usize,
     union: Vec<u32>,
-    /// |U| × 2d: each row's key then its value.
-    rows: Var,
+    /// |U| × 2d, each row's key then its value, as a variable when the
+    /// composed path's gradient lands in candle's gradient store; None when
+    /// the fused kernel sends it to the [`RowGradSink`].
+    rows: Option<Var>,
+}
+
+/// Row gradients that the fused kernel's backward pass hands to the host as
+/// it computes them, by adapter layer slot, so they never sit in candle's
+/// gradient store until the whole backward pass is done.
+#[derive(Clone, Default)]
+pub struct RowGradSink(Arc<std::sync::Mutex<Vec<SlotGrads>>>);
+
+/// An adapter layer slot and its rows' gradients (|U| × 2d).
+type SlotGrads = (usize, Vec<f32>);
+
+impl RowGradSink {
+    fn push(&self, slot: usize, g: Vec<f32>) {
+        let mut v = match self.0.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        v.push((slot, g));
+    }
+
+    fn take(&self, slot: usize) -> Option<Vec<f32>> {
+        let mut v = match self.0.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        let i = v.iter().position(|(s, _)| *s == slot)?;
+        Some(v.swap_remove(i).1)
+    }
+
+    fn clear(&self) {
+        match self.0.lock() {
+            Ok(mut v) => v.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+}
+
+/// Where the fused kernel's backward sends a layer's row gradients.
+#[derive(Clone)]
+struct GradRoute {
+    sink: RowGradSink,
+    slot: usize,
+    layer: usize,
+    link: Arc<Link>,
 }
 
 /// Pick statistics over a window, for the activation histograms.
@@ -441,6 +483,13 @@ pub struct MeftLayer {
     last_union: usize,
 }
 
+impl MeftLayer {
+    /// |U| of the last forward pass.
+    pub fn last_union(&self) -> usize {
+        self.last_union
+    }
+}
+
 /// The MEFT adapter over a set of layers.
 pub struct MeftAdapter {
     pub shape: MeftShape,
@@ -449,6 +498,7 @@ pub struct MeftAdapter {
     pub device: Device,
     pub host_optimizer: HostOptimizer,
     pending: Vec<Pending>,
+    sink: RowGradSink,
     slot_of_layer: Vec<Option<usize>>,
     /// |U| and N·K per adapter layer for the last forward pass(es) since taken.
     pub union_log: Vec<(u64, u64)>,
@@ -520,6 +570,7 @@ impl MeftAdapter {
             device: device.clone(),
             host_optimizer,
             pending: Vec::new(),
+            sink: RowGradSink::default(),
             slot_of_layer,
             union_log: Vec::new(),
             collect_stats: false,
@@ -579,9 +630,13 @@ impl MeftAdapter {
             .to_dtype(u.dtype())?;
         let ids = link.to_device::<u32, _>(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
         let map = link.to_device::<u32, _>(li, Kind::Map, sel.map.clone(), n * k, dev)?;
-        // Only a training pass makes the rows a variable and keeps them for
-        // the backward pass.
-        let var = training.then(|| Var::from_tensor(&rows)).transpose()?;
+        // Only a training pass keeps the rows for a backward pass. The fused
+        // kernel sends their gradient to the host itself; the composed path
+        // needs them as a variable to find it in the gradient store.
+        let fused = dev.is_cpu();
+        let var = (training && !fused)
+            .then(|| Var::from_tensor(&rows))
+            .transpose()?;
         let rows = var.as_ref().map_or(rows, |v| v.as_tensor().clone());
         let gates = match &logits {
             Some(logits) => {
@@ -605,8 +660,14 @@ impl MeftAdapter {
             }
             None => Tensor::ones((n, k), u.dtype(), dev)?,
         };
-        let out = if dev.is_cpu() {
-            fused_output(&q, &rows, &gates, Arc::new(sel.map.clone()), k)?
+        let out = if fused {
+            let route = training.then(|| GradRoute {
+                sink: self.sink.clone(),
+                slot,
+                layer: li,
+                link: link.clone(),
+            });
+            fused_rows(&q, &rows, &gates, Arc::new(sel.map.clone()), k, route)?
         } else {
             let rk = rows.narrow(1, 0, d)?;
             let rv = rows.narrow(1, d, d)?;
@@ -628,36 +689,50 @@ impl MeftAdapter {
                 }
             }
         }
-        if let Some(rows) = var {
+        if training {
             self.union_log.push((u_len as u64, (n * k) as u64));
             self.pending.push(Pending {
                 layer_slot: slot,
                 union: sel.union,
-                rows,
+                rows: var,
             });
         }
         out.reshape((b, s, d))
     }
 
     /// After `loss.backward()`: bring the gathered rows' gradients back to
-    /// the host and add them to the accumulators.
+    /// the host (the fused kernel already did) and add them to the
+    /// accumulators.
     pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
             let li = layer.layer;
-            let g = match grads.get(p.rows.as_tensor()) {
-                Some(g) => g.clone(),
-                None => p.rows.as_tensor().zeros_like()?,
+            let w = 2 * layer.store.d;
+            let g = match &p.rows {
+                Some(rows) => match grads.get(rows.as_tensor()) {
+                    Some(g) => self.link.to_host::<f32>(li, Kind::Grads, g)?,
+                    None => self
+                        .link
+                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
+                },
+                None => match self.sink.take(p.layer_slot) {
+                    Some(g) => g,
+                    // No gradient reached the layer (nothing depended on it).
+                    None => self
+                        .link
+                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
+                },
             };
-            let g = self.link.to_host::<f32>(li, Kind::Grads, &g)?;
             layer.store.accumulate(&p.union, g);
         }
+        self.sink.clear();
         Ok(())
     }
 
     /// Drop what a forward pass kept (e.g. after an evaluation forward).
     pub fn discard_pending(&mut self) {
         self.pending.clear();
+        self.sink.clear();
     }
 
     pub fn host_grad_sq_norm(&self) -> f64 {
@@ -717,6 +792,19 @@ pub fn fused_output(
     map: Arc<Vec<u32>>,
     k: usize,
 ) -> Result<Tensor> {
+    fused_rows(q, kv, gates, map, k, None)
+}
+
+/// [`fused_output`], sending the rows' gradient along `route` (and none to
+/// candle's gradient store) when given.
+fn fused_rows(
+    q: &Tensor,
+    kv: &Tensor,
+    gates: &Tensor,
+    map: Arc<Vec<u32>>,
+    k: usize,
+    route: Option<GradRoute>,
+) -> Result<Tensor> {
     let (_, d) = q.dims2()?;
     let (u, _) = kv.dims2()?;
     let op = FusedRows {
@@ -724,6 +812,7 @@ pub fn fused_output(
         k,
         d,
         empty: u as u32,
+        route,
     };
     q.contiguous()?
         .apply_op3(&kv.contiguous()?, &gates.contiguous()?, op)
@@ -735,6 +824,7 @@ struct FusedRows {
     k: usize,
     d: usize,
     empty: u32,
+    route: Option<GradRoute>,
 }
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
@@ -862,9 +952,17 @@ impl FusedRows {
             |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
         let (a, b, c) = self.backward::<T>(&host(q)?, &host(kv)?, &host(g)?, &host(grad)?);
         let dev = q.device();
+        let dkv = match &self.route {
+            Some(r) => {
+                let b: Vec<f32> = b.into_iter().map(|x| x.to_f32().unwrap_or(0.0)).collect();
+                r.sink.push(r.slot, r.link.arrived(r.layer, Kind::Grads, b));
+                None
+            }
+            None => Some(Tensor::from_vec(b, kv.shape(), dev)?.to_dtype(kv.dtype())?),
+        };
         Ok((
             Some(Tensor::from_vec(a, q.shape(), dev)?.to_dtype(q.dtype())?),
-            Some(Tensor::from_vec(b, kv.shape(), dev)?.to_dtype(kv.dtype())?),
+            dkv,
             Some(Tensor::from_vec(c, g.shape(), dev)?.to_dtype(g.dtype())?),
         ))
     }

@@ -49,7 +49,7 @@ impl Hooks for ParallelAdapter {
         };
         let (b, s, d) = u.dims3()?;
         let u2 = u.reshape((b * s, d))?;
-        let a = u2.matmul(&k.as_tensor().t()?)?.silu()?;
+        let a = crate::model::ops::silu(&u2.matmul(&k.as_tensor().t()?)?)?;
         Ok(Some(a.matmul(v.as_tensor())?.reshape((b, s, d))?))
     }
 }

@@ -441,8 +441,8 @@ impl Model {
         ops::widen(&self.head(&h)?)
     }
 
-    /// Additive mask (batch × 1 × seq × keys): 0 where a query may look,
-    /// -inf elsewhere (future keys, padding, outside the sliding window).
+    /// Additive mask (batch × seq × keys): 0 where a query may look, -inf
+    /// elsewhere (future keys, padding, outside the sliding window).
     fn attention_mask(
         &self,
         key_mask: &[u8],
@@ -450,7 +450,7 @@ impl Model {
         b: usize,
         s: usize,
         past: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<AttentionMask> {
         let t = past + s;
         let window = self.config.sliding_window;
         let mut m = vec![0f32; b * s * t];
@@ -467,7 +467,18 @@ impl Model {
             }
         }
         let _ = positions;
-        Tensor::from_vec(m, (b, 1, s, t), &self.device)?.to_dtype(self.dtype)
+        // The CPU applies it inside its softmax kernel; other devices add
+        // it as a tensor.
+        let tensor = match self.device.is_cpu() {
+            true => None,
+            false => Some(
+                Tensor::from_vec(m.clone(), (b, 1, s, t), &self.device)?.to_dtype(self.dtype)?,
+            ),
+        };
+        Ok(AttentionMask {
+            values: Arc::new(m),
+            tensor,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -476,7 +487,7 @@ impl Model {
         li: usize,
         l: &Layer,
         h: &Tensor,
-        mask: &Tensor,
+        mask: &AttentionMask,
         positions: &Arc<Vec<u32>>,
         kv: &mut Option<(Tensor, Tensor)>,
         hooks: &mut dyn Hooks,
@@ -515,9 +526,11 @@ impl Model {
         // Grouped-query attention: each KV head serves `group` query heads.
         let q = q.reshape((b, nkv, group * s, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, nh, s, t))?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = ops::softmax_last_dim(&scores)?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, nh, s, t))?;
+        let probs = match &mask.tensor {
+            None => ops::masked_softmax(&scores, &mask.values, scale)?,
+            Some(m) => ops::softmax_last_dim(&(scores * scale)?.broadcast_add(m)?)?,
+        };
         let ctx = probs.reshape((b, nkv, group * s, t))?.matmul(&v)?;
         let ctx = ctx
             .reshape((b, nh, s, hd))?
@@ -529,7 +542,7 @@ impl Model {
         let u = self.norm(&h, &l.ffn_norm, l.ffn_norm.is_variable())?;
         let gate = proj(hooks, Proj::GateProj, &l.gate_proj, &u)?;
         let up = proj(hooks, Proj::UpProj, &l.up_proj, &u)?;
-        let act = (gate.silu()? * up)?;
+        let act = ops::silu_mul(&gate, &up)?;
         let ffn = proj(hooks, Proj::DownProj, &l.down_proj, &act)?;
         let out = (h + ffn)?;
         match hooks.ffn(li, &ops::widen(&u)?)? {
@@ -540,6 +553,13 @@ impl Model {
             None => Ok(out),
         }
     }
+}
+
+/// The attention mask of one forward pass: its values, and on devices
+/// other than the CPU the same as a (batch × 1 × seq × keys) tensor.
+struct AttentionMask {
+    values: Arc<Vec<f32>>,
+    tensor: Option<Tensor>,
 }
 
 trait EmbeddingLookup {

@@ -151,24 +151,164 @@ fn signed_block(b: usize) -> bool {
     b.is_multiple_of(2)
 }
 
+/// Bytes one page of rows takes at most: growing allocates a page at a time
+/// and never moves what is there, so memory is what the rows need plus at
+/// most one part-used page per store.
+pub const PAGE_BYTES: u64 = 4 << 20;
+
+/// Rows of `width` values in fixed-size pages.
+#[derive(Debug, Clone)]
+pub struct Pages<T> {
+    width: usize,
+    rows_per_page: usize,
+    pages: Vec<Vec<T>>,
+    rows: usize,
+}
+
+impl<T: Copy + Default> Pages<T> {
+    pub fn new(width: usize, rows_per_page: usize) -> Self {
+        Self {
+            width,
+            rows_per_page: rows_per_page.max(1),
+            pages: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// `rows` default rows, as a restore fills them.
+    pub fn with_rows(width: usize, rows_per_page: usize, rows: usize) -> Self {
+        let mut p = Self::new(width, rows_per_page);
+        for _ in 0..rows {
+            p.push_default_row();
+        }
+        p
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn push_default_row(&mut self) {
+        if self.rows == self.pages.len() * self.rows_per_page {
+            self.pages
+                .push(vec![T::default(); self.rows_per_page * self.width]);
+        }
+        self.rows += 1;
+    }
+
+    fn at(&self, row: usize) -> (usize, usize) {
+        let off = (row % self.rows_per_page) * self.width;
+        (row / self.rows_per_page, off)
+    }
+
+    pub fn row(&self, row: usize) -> &[T] {
+        let (p, o) = self.at(row);
+        &self.pages[p][o..o + self.width]
+    }
+
+    pub fn row_mut(&mut self, row: usize) -> &mut [T] {
+        let (p, o) = self.at(row);
+        let w = self.width;
+        &mut self.pages[p][o..o + w]
+    }
+
+    /// Bytes allocated, part-used last page included.
+    pub fn bytes(&self) -> u64 {
+        (self.pages.len() * self.rows_per_page * self.width * std::mem::size_of::<T>()) as u64
+    }
+
+    /// The rows in order, as one slice per page.
+    pub fn pieces(&self) -> Vec<&[T]> {
+        let mut left = self.rows * self.width;
+        self.pages
+            .iter()
+            .map(|p| {
+                let n = left.min(p.len());
+                left -= n;
+                &p[..n]
+            })
+            .collect()
+    }
+
+    pub fn pieces_mut(&mut self) -> Vec<&mut [T]> {
+        let mut left = self.rows * self.width;
+        self.pages
+            .iter_mut()
+            .map(|p| {
+                let n = left.min(p.len());
+                left -= n;
+                &mut p[..n]
+            })
+            .collect()
+    }
+}
+
+impl MomentDtype {
+    /// Rows per page of this dtype's state for a store of `m` rows of
+    /// width `d`: a page's worth, or the whole store when it is smaller.
+    pub fn rows_per_page(self, d: usize, m: usize) -> usize {
+        ((PAGE_BYTES / self.row_bytes(d).max(1)) as usize).clamp(1, m.max(1))
+    }
+
+    /// Bytes `rows` rows of state take once paged, in a store of `m` rows.
+    pub fn paged_bytes(self, d: usize, m: usize, rows: u64) -> u64 {
+        let per = self.rows_per_page(d, m) as u64;
+        rows.div_ceil(per)
+            .saturating_mul(per)
+            .saturating_mul(self.row_bytes(d))
+    }
+}
+
 /// Rows of moment state in one dtype, addressed by slot.
 #[derive(Debug, Clone)]
 pub enum MomentRows {
-    F32(Vec<f32>),
-    Bf16(Vec<u16>),
-    Q8 { codes: Vec<u8>, scales: Vec<f32> },
+    F32(Pages<f32>),
+    Bf16(Pages<bf16>),
+    /// Codes (4·d per row) and one scale per block (4 per row).
+    Q8 {
+        codes: Pages<u8>,
+        scales: Pages<f32>,
+    },
+}
+
+/// A moment store's rows as slices, for streaming them into a file.
+pub enum MomentPieces<'a> {
+    F32(Vec<&'a [f32]>),
+    Bf16(Vec<&'a [bf16]>),
+    Q8 {
+        codes: Vec<&'a [u8]>,
+        scales: Vec<&'a [f32]>,
+    },
+}
+
+/// The same, writable, for reading a file straight into them.
+pub enum MomentPiecesMut<'a> {
+    F32(Vec<&'a mut [f32]>),
+    Bf16(Vec<&'a mut [bf16]>),
+    Q8 {
+        codes: Vec<&'a mut [u8]>,
+        scales: Vec<&'a mut [f32]>,
+    },
 }
 
 impl MomentRows {
-    pub fn new(dtype: MomentDtype) -> Self {
+    /// `rows` zeroed rows of width `d` (4 blocks of d values each) for a
+    /// store of `m` rows.
+    pub fn zeroed(dtype: MomentDtype, d: usize, m: usize, rows: usize) -> Self {
+        let w = BLOCKS * d;
+        let per = dtype.rows_per_page(d, m);
         match dtype {
-            MomentDtype::F32 => MomentRows::F32(Vec::new()),
-            MomentDtype::Bf16 => MomentRows::Bf16(Vec::new()),
+            MomentDtype::F32 => MomentRows::F32(Pages::with_rows(w, per, rows)),
+            MomentDtype::Bf16 => MomentRows::Bf16(Pages::with_rows(w, per, rows)),
             MomentDtype::Q8 => MomentRows::Q8 {
-                codes: Vec::new(),
-                scales: Vec::new(),
+                codes: Pages::with_rows(w, per, rows),
+                scales: Pages::with_rows(BLOCKS, per, rows),
             },
         }
+    }
+
+    pub fn new(dtype: MomentDtype, d: usize, m: usize) -> Self {
+        Self::zeroed(dtype, d, m, 0)
     }
 
     pub fn dtype(&self) -> MomentDtype {
@@ -179,85 +319,103 @@ impl MomentRows {
         }
     }
 
-    /// Rows held, given the row width `d`.
-    pub fn rows(&self, d: usize) -> usize {
-        let w = BLOCKS * d.max(1);
+    /// Rows held.
+    pub fn rows(&self) -> usize {
         match self {
-            MomentRows::F32(v) => v.len() / w,
-            MomentRows::Bf16(v) => v.len() / w,
-            MomentRows::Q8 { codes, .. } => codes.len() / w,
+            MomentRows::F32(v) => v.rows(),
+            MomentRows::Bf16(v) => v.rows(),
+            MomentRows::Q8 { codes, .. } => codes.rows(),
         }
     }
 
+    /// Bytes allocated.
     pub fn bytes(&self) -> u64 {
         match self {
-            MomentRows::F32(v) => 4 * v.len() as u64,
-            MomentRows::Bf16(v) => 2 * v.len() as u64,
-            MomentRows::Q8 { codes, scales } => codes.len() as u64 + 4 * scales.len() as u64,
+            MomentRows::F32(v) => v.bytes(),
+            MomentRows::Bf16(v) => v.bytes(),
+            MomentRows::Q8 { codes, scales } => codes.bytes() + scales.bytes(),
         }
     }
 
     /// Append one zeroed row.
-    pub fn push_zero_row(&mut self, d: usize) {
-        let w = BLOCKS * d;
+    pub fn push_zero_row(&mut self) {
         match self {
-            MomentRows::F32(v) => v.resize(v.len() + w, 0.0),
-            MomentRows::Bf16(v) => v.resize(v.len() + w, 0),
+            MomentRows::F32(v) => v.push_default_row(),
+            MomentRows::Bf16(v) => v.push_default_row(),
             MomentRows::Q8 { codes, scales } => {
-                codes.resize(codes.len() + w, 0);
-                scales.resize(scales.len() + BLOCKS, 0.0);
+                codes.push_default_row();
+                scales.push_default_row();
             }
+        }
+    }
+
+    pub fn pieces(&self) -> MomentPieces<'_> {
+        match self {
+            MomentRows::F32(v) => MomentPieces::F32(v.pieces()),
+            MomentRows::Bf16(v) => MomentPieces::Bf16(v.pieces()),
+            MomentRows::Q8 { codes, scales } => MomentPieces::Q8 {
+                codes: codes.pieces(),
+                scales: scales.pieces(),
+            },
+        }
+    }
+
+    pub fn pieces_mut(&mut self) -> MomentPiecesMut<'_> {
+        match self {
+            MomentRows::F32(v) => MomentPiecesMut::F32(v.pieces_mut()),
+            MomentRows::Bf16(v) => MomentPiecesMut::Bf16(v.pieces_mut()),
+            MomentRows::Q8 { codes, scales } => MomentPiecesMut::Q8 {
+                codes: codes.pieces_mut(),
+                scales: scales.pieces_mut(),
+            },
         }
     }
 
     /// Run `f` on slot `slot`'s state as f32 (4·d values: m_k, v_k, m_v,
     /// v_v). `scratch` holds the decoded copy for the compact dtypes.
-    pub fn update(
-        &mut self,
-        slot: usize,
-        d: usize,
-        scratch: &mut Vec<f32>,
-        f: impl FnOnce(&mut [f32]),
-    ) {
-        let w = BLOCKS * d;
+    pub fn update(&mut self, slot: usize, scratch: &mut Vec<f32>, f: impl FnOnce(&mut [f32])) {
         match self {
-            MomentRows::F32(v) => f(&mut v[slot * w..(slot + 1) * w]),
+            MomentRows::F32(v) => f(v.row_mut(slot)),
             MomentRows::Bf16(v) => {
-                let src = &mut v[slot * w..(slot + 1) * w];
+                let src = v.row_mut(slot);
                 scratch.clear();
-                scratch.extend(src.iter().map(|&b| bf16::from_bits(b).to_f32()));
+                scratch.extend(src.iter().map(|b| b.to_f32()));
                 f(scratch);
                 for (dst, &x) in src.iter_mut().zip(scratch.iter()) {
-                    *dst = bf16::from_f32(x).to_bits();
+                    *dst = bf16::from_f32(x);
                 }
             }
             MomentRows::Q8 { codes, scales } => {
-                scratch.resize(w, 0.0);
+                let c = codes.row_mut(slot);
+                let sc = scales.row_mut(slot);
+                let d = c.len() / BLOCKS;
+                scratch.resize(c.len(), 0.0);
                 for b in 0..BLOCKS {
-                    let c = &codes[slot * w + b * d..slot * w + (b + 1) * d];
                     q8_decode(
-                        c,
-                        scales[slot * BLOCKS + b],
+                        &c[b * d..(b + 1) * d],
+                        sc[b],
                         signed_block(b),
                         &mut scratch[b * d..(b + 1) * d],
                     );
                 }
                 f(scratch);
                 for b in 0..BLOCKS {
-                    let c = &mut codes[slot * w + b * d..slot * w + (b + 1) * d];
-                    scales[slot * BLOCKS + b] =
-                        q8_encode(&scratch[b * d..(b + 1) * d], signed_block(b), c);
+                    sc[b] = q8_encode(
+                        &scratch[b * d..(b + 1) * d],
+                        signed_block(b),
+                        &mut c[b * d..(b + 1) * d],
+                    );
                 }
             }
         }
     }
 
     /// Slot `slot`'s state decoded to f32 (for tests and inspection).
-    pub fn decoded(&self, slot: usize, d: usize) -> Vec<f32> {
+    pub fn decoded(&self, slot: usize) -> Vec<f32> {
         let mut copy = self.clone();
         let mut out = Vec::new();
         let mut scratch = Vec::new();
-        copy.update(slot, d, &mut scratch, |s| out = s.to_vec());
+        copy.update(slot, &mut scratch, |s| out = s.to_vec());
         out
     }
 }
@@ -301,26 +459,61 @@ mod tests {
         assert_eq!(MomentDtype::F32.row_bytes(128), 2048);
         assert_eq!(MomentDtype::Bf16.row_bytes(128), 1024);
         assert_eq!(MomentDtype::Q8.row_bytes(128), 528);
-        let mut q = MomentRows::new(MomentDtype::Q8);
-        q.push_zero_row(128);
-        q.push_zero_row(128);
-        assert_eq!(q.bytes(), 2 * 528);
-        assert_eq!(q.rows(128), 2);
+        // Rows are allocated a page at a time.
+        let m = 100_000;
+        let mut q = MomentRows::new(MomentDtype::Q8, 128, m);
+        assert_eq!(q.bytes(), 0);
+        q.push_zero_row();
+        q.push_zero_row();
+        let per = MomentDtype::Q8.rows_per_page(128, m);
+        assert_eq!(per, (4 << 20) / 528);
+        assert_eq!(q.bytes(), per as u64 * 528);
+        assert_eq!(q.rows(), 2);
+        assert_eq!(MomentDtype::Q8.paged_bytes(128, m, 2), per as u64 * 528);
+        assert_eq!(
+            MomentDtype::Q8.paged_bytes(128, m, per as u64 + 1),
+            2 * per as u64 * 528
+        );
+        // A store smaller than a page takes one page of exactly its size.
+        assert_eq!(MomentDtype::F32.rows_per_page(128, 64), 64);
+        assert_eq!(MomentDtype::F32.paged_bytes(128, 64, 1), 64 * 2048);
+    }
+
+    #[test]
+    fn pages_grow_without_moving_rows_and_list_only_used_ones() {
+        let mut p = Pages::<u32>::new(2, 3);
+        for r in 0..7u32 {
+            p.push_default_row();
+            p.row_mut(r as usize).copy_from_slice(&[10 * r, 10 * r + 1]);
+        }
+        assert_eq!(p.rows(), 7);
+        // Three pages of three rows of two u32 values.
+        assert_eq!(p.bytes(), 3 * 3 * 2 * 4);
+        let lens: Vec<usize> = p.pieces().iter().map(|x| x.len()).collect();
+        assert_eq!(lens, [6, 6, 2]);
+        assert_eq!(p.row(4), &[40, 41]);
+        let flat: Vec<u32> = p.pieces().concat();
+        assert_eq!(flat[12..], [60, 61]);
+        let mut q = Pages::<u32>::with_rows(2, 3, 7);
+        for (dst, src) in q.pieces_mut().into_iter().zip(p.pieces()) {
+            dst.copy_from_slice(src);
+        }
+        assert_eq!(q.row(6), &[60, 61]);
     }
 
     #[test]
     fn update_round_trips_through_each_dtype() {
         let d = 3;
         for dtype in [MomentDtype::F32, MomentDtype::Bf16, MomentDtype::Q8] {
-            let mut rows = MomentRows::new(dtype);
-            rows.push_zero_row(d);
+            let mut rows = MomentRows::new(dtype, d, 4);
+            rows.push_zero_row();
             let mut scratch = Vec::new();
-            rows.update(0, d, &mut scratch, |s| {
+            rows.update(0, &mut scratch, |s| {
                 for (i, x) in s.iter_mut().enumerate() {
                     *x = (i + 1) as f32 * 0.125;
                 }
             });
-            let back = rows.decoded(0, d);
+            let back = rows.decoded(0);
             for (i, y) in back.iter().enumerate() {
                 let x = (i + 1) as f32 * 0.125;
                 assert!((y - x).abs() <= x * 0.06, "{dtype:?}: {x} → {y}");

@@ -10,12 +10,12 @@
 //!   host↔device bytes per step for any experiment, in the same categories as
 //!   the trainer's measured ledger.
 
+pub mod activations;
+pub mod heap;
 pub mod nvml;
 pub mod plan;
 pub mod sampler;
 
 pub use nvml::{open_gpu_source, GpuSource, NvmlSource};
-pub use plan::{
-    activation_estimate, builtin_shape, human_bytes, parse_bytes, plan, Plan, PlanError, PlanInput,
-};
+pub use plan::{builtin_shape, human_bytes, parse_bytes, plan, Plan, PlanError, PlanInput};
 pub use sampler::{available_memory, peak_rss, spawn_sampler, SamplerHandle};

@@ -2,15 +2,16 @@
 //! host↔device bytes per optimizer step for any experiment on any model
 //! shape, before a run starts and without weights.
 //!
-//! Categories use the same names as the trainer's measured ledger
-//! ([`DEVICE_BASE`] …), and the activation term is [`activation_estimate`],
-//! which the trainer calls too, so a prediction and a measurement of the same
-//! run can be shown line by line.
+//! Categories use the same names as the trainer's ledger ([`DEVICE_BASE`]
+//! …), and what a forward pass keeps for its backward pass comes from
+//! [`super::activations`], which the trainer calls too, so a prediction and
+//! a measurement of the same run can be shown line by line.
 //!
 //! Byte counts follow MEFT.md: 4 bytes per f32 element and per u32 id; the
 //! row copy is counted in both directions (up for the forward pass, its
 //! gradient down), which is twice what the paper's Eq. 8 counts.
 
+use super::activations::{adapter_kept, backward_working_set, base_kept, AdapterKept, MicroBatch};
 use crate::config::{ConfigError, Experiment};
 use crate::model::ops::RopeLayout;
 use crate::model::{Arch, ModelConfig};
@@ -28,10 +29,13 @@ pub const DEVICE_GRADS: &str = "grads";
 pub const DEVICE_OPTIMIZER: &str = "optimizer";
 /// Device: MEFT rows gathered from the host, and their gradients.
 pub const DEVICE_ROWS: &str = "rows";
-/// Device: activations kept for the backward pass (an estimate).
+/// Device: what the base's forward pass keeps for the backward pass.
 pub const DEVICE_ACTIVATIONS: &str = "activations";
-/// Device: what the MEFT adapter keeps for its backward pass besides rows.
+/// Device: what the adapter keeps for its backward pass besides rows.
 pub const ADAPTER_ACTIVATIONS: &str = "adapter act";
+/// Device: the backward pass's working set at its fullest, beyond what the
+/// gradients take by its end (so the categories add up to the peak).
+pub const DEVICE_BACKWARD: &str = "backward";
 /// Host: the MEFT key and value rows.
 pub const HOST_STORE: &str = "store";
 /// Host: AdamW moments of the store.
@@ -72,8 +76,13 @@ pub struct PlanInput<'a> {
     pub base_dtype_bytes: u64,
     /// N, tokens per micro-batch: micro_batch × cutoff_len unless measured.
     pub tokens_per_micro_batch: u64,
+    /// The padded sequence length: cutoff_len unless measured.
+    pub seq_len: u64,
     /// Measured |U| per adapter layer; None means the worst case min(M, N·K).
     pub union_sizes: Option<&'a [u64]>,
+    /// Rows per layer the lazy host optimizer holds moments for (measured or
+    /// probed); None means all M, the most it can come to.
+    pub moment_rows: Option<u64>,
     /// Device memory to check the plan against.
     pub gpu_mem: Option<u64>,
 }
@@ -87,7 +96,9 @@ impl<'a> PlanInput<'a> {
             model,
             base_dtype_bytes: 4,
             tokens_per_micro_batch: tokens,
+            seq_len: exp.train.cutoff_len as u64,
             union_sizes: None,
+            moment_rows: None,
             gpu_mem: None,
         }
     }
@@ -215,7 +226,7 @@ impl Plan {
 
 /// Device categories from the weights that are always there to the ones
 /// that come and go, as the table lists them.
-const DEVICE_ORDER: [&str; 7] = [
+const DEVICE_ORDER: [&str; 8] = [
     DEVICE_BASE,
     DEVICE_TRAINABLE,
     DEVICE_GRADS,
@@ -223,6 +234,7 @@ const DEVICE_ORDER: [&str; 7] = [
     DEVICE_ROWS,
     ADAPTER_ACTIVATIONS,
     DEVICE_ACTIVATIONS,
+    DEVICE_BACKWARD,
 ];
 const HOST_ORDER: [&str; 3] = [HOST_STORE, HOST_MOMENTS, HOST_ACCUMULATORS];
 
@@ -238,55 +250,6 @@ fn in_order<'l>(ledger: &'l Ledger, order: &[&str]) -> Vec<(&'l str, u64)> {
         .filter(|(k, _)| !order.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), *v));
     known.chain(rest).collect()
-}
-
-/// Activation bytes kept for the backward pass of one micro-batch of
-/// `tokens` tokens in sequences of `seq`, in f32: per layer the hidden-size
-/// and FFN-size intermediates (N·(6d + 3·ffn)), the attention scores
-/// (heads·N·seq), and the logits (N·vocab) once.
-pub fn activation_estimate(model: &ModelConfig, tokens: u64, seq: u64, elem_bytes: u64) -> u64 {
-    // Saturating, so that an absurd shape reads as "too much", never wraps.
-    let mul = |f: &[u64]| f.iter().fold(1u64, |a, &x| a.saturating_mul(x));
-    let d = model.hidden_size as u64;
-    let ffn = model.intermediate_size as u64;
-    let width = mul(&[6, d]).saturating_add(mul(&[3, ffn]));
-    let per_layer = mul(&[tokens, width, elem_bytes]).saturating_add(mul(&[
-        model.num_heads as u64,
-        tokens,
-        seq,
-        elem_bytes,
-    ]));
-    mul(&[per_layer, model.num_layers as u64]).saturating_add(mul(&[
-        tokens,
-        model.vocab_size as u64,
-        elem_bytes,
-    ]))
-}
-
-/// Bytes one MEFT layer keeps for its backward pass beyond the rows
-/// themselves, for N tokens, K slots, hidden size d, E experts and a union
-/// of |U| rows, all f32: the router logits (N·E), the slots' gates (N·K) and
-/// the output (N·d); the composed (non-CPU) path adds the scores over the
-/// union and their scatter (2·N·|U|) and the slots' mask, scores and
-/// activations (3·N·K).
-pub fn meft_activation_bytes(
-    n: u64,
-    k: u64,
-    d: u64,
-    experts: u64,
-    union: u64,
-    composed: bool,
-) -> u64 {
-    let mul = |f: &[u64]| f.iter().fold(1u64, |a, &x| a.saturating_mul(x));
-    let mut floats = mul(&[n, experts])
-        .saturating_add(mul(&[n, k]))
-        .saturating_add(mul(&[n, d]));
-    if composed {
-        floats = floats
-            .saturating_add(mul(&[2, n, union]))
-            .saturating_add(mul(&[3, n, k]));
-    }
-    floats.saturating_mul(F32)
 }
 
 /// Product of byte factors, or [`PlanError::TooLarge`].
@@ -324,13 +287,13 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     let model = input.model;
     let d = model.hidden_size as u64;
     let base_params = model.param_count() as u64;
-    // Activations are kept in the compute dtype, which is the base's.
-    let activations = activation_estimate(
-        model,
-        n,
-        exp.train.cutoff_len as u64,
-        input.base_dtype_bytes,
-    );
+    let mb = MicroBatch {
+        tokens: n,
+        seq: input.seq_len.max(1),
+        base_bytes: input.base_dtype_bytes,
+        cpu: !composed_path(input),
+    };
+    let activations = base_kept(model, &mb);
     if activations == u64::MAX {
         return Err(PlanError::TooLarge);
     }
@@ -349,7 +312,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         notes: Vec::new(),
     };
     let base = bytes(&[base_params, input.base_dtype_bytes])?;
-    match exp.method.kind.as_str() {
+    let adapter = match exp.method.kind.as_str() {
         "meft" => plan_meft(input, accumulation, base, &mut p)?,
         "parallel" => {
             let layers = exp.method.meft.layers.resolve(model.num_layers)?.len() as u64;
@@ -359,12 +322,15 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             p.notes.push(format!(
                 "Parallel Adapter of {size} neurons in {layers} layers (placed like MEFT, method.meft.layers), all on the device"
             ));
+            adapter_kept(model, &mb, &AdapterKept::Parallel { size, layers })
         }
         "lora" => {
             let lora = &exp.method.lora;
             let mut per_layer = 0u64;
+            let mut shapes = Vec::new();
             for target in &lora.targets {
                 let (inp, out) = projection_shape(model, target)?;
+                shapes.push((inp, out));
                 per_layer = sum([per_layer, bytes(&[lora.rank as u64, sum([inp, out])?])?])?;
             }
             let params = bytes(&[model.num_layers as u64, per_layer])?;
@@ -375,6 +341,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
                 lora.targets.join(", "),
                 model.num_layers
             ));
+            let kept = AdapterKept::Lora {
+                rank: lora.rank as u64,
+                dropout: lora.dropout > 0.0,
+                targets: &shapes,
+            };
+            adapter_kept(model, &mb, &kept)
         }
         "full" => {
             // The trained weights are the base itself, kept in f32; counting
@@ -384,11 +356,13 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
                 "full fine-tuning: every base weight is trained in f32, so it is counted under trainable and base is 0"
                     .into(),
             );
+            adapter_kept(model, &mb, &AdapterKept::Full)
         }
         "none" => {
             p.device.insert(DEVICE_BASE.into(), base);
             p.notes
                 .push("frozen base: nothing is trained or offloaded".into());
+            0
         }
         other => {
             return Err(input_error(
@@ -396,12 +370,34 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
                 format!("{other:?} is not one of meft, parallel, lora, full, none"),
             ))
         }
-    }
+    };
     p.device.insert(DEVICE_ACTIVATIONS.into(), activations);
+    if exp.method.kind != "none" {
+        p.device.insert(ADAPTER_ACTIVATIONS.into(), adapter);
+        // The backward pass's working set peaks early (the loss gradient,
+        // then each layer's); by its end the gradients (device parameters',
+        // and each gathered row's) have taken its place.
+        let hooked = match exp.method.kind.as_str() {
+            "meft" | "parallel" => exp.method.meft.layers.resolve(model.num_layers)?.len(),
+            _ => model.num_layers,
+        } as u64;
+        let working = backward_working_set(model, &mb, adapter / hooked.max(1));
+        let grads = p.device.get(DEVICE_GRADS).copied().unwrap_or(0);
+        let row_grads = match composed_path(input) {
+            true => p.device.get(DEVICE_ROWS).copied().unwrap_or(0) / 2,
+            // On the CPU the row gradients land in the host accumulators,
+            // which are the same memory.
+            false => p.host.get(HOST_ACCUMULATORS).copied().unwrap_or(0),
+        };
+        let beyond = working.saturating_sub(sum([grads, row_grads])?);
+        if beyond > 0 {
+            p.device.insert(DEVICE_BACKWARD.into(), beyond);
+        }
+    }
     p.notes.push(format!(
-        "activations: an estimate at {} bytes per value for N = {n} tokens per micro-batch, sequences of {}",
+        "activations: what the forward pass keeps for the backward pass, counted op by op for N = {n} tokens per micro-batch in sequences of {} at {} bytes per base value",
+        mb.seq,
         input.base_dtype_bytes,
-        exp.train.cutoff_len
     ));
     p.device_total = sum(p.device.values().copied())?;
     p.host_total = sum(p.host.values().copied())?;
@@ -426,12 +422,14 @@ fn device_params(p: &mut Plan, base: u64, params: u64) -> Result<(), PlanError> 
     Ok(())
 }
 
+/// MEFT's device, host and traffic figures; returns what the adapter keeps
+/// for the backward pass.
 fn plan_meft(
     input: &PlanInput,
     accumulation: u64,
     base: u64,
     p: &mut Plan,
-) -> Result<(), PlanError> {
+) -> Result<u64, PlanError> {
     let cfg = &input.exp.method.meft;
     let model = input.model;
     let d = model.hidden_size as u64;
@@ -468,6 +466,11 @@ fn plan_meft(
         }
     };
 
+    // The fused CPU kernel hands each layer's row gradients to the host as
+    // the backward pass computes them; the composed path leaves them in the
+    // gradient store, so rows and their gradients are both resident until
+    // the backward pass is done.
+    let row_copies = if composed_path(input) { 2 } else { 1 };
     // The router is the only MEFT parameter on the device; it trains there.
     let router_params = bytes(&[la, experts, d])?;
     let row = bytes(&[2, d, F32])?;
@@ -475,10 +478,7 @@ fn plan_meft(
     let mut accumulators = 0u64;
     let mut t = Traffic::default();
     for &u in &unions {
-        // One spare row per layer: the zero row that fills a token's top-K
-        // when it has fewer than K candidates. Gathered rows and their
-        // gradients are both resident until the backward pass is done.
-        rows = sum([rows, bytes(&[u.saturating_add(1), row, 2])?])?;
+        rows = sum([rows, bytes(&[u, row, row_copies])?])?;
         // Rows touched by any of the step's micro-batches keep an accumulator.
         let touched = m.min(u.saturating_mul(accumulation));
         accumulators = sum([accumulators, bytes(&[touched, row])?])?;
@@ -507,16 +507,35 @@ fn plan_meft(
     let store = bytes(&[la, m, row])?;
     let moments = MomentDtype::parse(&cfg.moments).unwrap_or(MomentDtype::F32);
     p.host.insert(HOST_STORE.into(), store);
+    let lazy = cfg.host_optimizer == "lazy";
+    let moment_rows = match input.moment_rows {
+        Some(r) if lazy => r.min(m),
+        _ => m,
+    };
     p.host.insert(
         HOST_MOMENTS.into(),
-        bytes(&[la, m, moments.row_bytes(model.hidden_size)])?,
+        bytes(&[
+            la,
+            moments.paged_bytes(model.hidden_size, cfg.neurons, moment_rows),
+        ])?,
     );
-    // What the adapter itself keeps for the backward pass, per layer.
-    let composed = input.exp.model.device != "cpu";
-    let kept = sum(unions
-        .iter()
-        .map(|&u| meft_activation_bytes(n, k, d, experts, u, composed)))?;
-    p.device.insert(ADAPTER_ACTIVATIONS.into(), kept);
+    // What the adapter itself keeps for the backward pass.
+    let mb = MicroBatch {
+        tokens: n,
+        seq: input.seq_len.max(1),
+        base_bytes: input.base_dtype_bytes,
+        cpu: !composed_path(input),
+    };
+    let adapter = adapter_kept(
+        model,
+        &mb,
+        &AdapterKept::Meft {
+            top_k: k,
+            experts,
+            unions: &unions,
+            composed: composed_path(input),
+        },
+    );
     p.host.insert(HOST_ACCUMULATORS.into(), accumulators);
 
     let kept = 100.0 * k as f64 / m as f64;
@@ -540,19 +559,24 @@ fn plan_meft(
             )
         }
     });
-    p.notes.push(format!(
-        "host moments ({}) are sized for all M rows ({}); accumulators hold the rows touched over {}",
-        moments.name(),
-        if cfg.host_optimizer == "lazy" {
-            "an upper bound: the lazy optimizer adds a row's moments when it is first touched"
-        } else {
-            "the dense optimizer"
-        },
-        if accumulation == 1 {
-            "the step's micro-batch".to_string()
-        } else {
-            format!("the step's {accumulation} micro-batches")
+    let over = if accumulation == 1 {
+        "the step's micro-batch".to_string()
+    } else {
+        format!("the step's {accumulation} micro-batches")
+    };
+    let sized = match (lazy, input.moment_rows) {
+        (false, _) => "all M rows: the dense optimizer updates every row".to_string(),
+        (true, None) => {
+            "all M rows, the most they can come to: the lazy optimizer adds a row's moments when it is first touched".to_string()
         }
+        (true, Some(_)) => format!(
+            "the {moment_rows} rows per layer ({:.1} % of M) touched by the end",
+            100.0 * moment_rows as f64 / m.max(1) as f64
+        ),
+    };
+    p.notes.push(format!(
+        "host moments ({}) are sized for {sized}; accumulators hold the rows touched over {over}",
+        moments.name()
     ));
     p.notes.push(
         "traffic counts the row copy both ways (rows up, their gradients down); the paper's Eq. 8 counts it once"
@@ -563,7 +587,7 @@ fn plan_meft(
             "rows cross once per micro-batch ({accumulation} per step); the dense offload moves the adapter once per step"
         ));
     }
-    Ok(())
+    Ok(adapter)
 }
 
 /// `t += times × o`, field by field, refusing to wrap.
@@ -586,30 +610,26 @@ fn largest_union_note(input: &PlanInput, p: &mut Plan) -> Result<(), PlanError> 
     let cfg = &input.exp.method.meft;
     let la = cfg.layers.resolve(input.model.num_layers)?.len() as u64;
     let (n, d) = (input.tokens_per_micro_batch, input.model.hidden_size as u64);
-    let composed = input.exp.model.device != "cpu";
-    let experts = if cfg.routing == "full" {
-        0
-    } else {
-        cfg.resolved_experts() as u64
-    };
+    let composed = composed_path(input);
     // What grows with |U|: the rows and their gradients, and on the
-    // composed path the N × |U| scores and their scatter.
+    // composed path the N × |U| scores, the zeros and their scatter. The
+    // backward surge shrinks as row gradients grow; leaving it in errs on
+    // the safe side.
     let rows = p.device.get(DEVICE_ROWS).copied().unwrap_or(0);
     let adapter = p.device.get(ADAPTER_ACTIVATIONS).copied().unwrap_or(0);
-    let no_union = bytes(&[
-        la,
-        meft_activation_bytes(n, cfg.top_k as u64, d, experts, 0, composed),
+    let per_row_layer = sum([
+        bytes(&[2, d, F32, if composed { 2 } else { 1 }])?,
+        if composed { bytes(&[3, n, F32])? } else { 0 },
     ])?;
-    let fixed = p.device_total - rows - adapter.saturating_sub(no_union);
-    let per_row = sum([
-        bytes(&[la, 2, d, F32, 2])?,
-        if composed {
-            bytes(&[la, 2, n, F32])?
-        } else {
-            0
-        },
-    ])?;
-    // Each layer's rows are (|U| + 1) rows, so the spare row comes off too.
+    let unions_now = if composed {
+        sum(p_unions(input)
+            .iter()
+            .map(|&u| u.saturating_mul(3 * n * F32)))?
+    } else {
+        0
+    };
+    let fixed = p.device_total - rows - unions_now.min(adapter);
+    let per_row = bytes(&[la, per_row_layer])?;
     let room = gpu.saturating_sub(fixed) / per_row.max(1);
     if room == 0 {
         p.notes.push(format!(
@@ -617,13 +637,37 @@ fn largest_union_note(input: &PlanInput, p: &mut Plan) -> Result<(), PlanError> 
             human_bytes(fixed)
         ));
     } else {
-        let u = room - 1;
         p.notes.push(format!(
-            "fits while |U| ≤ {u} rows per layer ({:.0} % of M)",
-            100.0 * u as f64 / input.exp.method.meft.neurons.max(1) as f64
+            "fits while |U| ≤ {room} rows per layer ({:.0} % of M)",
+            100.0 * room as f64 / cfg.neurons.max(1) as f64
         ));
     }
     Ok(())
+}
+
+/// Off the CPU, attention and the MEFT layer are composed from stock tensor
+/// ops; on the CPU fused kernels compute them.
+fn composed_path(input: &PlanInput) -> bool {
+    input.exp.model.device != "cpu"
+}
+
+/// The unions a plan assumed: the given ones clamped, or the worst case.
+fn p_unions(input: &PlanInput) -> Vec<u64> {
+    let cfg = &input.exp.method.meft;
+    let worst = (cfg.neurons as u64).min(
+        input
+            .tokens_per_micro_batch
+            .saturating_mul(cfg.top_k as u64),
+    );
+    let layers = cfg
+        .layers
+        .resolve(input.model.num_layers)
+        .map(|l| l.len())
+        .unwrap_or(0);
+    match input.union_sizes {
+        Some(u) => u.iter().map(|&x| x.min(worst)).collect(),
+        None => vec![worst; layers],
+    }
 }
 
 /// (in, out) of a projection a LoRA target names.
@@ -776,31 +820,54 @@ pub fn dtype_bytes(dtype: &str) -> u64 {
 
 /// `meft plan`: the experiment's plan next to a dense Parallel Adapter of
 /// the same size (what the same adapter costs without MEFT), as text or JSON.
+/// Plan inputs measured rather than assumed: by a probe of the run's first
+/// micro-batches, or by a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Padded tokens per micro-batch and padded sequence length.
+    pub tokens: u64,
+    pub seq: u64,
+    /// |U| per adapter layer.
+    pub unions: Vec<u64>,
+    /// Rows per layer with host moments at the end of the run.
+    pub moment_rows: Option<u64>,
+    /// Where the figures come from, for the plan's title.
+    pub source: String,
+}
+
 pub fn report(
     exp: &Experiment,
     gpu_mem: Option<u64>,
     union_fraction: Option<f64>,
+    observed: Option<&Observed>,
     json: bool,
 ) -> anyhow::Result<String> {
     exp.validate()?;
     let model = shape_of(&exp.model.reference)?;
     let layers = exp.method.meft.layers.resolve(model.num_layers)?.len();
-    let unions: Option<Vec<u64>> = match union_fraction {
-        Some(f) if !(0.0..=1.0).contains(&f) => {
+    let unions: Option<Vec<u64>> = match (union_fraction, observed) {
+        (Some(f), _) if !(0.0..=1.0).contains(&f) => {
             anyhow::bail!("--union: must be a fraction of M in [0, 1], got {f}")
         }
-        Some(f) => Some(vec![
+        (Some(f), _) => Some(vec![
             (f * exp.method.meft.neurons as f64).round() as u64;
             layers
         ]),
-        None => None,
+        (None, Some(o)) => Some(o.unions.clone()),
+        (None, None) => None,
     };
-    let input = PlanInput {
+    let mut input = PlanInput {
         base_dtype_bytes: dtype_bytes(&exp.model.dtype),
         gpu_mem,
         union_sizes: unions.as_deref(),
         ..PlanInput::new(exp, &model)
     };
+    if let Some(o) = observed {
+        input.tokens_per_micro_batch = o.tokens.max(1);
+        input.seq_len = o.seq.max(1);
+        input.moment_rows = o.moment_rows;
+    }
+    let input = input;
     let main = plan(&input)?;
     let mut dense_exp = exp.clone();
     let mut compare = None;
@@ -818,17 +885,20 @@ pub fn report(
             "dense_parallel_adapter": compare,
         }))?);
     }
-    let unions_note = match union_fraction {
-        Some(f) => format!("|U| = {f} × M per layer"),
-        None => "worst-case |U| = min(M, N·K)".to_string(),
+    let unions_note = match (union_fraction, observed) {
+        (Some(f), _) => format!("|U| = {f} × M per layer"),
+        (None, Some(o)) => o.source.clone(),
+        (None, None) => "worst-case |U| = min(M, N·K)".to_string(),
     };
     let mut out = main.table(&format!(
         "{} · {} · {} base · {}",
         exp.name, exp.method.kind, exp.model.dtype, unions_note
     ));
-    // Without a measured union, also show the union the paper measured.
-    let paper_case = match (union_fraction, exp.method.kind.as_str()) {
-        (None, "meft") => {
+    // Without a given or measured union, also show the union the paper
+    // measured.
+    let assumed = union_fraction.is_none() && observed.is_none();
+    let paper_case = match (assumed, exp.method.kind.as_str()) {
+        (true, "meft") => {
             let u = vec![
                 (PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64;
                 layers
@@ -908,17 +978,15 @@ mod tests {
 
     /// The paper's LLaMA-7B NQ setting: M 8464 = 368 experts × 23 keys, K 64,
     /// P 8, micro-batch 1 of 256 tokens, 64 examples per step.
+    /// The shipped preset of the paper's NQ setting (LLaMA-7B on cuda:0,
+    /// f16 base, M 8464 in 368 experts, K 64, P 8, batch 64 of micro-batch
+    /// 1 × 256 tokens, dense host optimizer).
     fn paper_nq() -> Experiment {
-        let mut exp = Experiment::default();
-        exp.method.kind = "meft".into();
-        exp.method.meft.neurons = 8464;
-        exp.method.meft.top_k = 64;
-        exp.method.meft.experts = 368;
-        exp.method.meft.probe = 8;
-        exp.train.batch = 64;
-        exp.train.micro_batch = 1;
-        exp.train.cutoff_len = 256;
-        exp
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets/paper/nq.toml");
+        match Experiment::load(&path) {
+            Ok(exp) => exp,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     fn with_gpu<'a>(exp: &'a Experiment, model: &'a ModelConfig, gpu: u64) -> PlanInput<'a> {
@@ -929,16 +997,17 @@ mod tests {
         }
     }
 
-    // LLaMA-7B figures used below, by hand:
-    // base params 6 738 415 616 (f16: 13 476 831 232 B);
-    // activations in the compute dtype (f16) per layer
-    // 256·(6·4096 + 3·11008)·2 + 32·256·256·2 = 33 685 504, × 32 layers
-    // + 256·32000·2 logits = 1 094 320 128 B.
+    // LLaMA-7B figures used below, by hand: base params 6 738 415 616
+    // (f16: 13 476 831 232 B). Activations at N 256, sequences of 256, f16:
+    // per layer and token 6·4096 + 5·4096 + 5·4096 + 4·11008 + 4·32·256
+    // = 142 336 values, × 256 × 2 B × 32 layers = 2 332 033 024; the final
+    // norm 256·4096·2, the logits 256·32000·2 and widened 256·32000·4, the
+    // loss's log-softmax 3·256·32000·4: 2 481 586 176 B in all.
     const LLAMA_BASE_F16: u64 = 13_476_831_232;
-    const LLAMA_ACT_256: u64 = 1_094_320_128;
+    const LLAMA_ACT_256: u64 = 2_481_586_176;
 
     #[test]
-    fn paper_meft_7b_fits_in_24_gib_once_unions_are_half_of_m() {
+    fn paper_meft_7b_on_24_gib_needs_unions_under_46_percent_of_m() {
         let model = shape("llama-7b");
         let exp = paper_nq();
         let input = with_gpu(&exp, &model, 24 * GIB);
@@ -954,38 +1023,51 @@ mod tests {
         assert_eq!(worst.device["activations"], LLAMA_ACT_256);
         assert_eq!(worst.device["trainable"], router);
         assert_eq!(worst.device["optimizer"], 2 * router);
-        // Worst case: every one of the M rows (plus the spare) in flight in
-        // every layer, with its gradient: 32 · 8465 · 2·4096·4 · 2.
-        assert_eq!(worst.device["rows"], 17_752_391_680);
-        // The adapter keeps router logits, gates and its output per layer:
-        // 32 · 256·(368 + 64 + 4096) · 4.
-        assert_eq!(worst.device[ADAPTER_ACTIVATIONS], 148_373_504);
-        assert_eq!(worst.device_total, 33_243_668_480);
+        // Worst case on a GPU (the composed path): every one of the M rows
+        // in flight in every layer, with its gradient: 32 · 8464 · 2·4096·4 · 2.
+        assert_eq!(worst.device["rows"], 17_750_294_528);
+        // The adapter keeps per layer and token router logits (368), gate
+        // indices and gates (2·64), six slot-sized values (6·64) and its
+        // output (4096), all 4 B, plus the f16 sum into the layer, u widened
+        // for it and the output narrowed (4096·(2 + 4 + 2)); and the
+        // N × |U| scores, zeros and scatter (3·256·8464·4) per layer.
+        let per_token = (368 + 2 * 64 + 6 * 64 + 4096) * 4 + 4096 * 8;
+        let adapter = 32 * (256 * per_token + 3 * 256 * 8464 * 4);
+        assert_eq!(worst.device[ADAPTER_ACTIVATIONS], adapter);
+        assert!(!worst.device.contains_key(DEVICE_BACKWARD));
+        assert_eq!(
+            worst.device_total,
+            LLAMA_BASE_F16 + 4 * router + 17_750_294_528 + adapter + LLAMA_ACT_256
+        );
         assert_eq!(worst.fits, Some(false));
         assert!(worst
             .notes
             .iter()
-            .any(|n| n == "fits while |U| ≤ 4900 rows per layer (58 % of M)"));
+            .any(|n| n == "fits while |U| ≤ 3920 rows per layer (46 % of M)"));
 
         // The paper's traffic figure (0.56× the adapter's parameters per
         // iteration, rows counted once, N 512, M 6144) implies |U| ≈ 0.52·M;
-        // with half the tokens here, half of M is a generous union.
+        // at half of M this implementation needs 24.7 GiB.
         let half = vec![8464 / 2; 32];
         let measured = must(&PlanInput {
             union_sizes: Some(&half),
             ..input
         });
         println!("{}", measured.table("LLaMA-7B · MEFT M 8464 · |U| = M/2"));
-        assert_eq!(measured.device["rows"], 32 * 4233 * 8192 * 4 * 2);
-        assert_eq!(
-            measured.device_total,
-            LLAMA_BASE_F16 + 4 * router + 8_877_244_416 + 148_373_504 + LLAMA_ACT_256
-        );
-        assert_eq!(measured.device_total, 24_368_521_216); // 22.7 GiB
-        assert_eq!(measured.fits, Some(true));
-        // The store, its two moments and the accumulators stay on the host.
+        assert_eq!(measured.device["rows"], 32 * 4232 * 8192 * 4 * 2);
+        assert_eq!(measured.device_total, 26_452_828_160);
+        assert_eq!(measured.fits, Some(false));
+        let at_limit = vec![3920; 32];
+        let fits = must(&PlanInput {
+            union_sizes: Some(&at_limit),
+            ..input
+        });
+        assert_eq!(fits.fits, Some(true));
+        // The store and the accumulators stay on the host; the dense host
+        // optimizer keeps moments for every row, in 4 MiB pages of 64 rows
+        // (16 values of 4 B per row element): 133 pages per layer.
         assert_eq!(measured.host["store"], 32 * 8464 * 8192 * 4);
-        assert_eq!(measured.host["moments"], 2 * 32 * 8464 * 8192 * 4);
+        assert_eq!(measured.host["moments"], 32 * 133 * 64 * 4096 * 16);
     }
 
     #[test]
@@ -1006,11 +1088,20 @@ mod tests {
         assert!(!p.device.contains_key("rows"));
         assert!(p.host.is_empty());
         assert_eq!(p.traffic, Traffic::default());
-        assert_eq!(p.device_total, LLAMA_BASE_F16 + 4 * adapter + LLAMA_ACT_256);
-        assert_eq!(p.device_total, 50_071_740_416); // 46.6 GiB
+        // It keeps u·Kᵀ and its SiLU (2·8464), its output (4096), f32, and
+        // the f16 sum with u widened and the output narrowed (4096·8 B).
+        let kept = 32 * 256 * ((2 * 8464 + 4096) * 4 + 4096 * 8);
+        assert_eq!(p.device[ADAPTER_ACTIVATIONS], kept);
+        assert_eq!(
+            p.device_total,
+            LLAMA_BASE_F16 + 4 * adapter + kept + LLAMA_ACT_256
+        );
+        assert_eq!(p.device_total, 52_416_356_352); // 48.8 GiB
         assert_eq!(p.fits, Some(false));
         let on_48 = must(&with_gpu(&exp, &model, 48 * GIB));
-        assert_eq!(on_48.fits, Some(true));
+        assert_eq!(on_48.fits, Some(false));
+        let on_80 = must(&with_gpu(&exp, &model, 80 * GIB));
+        assert_eq!(on_80.fits, Some(true));
     }
 
     /// The paper's traffic setting: LLaMA-7B, M 6144, batch 2 × 256 tokens.
@@ -1118,7 +1209,9 @@ mod tests {
         assert_eq!(p.traffic, want);
         assert_eq!(p.dense_offload, 2 * 2 * 2 * 64 * 128 * 4);
         assert_eq!(p.device["trainable"], 2 * 8 * 128 * 4);
-        assert_eq!(p.device["rows"], (11 + 13) * 2 * 128 * 4 * 2);
+        // On the CPU the fused kernel sends row gradients to the host as it
+        // makes them: only the rows themselves sit on the device.
+        assert_eq!(p.device["rows"], (10 + 12) * 2 * 128 * 4);
         assert_eq!(p.host["store"], 2 * 64 * 2 * 128 * 4);
         assert_eq!(p.host["moments"], 2 * p.host["store"]);
         assert_eq!(p.host["accumulators"], (10 + 12) * 2 * 128 * 4);
@@ -1136,6 +1229,13 @@ mod tests {
         assert_eq!(p2.traffic, want2);
         assert_eq!(p2.host["accumulators"], (20 + 24) * 2 * 128 * 4);
         assert_eq!(p2.device["rows"], p.device["rows"]);
+
+        // Off the CPU the composed path keeps the rows' gradients on the
+        // device until the backward pass ends.
+        let mut gpu = exp.clone();
+        gpu.model.device = "cuda:0".into();
+        let pg = must(&PlanInput { exp: &gpu, ..input });
+        assert_eq!(pg.device["rows"], 2 * p.device["rows"]);
     }
 
     #[test]
@@ -1191,21 +1291,6 @@ mod tests {
         assert_eq!(none.dense_offload, 0);
         assert_eq!(none.offload_ratio(), None);
         assert_eq!(none.fits, None);
-    }
-
-    #[test]
-    fn activation_estimate_by_hand() {
-        // Per layer 8·(6·128 + 3·352)·4 + 4·8·8·4 = 59 392; 4 layers;
-        // logits 8·259·4 = 8 288.
-        assert_eq!(activation_estimate(&shape("tiny"), 8, 8, 4), 245_856);
-        assert_eq!(
-            activation_estimate(&shape("llama-7b"), 256, 256, 2),
-            LLAMA_ACT_256
-        );
-        assert_eq!(
-            activation_estimate(&shape("llama-7b"), u64::MAX, u64::MAX, 4),
-            u64::MAX
-        );
     }
 
     fn error_of(input: &PlanInput) -> String {

@@ -52,18 +52,14 @@ element!(f32, "F32");
 element!(u32, "U32");
 element!(u8, "U8");
 
-/// bf16 bits, stored under safetensors' BF16 dtype.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Bf16Bits(pub u16);
-
-impl Element for Bf16Bits {
+impl Element for half::bf16 {
     const DTYPE: &'static str = "BF16";
     const SIZE: usize = 2;
     fn put(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.0.to_le_bytes());
+        out.copy_from_slice(&self.to_le_bytes());
     }
     fn get(bytes: &[u8]) -> Self {
-        Bf16Bits(u16::from_le_bytes([bytes[0], bytes[1]]))
+        half::bf16::from_le_bytes([bytes[0], bytes[1]])
     }
 }
 
@@ -73,7 +69,7 @@ pub enum Buffer<'a> {
     F32(&'a [f32]),
     U32(&'a [u32]),
     U8(&'a [u8]),
-    Bf16(&'a [u16]),
+    Bf16(&'a [half::bf16]),
 }
 
 impl Buffer<'_> {
@@ -82,7 +78,7 @@ impl Buffer<'_> {
             Buffer::F32(_) => f32::DTYPE,
             Buffer::U32(_) => u32::DTYPE,
             Buffer::U8(_) => u8::DTYPE,
-            Buffer::Bf16(_) => Bf16Bits::DTYPE,
+            Buffer::Bf16(_) => half::bf16::DTYPE,
         }
     }
 
@@ -123,15 +119,7 @@ impl Buffer<'_> {
             Buffer::F32(v) => put_all(v, w, chunk),
             Buffer::U32(v) => put_all(v, w, chunk),
             Buffer::U8(v) => w.write_all(v),
-            Buffer::Bf16(v) => {
-                let bits: &[u16] = v;
-                for part in bits.chunks(CHUNK / 2) {
-                    chunk.clear();
-                    chunk.extend(part.iter().flat_map(|x| x.to_le_bytes()));
-                    w.write_all(chunk)?;
-                }
-                Ok(())
-            }
+            Buffer::Bf16(v) => put_all(v, w, chunk),
         }
     }
 }
@@ -143,7 +131,8 @@ const CHUNK: usize = 1 << 20;
 /// string metadata.
 #[derive(Default)]
 pub struct CheckpointWriter<'a> {
-    tensors: Vec<(String, Vec<usize>, Buffer<'a>)>,
+    /// Each tensor's data, as one or more pieces written back to back.
+    tensors: Vec<(String, Vec<usize>, Vec<Buffer<'a>>)>,
     owned_f32: Vec<(String, Vec<usize>, Vec<f32>)>,
     pub meta: BTreeMap<String, String>,
 }
@@ -154,7 +143,18 @@ impl<'a> CheckpointWriter<'a> {
     }
 
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize], data: Buffer<'a>) {
-        self.tensors.push((name.into(), shape.to_vec(), data));
+        self.tensors.push((name.into(), shape.to_vec(), vec![data]));
+    }
+
+    /// A tensor whose data lies in several pieces of one element type,
+    /// written back to back in order.
+    pub fn add_pieces(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        pieces: Vec<Buffer<'a>>,
+    ) {
+        self.tensors.push((name.into(), shape.to_vec(), pieces));
     }
 
     /// A small device tensor, copied to the host as f32.
@@ -174,14 +174,14 @@ impl<'a> CheckpointWriter<'a> {
     /// Write `dir/step-NNNNNNN.safetensors` via a temporary name.
     pub fn save(&self, dir: &Path, step: u64) -> Result<PathBuf, CheckpointError> {
         let path = dir.join(file_name(step));
-        let entries: Vec<(&str, &[usize], Buffer)> = self
+        let entries: Vec<(&str, &[usize], Vec<Buffer>)> = self
             .owned_f32
             .iter()
-            .map(|(n, s, v)| (n.as_str(), s.as_slice(), Buffer::F32(v)))
+            .map(|(n, s, v)| (n.as_str(), s.as_slice(), vec![Buffer::F32(v)]))
             .chain(
                 self.tensors
                     .iter()
-                    .map(|(n, s, b)| (n.as_str(), s.as_slice(), *b)),
+                    .map(|(n, s, b)| (n.as_str(), s.as_slice(), b.clone())),
             )
             .collect();
         let mut header = serde_json::Map::new();
@@ -189,9 +189,18 @@ impl<'a> CheckpointWriter<'a> {
             header.insert("__metadata__".into(), serde_json::json!(self.meta));
         }
         let mut offset = 0u64;
-        for (name, shape, buf) in &entries {
+        for (name, shape, pieces) in &entries {
             let elems: usize = shape.iter().product();
-            let bytes = buf.byte_len();
+            let bytes: u64 = pieces.iter().map(Buffer::byte_len).sum();
+            let Some(buf) = pieces.first() else {
+                return Err(err(&path, format!("tensor {name} has no data")));
+            };
+            if pieces.iter().any(|p| p.dtype() != buf.dtype()) {
+                return Err(err(
+                    &path,
+                    format!("tensor {name}: pieces of different dtypes"),
+                ));
+            }
             if elems as u64 * buf.elem_size() != bytes {
                 return Err(err(
                     &path,
@@ -221,7 +230,7 @@ impl<'a> CheckpointWriter<'a> {
             w.write_all(&(text.len() as u64).to_le_bytes())?;
             w.write_all(&text)?;
             let mut chunk = Vec::with_capacity(CHUNK);
-            for (_, _, buf) in &entries {
+            for buf in entries.iter().flat_map(|(_, _, pieces)| pieces) {
                 buf.write_to(&mut w, &mut chunk)?;
             }
             w.flush()
@@ -402,12 +411,24 @@ impl CheckpointReader {
         shape: &[usize],
         dst: &mut [T],
     ) -> Result<(), CheckpointError> {
+        self.read_into_pieces(name, shape, &mut [dst])
+    }
+
+    /// Read `name` (dtype and shape checked) into `pieces` in order; their
+    /// lengths must add up to the tensor's element count.
+    pub fn read_into_pieces<T: Element>(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        pieces: &mut [&mut [T]],
+    ) -> Result<(), CheckpointError> {
         let want: Vec<Option<usize>> = shape.iter().map(|&x| Some(x)).collect();
         let info = self.check::<T>(name, &want)?.clone();
-        if dst.len() as u64 * T::SIZE as u64 != info.end - info.start {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        if len as u64 * T::SIZE as u64 != info.end - info.start {
             return Err(err(
                 &self.path,
-                format!("tensor {name}: {} values do not fill it", dst.len()),
+                format!("tensor {name}: {len} values do not fill it"),
             ));
         }
         let path = self.path.clone();
@@ -415,12 +436,14 @@ impl CheckpointReader {
         self.file
             .seek(SeekFrom::Start(self.data_start + info.start))
             .map_err(io)?;
-        let mut chunk = vec![0u8; CHUNK.min(dst.len() * T::SIZE)];
-        for part in dst.chunks_mut(CHUNK / T::SIZE) {
-            let bytes = &mut chunk[..part.len() * T::SIZE];
-            self.file.read_exact(bytes).map_err(io)?;
-            for (x, b) in part.iter_mut().zip(bytes.chunks_exact(T::SIZE)) {
-                *x = T::get(b);
+        let mut chunk = vec![0u8; CHUNK.min(len * T::SIZE)];
+        for dst in pieces.iter_mut() {
+            for part in dst.chunks_mut(CHUNK / T::SIZE) {
+                let bytes = &mut chunk[..part.len() * T::SIZE];
+                self.file.read_exact(bytes).map_err(io)?;
+                for (x, b) in part.iter_mut().zip(bytes.chunks_exact(T::SIZE)) {
+                    *x = T::get(b);
+                }
             }
         }
         Ok(())
@@ -513,9 +536,14 @@ mod tests {
         let f: Vec<f32> = (0..3_000_000).map(|i| i as f32 * 0.5).collect();
         let u = [7u32, 9, 11];
         let b = [1u8, 2, 3, 4];
-        let h = [0x3f80u16, 0xc000];
+        let h = [half::bf16::from_bits(0x3f80), half::bf16::from_bits(0xc000)];
         let mut w = CheckpointWriter::new();
-        w.add("big", &[1000, 3000], Buffer::F32(&f));
+        // One tensor may be written from several pieces (a paged store).
+        w.add_pieces(
+            "big",
+            &[1000, 3000],
+            vec![Buffer::F32(&f[..1_000_000]), Buffer::F32(&f[1_000_000..])],
+        );
         w.add("ids", &[3], Buffer::U32(&u));
         w.add("codes", &[2, 2], Buffer::U8(&b));
         w.add("half", &[2], Buffer::Bf16(&h));
@@ -532,18 +560,15 @@ mod tests {
         let mut r = CheckpointReader::open(&path).unwrap();
         assert_eq!(r.meta_u64("step").unwrap(), 5);
         let mut back = vec![0f32; f.len()];
-        r.read_into("big", &[1000, 3000], &mut back).unwrap();
+        let (a, b2) = back.split_at_mut(7);
+        r.read_into_pieces("big", &[1000, 3000], &mut [a, b2])
+            .unwrap();
         assert_eq!(back, f);
         assert_eq!(r.read_vec::<u32>("ids", &[None]).unwrap().1, u);
         assert_eq!(r.read_vec::<u8>("codes", &[Some(2), None]).unwrap().1, b);
-        let half: Vec<u16> = r
-            .read_vec::<Bf16Bits>("half", &[Some(2)])
-            .unwrap()
-            .1
-            .iter()
-            .map(|x| x.0)
-            .collect();
+        let half = r.read_vec::<half::bf16>("half", &[Some(2)]).unwrap().1;
         assert_eq!(half, h);
+        assert_eq!(half[0].to_f32(), 1.0);
     }
 
     #[test]

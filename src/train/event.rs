@@ -119,6 +119,19 @@ pub struct LedgerEvent {
     pub device: Ledger,
     /// Bytes in host memory owned by the run, by category.
     pub host: Ledger,
+    /// The process's heap around this step, counted by the allocator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapReading>,
+}
+
+/// The process's Rust heap (every allocation through the global allocator),
+/// measured: on the CPU it holds the device's tensors too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeapReading {
+    /// Live bytes when the step began.
+    pub before: u64,
+    /// The most the heap held at any moment of the step.
+    pub peak: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +185,12 @@ pub struct Summary {
     /// each phase: "train", "checkpoint" (the final one), "eval".
     #[serde(default)]
     pub rss_peaks: BTreeMap<String, u64>,
+    /// The most the heap held during any step, and the most one step added
+    /// to what it held when it began (both measured by the allocator).
+    #[serde(default)]
+    pub heap_peak: u64,
+    #[serde(default)]
+    pub step_heap_growth: u64,
     pub metrics: BTreeMap<String, f64>,
     /// Predicted values from the planner where known.
     pub predicted: BTreeMap<String, f64>,

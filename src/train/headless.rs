@@ -162,6 +162,17 @@ impl Printer {
                 format!("{}{}", human_bytes(value), planned(key)),
             ));
         }
+        // On the CPU the planner's host and device memory are one heap.
+        if s.heap_peak > 0 && s.predicted.contains_key("process_peak") {
+            rows.push((
+                "peak heap (allocator)".into(),
+                format!(
+                    "{}{}",
+                    human_bytes(s.heap_peak as f64),
+                    planned("process_peak")
+                ),
+            ));
+        }
         if !s.rss_peaks.is_empty() {
             let phases: Vec<String> = ["train", "checkpoint", "eval"]
                 .iter()
@@ -171,10 +182,7 @@ impl Printer {
                         .map(|b| format!("{p} {}", human_bytes(*b as f64)))
                 })
                 .collect();
-            rows.push((
-                "peak RSS (VmHWM) after".into(),
-                format!("{}{}", phases.join(" · "), planned("process_peak")),
-            ));
+            rows.push(("peak RSS (VmHWM) after".into(), phases.join(" · ")));
         }
         if s.median_step_s > 0.0 {
             rows.push(("median step".into(), format!("{:.3} s", s.median_step_s)));

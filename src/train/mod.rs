@@ -11,6 +11,7 @@ pub mod event;
 pub mod headless;
 pub mod method;
 pub mod pretrain;
+pub mod probe;
 pub mod trainer;
 
 use crate::config::Experiment;

@@ -2,7 +2,7 @@
 //! host parameters, optimizer steps, control messages, evaluation,
 //! checkpoints — reporting everything as events.
 
-use super::checkpoint::{self, Bf16Bits, Buffer, CheckpointReader, CheckpointWriter};
+use super::checkpoint::{self, Buffer, CheckpointReader, CheckpointWriter};
 use super::event::*;
 use super::method::Method;
 use super::Control;
@@ -12,11 +12,11 @@ use crate::data::prompt::Template;
 use crate::data::{Example, Task};
 use crate::model::generate::GenerateOptions;
 use crate::model::{Input, LoadedModel, Model};
-use crate::optim::moments::{MomentDtype, MomentRows, BLOCKS};
+use crate::optim::moments::{MomentPieces, MomentPiecesMut, MomentRows, BLOCKS};
 use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
 use crate::telemetry::plan;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -106,6 +106,34 @@ pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
     Ok((train, test))
 }
 
+fn template_of(exp: &Experiment) -> Result<Template> {
+    exp.data
+        .template
+        .parse()
+        .map_err(|e| anyhow::anyhow!("data.template: {e}"))
+}
+
+/// Training examples as the run's template and cut-off encode them.
+pub fn encode_all(
+    exp: &Experiment,
+    examples: &[Example],
+    tokenizer: &crate::model::Tokenizer,
+) -> Result<Vec<Encoded>> {
+    let template = template_of(exp)?;
+    examples
+        .iter()
+        .map(|e| {
+            encode_example(
+                e,
+                template,
+                tokenizer,
+                exp.train.cutoff_len,
+                exp.train.train_on_inputs,
+            )
+        })
+        .collect()
+}
+
 pub fn total_steps(exp: &Experiment, n_train: usize) -> u64 {
     if exp.train.steps > 0 {
         exp.train.steps as u64
@@ -116,30 +144,24 @@ pub fn total_steps(exp: &Experiment, n_train: usize) -> u64 {
     }
 }
 
-/// Mean cross-entropy over the loss-masked next-token targets.
+/// Mean cross-entropy over the loss-masked next-token targets: position t
+/// of each row predicts token t + 1, where that token is real and in the
+/// loss mask.
 pub fn masked_loss(logits: &Tensor, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
-    let (b, s, v) = logits.dims3()?;
-    let mut targets = Vec::with_capacity(b * (s - 1));
-    let mut weights = Vec::with_capacity(b * (s - 1));
+    let (b, s, _) = logits.dims3()?;
+    let mut targets = vec![0u32; b * s];
+    let mut weights = vec![0f32; b * s];
     for r in 0..b {
         for t in 0..s - 1 {
             let i = r * s + t + 1;
-            targets.push(batch.ids[i]);
-            weights.push(if batch.loss_mask[i] == 1 && batch.attn_mask[i] == 1 {
-                1f32
-            } else {
-                0.0
-            });
+            targets[r * s + t] = batch.ids[i];
+            if batch.loss_mask[i] == 1 && batch.attn_mask[i] == 1 {
+                weights[r * s + t] = 1.0;
+            }
         }
     }
     let count = weights.iter().filter(|w| **w > 0.0).count();
-    let dev = logits.device();
-    let logits = logits.narrow(1, 0, s - 1)?.reshape((b * (s - 1), v))?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let t = Tensor::from_vec(targets, (b * (s - 1), 1), dev)?;
-    let picked = logp.gather(&t, 1)?.squeeze(1)?;
-    let w = Tensor::from_vec(weights, b * (s - 1), dev)?.to_dtype(picked.dtype())?;
-    let loss = ((picked * w)?.sum_all()? / (-(count.max(1) as f64)))?;
+    let loss = crate::model::ops::cross_entropy(logits, targets, weights)?;
     Ok((loss, count))
 }
 
@@ -181,6 +203,8 @@ pub struct Trainer {
     peak_host: u64,
     step_times: Vec<f64>,
     rss_peaks: BTreeMap<String, u64>,
+    heap_peak: u64,
+    step_heap_growth: u64,
     /// Consecutive steps whose gradient norm was exactly 0.
     zero_grad_steps: u64,
     /// Said once at the start (records the cut-off shortens, memory the
@@ -202,28 +226,13 @@ impl Trainer {
             ..
         } = loaded;
         let (train_ex, test) = load_data(&exp)?;
-        let template: Template = exp
-            .data
-            .template
-            .parse()
-            .map_err(|e| anyhow::anyhow!("data.template: {e}"))?;
+        let template = template_of(&exp)?;
         let task: Task = exp
             .data
             .task
             .parse()
             .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
-        let train = train_ex
-            .iter()
-            .map(|e| {
-                encode_example(
-                    e,
-                    template,
-                    &tokenizer,
-                    exp.train.cutoff_len,
-                    exp.train.train_on_inputs,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let train = encode_all(&exp, &train_ex, &tokenizer)?;
         let memory_warning = check_memory(&exp, &model)?;
         let (method, vars) = Method::build(&exp, &mut model)?;
         let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
@@ -275,6 +284,8 @@ impl Trainer {
             peak_host: 0,
             step_times: Vec::new(),
             rss_peaks: BTreeMap::new(),
+            heap_peak: 0,
+            step_heap_growth: 0,
             zero_grad_steps: 0,
             warnings: cutoff_warning.into_iter().chain(memory_warning).collect(),
         })
@@ -311,10 +322,15 @@ impl Trainer {
         })
     }
 
-    /// Bytes resident on the compute device by category, measured from the
-    /// tensors that exist.
+    /// Bytes resident on the compute device by category: base and trainable
+    /// parameters measured from the tensors that exist, the rest the
+    /// planner's formulas at this step's batch shape and unions.
     pub fn device_ledger(&self) -> Ledger {
-        let mut l = Ledger::new();
+        let unions = (!self.step_unions.is_empty()).then_some(self.step_unions.as_slice());
+        let mut l = self
+            .plan_with(unions, self.micro_shape, None)
+            .map(|p| p.device)
+            .unwrap_or_default();
         let base: u64 = self
             .model
             .named_tensors()
@@ -336,65 +352,46 @@ impl Trainer {
         l.insert(plan::DEVICE_TRAINABLE.into(), trainable);
         l.insert(plan::DEVICE_GRADS.into(), trainable);
         l.insert(plan::DEVICE_OPTIMIZER.into(), 2 * trainable);
-        if let Some(m) = self.method.meft() {
-            let d = self.model.config.hidden_size as u64;
-            let rows: u64 = self
-                .step_unions
-                .iter()
-                .map(|u| (u + 1) * 2 * d * 4 * 2)
-                .sum();
-            l.insert(plan::DEVICE_ROWS.into(), rows);
-            if let Some((n, _)) = self.micro_shape {
-                let s = &m.shape;
-                let experts = match s.routing {
-                    crate::adapter::meft::Routing::KeyExperts => s.experts as u64,
-                    crate::adapter::meft::Routing::Full => 0,
-                };
-                let kept: u64 = self
-                    .step_unions
-                    .iter()
-                    .map(|&u| {
-                        plan::meft_activation_bytes(
-                            n,
-                            s.top_k as u64,
-                            d,
-                            experts,
-                            u,
-                            !self.model.device.is_cpu(),
-                        )
-                    })
-                    .sum();
-                l.insert(plan::ADAPTER_ACTIVATIONS.into(), kept);
-            }
-        }
-        if let Some((n, seq)) = self.micro_shape {
-            let bytes = self.model.dtype.size_in_bytes() as u64;
-            l.insert(
-                plan::DEVICE_ACTIVATIONS.into(),
-                crate::telemetry::activation_estimate(&self.model.config, n, seq, bytes),
-            );
-        }
         l
     }
 
     /// The planner's prediction for this run; with measured union sizes and
     /// tokens once steps have run.
     pub fn plan(&self, measured: bool) -> Option<crate::telemetry::Plan> {
+        if !measured {
+            return self.plan_with(None, None, None);
+        }
         let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1) as u64;
-        let unions: Option<Vec<u64>> = (measured && !self.union_totals.is_empty()).then(|| {
+        let unions: Option<Vec<u64>> = (!self.union_totals.is_empty()).then(|| {
             self.union_totals
                 .iter()
                 .map(|u| (*u as f64 / (self.steps_done.max(1) * accum) as f64).round() as u64)
                 .collect()
         });
+        // The rows the lazy optimizer holds moments for, as measured.
+        let moment_rows = self.method.meft().map(|m| {
+            let rows: usize = m.layers.iter().map(|l| l.store.rows_with_moments()).sum();
+            (rows / m.layers.len().max(1)) as u64
+        });
+        self.plan_with(unions.as_deref(), self.micro_shape, moment_rows)
+    }
+
+    /// The plan at given unions and micro-batch shape (tokens, sequence
+    /// length); the config's worst case where they are None.
+    fn plan_with(
+        &self,
+        unions: Option<&[u64]>,
+        shape: Option<(u64, u64)>,
+        moment_rows: Option<u64>,
+    ) -> Option<crate::telemetry::Plan> {
         let mut input = crate::telemetry::PlanInput::new(&self.exp, &self.model.config);
         input.base_dtype_bytes = self.model.dtype.size_in_bytes() as u64;
-        if measured {
-            if let Some((n, _)) = self.micro_shape {
-                input.tokens_per_micro_batch = n;
-            }
+        if let Some((n, seq)) = shape {
+            input.tokens_per_micro_batch = n;
+            input.seq_len = seq;
         }
-        input.union_sizes = unions.as_deref();
+        input.union_sizes = unions;
+        input.moment_rows = moment_rows;
         crate::telemetry::plan(&input).ok()
     }
 
@@ -524,6 +521,8 @@ impl Trainer {
             peak_host_ledger: self.peak_host,
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
             rss_peaks: self.rss_peaks.clone(),
+            heap_peak: self.heap_peak,
+            step_heap_growth: self.step_heap_growth,
             metrics: self.last_metrics.clone(),
             predicted: self.predicted(),
         }
@@ -555,6 +554,8 @@ impl Trainer {
     /// One optimizer step over `batch / micro_batch` micro-batches.
     pub fn train_step(&mut self) -> Result<()> {
         let t0 = Instant::now();
+        let heap_before = crate::telemetry::heap::live();
+        crate::telemetry::heap::reset_peak();
         let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1);
         let n_vars = self.opt.vars.len();
         let mut grads: Vec<Option<Tensor>> = vec![None; n_vars];
@@ -653,6 +654,14 @@ impl Trainer {
         };
         self.step += 1;
         let wall = t0.elapsed().as_secs_f64();
+        let heap = HeapReading {
+            before: heap_before,
+            peak: crate::telemetry::heap::peak(),
+        };
+        self.heap_peak = self.heap_peak.max(heap.peak);
+        self.step_heap_growth = self
+            .step_heap_growth
+            .max(heap.peak.saturating_sub(heap.before));
         let (traffic, unions, picks) = match self.method.meft_mut() {
             Some(m) => {
                 let per_layer = m.link.take();
@@ -711,6 +720,7 @@ impl Trainer {
             step: self.step,
             device,
             host,
+            heap: Some(heap),
         }));
         if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
             self.emit_histograms();
@@ -865,15 +875,20 @@ impl Trainer {
                 let n = rows.len();
                 w.add(format!("{p}.moment_rows"), &[n], Buffer::U32(rows));
                 let shape = [n, BLOCKS * d];
-                match moments {
-                    MomentRows::F32(v) => w.add(format!("{p}.moments"), &shape, Buffer::F32(v)),
-                    MomentRows::Bf16(v) => w.add(format!("{p}.moments"), &shape, Buffer::Bf16(v)),
-                    MomentRows::Q8 { codes, scales } => {
-                        w.add(format!("{p}.moments"), &shape, Buffer::U8(codes));
-                        w.add(
+                let name = format!("{p}.moments");
+                match moments.pieces() {
+                    MomentPieces::F32(v) => {
+                        w.add_pieces(name, &shape, v.into_iter().map(Buffer::F32).collect())
+                    }
+                    MomentPieces::Bf16(v) => {
+                        w.add_pieces(name, &shape, v.into_iter().map(Buffer::Bf16).collect())
+                    }
+                    MomentPieces::Q8 { codes, scales } => {
+                        w.add_pieces(name, &shape, codes.into_iter().map(Buffer::U8).collect());
+                        w.add_pieces(
                             format!("{p}.moment_scales"),
                             &[n, BLOCKS],
-                            Buffer::F32(scales),
+                            scales.into_iter().map(Buffer::F32).collect(),
                         );
                     }
                 }
@@ -942,27 +957,26 @@ impl Trainer {
                 r.read_into(&format!("{p}.values"), &[m_rows, d], &mut s.values)?;
                 r.read_into(&format!("{p}.row_steps"), &[m_rows], &mut s.row_steps)?;
                 let (_, rows) = r.read_vec::<u32>(&format!("{p}.moment_rows"), &[None])?;
-                let shape = [Some(rows.len()), Some(BLOCKS * d)];
+                let n = rows.len();
                 let name = format!("{p}.moments");
-                let moments = match s.moment_dtype() {
-                    MomentDtype::F32 => MomentRows::F32(r.read_vec::<f32>(&name, &shape)?.1),
-                    MomentDtype::Bf16 => MomentRows::Bf16(
-                        r.read_vec::<Bf16Bits>(&name, &shape)?
-                            .1
-                            .into_iter()
-                            .map(|b| b.0)
-                            .collect(),
-                    ),
-                    MomentDtype::Q8 => MomentRows::Q8 {
-                        codes: r.read_vec::<u8>(&name, &shape)?.1,
-                        scales: r
-                            .read_vec::<f32>(
-                                &format!("{p}.moment_scales"),
-                                &[Some(rows.len()), Some(BLOCKS)],
-                            )?
-                            .1,
-                    },
-                };
+                let shape = [n, BLOCKS * d];
+                // Read straight into the pages the store will keep.
+                let mut moments = MomentRows::zeroed(s.moment_dtype(), d, s.m, n);
+                match moments.pieces_mut() {
+                    MomentPiecesMut::F32(mut v) => r.read_into_pieces(&name, &shape, &mut v)?,
+                    MomentPiecesMut::Bf16(mut v) => r.read_into_pieces(&name, &shape, &mut v)?,
+                    MomentPiecesMut::Q8 {
+                        mut codes,
+                        mut scales,
+                    } => {
+                        r.read_into_pieces(&name, &shape, &mut codes)?;
+                        r.read_into_pieces(
+                            &format!("{p}.moment_scales"),
+                            &[n, BLOCKS],
+                            &mut scales,
+                        )?;
+                    }
+                }
                 s.set_moments(rows, moments)
                     .with_context(|| format!("{}: {name}", path.display()))?;
             }

@@ -127,7 +127,12 @@ pub fn ledger(step: u64) -> Event {
     let mut host = BTreeMap::new();
     host.insert("store".to_string(), 32 * MIB);
     host.insert("moments".to_string(), 21 * MIB);
-    Event::Ledger(LedgerEvent { step, device, host })
+    Event::Ledger(LedgerEvent {
+        step,
+        device,
+        host,
+        heap: None,
+    })
 }
 
 pub fn eval(step: u64, em: f64) -> Event {
@@ -197,6 +202,8 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
                 peak_host_ledger: 0,
                 median_step_s: 0.25,
                 rss_peaks: BTreeMap::new(),
+                heap_peak: 0,
+                step_heap_growth: 0,
                 metrics,
                 predicted: BTreeMap::new(),
             },
