@@ -1,9 +1,9 @@
 //! The `meft` command line: parse, dispatch, report errors as one line.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use meft::model::generate::{generate, GenerateOptions};
-use meft::model::{load_model, ModelRef, NoHooks};
+use meft::model::generate::{complete, GenerateOptions};
+use meft::train::headless;
 
 #[derive(Parser)]
 #[command(
@@ -178,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => meft::config::Experiment::default(),
             };
             std::fs::create_dir_all(&out)?;
-            let _log = StderrToFile::open(&out.join("meft-tui.log"))?;
+            let _log = meft::tui::StderrToFile::open(&out.join("meft-tui.log"))?;
             meft::tui::run_app(
                 exp,
                 Box::new(meft::tui::launch::RunLauncher { root: out }),
@@ -251,7 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             let exp = experiment(&opts)?;
             let dir = meft::train::new_run_dir(&opts.runs, &exp.name)?;
             let summary =
-                watch_headless(meft::train::start(exp.clone(), dir.clone(), false)?, &dir)?;
+                headless::watch(meft::train::start(exp.clone(), dir.clone(), false)?, &dir)?;
             let weights = export_base(&dir, &opts.out, &exp)?;
             println!(
                 "base written to {} (nq_em on its own facts: {:.3})",
@@ -270,9 +270,17 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let exp = meft::config::Experiment::load(&config)?.apply_sets(&sets)?;
             let gpu = gpu_mem
-                .map(|g| meft::telemetry::parse_bytes(&g))
+                .map(|g| {
+                    meft::units::parse_bytes(&g).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--gpu-mem: cannot read {g:?}: expected a size like 24GiB or 512MiB"
+                        )
+                    })
+                })
                 .transpose()?;
-            let observed = probe.map(|limit| probe_run(&exp, limit)).transpose()?;
+            let observed = probe
+                .map(|limit| meft::train::probe::observe(&exp, limit))
+                .transpose()?;
             print!(
                 "{}",
                 meft::telemetry::plan::report(&exp, gpu, union_fraction, observed.as_ref(), json)?
@@ -303,72 +311,15 @@ fn run(cli: Cli) -> Result<()> {
             repetition_penalty,
             max_new_tokens,
         } => {
-            anyhow::ensure!(beams >= 1, "--beams: must be at least 1");
-            anyhow::ensure!(
-                repetition_penalty > 0.0,
-                "--repetition-penalty: must be positive"
-            );
-            let device = candle_core::Device::Cpu;
-            let reference = ModelRef::parse(&model)?;
-            let loaded = load_model(&reference, &device)?;
-            let tok = &loaded.tokenizer;
-            let ids = tok.encode_prompt(&prompt).context("encoding the prompt")?;
             let opts = GenerateOptions {
                 max_new_tokens,
                 beams,
                 repetition_penalty,
             };
-            let out = generate(
-                &loaded.model,
-                &[ids],
-                &opts,
-                &tok.stop_ids,
-                tok.pad_id,
-                &mut NoHooks,
-            )?;
-            let text = tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?;
-            println!("{text}");
+            println!("{}", complete(&model, &prompt, &opts)?);
             Ok(())
         }
     }
-}
-
-/// `meft plan --probe`: measure the run's first micro-batches, with a
-/// progress line on stderr.
-fn probe_run(
-    exp: &meft::config::Experiment,
-    limit: usize,
-) -> Result<meft::telemetry::plan::Observed> {
-    anyhow::ensure!(limit >= 1, "--probe: probe at least one micro-batch");
-    use std::io::IsTerminal;
-    let tty = std::io::stderr().is_terminal();
-    let p = meft::train::probe::probe(exp, limit, &mut |done, of| {
-        if tty {
-            eprint!("\rprobing micro-batch {done}/{of}");
-        }
-        if done == of {
-            if tty {
-                eprintln!();
-            } else {
-                eprintln!("probed {of} micro-batches");
-            }
-        }
-    })?;
-    let rows = if p.extrapolated {
-        format!(
-            "rows touched by the end followed out from {} of the run's {} micro-batches",
-            p.micro_batches, p.run_micro_batches
-        )
-    } else {
-        format!("all {} micro-batches of the run", p.run_micro_batches)
-    };
-    Ok(meft::telemetry::plan::Observed {
-        tokens: p.tokens,
-        seq: p.seq,
-        unions: p.unions,
-        moment_rows: Some(p.touched_at_end),
-        source: format!("N, |U| and touched rows probed at the initial state ({rows})"),
-    })
 }
 
 fn run_headless(
@@ -405,58 +356,8 @@ fn run_headless(
             exp.save(&dir.join("config.toml"))?;
         }
     }
-    stop_signal::install();
-    let handle = meft::train::start(exp, dir.clone(), resuming)?;
-    let control = handle.control.clone();
-    std::thread::spawn(move || loop {
-        if stop_signal::received().is_some() {
-            let _ = control.send(meft::train::Control::Stop);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    });
-    let summary = watch_headless(handle, &dir)?;
-    if let Some(sig) = stop_signal::received() {
-        println!(
-            "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",
-            summary.steps,
-            dir.display(),
-            dir.display()
-        );
-        return Err(Interrupted(sig).into());
-    }
+    headless::run(exp, &dir, resuming)?;
     Ok(())
-}
-
-/// Print a run's progress until it ends, then its summary table.
-fn watch_headless(
-    mut handle: meft::train::RunHandle,
-    dir: &std::path::Path,
-) -> Result<meft::train::event::Summary> {
-    let mut printer = meft::train::headless::Printer::new(dir);
-    for ev in handle.events.iter() {
-        printer.handle(&ev);
-    }
-    if let Some(t) = handle.thread.take() {
-        let _ = t.join();
-    }
-    if let Some(err) = printer.failed {
-        anyhow::bail!("{err}");
-    }
-    if let Some(d) = printer.diverged {
-        return Err(d.into());
-    }
-    match printer.finished {
-        Some(s) => {
-            println!("\nsummary ({})", dir.display());
-            print!(
-                "{}",
-                meft::train::headless::Printer::summary_table(&s, printer.paper.as_ref())
-            );
-            Ok(s)
-        }
-        None => anyhow::bail!("the run ended without a summary"),
-    }
 }
 
 fn data_command(command: DataCommand) -> Result<()> {
@@ -489,65 +390,11 @@ fn data_command(command: DataCommand) -> Result<()> {
     Ok(())
 }
 
-/// While the TUI owns the terminal, anything a library writes to stderr goes
-/// to a log file instead of over the screen; dropping this puts stderr back.
-struct StderrToFile {
-    #[cfg(unix)]
-    saved: i32,
-}
-
-impl StderrToFile {
-    fn open(path: &std::path::Path) -> Result<Self> {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("{}: cannot open the log", path.display()))?;
-            // SAFETY: plain descriptor duplication; `file` outlives the dup2.
-            let saved = unsafe { libc::dup(2) };
-            unsafe { libc::dup2(file.as_raw_fd(), 2) };
-            Ok(Self { saved })
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = path;
-            Ok(Self {})
-        }
-    }
-}
-
-impl Drop for StderrToFile {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if self.saved >= 0 {
-            // SAFETY: restores the descriptor saved in `open`.
-            unsafe {
-                libc::dup2(self.saved, 2);
-                libc::close(self.saved);
-            }
-        }
-    }
-}
-
-/// Training allocates and frees the same large buffers every step; glibc's
-/// default hands each one back to the kernel, so every step pays for fresh
-/// zeroed pages. Keep them in the heap instead.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() {
-    keep_freed_memory();
+    meft::telemetry::heap::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
+        if let Some(headless::Interrupted(sig)) = e.downcast_ref::<headless::Interrupted>() {
             std::process::exit(128 + sig);
         }
         eprintln!("meft: {}", meft::fsx::error_line(&e));
@@ -558,51 +405,5 @@ fn main() {
             2
         };
         std::process::exit(code);
-    }
-}
-
-/// A headless run that a signal stopped safely; exits 128 + the signal.
-#[derive(Debug)]
-struct Interrupted(i32);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stopped by signal {}", self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// SIGINT and SIGTERM during a headless run: the first asks the trainer to
-/// stop after its current step (checkpoint, summary); a second ends the
-/// process at once, leaving the last complete checkpoint.
-mod stop_signal {
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-    #[cfg(unix)]
-    extern "C" fn on_signal(sig: libc::c_int) {
-        if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(128 + sig) };
-        }
-    }
-
-    pub fn install() {
-        #[cfg(unix)]
-        // SAFETY: the handler only touches an atomic and calls _exit.
-        unsafe {
-            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGTERM, handler);
-        }
-    }
-
-    pub fn received() -> Option<i32> {
-        match SIGNAL.load(Ordering::SeqCst) {
-            0 => None,
-            s => Some(s),
-        }
     }
 }

@@ -279,12 +279,12 @@ fn link_counts_the_closed_form() {
     let t = ad.link.take();
     let t = &t[0];
     assert_eq!(ad.union_log, vec![(16, 96)]);
-    assert_eq!(t.queries, 6 * 8 * 4); // N·d f32 = 192
-    assert_eq!(t.routing, 6 * 4 * 4 + 6 * 4 * 4); // N·P ids + N·P gates = 192
-    assert_eq!(t.rows, 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
-    assert_eq!(t.ids, 16 * 4); // |U| u32 = 64
-    assert_eq!(t.map, 6 * 16 * 4); // N·K u32 = 384
-    assert_eq!(t.grads, 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
+    assert_eq!(t[meft::event::Kind::Queries], 6 * 8 * 4); // N·d f32 = 192
+    assert_eq!(t[meft::event::Kind::Routing], 6 * 4 * 4 + 6 * 4 * 4); // N·P ids + N·P gates = 192
+    assert_eq!(t[meft::event::Kind::Rows], 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
+    assert_eq!(t[meft::event::Kind::Ids], 16 * 4); // |U| u32 = 64
+    assert_eq!(t[meft::event::Kind::Map], 6 * 16 * 4); // N·K u32 = 384
+    assert_eq!(t[meft::event::Kind::Grads], 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
     assert_eq!(t.h2d(), 1024 + 64 + 384);
     assert_eq!(t.d2h(), 192 + 192 + 1024);
 }

@@ -45,12 +45,12 @@ fn step_growth(method: &str, dtype: &str) -> (u64, u64) {
         .unwrap();
     let l = last_ledger(&run);
     let heap = l.heap.expect("the trainer reads the heap every step");
-    let dev = |k: &str| l.device.get(k).copied().unwrap_or(0);
-    let planned = ["activations", "adapter act", "rows", "backward", "grads"]
+    use meft::event::Category::*;
+    let planned = [Activations, AdapterActivations, Rows, Backward, Grads]
         .iter()
-        .map(|k| dev(k))
+        .filter_map(|k| l.device.get(k))
         .sum::<u64>()
-        + l.host.get("accumulators").copied().unwrap_or(0);
+        + l.host.get(&Accumulators).copied().unwrap_or(0);
     (heap.peak - heap.before, planned)
 }
 

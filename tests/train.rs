@@ -207,7 +207,7 @@ fn ledger_base(events: &[Event]) -> u64 {
         .iter()
         .rev()
         .find_map(|e| match e {
-            Event::Ledger(l) => l.device.get("base").copied(),
+            Event::Ledger(l) => l.device.get(&meft::event::Category::Base).copied(),
             _ => None,
         })
         .unwrap()

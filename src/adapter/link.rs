@@ -3,40 +3,14 @@
 //! kind and layer. On a CPU-only machine the copies are real copies into
 //! separate tensors, so the counts are what a GPU run would move.
 
-use crate::train::event::Traffic;
+pub use crate::event::Kind;
+use crate::event::Traffic;
 use candle_core::{Device, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Host → device: gathered key and value rows.
-    Rows,
-    /// Host → device: the union's row ids.
-    Ids,
-    /// Host → device: each token's kept neurons as indices into the union.
-    Map,
-    /// Device → host: the FFN inputs the host scores keys against.
-    Queries,
-    /// Device → host: probed expert ids and their gate values.
-    Routing,
-    /// Device → host: gradients of the gathered rows.
-    Grads,
-}
 
 #[derive(Debug, Default)]
 pub struct Link {
     per_layer: Mutex<Vec<Traffic>>,
-}
-
-fn count(t: &mut Traffic, kind: Kind, bytes: u64) {
-    match kind {
-        Kind::Rows => t.rows += bytes,
-        Kind::Ids => t.ids += bytes,
-        Kind::Map => t.map += bytes,
-        Kind::Queries => t.queries += bytes,
-        Kind::Routing => t.routing += bytes,
-        Kind::Grads => t.grads += bytes,
-    }
 }
 
 impl Link {
@@ -52,7 +26,7 @@ impl Link {
         if g.len() <= layer {
             g.resize(layer + 1, Traffic::default());
         }
-        count(&mut g[layer], kind, bytes);
+        g[layer][kind] += bytes;
     }
 
     /// Count a buffer that a device-side computation wrote straight into

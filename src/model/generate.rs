@@ -218,3 +218,28 @@ fn beam_search(
     finished.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(finished.into_iter().next().map(|f| f.0).unwrap_or_default())
 }
+
+/// `meft generate`: continue `prompt` with the base model `reference` on
+/// the CPU, and return the new text.
+pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow::Result<String> {
+    anyhow::ensure!(opts.beams >= 1, "--beams: must be at least 1");
+    anyhow::ensure!(
+        opts.repetition_penalty > 0.0,
+        "--repetition-penalty: must be positive"
+    );
+    let reference = super::ModelRef::parse(reference)?;
+    let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
+    let tok = &loaded.tokenizer;
+    let ids = tok
+        .encode_prompt(prompt)
+        .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
+    let out = generate(
+        &loaded.model,
+        &[ids],
+        opts,
+        &tok.stop_ids,
+        tok.pad_id,
+        &mut super::NoHooks,
+    )?;
+    Ok(tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?)
+}

@@ -9,6 +9,7 @@
 pub mod generate;
 pub mod load;
 pub mod ops;
+pub mod shapes;
 pub mod tokenizer;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};

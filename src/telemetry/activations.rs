@@ -218,7 +218,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> ModelConfig {
-        match crate::telemetry::builtin_shape("tiny") {
+        match crate::model::shapes::builtin_shape("tiny") {
             Some(m) => m,
             None => panic!("tiny is a builtin shape"),
         }

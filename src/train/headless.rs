@@ -1,11 +1,14 @@
-//! The headless sink: a progress line on a terminal (plain lines otherwise)
-//! and a closing summary table.
+//! Runs without the TUI: the headless sink (a progress line on a terminal,
+//! plain lines otherwise, and a closing summary table), and the signals
+//! that stop a headless run safely.
 
-use super::event::{Event, StepEvent, Summary};
+use crate::event::{Event, Sink, StepEvent, Summary};
+use anyhow::Result;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 fn human_bytes(b: f64) -> String {
-    crate::telemetry::human_bytes(b.max(0.0).round() as u64)
+    crate::units::human_bytes(b.max(0.0).round() as u64)
 }
 
 pub struct Printer {
@@ -55,7 +58,7 @@ impl Printer {
         line
     }
 
-    pub fn handle(&mut self, ev: &Event) {
+    fn print(&mut self, ev: &Event) {
         let mut out = std::io::stdout();
         match ev {
             Event::RunStarted { info, .. } => {
@@ -207,5 +210,108 @@ impl Printer {
             t += &format!("  {k:<w$}  {v}\n");
         }
         t
+    }
+}
+
+impl Sink for Printer {
+    fn handle(&mut self, ev: &Event) -> Result<()> {
+        self.print(ev);
+        Ok(())
+    }
+}
+
+/// Print a run's progress until it ends, then its summary table.
+pub fn watch(mut handle: super::RunHandle, dir: &Path) -> Result<Summary> {
+    let mut printer = Printer::new(dir);
+    crate::event::pump(handle.events.iter(), &mut printer)?;
+    if let Some(t) = handle.thread.take() {
+        let _ = t.join();
+    }
+    if let Some(err) = printer.failed {
+        anyhow::bail!("{err}");
+    }
+    if let Some(d) = printer.diverged {
+        return Err(d.into());
+    }
+    match printer.finished {
+        Some(s) => {
+            println!("\nsummary ({})", dir.display());
+            print!("{}", Printer::summary_table(&s, printer.paper.as_ref()));
+            Ok(s)
+        }
+        None => anyhow::bail!("the run ended without a summary"),
+    }
+}
+
+/// `meft run`: train `exp` (or resume `dir`) headless, with SIGINT and
+/// SIGTERM asking for a safe stop.
+pub fn run(exp: crate::config::Experiment, dir: &Path, resume: bool) -> Result<Summary> {
+    stop_signal::install();
+    let handle = super::start(exp, dir.to_path_buf(), resume)?;
+    let control = handle.control.clone();
+    std::thread::spawn(move || loop {
+        if stop_signal::received().is_some() {
+            let _ = control.send(super::Control::Stop);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+    let summary = watch(handle, dir)?;
+    if let Some(sig) = stop_signal::received() {
+        println!(
+            "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",
+            summary.steps,
+            dir.display(),
+            dir.display()
+        );
+        return Err(Interrupted(sig).into());
+    }
+    Ok(summary)
+}
+
+/// A headless run that a signal stopped safely; the process exits with
+/// 128 + the signal.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// SIGINT and SIGTERM during a headless run: the first asks the trainer to
+/// stop after its current step (checkpoint, summary); a second ends the
+/// process at once, leaving the last complete checkpoint.
+mod stop_signal {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+    #[cfg(unix)]
+    extern "C" fn on_signal(sig: libc::c_int) {
+        if SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(128 + sig) };
+        }
+    }
+
+    pub fn install() {
+        #[cfg(unix)]
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe {
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    }
+
+    pub fn received() -> Option<i32> {
+        match SIGNAL.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
     }
 }

@@ -15,8 +15,8 @@ pub mod probe;
 pub mod trainer;
 
 use crate::config::Experiment;
+use crate::event::{Event, Sink, EVENT_VERSION};
 use anyhow::{Context, Result};
-use event::{Event, EVENT_VERSION};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -213,40 +213,7 @@ fn utc_stamp(secs: u64) -> String {
     )
 }
 
-/// Read a recorded `events.jsonl` (or a run directory holding one). Errors
-/// name the file and line; a stream from a newer version is refused.
-pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
-    let file = if path.is_dir() {
-        path.join("events.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("{}: cannot read the event log", file.display()))?;
-    let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ev: Event = match serde_json::from_str(line) {
-            Ok(ev) => ev,
-            // A run killed mid-write leaves a torn last line; the rest is good.
-            Err(_) if i + 1 == text.lines().count() && !text.ends_with('\n') => break,
-            Err(e) => anyhow::bail!("{}:{}: not an event: {e}", file.display(), i + 1),
-        };
-        if let Event::RunStarted { version, .. } = &ev {
-            if *version > EVENT_VERSION {
-                anyhow::bail!(
-                    "{}:{}: event version {version} is newer than this meft understands ({EVENT_VERSION})",
-                    file.display(),
-                    i + 1
-                );
-            }
-        }
-        events.push(ev);
-    }
-    Ok(events)
-}
+pub use crate::event::read_events;
 
 /// After a crash the log may hold steps past the last checkpoint; they will
 /// be trained again, so drop them (and anything after them) before resuming.
@@ -289,26 +256,18 @@ fn spawn_hub(
     to: Sender<Event>,
     control: Sender<Control>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let path = run_dir.join("events.jsonl");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+    let mut log = Some(crate::event::JsonlSink::append(
+        &run_dir.join("events.jsonl"),
+    )?);
     Ok(std::thread::spawn(move || {
-        let mut broken = false;
         for ev in from {
-            if !broken {
-                let written = serde_json::to_string(&ev)
-                    .map_err(std::io::Error::other)
-                    .and_then(|line| writeln!(file, "{line}"))
-                    .and_then(|()| file.flush());
-                if let Err(e) = written {
-                    broken = true;
+            if let Some(sink) = log.as_mut() {
+                if let Err(e) = sink.handle(&ev) {
+                    log = None;
                     let _ = control.send(Control::Stop);
                     let _ = to.send(Event::Failed {
                         step: 0,
-                        error: format!("{}: cannot write the event log: {e}", path.display()),
+                        error: crate::fsx::error_line(&e),
                     });
                 }
             }

@@ -147,6 +147,41 @@ pub fn saturating_fit(c: &[u64], at: u64, cap: u64) -> u64 {
     (predicted.round().max(last as f64) as u64).min(cap)
 }
 
+/// `meft plan --probe`: probe up to `limit` micro-batches (a progress line on
+/// a terminal's stderr) and hand the planner what was measured.
+pub fn observe(exp: &Experiment, limit: usize) -> Result<crate::telemetry::plan::Observed> {
+    use std::io::IsTerminal;
+    anyhow::ensure!(limit >= 1, "--probe: probe at least one micro-batch");
+    let tty = std::io::stderr().is_terminal();
+    let p = probe(exp, limit, &mut |done, of| {
+        if tty {
+            eprint!("\rprobing micro-batch {done}/{of}");
+        }
+        if done == of {
+            if tty {
+                eprintln!();
+            } else {
+                eprintln!("probed {of} micro-batches");
+            }
+        }
+    })?;
+    let rows = if p.extrapolated {
+        format!(
+            "rows touched by the end followed out from {} of the run's {} micro-batches",
+            p.micro_batches, p.run_micro_batches
+        )
+    } else {
+        format!("all {} micro-batches of the run", p.run_micro_batches)
+    };
+    Ok(crate::telemetry::plan::Observed {
+        tokens: p.tokens,
+        seq: p.seq,
+        unions: p.unions,
+        moment_rows: Some(p.touched_at_end),
+        source: format!("N, |U| and touched rows probed at the initial state ({rows})"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@ use crate::model::generate::GenerateOptions;
 use crate::model::{Input, LoadedModel, Model};
 use crate::optim::moments::{MomentPieces, MomentPiecesMut, MomentRows, BLOCKS};
 use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
-use crate::telemetry::plan;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -348,10 +347,10 @@ impl Trainer {
         } else {
             base
         };
-        l.insert(plan::DEVICE_BASE.into(), base);
-        l.insert(plan::DEVICE_TRAINABLE.into(), trainable);
-        l.insert(plan::DEVICE_GRADS.into(), trainable);
-        l.insert(plan::DEVICE_OPTIMIZER.into(), 2 * trainable);
+        l.insert(Category::Base, base);
+        l.insert(Category::Trainable, trainable);
+        l.insert(Category::Grads, trainable);
+        l.insert(Category::Optimizer, 2 * trainable);
         l
     }
 
@@ -398,9 +397,9 @@ impl Trainer {
     pub fn host_ledger(&self) -> Ledger {
         let mut l = Ledger::new();
         if let Some(m) = self.method.meft() {
-            l.insert(plan::HOST_STORE.into(), m.store_bytes());
-            l.insert(plan::HOST_MOMENTS.into(), m.moment_bytes());
-            l.insert(plan::HOST_ACCUMULATORS.into(), self.accumulator_bytes);
+            l.insert(Category::Store, m.store_bytes());
+            l.insert(Category::Moments, m.moment_bytes());
+            l.insert(Category::Accumulators, self.accumulator_bytes);
         }
         l
     }
@@ -1011,17 +1010,17 @@ fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
     let Some(free) = crate::telemetry::available_memory() else {
         return Ok(None);
     };
-    let h = |k: &str| p.host.get(k).copied().unwrap_or(0);
-    let dv = |k: &str| p.device.get(k).copied().unwrap_or(0);
-    let mut certain = h(plan::HOST_STORE);
+    let h = |k: Category| p.host.get(&k).copied().unwrap_or(0);
+    let dv = |k: Category| p.device.get(&k).copied().unwrap_or(0);
+    let mut certain = h(Category::Store);
     if exp.method.meft.host_optimizer == "dense" {
-        certain += h(plan::HOST_MOMENTS);
+        certain += h(Category::Moments);
     }
     if model.device.is_cpu() {
         // Trainable parameters and their AdamW moments exist from the start.
-        certain += dv(plan::DEVICE_TRAINABLE) + dv(plan::DEVICE_OPTIMIZER);
+        certain += dv(Category::Trainable) + dv(Category::Optimizer);
     }
-    let gib = |b: u64| crate::telemetry::human_bytes(b);
+    let gib = |b: u64| crate::units::human_bytes(b);
     if certain > free {
         let knob = match exp.method.kind.as_str() {
             "meft" => "method.meft.neurons",
@@ -1035,7 +1034,7 @@ fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
             gib(free)
         );
     }
-    let base = p.device.get(plan::DEVICE_BASE).copied().unwrap_or(0);
+    let base = p.device.get(&Category::Base).copied().unwrap_or(0);
     let worst = p.host_total
         + if model.device.is_cpu() {
             p.device_total.saturating_sub(base)

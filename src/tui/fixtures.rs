@@ -1,6 +1,7 @@
 //! A synthetic run for tests: the event stream a small MEFT run on the
 //! embedded model would produce, with figures a person can check by hand.
 
+use crate::event::{Category, Kind};
 use crate::train::event::{
     EvalEvent, Event, HistogramEvent, LedgerEvent, RunInfo, StepEvent, Summary, TelemetrySample,
     Traffic, EVENT_VERSION,
@@ -30,14 +31,14 @@ pub fn step_event(step: u64, total: u64) -> StepEvent {
     let mut picks = Vec::new();
     for l in 0..LAYERS as u64 {
         let u = union_size(step, l);
-        traffic.add(&Traffic {
-            rows: u * 2 * D * 4,
-            ids: u * 4,
-            map: TOKENS * TOP_K * 4,
-            queries: TOKENS * D * 4,
-            routing: TOKENS * PROBE * 8,
-            grads: u * 2 * D * 4,
-        });
+        traffic.add(&Traffic::of(&[
+            (Kind::Rows, u * 2 * D * 4),
+            (Kind::Ids, u * 4),
+            (Kind::Map, TOKENS * TOP_K * 4),
+            (Kind::Queries, TOKENS * D * 4),
+            (Kind::Routing, TOKENS * PROBE * 8),
+            (Kind::Grads, u * 2 * D * 4),
+        ]));
         union_sizes.push(u);
         picks.push(TOKENS * TOP_K / 8);
     }
@@ -120,13 +121,13 @@ pub fn histogram(step: u64, layer: u32) -> Event {
 
 pub fn ledger(step: u64) -> Event {
     let mut device = BTreeMap::new();
-    device.insert("base".to_string(), 24 * MIB);
-    device.insert("rows".to_string(), 7 * MIB + step * 1024);
-    device.insert("router".to_string(), MIB);
-    device.insert("activations".to_string(), 250 * MIB);
+    device.insert(Category::Base, 24 * MIB);
+    device.insert(Category::Rows, 7 * MIB + step * 1024);
+    device.insert(Category::Trainable, MIB);
+    device.insert(Category::Activations, 250 * MIB);
     let mut host = BTreeMap::new();
-    host.insert("store".to_string(), 32 * MIB);
-    host.insert("moments".to_string(), 21 * MIB);
+    host.insert(Category::Store, 32 * MIB);
+    host.insert(Category::Moments, 21 * MIB);
     Event::Ledger(LedgerEvent {
         step,
         device,

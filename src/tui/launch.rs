@@ -4,8 +4,9 @@
 
 use super::{CostPreview, Launcher, Previewer};
 use crate::config::Experiment;
-use crate::telemetry::{human_bytes, plan};
+use crate::telemetry::plan;
 use crate::train::RunHandle;
+use crate::units::human_bytes;
 use std::path::PathBuf;
 
 /// Starts runs under `root` (one directory per run).
@@ -25,7 +26,7 @@ impl Launcher for RunLauncher {
 /// The planner's prediction as label/value lines for the setup screen.
 pub fn planner_preview() -> Previewer {
     Box::new(|exp: &Experiment| {
-        let model = match plan::shape_of(&exp.model.reference) {
+        let model = match crate::model::shapes::shape_of(&exp.model.reference) {
             Ok(m) => m,
             Err(e) => {
                 return CostPreview {

@@ -14,6 +14,7 @@ pub mod panes;
 pub mod replay;
 pub mod setup;
 pub mod state;
+mod stderr_log;
 pub mod term;
 pub mod theme;
 pub mod units;
@@ -31,6 +32,7 @@ use std::path::Path;
 pub use export::{parse_size, render_dashboard, screenshot};
 pub use replay::read_events;
 pub use state::DashboardState;
+pub use stderr_log::StderrToFile;
 
 /// Starts a run for the setup screen (the trainer lives behind this).
 pub trait Launcher {

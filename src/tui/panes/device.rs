@@ -27,9 +27,9 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             // Wide panes put the planned figure beside each category.
             let with_plan = w >= 34 && !planned.device.is_empty();
             for (k, v) in &l.device {
-                let mut line = entry(&clip(k, 12), bytes(*v), w.min(24), theme);
+                let mut line = entry(&clip(k.name(), 12), bytes(*v), w.min(24), theme);
                 if with_plan {
-                    if let Some(p) = planned.device.get(k) {
+                    if let Some(p) = planned.device.get(k.name()) {
                         line.spans.push(Span::styled(
                             format!("  plan {}", bytes(*p)),
                             theme.source(),

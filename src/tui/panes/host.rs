@@ -38,10 +38,10 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             let total: u64 = l.host.values().sum();
             lines.push(source_line("ledger", Some(bytes(total)), None, theme));
             for (k, v) in &l.host {
-                let label = if k == "store" {
+                let label = if *k == crate::event::Category::Store {
                     "MEFT store"
                 } else {
-                    k.as_str()
+                    k.name()
                 };
                 lines.push(entry(label, bytes(*v), w, theme));
             }

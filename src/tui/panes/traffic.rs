@@ -3,6 +3,7 @@
 //! dense-offload figure and NVML's PCIe counters when a driver reports them.
 
 use super::{bars, frame};
+use crate::event::Kind;
 use crate::tui::state::DashboardState;
 use crate::tui::units::{bytes, bytes_f, bytes_short, resample, spark};
 use ratatui::buffer::Buffer;
@@ -102,7 +103,11 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             t.h2d(),
             &h2d_hist,
             theme.h2d(),
-            vec![("rows", t.rows), ("map", t.map), ("ids", t.ids)],
+            vec![
+                ("rows", t[Kind::Rows]),
+                ("map", t[Kind::Map]),
+                ("ids", t[Kind::Ids]),
+            ],
         ),
         (
             "D→H",
@@ -110,9 +115,9 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             &d2h_hist,
             theme.d2h(),
             vec![
-                ("grads", t.grads),
-                ("queries", t.queries),
-                ("routing", t.routing),
+                ("grads", t[Kind::Grads]),
+                ("queries", t[Kind::Queries]),
+                ("routing", t[Kind::Routing]),
             ],
         ),
     ];

@@ -1,0 +1,248 @@
+//! The planner's figures as people read them: a plan's table, and the whole
+//! `meft plan` report (the plan, the paper's union, the dense adapter of
+//! the same size, the verdict on a card).
+
+use super::{plan, Plan, PlanInput};
+use crate::config::Experiment;
+use crate::model::shapes::shape_of;
+use crate::units::{human_bytes, ratio};
+
+impl Plan {
+    /// The plan as a plain-text table under `title`.
+    pub fn table(&self, title: &str) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: u64, detail: String| {
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!("   {detail}")
+            };
+            out.push_str(&format!("{label:<18}{:>10}{detail}\n", human_bytes(value)));
+        };
+        let title_line = format!("{title}\n{}\n", "─".repeat(title.chars().count().max(40)));
+        line("device memory", self.device_total, String::new());
+        for (k, v) in &self.device {
+            line(&format!("  {}", k.name()), *v, String::new());
+        }
+        let host_detail = if self.host.is_empty() {
+            "nothing is kept in host memory".to_string()
+        } else {
+            String::new()
+        };
+        line("host memory", self.host_total, host_detail);
+        for (k, v) in &self.host {
+            line(&format!("  {}", k.name()), *v, String::new());
+        }
+        let t = &self.traffic;
+        let kinds = |to_device: bool| {
+            t.by_kind(to_device)
+                .iter()
+                .map(|(k, v)| format!("{} {}", k.name(), human_bytes(*v)))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        let moved = t.h2d().saturating_add(t.d2h());
+        line(
+            "H→D per step",
+            t.h2d(),
+            if moved == 0 {
+                String::new()
+            } else {
+                kinds(true)
+            },
+        );
+        line(
+            "D→H per step",
+            t.d2h(),
+            if moved == 0 {
+                String::new()
+            } else {
+                kinds(false)
+            },
+        );
+        if let Some(r) = self.offload_ratio() {
+            let verdict = if moved == 0 {
+                "this method moves nothing: its parameters stay on the device".to_string()
+            } else {
+                format!("MEFT moves {} of a dense offload", ratio(r))
+            };
+            line("dense offload", self.dense_offload, verdict);
+        }
+        let fit = match (self.gpu_mem, self.fits) {
+            (Some(gpu), Some(true)) => format!(
+                "fits in {} ✓  (device {} ≤ {})",
+                human_bytes(gpu),
+                human_bytes(self.device_total),
+                human_bytes(gpu)
+            ),
+            (Some(gpu), _) => format!(
+                "does not fit in {} ✗  (device {} > {})",
+                human_bytes(gpu),
+                human_bytes(self.device_total),
+                human_bytes(gpu)
+            ),
+            (None, _) => format!(
+                "no device size given; the plan needs {}",
+                human_bytes(self.device_total)
+            ),
+        };
+        let mut text = title_line;
+        text.push_str(&out);
+        text.push_str(&fit);
+        text.push('\n');
+        for n in &self.notes {
+            text.push_str(&format!("· {n}\n"));
+        }
+        text
+    }
+}
+
+/// |U| / M implied by the paper's traffic figure: MEFT moved ≈0.56× the
+/// adapter's parameters per iteration (LLaMA-7B, M 6144, batch 2 × 256,
+/// rows counted once), i.e. |U|·2d ≈ 0.56 · 2·M·d.
+pub const PAPER_UNION_FRACTION: f64 = 0.56;
+
+pub fn dtype_bytes(dtype: &str) -> u64 {
+    match dtype {
+        "f16" | "bf16" => 2,
+        _ => 4,
+    }
+}
+
+/// Plan inputs measured rather than assumed: by a probe of the run's first
+/// micro-batches, or by a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Padded tokens per micro-batch and padded sequence length.
+    pub tokens: u64,
+    pub seq: u64,
+    /// |U| per adapter layer.
+    pub unions: Vec<u64>,
+    /// Rows per layer with host moments at the end of the run.
+    pub moment_rows: Option<u64>,
+    /// Where the figures come from, for the plan's title.
+    pub source: String,
+}
+
+/// `meft plan`: the experiment's plan next to a dense Parallel Adapter of
+/// the same size (what the same adapter costs without MEFT), as text or JSON.
+pub fn report(
+    exp: &Experiment,
+    gpu_mem: Option<u64>,
+    union_fraction: Option<f64>,
+    observed: Option<&Observed>,
+    json: bool,
+) -> anyhow::Result<String> {
+    exp.validate()?;
+    let model = shape_of(&exp.model.reference)?;
+    let layers = exp.method.meft.layers.resolve(model.num_layers)?.len();
+    let unions: Option<Vec<u64>> = match (union_fraction, observed) {
+        (Some(f), _) if !(0.0..=1.0).contains(&f) => {
+            anyhow::bail!("--union: must be a fraction of M in [0, 1], got {f}")
+        }
+        (Some(f), _) => Some(vec![
+            (f * exp.method.meft.neurons as f64).round() as u64;
+            layers
+        ]),
+        (None, Some(o)) => Some(o.unions.clone()),
+        (None, None) => None,
+    };
+    let mut input = PlanInput {
+        base_dtype_bytes: dtype_bytes(&exp.model.dtype),
+        gpu_mem,
+        union_sizes: unions.as_deref(),
+        ..PlanInput::new(exp, &model)
+    };
+    if let Some(o) = observed {
+        input.tokens_per_micro_batch = o.tokens.max(1);
+        input.seq_len = o.seq.max(1);
+        input.moment_rows = o.moment_rows;
+    }
+    let input = input;
+    let main = plan(&input)?;
+    let mut dense_exp = exp.clone();
+    let mut compare = None;
+    if exp.method.kind == "meft" {
+        dense_exp.method.kind = "parallel".into();
+        dense_exp.method.parallel.size = exp.method.meft.neurons;
+        compare = Some(plan(&PlanInput {
+            exp: &dense_exp,
+            ..input
+        })?);
+    }
+    if json {
+        return Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "plan": main,
+            "dense_parallel_adapter": compare,
+        }))?);
+    }
+    let unions_note = match (union_fraction, observed) {
+        (Some(f), _) => format!("|U| = {f} × M per layer"),
+        (None, Some(o)) => o.source.clone(),
+        (None, None) => "worst-case |U| = min(M, N·K)".to_string(),
+    };
+    let mut out = main.table(&format!(
+        "{} · {} · {} base · {}",
+        exp.name, exp.method.kind, exp.model.dtype, unions_note
+    ));
+    // Without a given or measured union, also show the union the paper
+    // measured.
+    let assumed = union_fraction.is_none() && observed.is_none();
+    let paper_case = match (assumed, exp.method.kind.as_str()) {
+        (true, "meft") => {
+            let u = vec![
+                (PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64;
+                layers
+            ];
+            Some(plan(&PlanInput {
+                union_sizes: Some(&u),
+                ..input
+            })?)
+        }
+        _ => None,
+    };
+    let verdict = |p: &Plan| match p.fits {
+        Some(true) => "fits",
+        Some(false) => "does not fit",
+        None => "no limit given",
+    };
+    if let Some(pc) = &paper_case {
+        let t = &pc.traffic;
+        out.push_str(&format!(
+            "\nAt the paper's measured union (|U| ≈ {PAPER_UNION_FRACTION} × M): device {} ({}), \
+             H→D {} · D→H {} per step = {:.2}× a dense offload of {}.\n",
+            human_bytes(pc.device_total),
+            verdict(pc),
+            human_bytes(t.h2d()),
+            human_bytes(t.d2h()),
+            pc.offload_ratio().unwrap_or(0.0),
+            human_bytes(pc.dense_offload),
+        ));
+    }
+    if let Some(c) = compare {
+        out.push('\n');
+        out.push_str(&c.table(&format!(
+            "without MEFT: dense Parallel Adapter of the same M ({})",
+            exp.method.meft.neurons
+        )));
+        if let Some(g) = gpu_mem {
+            let meft_line = match &paper_case {
+                Some(pc) => format!(
+                    "{} at worst-case unions ({}), {} at the paper's union ({})",
+                    human_bytes(main.device_total),
+                    verdict(&main),
+                    human_bytes(pc.device_total),
+                    verdict(pc)
+                ),
+                None => format!("{} ({})", human_bytes(main.device_total), verdict(&main)),
+            };
+            out.push_str(&format!(
+                "\nOn {}: MEFT needs {meft_line}; the dense adapter needs {} ({}).\n",
+                human_bytes(g),
+                human_bytes(c.device_total),
+                verdict(&c),
+            ));
+        }
+    }
+    Ok(out)
+}
