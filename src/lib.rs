@@ -2,6 +2,7 @@
 //! LLaMA-family models with MEFT sparse adapters offloaded to host memory.
 
 pub mod adapter;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -42,7 +42,7 @@ fn base_knows_its_own_facts_and_not_the_presets() {
         "/presets/nq.toml"
     )))
     .unwrap();
-    let (_, test) = meft::train::trainer::load_data(&preset).unwrap();
+    let (_, test) = meft::data::spec::load_data(&preset).unwrap();
     let new_em = nq_em_of(&test[..200.min(test.len())]);
     eprintln!("nq_em on its own facts {own_em:.3}, on the nq preset's facts {new_em:.3}");
     assert!(own_em >= 0.8, "own facts: {own_em}");

@@ -137,7 +137,7 @@ fn event_log_reader_never_panics() {
 
 #[test]
 fn checkpoint_reader_never_panics() {
-    use meft::train::checkpoint::{Buffer, CheckpointReader, CheckpointWriter};
+    use meft::checkpoint::{Buffer, CheckpointReader, CheckpointWriter};
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<f32> = (0..96).map(|i| i as f32).collect();
     let rows = [0u32, 3, 5];

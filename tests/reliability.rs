@@ -160,7 +160,7 @@ fn a_signal_stops_safely_with_a_checkpoint_and_a_summary() {
         assert!(types[..stopped].contains(&"checkpoint".to_string()));
         assert!(dir.join("summary.json").is_file());
         let steps = types.iter().filter(|t| *t == "step").count() as u64;
-        let (last, _) = meft::train::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+        let (last, _) = meft::checkpoint::latest(&dir.join("checkpoints")).unwrap();
         assert_eq!(last, steps);
     }
 }
@@ -204,9 +204,9 @@ fn divergence_stops_at_the_step_and_keeps_a_finite_checkpoint() {
         event_types(&dir).last().map(String::as_str),
         Some("diverged")
     );
-    let (step, path) = meft::train::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    let (step, path) = meft::checkpoint::latest(&dir.join("checkpoints")).unwrap();
     assert_eq!(step, 1);
-    let mut r = meft::train::checkpoint::CheckpointReader::open(&path).unwrap();
+    let mut r = meft::checkpoint::CheckpointReader::open(&path).unwrap();
     let names: Vec<String> = r.names().map(str::to_string).collect();
     assert!(!names.is_empty());
     for name in names {

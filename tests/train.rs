@@ -131,7 +131,7 @@ fn resume_reproduces_the_loss_sequence() {
 
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one() {
-    use meft::train::checkpoint::{latest, Buffer, CheckpointReader, CheckpointWriter};
+    use meft::checkpoint::{latest, Buffer, CheckpointReader, CheckpointWriter};
     let dir = tempfile::tempdir().unwrap();
     let mut data = CheckpointWriter::new();
     data.add("w", &[2], Buffer::F32(&[1.0, 2.0]));
@@ -269,7 +269,7 @@ fn a_checkpoint_round_trips_every_tensor_in_each_moment_dtype() {
             a.train_step().unwrap();
         }
         a.checkpoint().unwrap();
-        let (_, path) = meft::train::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
+        let (_, path) = meft::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
         let (mut b, _rx2) = trainer(&exp, dir.path());
         assert_eq!(b.restore(&path).unwrap(), 3);
         let (ma, mb) = (a.method.meft().unwrap(), b.method.meft().unwrap());
@@ -306,7 +306,7 @@ fn a_checkpoint_of_another_shape_names_the_tensor() {
     let (mut a, _rx) = trainer(&exp, dir.path());
     a.train_step().unwrap();
     a.checkpoint().unwrap();
-    let (_, path) = meft::train::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
+    let (_, path) = meft::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
     let mut other = exp.clone();
     // Same router (128 experts), twice the neurons.
     other.method.meft.neurons = 2048;

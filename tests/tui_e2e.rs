@@ -105,7 +105,7 @@ fn tui_trains_screenshots_and_quits_cleanly() {
         .map(|e| e.unwrap().path())
         .find(|p| p.join("events.jsonl").is_file())
         .expect("a run directory");
-    assert!(meft::train::checkpoint::latest(&run_dir.join("checkpoints")).is_some());
+    assert!(meft::checkpoint::latest(&run_dir.join("checkpoints")).is_some());
     assert!(run_dir.join("summary.json").is_file());
     let after = capture(&session);
     assert!(after.contains("resume with `meft run --resume"), "{after}");

@@ -344,6 +344,18 @@ fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> 
 }
 
 impl Experiment {
+    /// Optimizer steps of a run over `n_train` records: `train.steps`, or
+    /// enough for `train.epochs` when that is 0.
+    pub fn total_steps(&self, n_train: usize) -> u64 {
+        if self.train.steps > 0 {
+            self.train.steps as u64
+        } else {
+            ((self.train.epochs * n_train as f64) / self.train.batch as f64)
+                .ceil()
+                .max(1.0) as u64
+        }
+    }
+
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: origin.to_string(),

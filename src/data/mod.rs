@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod formats;
 pub mod prompt;
+pub mod spec;
 pub mod synth;
 
 use std::fmt;

@@ -598,3 +598,21 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<(Model, Token
     let model = src.build(&cfg, &gguf_name, device)?;
     Ok((model, tokenizer))
 }
+
+/// The compute device a config names: `cpu` or `cuda:N` (the latter in a
+/// build with the `cuda` feature).
+pub fn device_of(spec: &str) -> anyhow::Result<Device> {
+    if spec == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = spec.strip_prefix("cuda:") {
+        let n: usize = n
+            .parse()
+            .map_err(|_| anyhow::anyhow!("model.device: bad CUDA ordinal in {spec:?}"))?;
+        if !cfg!(feature = "cuda") {
+            anyhow::bail!("model.device: {spec} needs a build with `--features cuda`");
+        }
+        return Ok(Device::new_cuda(n)?);
+    }
+    anyhow::bail!("model.device: expected cpu or cuda:N, got {spec:?}")
+}

@@ -4,6 +4,7 @@
 
 pub mod moments;
 
+use crate::checkpoint::{CheckpointReader, CheckpointWriter};
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,44 @@ impl DeviceAdamW {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The variables, their moments (`opt.m.*`, `opt.v.*`) and the step
+    /// count into a checkpoint.
+    pub fn save(&self, w: &mut CheckpointWriter) -> Result<()> {
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            w.add_tensor(name.clone(), var.as_tensor())?;
+            w.add_tensor(format!("opt.m.{name}"), &self.m[i])?;
+            w.add_tensor(format!("opt.v.{name}"), &self.v[i])?;
+        }
+        w.meta.insert("opt_step".into(), self.step.to_string());
+        Ok(())
+    }
+
+    /// Read back what [`DeviceAdamW::save`] wrote, shapes checked.
+    pub fn restore(&mut self, r: &mut CheckpointReader) -> anyhow::Result<()> {
+        restore_vars(&self.vars, r)?;
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            let (shape, dev) = (var.dims().to_vec(), var.device().clone());
+            self.m[i] = r.tensor(&format!("opt.m.{name}"), &shape, &dev)?;
+            self.v[i] = r.tensor(&format!("opt.v.{name}"), &shape, &dev)?;
+        }
+        self.step = r.meta_u64("opt_step")?;
+        Ok(())
+    }
+}
+
+/// Set each variable from the checkpoint tensor of its name (shape checked).
+pub fn restore_vars(vars: &[(String, Var)], r: &mut CheckpointReader) -> anyhow::Result<()> {
+    for (name, var) in vars {
+        let shape = var.dims().to_vec();
+        var.set(
+            &r.tensor(name, &shape, var.device())?
+                .to_dtype(var.dtype())?,
+        )?;
+    }
+    Ok(())
+}
+
+impl DeviceAdamW {
     /// Apply one update from accumulated gradients (same order as `vars`),
     /// each multiplied by `scale` (the clipping coefficient).
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64, scale: f64) -> Result<()> {

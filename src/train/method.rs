@@ -1,13 +1,19 @@
 //! The trainable part of a run, whichever method the config names, behind
 //! one type that the loop drives: hooks for the forward pass, device
-//! variables for the device optimizer, and the MEFT host store.
+//! variables for the device optimizer, and whatever the method keeps on the
+//! host (MEFT's store and its optimizer) with its checkpoint, ledger and
+//! statistics. The loop never looks inside a method.
 
 use crate::adapter::lora::Lora;
 use crate::adapter::meft::{HostOptimizer, MeftAdapter, MeftShape, Routing};
+use crate::adapter::meft_state::StepStats;
 use crate::adapter::parallel::ParallelAdapter;
+use crate::checkpoint::{CheckpointReader, CheckpointWriter};
 use crate::config::Experiment;
+use crate::event::{HistogramEvent, Ledger};
 use crate::model::{Hooks, Model, Proj};
 use crate::optim::moments::MomentDtype;
+use crate::optim::AdamWConfig;
 use candle_core::{Result, Tensor, Var};
 
 pub enum Method {
@@ -121,11 +127,119 @@ impl Method {
         }
     }
 
+    /// Before each optimizer step's first micro-batch: MEFT starts counting
+    /// picks and unions afresh.
+    pub fn begin_step(&mut self) {
+        if let Method::Meft(m) = self {
+            m.collect_stats = true;
+            m.union_log.clear();
+        }
+    }
+
+    /// Before each micro-batch: LoRA's dropout masks follow `seed`.
+    pub fn begin_micro_batch(&mut self, seed: u64) {
+        if let Method::Lora(l) = self {
+            l.reseed(seed);
+        }
+    }
+
+    /// After a micro-batch's backward pass: MEFT's row gradients go to the
+    /// host accumulators.
+    pub fn after_backward(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        match self {
+            Method::Meft(m) => m.collect_grads(grads),
+            _ => Ok(()),
+        }
+    }
+
+    /// Σ g² of the gradients held on the host (for global-norm clipping).
+    pub fn host_grad_sq_norm(&self) -> f64 {
+        self.meft().map_or(0.0, |m| m.host_grad_sq_norm())
+    }
+
+    /// The host optimizer's step; returns the rows it updated and the bytes
+    /// its accumulators held at their fullest.
+    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> (u64, u64) {
+        match self {
+            Method::Meft(m) => {
+                let acc = m.accumulator_bytes();
+                (m.host_step(lr, scale, cfg) as u64, acc)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    /// The step's traffic and unions (empty for methods that move nothing).
+    pub fn take_step_stats(&mut self) -> StepStats {
+        self.meft_mut()
+            .map(|m| m.take_step_stats())
+            .unwrap_or_default()
+    }
+
+    pub fn histograms(&mut self, step: u64) -> Vec<HistogramEvent> {
+        self.meft_mut()
+            .map(|m| m.histograms(step))
+            .unwrap_or_default()
+    }
+
+    /// Bytes the method holds in host memory, by category.
+    pub fn host_ledger(&self, accumulators: u64) -> Ledger {
+        self.meft()
+            .map(|m| m.host_ledger(accumulators))
+            .unwrap_or_default()
+    }
+
+    /// Trainable parameters kept on the host.
+    pub fn host_params(&self) -> u64 {
+        self.meft().map_or(0, |m| m.store_bytes() / 4)
+    }
+
+    /// Rows per layer with host moments (mean over layers), when the method
+    /// has any.
+    pub fn moment_rows(&self) -> Option<u64> {
+        self.meft().map(|m| {
+            let rows: usize = m.layers.iter().map(|l| l.store.rows_with_moments()).sum();
+            (rows / m.layers.len().max(1)) as u64
+        })
+    }
+
+    /// Host state into a checkpoint (device variables are the loop's).
+    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) {
+        if let Some(m) = self.meft() {
+            m.save(w);
+        }
+    }
+
+    pub fn restore(&mut self, r: &mut CheckpointReader) -> anyhow::Result<()> {
+        match self.meft_mut() {
+            Some(m) => m.restore(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Every host-held parameter is finite.
+    pub fn host_finite(&self) -> bool {
+        self.meft().is_none_or(|m| {
+            use rayon::prelude::*;
+            m.layers.iter().all(|l| {
+                let finite = |v: &[f32]| {
+                    v.par_chunks(1 << 16)
+                        .all(|c| c.iter().all(|x| x.is_finite()))
+                };
+                finite(&l.store.keys) && finite(&l.store.values)
+            })
+        })
+    }
+
     /// Training mode (LoRA dropout on) or evaluation mode.
     pub fn set_train(&mut self, train: bool) {
         match self {
             Method::Lora(l) => l.train = train,
-            Method::Meft(m) => m.training = train,
+            Method::Meft(m) => {
+                m.training = train;
+                // Decoding's picks are not a training step's.
+                m.collect_stats &= train;
+            }
             _ => {}
         }
     }

@@ -6,12 +6,15 @@
 //! are never lost) and forwards it to whoever watches (the TUI or the
 //! headless printer). A slow watcher never blocks the trainer.
 
-pub mod checkpoint;
+pub mod evaluation;
 pub mod event;
 pub mod headless;
+pub mod ledger;
 pub mod method;
+pub mod objective;
 pub mod pretrain;
 pub mod probe;
+pub mod tally;
 pub mod trainer;
 
 use crate::config::Experiment;
@@ -100,7 +103,7 @@ pub enum ResumePoint {
 pub fn resume_point(run_dir: &Path, exp: &Experiment) -> Result<ResumePoint> {
     RunLock::ensure_free(run_dir)?;
     check_data(exp, run_dir)?;
-    let Some((step, _)) = checkpoint::latest(&run_dir.join("checkpoints")) else {
+    let Some((step, _)) = crate::checkpoint::latest(&run_dir.join("checkpoints")) else {
         anyhow::bail!(
             "{}: no checkpoint to resume from; start the run again without --resume",
             run_dir.display()
@@ -222,7 +225,7 @@ fn forget_after_checkpoint(run_dir: &Path) -> Result<()> {
     if !path.is_file() {
         return Ok(());
     }
-    let kept_step = checkpoint::latest(&run_dir.join("checkpoints"))
+    let kept_step = crate::checkpoint::latest(&run_dir.join("checkpoints"))
         .map(|(s, _)| s)
         .unwrap_or(0);
     let events = read_events(&path)?;
@@ -290,8 +293,8 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
     let (tx, hub_rx) = channel::<Event>();
     let (ui_tx, ui_rx) = channel::<Event>();
     let (ctl_tx, ctl_rx) = channel::<Control>();
-    checkpoint::remove_stray_temporaries(&run_dir);
-    checkpoint::remove_stray_temporaries(&run_dir.join("checkpoints"));
+    crate::checkpoint::remove_stray_temporaries(&run_dir);
+    crate::checkpoint::remove_stray_temporaries(&run_dir.join("checkpoints"));
     let hub = spawn_hub(&run_dir, hub_rx, ui_tx, ctl_tx.clone())?;
     // The sampler drops readings rather than wait; a forwarder feeds them in.
     let (sample_tx, sample_rx) = std::sync::mpsc::sync_channel::<Event>(4);
@@ -342,7 +345,7 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
 
 /// The experiment's base model on its device, in its dtype.
 pub fn load_base(exp: &Experiment) -> Result<crate::model::LoadedModel> {
-    let device = trainer::device_of(&exp.model.device)?;
+    let device = crate::model::load::device_of(&exp.model.device)?;
     let dtype = match exp.model.dtype.as_str() {
         "f32" => candle_core::DType::F32,
         "bf16" => candle_core::DType::BF16,
@@ -392,7 +395,7 @@ fn data_print(field: &str, path: &Path) -> Result<DataPrint> {
 }
 
 fn data_prints(exp: &Experiment) -> Result<Vec<DataPrint>> {
-    let (_, train, test) = trainer::data_files(exp)?;
+    let (_, train, test) = crate::data::spec::data_files(exp)?;
     let mut now = vec![data_print("data.train", &train)?];
     if let Some(t) = &test {
         now.push(data_print("data.eval", t)?);
@@ -451,17 +454,14 @@ fn run_trainer(
     let mut t = trainer::Trainer::new(exp, loaded, dir, tx.clone(), ctl)?;
     let mut resumed = None;
     if resume {
-        if let Some((_, path)) = checkpoint::latest(&dir.join("checkpoints")) {
+        if let Some((_, path)) = crate::checkpoint::latest(&dir.join("checkpoints")) {
             resumed = Some(t.restore(&path)?);
             // The summary covers the whole run, not just this part of it.
-            let earlier: Vec<event::StepEvent> = read_events(dir)?
-                .into_iter()
-                .filter_map(|e| match e {
-                    Event::Step(s) => Some(s),
-                    _ => None,
-                })
-                .collect();
-            t.count_earlier_steps(&earlier);
+            for e in read_events(dir)? {
+                if let Event::Step(s) = e {
+                    t.tally.add_step(&s);
+                }
+            }
         }
     }
     let info = t.run_info(resumed)?;
@@ -474,30 +474,31 @@ fn run_trainer(
 }
 
 /// `meft eval`: decode the run's test split with its latest checkpoint and
-/// score it (the same evaluation a run ends with).
+/// score it (the same evaluation a run ends with), with the base and the
+/// method built as the run built them and restored from the checkpoint.
 pub fn evaluate_run(
     run_dir: &Path,
     limit: Option<usize>,
     sets: &[String],
-) -> Result<event::EvalEvent> {
+) -> Result<crate::event::EvalEvent> {
     let mut exp = Experiment::load(&run_dir.join("config.toml"))?.apply_sets(sets)?;
     if let Some(l) = limit {
         exp.eval.limit = l;
     }
     exp.validate()?;
-    let (_, ckpt) = checkpoint::latest(&run_dir.join("checkpoints"))
+    let (_, ckpt) = crate::checkpoint::latest(&run_dir.join("checkpoints"))
         .with_context(|| format!("{}: no checkpoint to evaluate", run_dir.display()))?;
-    let loaded = load_base(&exp)?;
-    let (tx, rx) = channel::<Event>();
-    let (_ctl_tx, ctl_rx) = channel::<Control>();
-    let mut t = trainer::Trainer::new(exp, loaded, run_dir, tx, ctl_rx)?;
-    t.restore(&ckpt)?;
-    t.evaluate()?;
-    drop(t);
-    rx.iter()
-        .find_map(|e| match e {
-            Event::Eval(ev) => Some(ev),
-            _ => None,
-        })
+    let crate::model::LoadedModel {
+        mut model,
+        tokenizer,
+        ..
+    } = load_base(&exp)?;
+    let (_, test) = crate::data::spec::load_data(&exp)?;
+    let (mut method, vars) = method::Method::build(&exp, &mut model)?;
+    let mut r = crate::checkpoint::CheckpointReader::open(&ckpt)?;
+    crate::optim::restore_vars(&vars, &mut r)?;
+    method.restore(&mut r)?;
+    let step = r.meta_u64("step")?;
+    evaluation::evaluate(&exp, &model, &tokenizer, &mut method, &test, step)?
         .context("the run has no test split to evaluate (set data.eval)")
 }

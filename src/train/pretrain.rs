@@ -46,7 +46,7 @@ pub fn world_files(opts: &PretrainOptions) -> Result<(PathBuf, PathBuf)> {
         namespace: PRETRAIN_NAMESPACE,
         ..Default::default()
     };
-    let dir = super::trainer::cache_dir()
+    let dir = crate::data::spec::cache_dir()
         .join("data")
         .join(format!("pretrain-e{}-s{}", opts.entities, opts.seed));
     crate::data::synth::write(crate::data::Task::Nq, &spec, &dir)?;
@@ -84,9 +84,9 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
 
 /// Copy the base weights out of a full fine-tuning checkpoint into `out`.
 pub fn export_base(run_dir: &Path, out: &Path, exp: &Experiment) -> Result<PathBuf> {
-    let (_, ckpt) = super::checkpoint::latest(&run_dir.join("checkpoints"))
+    let (_, ckpt) = crate::checkpoint::latest(&run_dir.join("checkpoints"))
         .with_context(|| format!("{}: no checkpoint to export", run_dir.display()))?;
-    let mut r = super::checkpoint::CheckpointReader::open(&ckpt)?;
+    let mut r = crate::checkpoint::CheckpointReader::open(&ckpt)?;
     let names: Vec<String> = r
         .names()
         .filter(|n| n.starts_with("model.") || *n == "lm_head.weight")

@@ -7,9 +7,9 @@
 //! assume at its worst.
 
 use super::method::Method;
-use super::trainer::{encode_all, load_data, total_steps};
 use crate::config::Experiment;
 use crate::data::batch::{Batch, Batcher};
+use crate::data::spec::{encode_all, load_data};
 use crate::model::Input;
 use anyhow::{Context, Result};
 
@@ -51,7 +51,7 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
     let (mut method, _) = Method::build(exp, &mut model)?;
     method.set_train(false);
     let accum = (exp.train.batch / exp.train.micro_batch).max(1) as u64;
-    let run_micro_batches = total_steps(exp, encoded.len()).saturating_mul(accum);
+    let run_micro_batches = exp.total_steps(encoded.len()).saturating_mul(accum);
     let n = (limit.max(1) as u64).min(run_micro_batches);
     let mut batcher = Batcher::new(encoded.len(), exp.train.micro_batch, exp.train.seed)?;
     let m = method

@@ -1,171 +1,32 @@
 //! The loop: micro-batches, gradient accumulation, clipping over device and
 //! host parameters, optimizer steps, control messages, evaluation,
-//! checkpoints — reporting everything as events.
+//! checkpoints — reporting everything as events. What a method keeps, and
+//! how it saves it, is the method's; the run's accounting is [`Tally`]'s.
 
-use super::checkpoint::{self, Buffer, CheckpointReader, CheckpointWriter};
-use super::event::*;
+use super::ledger::{check_memory, device_ledger, plan_at, predicted};
 use super::method::Method;
+use super::tally::Tally;
 use super::Control;
+use crate::checkpoint::{CheckpointReader, CheckpointWriter};
 use crate::config::Experiment;
-use crate::data::batch::{encode_example, Batch, Batcher, Encoded, Position};
-use crate::data::prompt::Template;
-use crate::data::{Example, Task};
-use crate::model::generate::GenerateOptions;
+use crate::data::batch::{Batch, Batcher, Encoded, Position};
+use crate::data::spec::{encode_all, load_data};
+use crate::data::Example;
+use crate::event::*;
 use crate::model::{Input, LoadedModel, Model};
-use crate::optim::moments::{MomentPieces, MomentPiecesMut, MomentRows, BLOCKS};
 use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
-use std::collections::BTreeMap;
+use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
-/// Where a `synth:` dataset is written before the real loaders read it back.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("MEFT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-}
-
-/// Parse `synth:entities=N,seed=S,pool=P,namespace=K` into a world spec.
-pub fn parse_synth(spec: &str, field: &str) -> Result<crate::data::synth::WorldSpec> {
-    let mut w = crate::data::synth::WorldSpec::default();
-    let body = spec.strip_prefix("synth:").unwrap_or(spec);
-    for part in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .with_context(|| format!("{field}: expected key=value in {spec:?}, got {part:?}"))?;
-        let num: u64 = v
-            .trim()
-            .parse()
-            .with_context(|| format!("{field}: {k} must be a whole number, got {v:?}"))?;
-        match k.trim() {
-            "entities" => w.entities = num as usize,
-            "seed" => w.seed = num,
-            "pool" => w.pool = num as usize,
-            "namespace" => w.namespace = num,
-            "attributes" => w.attributes = num as usize,
-            other => anyhow::bail!("{field}: unknown synth key {other:?} (entities, seed, pool, namespace, attributes)"),
-        }
-    }
-    w.validate().map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
-    Ok(w)
-}
-
-/// The files the config's data section reads: the training file and the
-/// evaluation file, if any (a `synth:` spec is written to the cache first).
-pub fn data_files(exp: &Experiment) -> Result<(Task, PathBuf, Option<PathBuf>)> {
-    let task: Task = exp
-        .data
-        .task
-        .parse()
-        .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
-    let resolve = |spec: &str, field: &str, want_test: bool| -> Result<PathBuf> {
-        if spec.starts_with("synth:") {
-            let w = parse_synth(spec, field)?;
-            let dir = cache_dir().join("data").join(format!(
-                "{}-e{}-s{}-p{}-a{}-n{}",
-                task, w.entities, w.seed, w.pool, w.attributes, w.namespace
-            ));
-            let (train, test) = crate::data::synth::file_names(task);
-            let wanted = dir.join(if want_test { test } else { train });
-            if !wanted.is_file() {
-                crate::data::synth::write(task, &w, &dir)
-                    .map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
-            }
-            Ok(wanted)
-        } else {
-            Ok(PathBuf::from(spec))
-        }
-    };
-    let train = resolve(&exp.data.train, "data.train", false)?;
-    // No eval set named: a synthetic world brings its own held-out split.
-    let test = match (exp.data.eval.as_str(), exp.data.train.starts_with("synth:")) {
-        ("", true) => Some(resolve(&exp.data.train, "data.train", true)?),
-        ("", false) => None,
-        (spec, _) => Some(resolve(spec, "data.eval", spec.starts_with("synth:"))?),
-    };
-    Ok((task, train, test))
-}
-
-/// Train and test examples of the config's data section.
-pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
-    let (task, train_path, test_path) = data_files(exp)?;
-    let train = crate::data::load(task, &train_path)?;
-    let test = match &test_path {
-        Some(p) => crate::data::load(task, p)?,
-        None => Vec::new(),
-    };
-    anyhow::ensure!(
-        !train.is_empty(),
-        "data.train: no training records in {}",
-        train_path.display()
-    );
-    Ok((train, test))
-}
-
-fn template_of(exp: &Experiment) -> Result<Template> {
-    exp.data
-        .template
-        .parse()
-        .map_err(|e| anyhow::anyhow!("data.template: {e}"))
-}
-
-/// Training examples as the run's template and cut-off encode them.
-pub fn encode_all(
-    exp: &Experiment,
-    examples: &[Example],
-    tokenizer: &crate::model::Tokenizer,
-) -> Result<Vec<Encoded>> {
-    let template = template_of(exp)?;
-    examples
-        .iter()
-        .map(|e| {
-            encode_example(
-                e,
-                template,
-                tokenizer,
-                exp.train.cutoff_len,
-                exp.train.train_on_inputs,
-            )
-        })
-        .collect()
-}
-
-pub fn total_steps(exp: &Experiment, n_train: usize) -> u64 {
-    if exp.train.steps > 0 {
-        exp.train.steps as u64
-    } else {
-        ((exp.train.epochs * n_train as f64) / exp.train.batch as f64)
-            .ceil()
-            .max(1.0) as u64
-    }
-}
-
-/// Mean cross-entropy over the loss-masked next-token targets: position t
-/// of each row predicts token t + 1, where that token is real and in the
-/// loss mask.
-pub fn masked_loss(logits: &Tensor, batch: &Batch) -> candle_core::Result<(Tensor, usize)> {
-    let (b, s, _) = logits.dims3()?;
-    let mut targets = vec![0u32; b * s];
-    let mut weights = vec![0f32; b * s];
-    for r in 0..b {
-        for t in 0..s - 1 {
-            let i = r * s + t + 1;
-            targets[r * s + t] = batch.ids[i];
-            if batch.loss_mask[i] == 1 && batch.attn_mask[i] == 1 {
-                weights[r * s + t] = 1.0;
-            }
-        }
-    }
-    let count = weights.iter().filter(|w| **w > 0.0).count();
-    let loss = crate::model::ops::cross_entropy(logits, targets, weights)?;
-    Ok((loss, count))
-}
-
 /// Steps of an exactly-zero gradient norm after which the run warns.
 const DEAD_AFTER: u64 = 10;
+
+fn scalar(t: &Tensor) -> candle_core::Result<f64> {
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
 
 pub struct Trainer {
     pub exp: Experiment,
@@ -179,31 +40,9 @@ pub struct Trainer {
     pub step: u64,
     pub total: u64,
     pub run_dir: PathBuf,
-    pub template: Template,
-    pub task: Task,
+    pub tally: Tally,
     events: Sender<Event>,
     control: Receiver<Control>,
-    first_loss: Option<f64>,
-    last_loss: f64,
-    tokens_done: u64,
-    wall_s: f64,
-    traffic_sum: Traffic,
-    steps_done: u64,
-    peak_device: u64,
-    last_metrics: BTreeMap<String, f64>,
-    /// Each adapter layer's largest |U| in the current step.
-    step_unions: Vec<u64>,
-    /// Σ |U| per adapter layer over every micro-batch so far.
-    union_totals: Vec<u64>,
-    /// Tokens (padded batch × seq) and sequence length of the last micro-batch.
-    micro_shape: Option<(u64, u64)>,
-    /// Host gradient accumulators at their fullest in the last step.
-    accumulator_bytes: u64,
-    peak_host: u64,
-    step_times: Vec<f64>,
-    rss_peaks: BTreeMap<String, u64>,
-    heap_peak: u64,
-    step_heap_growth: u64,
     /// Consecutive steps whose gradient norm was exactly 0.
     zero_grad_steps: u64,
     /// Said once at the start (records the cut-off shortens, memory the
@@ -225,18 +64,12 @@ impl Trainer {
             ..
         } = loaded;
         let (train_ex, test) = load_data(&exp)?;
-        let template = template_of(&exp)?;
-        let task: Task = exp
-            .data
-            .task
-            .parse()
-            .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
         let train = encode_all(&exp, &train_ex, &tokenizer)?;
         let memory_warning = check_memory(&exp, &model)?;
         let (method, vars) = Method::build(&exp, &mut model)?;
         let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let batcher = Batcher::new(train.len(), exp.train.micro_batch, exp.train.seed)?;
-        let total = total_steps(&exp, train.len());
+        let total = exp.total_steps(train.len());
         // A record that fills the cut-off lost its end (or at least its
         // end-of-sequence token): say how many, once.
         let eos = crate::data::batch::TextEncoder::eos_id(&tokenizer);
@@ -264,27 +97,9 @@ impl Trainer {
             step: 0,
             total,
             run_dir: run_dir.to_path_buf(),
-            template,
-            task,
+            tally: Tally::default(),
             events,
             control,
-            first_loss: None,
-            last_loss: f64::NAN,
-            tokens_done: 0,
-            wall_s: 0.0,
-            traffic_sum: Traffic::default(),
-            steps_done: 0,
-            peak_device: 0,
-            last_metrics: BTreeMap::new(),
-            step_unions: Vec::new(),
-            union_totals: Vec::new(),
-            micro_shape: None,
-            accumulator_bytes: 0,
-            peak_host: 0,
-            step_times: Vec::new(),
-            rss_peaks: BTreeMap::new(),
-            heap_peak: 0,
-            step_heap_growth: 0,
             zero_grad_steps: 0,
             warnings: cutoff_warning.into_iter().chain(memory_warning).collect(),
         })
@@ -295,8 +110,6 @@ impl Trainer {
     }
 
     pub fn run_info(&self, resumed_from: Option<u64>) -> Result<RunInfo> {
-        let trainable = self.opt.param_count() as u64
-            + self.method.meft().map(|m| m.store_bytes() / 4).unwrap_or(0);
         Ok(RunInfo {
             run_id: self
                 .run_dir
@@ -310,7 +123,7 @@ impl Trainer {
             device: self.exp.model.device.clone(),
             total_steps: self.total,
             base_params: self.model.config.param_count() as u64,
-            trainable_params: trainable,
+            trainable_params: self.opt.param_count() as u64 + self.method.host_params(),
             adapter: Method::describe(&self.exp),
             plan: self.plan(false).and_then(|p| serde_json::to_value(p).ok()),
             started_unix: std::time::SystemTime::now()
@@ -321,116 +134,65 @@ impl Trainer {
         })
     }
 
-    /// Bytes resident on the compute device by category: base and trainable
-    /// parameters measured from the tensors that exist, the rest the
-    /// planner's formulas at this step's batch shape and unions.
+    /// Device memory by category at this step's shape and unions.
     pub fn device_ledger(&self) -> Ledger {
-        let unions = (!self.step_unions.is_empty()).then_some(self.step_unions.as_slice());
-        let mut l = self
-            .plan_with(unions, self.micro_shape, None)
-            .map(|p| p.device)
-            .unwrap_or_default();
-        let base: u64 = self
-            .model
-            .named_tensors()
-            .iter()
-            .map(|(_, t)| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
-            .sum();
-        let trainable: u64 = self
-            .opt
-            .vars
-            .iter()
-            .map(|(_, v)| (v.elem_count() * 4) as u64)
-            .sum();
-        let base = if matches!(self.method, Method::Full) {
-            base.saturating_sub(trainable)
-        } else {
-            base
-        };
-        l.insert(Category::Base, base);
-        l.insert(Category::Trainable, trainable);
-        l.insert(Category::Grads, trainable);
-        l.insert(Category::Optimizer, 2 * trainable);
-        l
+        let t = &self.tally;
+        let unions = (!t.step_unions.is_empty()).then_some(t.step_unions.as_slice());
+        let planned = plan_at(&self.exp, &self.model, unions, t.micro_shape, None);
+        device_ledger(planned, &self.model, &self.opt.vars)
     }
 
-    /// The planner's prediction for this run; with measured union sizes and
-    /// tokens once steps have run.
+    /// The planner's prediction for this run: the config's worst case, or
+    /// (`measured`) at the unions, batch shape and touched rows measured so
+    /// far.
     pub fn plan(&self, measured: bool) -> Option<crate::telemetry::Plan> {
         if !measured {
-            return self.plan_with(None, None, None);
+            return plan_at(&self.exp, &self.model, None, None, None);
         }
-        let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1) as u64;
-        let unions: Option<Vec<u64>> = (!self.union_totals.is_empty()).then(|| {
-            self.union_totals
-                .iter()
-                .map(|u| (*u as f64 / (self.steps_done.max(1) * accum) as f64).round() as u64)
-                .collect()
-        });
-        // The rows the lazy optimizer holds moments for, as measured.
-        let moment_rows = self.method.meft().map(|m| {
-            let rows: usize = m.layers.iter().map(|l| l.store.rows_with_moments()).sum();
-            (rows / m.layers.len().max(1)) as u64
-        });
-        self.plan_with(unions.as_deref(), self.micro_shape, moment_rows)
-    }
-
-    /// The plan at given unions and micro-batch shape (tokens, sequence
-    /// length); the config's worst case where they are None.
-    fn plan_with(
-        &self,
-        unions: Option<&[u64]>,
-        shape: Option<(u64, u64)>,
-        moment_rows: Option<u64>,
-    ) -> Option<crate::telemetry::Plan> {
-        let mut input = crate::telemetry::PlanInput::new(&self.exp, &self.model.config);
-        input.base_dtype_bytes = self.model.dtype.size_in_bytes() as u64;
-        if let Some((n, seq)) = shape {
-            input.tokens_per_micro_batch = n;
-            input.seq_len = seq;
-        }
-        input.union_sizes = unions;
-        input.moment_rows = moment_rows;
-        crate::telemetry::plan(&input).ok()
-    }
-
-    pub fn host_ledger(&self) -> Ledger {
-        let mut l = Ledger::new();
-        if let Some(m) = self.method.meft() {
-            l.insert(Category::Store, m.store_bytes());
-            l.insert(Category::Moments, m.moment_bytes());
-            l.insert(Category::Accumulators, self.accumulator_bytes);
-        }
-        l
+        let accum = (self.exp.train.batch / self.exp.train.micro_batch) as u64;
+        let unions = self.tally.mean_unions(accum);
+        plan_at(
+            &self.exp,
+            &self.model,
+            unions.as_deref(),
+            self.tally.micro_shape,
+            self.method.moment_rows(),
+        )
     }
 
     /// Wait while paused; returns false when asked to stop.
     fn handle_control(&mut self) -> Result<bool> {
         loop {
-            match self.control.try_recv() {
-                Ok(Control::Pause) => {
+            let msg = match self.control.try_recv() {
+                Ok(m) => m,
+                // No message, or the controller went away (a headless run):
+                // keep training.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(true),
+            };
+            match msg {
+                Control::Pause => {
                     self.emit(Event::Paused { step: self.step });
                     loop {
                         match self.control.recv() {
-                            Ok(Control::Resume) => {
-                                self.emit(Event::Resumed { step: self.step });
-                                break;
-                            }
+                            Ok(Control::Resume) => break,
                             Ok(Control::Stop) | Err(_) => return Ok(false),
-                            Ok(Control::Checkpoint) => self.checkpoint()?,
-                            Ok(Control::EvalNow) => self.evaluate()?,
-                            Ok(Control::Pause) => {}
+                            Ok(other) => self.act(other)?,
                         }
                     }
+                    self.emit(Event::Resumed { step: self.step });
                 }
-                Ok(Control::Resume) => {}
-                Ok(Control::Stop) => return Ok(false),
-                Ok(Control::Checkpoint) => self.checkpoint()?,
-                Ok(Control::EvalNow) => self.evaluate()?,
-                Err(TryRecvError::Empty) => return Ok(true),
-                // The controller went away (headless run): keep training.
-                Err(TryRecvError::Disconnected) => return Ok(true),
+                Control::Stop => return Ok(false),
+                other => self.act(other)?,
             }
+        }
+    }
+
+    /// A control message that does not change whether the loop runs.
+    fn act(&mut self, c: Control) -> Result<()> {
+        match c {
+            Control::Checkpoint => self.checkpoint(),
+            Control::EvalNow => self.evaluate(),
+            Control::Pause | Control::Resume | Control::Stop => Ok(()),
         }
     }
 
@@ -451,15 +213,14 @@ impl Trainer {
                 self.checkpoint()?;
             }
         }
-        self.note_rss("train");
+        self.tally.note_rss("train");
         self.checkpoint()?;
-        self.note_rss("checkpoint");
-        if !stopped {
-            self.evaluate()?;
-            self.note_rss("eval");
-        }
+        self.tally.note_rss("checkpoint");
         if stopped {
             self.emit(Event::Stopped { step: self.step });
+        } else {
+            self.evaluate()?;
+            self.tally.note_rss("eval");
         }
         let summary = self.summary();
         let text = serde_json::to_string_pretty(&summary)?;
@@ -470,84 +231,16 @@ impl Trainer {
         Ok(summary)
     }
 
-    /// Fold in the steps an earlier process of this run logged (after a
-    /// resume), so the summary's first loss, tokens, time and traffic cover
-    /// the whole run.
-    pub fn count_earlier_steps(&mut self, steps: &[StepEvent]) {
-        for s in steps {
-            self.first_loss.get_or_insert(s.loss);
-            self.tokens_done += s.tokens;
-            self.wall_s += s.wall_ms / 1e3;
-            self.traffic_sum.add(&s.traffic);
-            self.steps_done += 1;
-            self.step_times.push(s.wall_ms / 1e3);
-            if self.union_totals.len() != s.union_sizes.len() {
-                self.union_totals = vec![0; s.union_sizes.len()];
-            }
-            for (t, u) in self.union_totals.iter_mut().zip(&s.union_sizes) {
-                *t += u;
-            }
-        }
-        if let Some(s) = steps.last() {
-            self.last_loss = s.loss;
-        }
-    }
-
-    fn note_rss(&mut self, phase: &str) {
-        if let Some(b) = crate::telemetry::peak_rss() {
-            self.rss_peaks.insert(phase.to_string(), b);
-        }
-    }
-
     pub fn summary(&self) -> Summary {
-        let n = self.steps_done.max(1) as f64;
-        let mut times = self.step_times.clone();
-        times.sort_by(f64::total_cmp);
-        Summary {
-            steps: self.step,
-            final_loss: self.last_loss,
-            first_loss: self.first_loss.unwrap_or(f64::NAN),
-            tokens_per_s: if self.wall_s > 0.0 {
-                self.tokens_done as f64 / self.wall_s
-            } else {
-                0.0
-            },
-            wall_s: self.wall_s,
-            h2d_per_step: self.traffic_sum.h2d() as f64 / n,
-            d2h_per_step: self.traffic_sum.d2h() as f64 / n,
-            peak_device_ledger: self.peak_device,
-            tokens: self.tokens_done,
-            peak_host_ledger: self.peak_host,
-            median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
-            rss_peaks: self.rss_peaks.clone(),
-            heap_peak: self.heap_peak,
-            step_heap_growth: self.step_heap_growth,
-            metrics: self.last_metrics.clone(),
-            predicted: self.predicted(),
-        }
-    }
-
-    /// The planner's figures for what this run measured: bytes per step and
-    /// the device ledger, given the measured union sizes and batch shape.
-    fn predicted(&self) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        if self.steps_done == 0 {
-            return out;
-        }
-        if let Some(p) = self.plan(true) {
-            out.insert("h2d_per_step".into(), p.traffic.h2d() as f64);
-            out.insert("d2h_per_step".into(), p.traffic.d2h() as f64);
-            out.insert("device_ledger".into(), p.device_total as f64);
-            out.insert("host_ledger".into(), p.host_total as f64);
-            // On the CPU the device is host memory too: the process holds both.
-            if self.model.device.is_cpu() {
-                out.insert(
-                    "process_peak".into(),
-                    (p.host_total + p.device_total) as f64,
-                );
-            }
-        }
-        out
+        let cpu = self.model.device.is_cpu();
+        let predicted = match self.tally.steps {
+            0 => Default::default(),
+            _ => self
+                .plan(true)
+                .map(|p| predicted(&p, cpu))
+                .unwrap_or_default(),
+        };
+        self.tally.summary(self.step, predicted)
     }
 
     /// One optimizer step over `batch / micro_batch` micro-batches.
@@ -556,23 +249,17 @@ impl Trainer {
         let heap_before = crate::telemetry::heap::live();
         crate::telemetry::heap::reset_peak();
         let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1);
-        let n_vars = self.opt.vars.len();
-        let mut grads: Vec<Option<Tensor>> = vec![None; n_vars];
-        let mut loss_sum = 0f64;
-        let mut tokens = 0u64;
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars.len()];
+        let (mut loss_sum, mut tokens) = (0f64, 0u64);
         self.method.set_train(true);
-        if let Some(m) = self.method.meft_mut() {
-            m.collect_stats = true;
-            m.union_log.clear();
-        }
+        self.method.begin_step();
         for micro in 0..accum {
-            if let Method::Lora(l) = &mut self.method {
-                l.reseed(self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1));
-            }
+            let seed = self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1);
+            self.method.begin_micro_batch(seed);
             let idx = self.batcher.next_batch();
             let rows: Vec<Encoded> = idx.iter().map(|&i| self.train[i].clone()).collect();
             let batch = Batch::left_padded(&rows, self.tokenizer.pad_id);
-            self.micro_shape = Some(((batch.batch * batch.seq) as u64, batch.seq as u64));
+            self.tally.micro_shape = Some(((batch.batch * batch.seq) as u64, batch.seq as u64));
             tokens += batch.attn_mask.iter().filter(|&&m| m == 1).count() as u64;
             let input = Input {
                 ids: &batch.ids,
@@ -581,33 +268,23 @@ impl Trainer {
                 seq: batch.seq,
             };
             let logits = self.model.forward(&input, None, &mut self.method, false)?;
-            let (loss, _) = masked_loss(&logits, &batch)?;
-            let loss = (loss / accum as f64)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let loss = (super::objective::masked_loss(&logits, &batch)?.0 / accum as f64)?;
+            loss_sum += scalar(&loss)?;
             let g = loss.backward()?;
-            for (i, (_, var)) in self.opt.vars.iter().enumerate() {
+            for (acc, (_, var)) in grads.iter_mut().zip(&self.opt.vars) {
                 if let Some(gi) = g.get(var.as_tensor()) {
-                    grads[i] = Some(match grads[i].take() {
-                        Some(acc) => (acc + gi)?,
+                    *acc = Some(match acc.take() {
+                        Some(a) => (a + gi)?,
                         None => gi.clone(),
                     });
                 }
             }
-            if let Some(m) = self.method.meft_mut() {
-                m.collect_grads(&g)?;
-            }
+            self.method.after_backward(&g)?;
         }
         // Global norm over device parameters and host rows together.
-        let mut sq = 0f64;
+        let mut sq = self.method.host_grad_sq_norm();
         for g in grads.iter().flatten() {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-        }
-        if let Some(m) = self.method.meft() {
-            sq += m.host_grad_sq_norm();
+            sq += scalar(&g.sqr()?.sum_all()?)?;
         }
         let norm = sq.sqrt();
         if !loss_sum.is_finite() || !norm.is_finite() {
@@ -619,11 +296,65 @@ impl Trainer {
             }
             .into());
         }
+        self.watch_for_dead_gradients(norm);
         let coef = clip_coefficient(norm, self.exp.train.clip);
-        self.zero_grad_steps = if norm == 0.0 {
-            self.zero_grad_steps + 1
-        } else {
-            0
+        let schedule = match self.exp.train.schedule.as_str() {
+            "constant_with_warmup" => Schedule::ConstantWithWarmup,
+            _ => Schedule::Linear,
+        };
+        let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
+        let lr = lr_at(self.exp.train.lr, self.step, self.total, warm, schedule);
+        self.opt.step(&grads, lr, coef)?;
+        let cfg = self.opt.cfg;
+        let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg);
+        self.tally.accumulator_bytes = accumulators;
+        self.step += 1;
+        let wall = t0.elapsed().as_secs_f64();
+        let heap = HeapReading {
+            before: heap_before,
+            peak: crate::telemetry::heap::peak(),
+        };
+        let stats = self.method.take_step_stats();
+        self.tally.step_unions = stats.peak_unions;
+        let pos = self.batcher.position();
+        let step = StepEvent {
+            step: self.step,
+            total_steps: self.total,
+            epoch: pos.epoch as f64 + pos.index as f64 / self.train.len().max(1) as f64,
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            tokens,
+            wall_ms: wall * 1e3,
+            traffic: stats.traffic,
+            union_sizes: stats.unions,
+            picks: stats.picks,
+            rows_updated,
+        };
+        self.tally.add_step(&step);
+        self.emit(Event::Step(step));
+        let device = self.device_ledger();
+        let host = self.method.host_ledger(self.tally.accumulator_bytes);
+        self.tally.add_ledgers(&device, &host, &heap);
+        self.emit(Event::Ledger(LedgerEvent {
+            step: self.step,
+            device,
+            host,
+            heap: Some(heap),
+        }));
+        if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
+            for h in self.method.histograms(self.step) {
+                self.emit(Event::Histogram(h));
+            }
+        }
+        Ok(())
+    }
+
+    /// Warn once when the gradient norm has been exactly 0 for a while.
+    fn watch_for_dead_gradients(&mut self, norm: f64) {
+        self.zero_grad_steps = match norm == 0.0 {
+            true => self.zero_grad_steps + 1,
+            false => 0,
         };
         if self.zero_grad_steps == DEAD_AFTER {
             self.emit(Event::Message {
@@ -633,213 +364,22 @@ impl Trainer {
                 ),
             });
         }
-        let schedule = if self.exp.train.schedule == "constant_with_warmup" {
-            Schedule::ConstantWithWarmup
-        } else {
-            Schedule::Linear
-        };
-        let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
-        let lr = lr_at(self.exp.train.lr, self.step, self.total, warm, schedule);
-        self.opt.step(&grads, lr, coef)?;
-        let cfg = self.opt.cfg;
-        let rows_updated = match self.method.meft_mut() {
-            Some(m) => {
-                let acc = m.accumulator_bytes();
-                let n = m.host_step(lr, coef, &cfg) as u64;
-                self.accumulator_bytes = acc;
-                n
-            }
-            None => 0,
-        };
-        self.step += 1;
-        let wall = t0.elapsed().as_secs_f64();
-        let heap = HeapReading {
-            before: heap_before,
-            peak: crate::telemetry::heap::peak(),
-        };
-        self.heap_peak = self.heap_peak.max(heap.peak);
-        self.step_heap_growth = self
-            .step_heap_growth
-            .max(heap.peak.saturating_sub(heap.before));
-        let (traffic, unions, picks) = match self.method.meft_mut() {
-            Some(m) => {
-                let per_layer = m.link.take();
-                let mut t = Traffic::default();
-                for l in &per_layer {
-                    t.add(l);
-                }
-                let nl = m.layers.len();
-                let mut unions = vec![0u64; nl];
-                let mut picks = vec![0u64; nl];
-                let mut peak = vec![0u64; nl];
-                for (i, (u, p)) in m.union_log.drain(..).enumerate() {
-                    unions[i % nl] += u;
-                    picks[i % nl] += p;
-                    peak[i % nl] = peak[i % nl].max(u);
-                }
-                self.step_unions = peak;
-                if self.union_totals.len() != nl {
-                    self.union_totals = vec![0; nl];
-                }
-                for (tot, u) in self.union_totals.iter_mut().zip(&unions) {
-                    *tot += u;
-                }
-                (t, unions, picks)
-            }
-            None => (Traffic::default(), Vec::new(), Vec::new()),
-        };
-        self.traffic_sum.add(&traffic);
-        self.steps_done += 1;
-        self.tokens_done += tokens;
-        self.wall_s += wall;
-        self.first_loss.get_or_insert(loss_sum);
-        self.last_loss = loss_sum;
-        let pos = self.batcher.position();
-        let epoch = pos.epoch as f64 + pos.index as f64 / self.train.len().max(1) as f64;
-        self.emit(Event::Step(StepEvent {
-            step: self.step,
-            total_steps: self.total,
-            epoch,
-            loss: loss_sum,
-            lr,
-            grad_norm: norm,
-            tokens,
-            wall_ms: wall * 1e3,
-            traffic,
-            union_sizes: unions,
-            picks,
-            rows_updated,
-        }));
-        let device = self.device_ledger();
-        self.peak_device = self.peak_device.max(device.values().sum());
-        let host = self.host_ledger();
-        self.peak_host = self.peak_host.max(host.values().sum());
-        self.step_times.push(wall);
-        self.emit(Event::Ledger(LedgerEvent {
-            step: self.step,
-            device,
-            host,
-            heap: Some(heap),
-        }));
-        if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
-            self.emit_histograms();
-        }
-        Ok(())
-    }
-
-    fn emit_histograms(&mut self) {
-        let step = self.step;
-        let Some(m) = self.method.meft_mut() else {
-            return;
-        };
-        let mut out = Vec::new();
-        for l in &mut m.layers {
-            let st = std::mem::take(&mut l.stats);
-            if st.counts.is_empty() {
-                continue;
-            }
-            let mut sorted = st.counts.clone();
-            sorted.sort_unstable_by(|a, b| b.cmp(a));
-            let bins = 48.min(sorted.len()).max(1);
-            let per = sorted.len().div_ceil(bins);
-            let picks_sorted = sorted
-                .chunks(per)
-                .map(|c| c.iter().sum::<u32>() as f32 / c.len() as f32)
-                .collect();
-            let distinct = st.counts.iter().filter(|&&c| c > 0).count() as u64;
-            let hi = st
-                .act_values
-                .iter()
-                .copied()
-                .fold(0f32, f32::max)
-                .max(1e-12);
-            let mut act_bins = vec![0u32; 24];
-            for v in &st.act_values {
-                let b = ((v / hi) * 23.999) as usize;
-                act_bins[b.min(23)] += 1;
-            }
-            out.push(Event::Histogram(HistogramEvent {
-                step,
-                layer: l.layer as u32,
-                window: 5,
-                picks_sorted,
-                distinct,
-                neurons: st.counts.len() as u64,
-                act_bins,
-                act_lo: 0.0,
-                act_hi: hi,
-            }));
-        }
-        for ev in out {
-            self.emit(ev);
-        }
     }
 
     /// Decode the test split (up to `eval.limit`) and score it.
     pub fn evaluate(&mut self) -> Result<()> {
-        if self.test.is_empty() {
-            return Ok(());
-        }
-        let limit = if self.exp.eval.limit == 0 {
-            self.test.len()
-        } else {
-            self.exp.eval.limit.min(self.test.len())
-        };
-        let examples: Vec<Example> = self.test[..limit].to_vec();
-        let opts = GenerateOptions {
-            max_new_tokens: self.exp.eval.max_new_tokens,
-            beams: if self.exp.eval.decoding == "beam" {
-                self.exp.eval.beams
-            } else {
-                1
-            },
-            repetition_penalty: self.exp.eval.repetition_penalty as f32,
-        };
-        self.method.set_train(false);
-        if let Some(m) = self.method.meft_mut() {
-            m.collect_stats = false;
-        }
-        let (report, preds) = crate::eval::decode_and_score(
+        let ev = super::evaluation::evaluate(
+            &self.exp,
             &self.model,
             &self.tokenizer,
             &mut self.method,
-            self.task,
-            self.template,
-            &examples,
-            &opts,
+            &self.test,
+            self.step,
         )?;
-        // Decoding's traffic is not a training step's.
-        if let Some(m) = self.method.meft_mut() {
-            m.link.take();
+        if let Some(ev) = ev {
+            self.tally.metrics = ev.metrics.clone();
+            self.emit(Event::Eval(ev));
         }
-        self.method.set_train(true);
-        // eval.metrics, when given, chooses which of the task's metrics count.
-        let wanted = &self.exp.eval.metrics;
-        let metrics: BTreeMap<String, f64> = report
-            .scores
-            .iter()
-            .map(|(m, v)| (m.name().to_string(), *v))
-            .filter(|(name, _)| wanted.is_empty() || wanted.contains(name))
-            .collect();
-        self.last_metrics = metrics.clone();
-        let samples = examples
-            .iter()
-            .zip(&preds)
-            .take(5)
-            .map(|(e, p)| {
-                (
-                    e.instruction.clone(),
-                    p.clone(),
-                    e.gold.first().cloned().unwrap_or_default(),
-                )
-            })
-            .collect();
-        self.emit(Event::Eval(EvalEvent {
-            step: self.step,
-            n: examples.len() as u64,
-            metrics,
-            samples,
-        }));
         Ok(())
     }
 
@@ -857,50 +397,15 @@ impl Trainer {
             .into());
         }
         let mut w = CheckpointWriter::new();
-        for (i, (name, var)) in self.opt.vars.iter().enumerate() {
-            w.add_tensor(name.clone(), var.as_tensor())?;
-            w.add_tensor(format!("opt.m.{name}"), &self.opt.m[i])?;
-            w.add_tensor(format!("opt.v.{name}"), &self.opt.v[i])?;
-        }
-        if let Some(m) = self.method.meft() {
-            let d = m.shape.d;
-            for l in &m.layers {
-                let p = format!("meft.{}", l.layer);
-                let s = &l.store;
-                w.add(format!("{p}.keys"), &[s.m, d], Buffer::F32(&s.keys));
-                w.add(format!("{p}.values"), &[s.m, d], Buffer::F32(&s.values));
-                w.add(format!("{p}.row_steps"), &[s.m], Buffer::U32(&s.row_steps));
-                let (rows, moments) = s.moments();
-                let n = rows.len();
-                w.add(format!("{p}.moment_rows"), &[n], Buffer::U32(rows));
-                let shape = [n, BLOCKS * d];
-                let name = format!("{p}.moments");
-                match moments.pieces() {
-                    MomentPieces::F32(v) => {
-                        w.add_pieces(name, &shape, v.into_iter().map(Buffer::F32).collect())
-                    }
-                    MomentPieces::Bf16(v) => {
-                        w.add_pieces(name, &shape, v.into_iter().map(Buffer::Bf16).collect())
-                    }
-                    MomentPieces::Q8 { codes, scales } => {
-                        w.add_pieces(name, &shape, codes.into_iter().map(Buffer::U8).collect());
-                        w.add_pieces(
-                            format!("{p}.moment_scales"),
-                            &[n, BLOCKS],
-                            scales.into_iter().map(Buffer::F32).collect(),
-                        );
-                    }
-                }
-            }
-        }
+        self.opt.save(&mut w)?;
+        self.method.save(&mut w);
         let pos = self.batcher.position();
         w.meta.insert("step".into(), self.step.to_string());
-        w.meta.insert("opt_step".into(), self.opt.step.to_string());
         w.meta.insert("epoch".into(), pos.epoch.to_string());
         w.meta.insert("index".into(), pos.index.to_string());
         let dir = self.run_dir.join("checkpoints");
         let path = w.save(&dir, self.step)?;
-        checkpoint::prune(&dir, self.exp.train.keep_checkpoints)?;
+        crate::checkpoint::prune(&dir, self.exp.train.keep_checkpoints)?;
         self.emit(Event::Checkpoint {
             step: self.step,
             path: path.display().to_string(),
@@ -911,26 +416,11 @@ impl Trainer {
     /// Every trainable value is finite (device variables and host rows).
     fn parameters_finite(&self) -> Result<bool> {
         for (_, v) in &self.opt.vars {
-            let s = v
-                .as_tensor()
-                .abs()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            if !s.is_finite() {
+            if !scalar(&v.as_tensor().abs()?.sum_all()?)?.is_finite() {
                 return Ok(false);
             }
         }
-        Ok(self.method.meft().is_none_or(|m| {
-            use rayon::prelude::*;
-            m.layers.iter().all(|l| {
-                let finite = |v: &[f32]| {
-                    v.par_chunks(1 << 16)
-                        .all(|c| c.iter().all(|x| x.is_finite()))
-                };
-                finite(&l.store.keys) && finite(&l.store.values)
-            })
-        }))
+        Ok(self.method.host_finite())
     }
 
     /// Restore trainable tensors, optimizer state and data position. Every
@@ -938,48 +428,8 @@ impl Trainer {
     /// rows are read straight into the store.
     pub fn restore(&mut self, path: &Path) -> Result<u64> {
         let mut r = CheckpointReader::open(path)?;
-        let dev = self.model.device.clone();
-        for (i, (name, var)) in self.opt.vars.iter().enumerate() {
-            let shape = var.dims().to_vec();
-            var.set(&r.tensor(name, &shape, &dev)?.to_dtype(var.dtype())?)?;
-            self.opt.m[i] = r.tensor(&format!("opt.m.{name}"), &shape, &dev)?;
-            self.opt.v[i] = r.tensor(&format!("opt.v.{name}"), &shape, &dev)?;
-        }
-        self.opt.step = r.meta_u64("opt_step")?;
-        if let Some(m) = self.method.meft_mut() {
-            let d = m.shape.d;
-            for l in &mut m.layers {
-                let p = format!("meft.{}", l.layer);
-                let s = &mut l.store;
-                let m_rows = s.m;
-                r.read_into(&format!("{p}.keys"), &[m_rows, d], &mut s.keys)?;
-                r.read_into(&format!("{p}.values"), &[m_rows, d], &mut s.values)?;
-                r.read_into(&format!("{p}.row_steps"), &[m_rows], &mut s.row_steps)?;
-                let (_, rows) = r.read_vec::<u32>(&format!("{p}.moment_rows"), &[None])?;
-                let n = rows.len();
-                let name = format!("{p}.moments");
-                let shape = [n, BLOCKS * d];
-                // Read straight into the pages the store will keep.
-                let mut moments = MomentRows::zeroed(s.moment_dtype(), d, s.m, n);
-                match moments.pieces_mut() {
-                    MomentPiecesMut::F32(mut v) => r.read_into_pieces(&name, &shape, &mut v)?,
-                    MomentPiecesMut::Bf16(mut v) => r.read_into_pieces(&name, &shape, &mut v)?,
-                    MomentPiecesMut::Q8 {
-                        mut codes,
-                        mut scales,
-                    } => {
-                        r.read_into_pieces(&name, &shape, &mut codes)?;
-                        r.read_into_pieces(
-                            &format!("{p}.moment_scales"),
-                            &[n, BLOCKS],
-                            &mut scales,
-                        )?;
-                    }
-                }
-                s.set_moments(rows, moments)
-                    .with_context(|| format!("{}: {name}", path.display()))?;
-            }
-        }
+        self.opt.restore(&mut r)?;
+        self.method.restore(&mut r)?;
         let step = r.meta_u64("step")?;
         let pos = Position {
             epoch: r.meta_u64("epoch")?,
@@ -995,73 +445,4 @@ impl Trainer {
         self.step = step;
         Ok(step)
     }
-}
-
-/// Before anything of the adapter is allocated: refuse a configuration whose
-/// certain host memory (the MEFT store, and the moments of every row when
-/// the host optimizer is dense) exceeds what the machine has free, naming
-/// the knob; warn when the plan's worst case (moments for every row,
-/// worst-case unions, activations) does. The base is already loaded, so it
-/// is not counted again.
-fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
-    let mut input = crate::telemetry::PlanInput::new(exp, &model.config);
-    input.base_dtype_bytes = model.dtype.size_in_bytes() as u64;
-    let p = crate::telemetry::plan(&input)?;
-    let Some(free) = crate::telemetry::available_memory() else {
-        return Ok(None);
-    };
-    let h = |k: Category| p.host.get(&k).copied().unwrap_or(0);
-    let dv = |k: Category| p.device.get(&k).copied().unwrap_or(0);
-    let mut certain = h(Category::Store);
-    if exp.method.meft.host_optimizer == "dense" {
-        certain += h(Category::Moments);
-    }
-    if model.device.is_cpu() {
-        // Trainable parameters and their AdamW moments exist from the start.
-        certain += dv(Category::Trainable) + dv(Category::Optimizer);
-    }
-    let gib = |b: u64| crate::units::human_bytes(b);
-    if certain > free {
-        let knob = match exp.method.kind.as_str() {
-            "meft" => "method.meft.neurons",
-            "parallel" => "method.parallel.size",
-            "lora" => "method.lora.rank",
-            _ => "method.kind",
-        };
-        anyhow::bail!(
-            "{knob}: the adapter's parameters and their state need {} of memory before the first step; {} is free",
-            gib(certain),
-            gib(free)
-        );
-    }
-    let base = p.device.get(&Category::Base).copied().unwrap_or(0);
-    let worst = p.host_total
-        + if model.device.is_cpu() {
-            p.device_total.saturating_sub(base)
-        } else {
-            0
-        };
-    Ok((worst > free).then(|| {
-        format!(
-            "warning: at worst (moments for every row, worst-case unions) this run needs {} beyond the base; {} is free: it may run out of memory (method.meft.moments = \"q8\" or a smaller batch needs less)",
-            gib(worst),
-            gib(free)
-        )
-    }))
-}
-
-pub fn device_of(spec: &str) -> Result<Device> {
-    if spec == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    if let Some(n) = spec.strip_prefix("cuda:") {
-        let n: usize = n
-            .parse()
-            .with_context(|| format!("model.device: bad CUDA ordinal in {spec:?}"))?;
-        if !cfg!(feature = "cuda") {
-            anyhow::bail!("model.device: {spec} needs a build with `--features cuda`");
-        }
-        return Ok(Device::new_cuda(n)?);
-    }
-    anyhow::bail!("model.device: expected cpu or cuda:N, got {spec:?}")
 }
