@@ -1,0 +1,397 @@
+//! The setup screen's knobs: which experiment setting each row edits, how
+//! it is labelled and named in validation errors, how it reads as text, and
+//! how a notch up or down moves it.
+
+use crate::config::Experiment;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Model,
+    Task,
+    Train,
+    Method,
+    Neurons,
+    TopK,
+    Experts,
+    Probe,
+    Routing,
+    HostOptimizer,
+    Lr,
+    Steps,
+    Epochs,
+    Batch,
+    MicroBatch,
+    Cutoff,
+    Seed,
+    Device,
+}
+
+pub const FIELDS: [Field; 19] = [
+    Field::Name,
+    Field::Model,
+    Field::Task,
+    Field::Train,
+    Field::Method,
+    Field::Neurons,
+    Field::TopK,
+    Field::Experts,
+    Field::Probe,
+    Field::Routing,
+    Field::HostOptimizer,
+    Field::Lr,
+    Field::Steps,
+    Field::Epochs,
+    Field::Batch,
+    Field::MicroBatch,
+    Field::Cutoff,
+    Field::Seed,
+    Field::Device,
+];
+
+const METHODS: &[&str] = &["meft", "parallel", "lora", "full", "none"];
+const TASKS: &[&str] = &["nq", "squad", "gsm8k", "metamath", "toolbench"];
+const ROUTINGS: &[&str] = &["key_experts", "full"];
+const HOST_OPTIMIZERS: &[&str] = &["lazy", "dense"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Text,
+    Choice(&'static [&'static str]),
+    Number,
+}
+
+impl Field {
+    pub fn label(self) -> &'static str {
+        match self {
+            Field::Name => "Preset",
+            Field::Model => "Model",
+            Field::Task => "Task",
+            Field::Train => "Train data",
+            Field::Method => "Method",
+            Field::Neurons => "Neurons M",
+            Field::TopK => "Top-K",
+            Field::Experts => "Experts E",
+            Field::Probe => "Probe P",
+            Field::Routing => "Routing",
+            Field::HostOptimizer => "Host optim",
+            Field::Lr => "LR",
+            Field::Steps => "Steps",
+            Field::Epochs => "Epochs",
+            Field::Batch => "Batch",
+            Field::MicroBatch => "Micro-batch",
+            Field::Cutoff => "Cutoff",
+            Field::Seed => "Seed",
+            Field::Device => "Device",
+        }
+    }
+
+    /// The config path validation errors name.
+    pub fn path(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Model => "model.reference",
+            Field::Task => "data.task",
+            Field::Train => "data.train",
+            Field::Method => "method.kind",
+            Field::Neurons => "method.meft.neurons",
+            Field::TopK => "method.meft.top_k",
+            Field::Experts => "method.meft.experts",
+            Field::Probe => "method.meft.probe",
+            Field::Routing => "method.meft.routing",
+            Field::HostOptimizer => "method.meft.host_optimizer",
+            Field::Lr => "train.lr",
+            Field::Steps => "train.steps",
+            Field::Epochs => "train.epochs",
+            Field::Batch => "train.batch",
+            Field::MicroBatch => "train.micro_batch",
+            Field::Cutoff => "train.cutoff_len",
+            Field::Seed => "train.seed",
+            Field::Device => "model.device",
+        }
+    }
+
+    pub(super) fn kind(self) -> Kind {
+        match self {
+            Field::Name | Field::Model | Field::Train | Field::Device => Kind::Text,
+            Field::Task => Kind::Choice(TASKS),
+            Field::Method => Kind::Choice(METHODS),
+            Field::Routing => Kind::Choice(ROUTINGS),
+            Field::HostOptimizer => Kind::Choice(HOST_OPTIMIZERS),
+            _ => Kind::Number,
+        }
+    }
+
+    pub(super) fn meft_only(self) -> bool {
+        matches!(
+            self,
+            Field::Neurons
+                | Field::TopK
+                | Field::Experts
+                | Field::Probe
+                | Field::Routing
+                | Field::HostOptimizer
+        )
+    }
+
+    /// The value as typed into the field.
+    pub fn get(self, e: &Experiment) -> String {
+        let m = &e.method.meft;
+        let t = &e.train;
+        match self {
+            Field::Name => e.name.clone(),
+            Field::Model => e.model.reference.clone(),
+            Field::Task => e.data.task.clone(),
+            Field::Train => e.data.train.clone(),
+            Field::Method => e.method.kind.clone(),
+            Field::Neurons => m.neurons.to_string(),
+            Field::TopK => m.top_k.to_string(),
+            Field::Experts => m.experts.to_string(),
+            Field::Probe => m.probe.to_string(),
+            Field::Routing => m.routing.clone(),
+            Field::HostOptimizer => m.host_optimizer.clone(),
+            Field::Lr => format!("{:e}", t.lr),
+            Field::Steps => t.steps.to_string(),
+            Field::Epochs => t.epochs.to_string(),
+            Field::Batch => t.batch.to_string(),
+            Field::MicroBatch => t.micro_batch.to_string(),
+            Field::Cutoff => t.cutoff_len.to_string(),
+            Field::Seed => t.seed.to_string(),
+            Field::Device => e.model.device.clone(),
+        }
+    }
+
+    /// Set from typed text; the error says what was expected.
+    pub fn set(self, e: &mut Experiment, text: &str) -> Result<(), String> {
+        let text = text.trim();
+        let int = || -> Result<usize, String> {
+            text.replace('_', "")
+                .parse::<usize>()
+                .map_err(|_| format!("expected a whole number, got {text:?}"))
+        };
+        let float = || -> Result<f64, String> {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("expected a number, got {text:?}"))
+        };
+        let m = &mut e.method.meft;
+        let t = &mut e.train;
+        match self {
+            Field::Name => {
+                if text.is_empty() {
+                    return Err("a name is needed".into());
+                }
+                e.name = text.to_string();
+            }
+            Field::Model => e.model.reference = text.to_string(),
+            Field::Train => e.data.train = text.to_string(),
+            Field::Device => e.model.device = text.to_string(),
+            Field::Task | Field::Method | Field::Routing | Field::HostOptimizer => {
+                let Kind::Choice(options) = self.kind() else {
+                    return Ok(());
+                };
+                if !options.contains(&text) {
+                    return Err(format!("expected one of {}", options.join(", ")));
+                }
+                let v = text.to_string();
+                match self {
+                    Field::Task => e.data.task = v,
+                    Field::Method => e.method.kind = v,
+                    Field::Routing => m.routing = v,
+                    _ => m.host_optimizer = v,
+                }
+            }
+            Field::Neurons => m.neurons = int()?,
+            Field::TopK => m.top_k = int()?,
+            Field::Experts => m.experts = int()?,
+            Field::Probe => m.probe = int()?,
+            Field::Lr => t.lr = float()?,
+            Field::Steps => t.steps = int()?,
+            Field::Epochs => t.epochs = float()?,
+            Field::Batch => t.batch = int()?,
+            Field::MicroBatch => t.micro_batch = int()?,
+            Field::Cutoff => t.cutoff_len = int()?,
+            Field::Seed => {
+                t.seed = text
+                    .parse()
+                    .map_err(|_| format!("expected a whole number, got {text:?}"))?
+            }
+        }
+        Ok(())
+    }
+
+    /// One notch up or down: multiplicative where the knob spans decades.
+    pub fn step(self, e: &mut Experiment, up: bool) {
+        let m = &mut e.method.meft;
+        let t = &mut e.train;
+        let double = |v: usize, min: usize| {
+            if up {
+                v.saturating_mul(2).max(min)
+            } else {
+                (v / 2).max(min)
+            }
+        };
+        match self.kind() {
+            Kind::Text => {}
+            Kind::Choice(options) => {
+                let current = self.get(e);
+                let i = options.iter().position(|o| *o == current).unwrap_or(0);
+                let n = options.len();
+                let next = if up { (i + 1) % n } else { (i + n - 1) % n };
+                let _ = self.set(e, options[next]);
+            }
+            Kind::Number => match self {
+                Field::Neurons => m.neurons = next_valid_neurons(m, up),
+                Field::TopK => m.top_k = double(m.top_k, 1),
+                Field::Experts => {
+                    // Only divisors of M are valid; below the smallest, 0 = derive from M.
+                    let current = m.resolved_experts();
+                    m.experts = match next_divisor(m.neurons, current, up) {
+                        Some(e) => e,
+                        None if !up && m.experts > 0 => 0,
+                        None => m.experts,
+                    };
+                }
+                Field::Probe => {
+                    m.probe = if up {
+                        m.probe + 1
+                    } else {
+                        m.probe.saturating_sub(1).max(1)
+                    }
+                }
+                Field::Lr => t.lr = one_two_five(t.lr, up),
+                Field::Steps => t.steps = one_two_five(t.steps as f64, up).round() as usize,
+                Field::Epochs => {
+                    t.epochs = if up {
+                        t.epochs.floor() + 1.0
+                    } else {
+                        (t.epochs.ceil() - 1.0).max(0.0)
+                    }
+                }
+                Field::Batch => t.batch = double(t.batch, 1),
+                Field::MicroBatch => {
+                    t.micro_batch =
+                        next_divisor(t.batch, t.micro_batch, up).unwrap_or(t.micro_batch)
+                }
+                Field::Cutoff => t.cutoff_len = double(t.cutoff_len, 4),
+                Field::Seed => {
+                    t.seed = if up {
+                        t.seed.wrapping_add(1)
+                    } else {
+                        t.seed.saturating_sub(1)
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The next value in the 1-2-5 series (…, 1e-3, 2e-3, 5e-3, 1e-2, …).
+fn one_two_five(v: f64, up: bool) -> f64 {
+    if !(v > 0.0 && v.is_finite()) {
+        return if up { 1.0 } else { v };
+    }
+    let decade = 10f64.powf(v.log10().floor());
+    let series = [1.0, 2.0, 5.0, 10.0, 20.0];
+    let rel = v / decade;
+    let next = if up {
+        series
+            .iter()
+            .find(|&&s| s > rel * (1.0 + 1e-9))
+            .copied()
+            .unwrap_or(10.0)
+    } else {
+        series
+            .iter()
+            .rev()
+            .find(|&&s| s < rel * (1.0 - 1e-9))
+            .copied()
+            .unwrap_or(0.5)
+    };
+    // Round away float noise so 3e-3 reads "3e-3", not 2.9999999e-3.
+    let out = next * decade;
+    let digits = 10f64.powf(-(out.log10().floor()) + 3.0);
+    (out * digits).round() / digits
+}
+
+/// Double or halve M, then settle on the nearest M the experts divide so a
+/// notch never lands on an invalid configuration when one is near.
+fn next_valid_neurons(m: &crate::config::MeftSection, up: bool) -> usize {
+    let target = if up {
+        m.neurons.saturating_mul(2)
+    } else {
+        (m.neurons / 2).max(1)
+    };
+    let mut probe = m.clone();
+    let valid = |n: usize, probe: &mut crate::config::MeftSection| {
+        probe.neurons = n;
+        let e = probe.resolved_experts();
+        n > 0 && e > 0 && n.is_multiple_of(e)
+    };
+    let reach = (target / 4).max(1);
+    for d in 0..=reach {
+        if valid(target + d, &mut probe) {
+            return target + d;
+        }
+        if d <= target && valid(target - d, &mut probe) {
+            return target - d;
+        }
+    }
+    target
+}
+
+/// The next divisor of `n` above or below `current`, if any.
+fn next_divisor(n: usize, current: usize, up: bool) -> Option<usize> {
+    let mut divisors = (1..=n).filter(|d| n.is_multiple_of(*d));
+    if up {
+        divisors.find(|&d| d > current)
+    } else {
+        divisors.take_while(|&d| d < current).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_and_steps_move_along_1_2_5() {
+        assert_eq!(one_two_five(1e-3, true), 2e-3);
+        assert_eq!(one_two_five(2e-3, true), 5e-3);
+        assert_eq!(one_two_five(5e-3, true), 1e-2);
+        assert_eq!(one_two_five(1e-3, false), 5e-4);
+        assert_eq!(one_two_five(200.0, true), 500.0);
+    }
+
+    #[test]
+    fn neurons_step_to_a_valid_m() {
+        let mut e = Experiment::default();
+        assert_eq!(e.method.meft.neurons, 4096);
+        Field::Neurons.step(&mut e, true);
+        let m = e.method.meft.neurons;
+        assert!(m > 4096 && m % e.method.meft.resolved_experts() == 0, "{m}");
+        assert!(e.validate().is_ok());
+    }
+
+    #[test]
+    fn experts_step_through_divisors() {
+        let mut e = Experiment::default();
+        e.method.meft.experts = 256;
+        Field::Experts.step(&mut e, true);
+        assert_eq!(e.method.meft.experts, 512);
+        Field::Experts.step(&mut e, false);
+        Field::Experts.step(&mut e, false);
+        assert_eq!(e.method.meft.experts, 128);
+    }
+
+    #[test]
+    fn typed_values_are_checked() {
+        let mut e = Experiment::default();
+        assert!(Field::Neurons.set(&mut e, "abc").is_err());
+        assert!(Field::Method.set(&mut e, "adapter").is_err());
+        assert!(Field::Lr.set(&mut e, "3e-4").is_ok());
+        assert_eq!(e.train.lr, 3e-4);
+    }
+}

@@ -1,0 +1,12 @@
+//! The setup screen: the experiment's knobs on the left, the planner's
+//! prediction on the right, re-validated and re-predicted on every change.
+//! Keyboard only: Tab/↑↓ move, ◀ ▶ or +/- change, typing edits, Enter
+//! starts, `w` saves the setup as a preset.
+
+mod fields;
+mod state;
+mod view;
+
+pub use fields::{Field, FIELDS};
+pub use state::{Setup, SetupInput, SetupOutcome};
+pub use view::SETUP_KEYS;
