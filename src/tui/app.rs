@@ -1,19 +1,21 @@
 //! The application: which screen is up, and the one place where state
 //! changes — [`App::update`] applied to an [`Action`]. Keys become actions
-//! in [`App::action_for`]; run events arrive as actions too, so a test can
+//! in [`App::action_for`], through the key table of the screen or overlay
+//! in force; run events arrive as actions too, so a test can
 //! drive the whole app without a terminal.
 
 use crate::config::Experiment;
 use crate::train::event::Event;
 use crate::train::{Control, RunHandle};
-use crate::tui::dashboard::{self, Chrome};
+use crate::tui::dashboard::{self, Chrome, HELP_KEYS, LIVE_KEYS, QUIT_KEYS, REPLAY_KEYS};
 use crate::tui::export;
+use crate::tui::keys::{self, Binding, Key};
 use crate::tui::replay::Replay;
 use crate::tui::setup::{Setup, SetupInput, SetupOutcome};
 use crate::tui::state::{DashboardState, ViewOptions};
 use crate::tui::theme::Theme;
 use crate::tui::{Launcher, Previewer};
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{KeyEvent, KeyEventKind};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use std::path::PathBuf;
@@ -49,6 +51,19 @@ pub enum Action {
     /// The terminal changed size; only a redraw is needed.
     Redraw,
 }
+
+impl Action {
+    /// Whether the action is a request to the trainer, which only a live run can answer.
+    pub fn controls_trainer(&self) -> bool {
+        matches!(
+            self,
+            Action::TogglePause | Action::Checkpoint | Action::EvalNow
+        )
+    }
+}
+
+/// Keys that mean the same on every screen and under every overlay.
+const APP_KEYS: &[Binding<Action>] = &[Binding::new(&[Key::Ctrl('c', Action::Interrupt)])];
 
 /// A run being watched live.
 pub struct Live {
@@ -208,45 +223,28 @@ impl App {
         if key.kind != KeyEventKind::Press {
             return None;
         }
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            return Some(Action::Interrupt);
+        if let Some(a) = keys::action(APP_KEYS, key) {
+            return Some(a);
         }
         if let Screen::Setup(s) = &self.screen {
             return s.input_for(key).map(Action::Setup);
         }
+        // The dashboard has no chords: a key means the same with a
+        // modifier held, so a stray Ctrl or Alt does not swallow it.
+        keys::action(self.dashboard_keys(), KeyEvent::from(key.code))
+    }
+
+    /// The bindings in force over the dashboard: an overlay's, else the screen's.
+    fn dashboard_keys(&self) -> &'static [Binding<Action>] {
         if self.confirm_quit {
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::ConfirmQuit),
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => Some(Action::CancelQuit),
-                _ => None,
-            };
+            QUIT_KEYS
+        } else if self.help {
+            HELP_KEYS
+        } else if matches!(self.screen, Screen::Replay(_)) {
+            REPLAY_KEYS
+        } else {
+            LIVE_KEYS
         }
-        if self.help {
-            return match key.code {
-                KeyCode::Char('?') | KeyCode::Esc | KeyCode::Char('q') => Some(Action::ToggleHelp),
-                _ => None,
-            };
-        }
-        let replaying = matches!(self.screen, Screen::Replay(_));
-        Some(match key.code {
-            KeyCode::Char(' ') if !replaying => Action::TogglePause,
-            KeyCode::Char('c') if !replaying => Action::Checkpoint,
-            KeyCode::Char('e') if !replaying => Action::EvalNow,
-            KeyCode::Char('s') => Action::Screenshot,
-            KeyCode::Char('?') => Action::ToggleHelp,
-            KeyCode::Char('l') => Action::ToggleLogScale,
-            KeyCode::Char('t') => Action::ToggleTimeAxis,
-            KeyCode::Char('[') => Action::PrevLayer,
-            KeyCode::Char(']') => Action::NextLayer,
-            KeyCode::Char('q') | KeyCode::Esc => Action::RequestQuit,
-            KeyCode::Left if replaying => Action::Seek(-1),
-            KeyCode::Right if replaying => Action::Seek(1),
-            KeyCode::PageUp if replaying => Action::Seek(-10),
-            KeyCode::PageDown if replaying => Action::Seek(10),
-            KeyCode::Home if replaying => Action::SeekStart,
-            KeyCode::End if replaying => Action::SeekEnd,
-            _ => return None,
-        })
     }
 
     /// Apply an action; returns whether the screen needs redrawing.

@@ -1,10 +1,14 @@
 //! The dashboard screen: title bar, the five panes, the status bar and key
 //! hints, laid out for anything from 80×24 up. Live runs and replays draw
-//! the same screen; only the hint row and the overlays differ.
+//! the same screen; only the hint row and the overlays differ. The key
+//! tables of both, and of the overlays over them, live here too.
 
+use crate::tui::app::Action;
+use crate::tui::keys::{self, Binding, Key, Wording};
 use crate::tui::overlay;
 use crate::tui::panes::{activations, device, host, loss, status, traffic, Pane};
 use crate::tui::state::{DashboardState, Phase};
+use crossterm::event::KeyCode;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 
@@ -24,28 +28,101 @@ pub struct Chrome {
     pub confirm_quit: bool,
 }
 
-pub const LIVE_KEYS: &[(&str, &str)] = &[
-    ("space", "pause / resume training"),
-    ("c", "write a checkpoint now"),
-    ("e", "evaluate now"),
-    ("s", "screenshot to <run>/screenshots/"),
-    ("l", "loss: linear / log scale"),
-    ("t", "loss: x axis steps / wall time"),
-    ("[ ]", "activations: previous / next layer"),
-    ("?", "this help"),
-    ("q", "quit (asks while training runs)"),
+const PAUSE: Binding<Action> = Binding::new(&[Key::Char(' ', Action::TogglePause)])
+    .hint("space", "pause")
+    .on("resume")
+    .help("space", "pause / resume training");
+const CHECKPOINT: Binding<Action> = Binding::new(&[Key::Char('c', Action::Checkpoint)])
+    .hint("c", "checkpoint")
+    .help("c", "write a checkpoint now");
+const EVAL: Binding<Action> = Binding::new(&[Key::Char('e', Action::EvalNow)])
+    .hint("e", "eval")
+    .help("e", "evaluate now");
+const STEP: Binding<Action> = Binding::new(&[
+    Key::Code(KeyCode::Left, Action::Seek(-1)),
+    Key::Code(KeyCode::Right, Action::Seek(1)),
+])
+.hint("←→", "step")
+.help("← →", "one step back / forward");
+const TEN_STEPS: Binding<Action> = Binding::new(&[
+    Key::Code(KeyCode::PageUp, Action::Seek(-10)),
+    Key::Code(KeyCode::PageDown, Action::Seek(10)),
+])
+.hint("PgUp/Dn", "±10")
+.help("PgUp PgDn", "ten steps back / forward");
+const ENDS: Binding<Action> = Binding::new(&[
+    Key::Code(KeyCode::Home, Action::SeekStart),
+    Key::Code(KeyCode::End, Action::SeekEnd),
+])
+.hint("Home/End", "ends")
+.help("Home End", "first / last step");
+const SCREENSHOT: Binding<Action> = Binding::new(&[Key::Char('s', Action::Screenshot)])
+    .hint("s", "screenshot")
+    .help("s", "screenshot to <run>/screenshots/");
+const LOG_SCALE: Binding<Action> = Binding::new(&[Key::Char('l', Action::ToggleLogScale)])
+    .hint("l", "log")
+    .long("log scale")
+    .help("l", "loss: linear / log scale");
+const TIME_AXIS: Binding<Action> = Binding::new(&[Key::Char('t', Action::ToggleTimeAxis)])
+    .hint("t", "time")
+    .long("time axis")
+    .help("t", "loss: x axis steps / wall time");
+/// Public for the Activations pane, whose title names these keys.
+pub const LAYER: Binding<Action> = Binding::new(&[
+    Key::Char('[', Action::PrevLayer),
+    Key::Char(']', Action::NextLayer),
+])
+.hint("[ ]", "layer")
+.help("[ ]", "activations: previous / next layer");
+const HELP: Binding<Action> = Binding::new(&[Key::Char('?', Action::ToggleHelp)])
+    .hint("?", "help")
+    .help("?", "this help");
+const QUIT: Binding<Action> = Binding::new(&[
+    Key::Char('q', Action::RequestQuit),
+    Key::Code(KeyCode::Esc, Action::RequestQuit),
+])
+.hint("q", "quit")
+.help("q", "quit");
+
+/// A live run's dashboard, and the same once the run is over.
+pub const LIVE_KEYS: &[Binding<Action>] = &[
+    PAUSE,
+    CHECKPOINT,
+    EVAL,
+    SCREENSHOT,
+    LOG_SCALE,
+    TIME_AXIS,
+    LAYER,
+    HELP,
+    QUIT.help("q", "quit (asks while training runs)"),
 ];
 
-pub const REPLAY_KEYS: &[(&str, &str)] = &[
-    ("← →", "one step back / forward"),
-    ("PgUp PgDn", "ten steps back / forward"),
-    ("Home End", "first / last step"),
-    ("s", "screenshot to <run>/screenshots/"),
-    ("l", "loss: linear / log scale"),
-    ("t", "loss: x axis steps / wall time"),
-    ("[ ]", "activations: previous / next layer"),
-    ("?", "this help"),
-    ("q", "quit"),
+/// A recorded run's dashboard.
+pub const REPLAY_KEYS: &[Binding<Action>] = &[
+    STEP, TEN_STEPS, ENDS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, HELP, QUIT,
+];
+
+/// The help overlay over the dashboard.
+pub const HELP_KEYS: &[Binding<Action>] = &[Binding::new(&[
+    Key::Char('?', Action::ToggleHelp),
+    Key::Code(KeyCode::Esc, Action::ToggleHelp),
+    Key::Char('q', Action::ToggleHelp),
+])
+.hint("? or Esc", "closes this help")];
+
+/// The question before quitting a live run.
+pub const QUIT_KEYS: &[Binding<Action>] = &[
+    Binding::new(&[
+        Key::Char('y', Action::ConfirmQuit),
+        Key::Char('Y', Action::ConfirmQuit),
+    ])
+    .hint("y", "yes"),
+    Binding::new(&[
+        Key::Char('n', Action::CancelQuit),
+        Key::Char('N', Action::CancelQuit),
+        Key::Code(KeyCode::Esc, Action::CancelQuit),
+    ])
+    .hint("n", "no"),
 ];
 
 /// Draw the whole screen into `buf` over `area`.
@@ -65,67 +142,42 @@ pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buf
     panes(state, body, buf);
     status::status_bar(state, status_row, buf);
 
-    match chrome.replay {
-        Some(pos) => {
-            let at = format!("{}/{}", pos.index, pos.count);
-            let items = [
-                ("replay", at.as_str()),
-                ("←→", "step"),
-                ("PgUp/Dn", "±10"),
-                ("Home/End", "ends"),
-                ("s", "screenshot"),
-                ("l", "log"),
-                ("t", "time"),
-                ("[ ]", "layer"),
-                ("?", "help"),
-                ("q", "quit"),
-            ];
-            overlay::hints(&items, 2, &theme, hint_row, buf);
-        }
+    let at = chrome
+        .replay
+        .map(|pos| format!("{}/{}", pos.index, pos.count));
+    let items: Vec<(&str, &str)> = match &at {
+        Some(at) => [("replay", at.as_str())]
+            .into_iter()
+            .chain(keys::short_hints(REPLAY_KEYS))
+            .collect(),
         None if state.phase.is_live() => {
-            let pause = if state.phase == Phase::Paused {
-                "resume"
+            let wording = if state.phase == Phase::Paused {
+                Wording::On
             } else {
-                "pause"
+                Wording::Short
             };
-            let items = [
-                ("space", pause),
-                ("c", "checkpoint"),
-                ("e", "eval"),
-                ("s", "screenshot"),
-                ("l", "log"),
-                ("t", "time"),
-                ("[ ]", "layer"),
-                ("?", "help"),
-                ("q", "quit"),
-            ];
-            overlay::hints(&items, 2, &theme, hint_row, buf);
+            keys::hints(LIVE_KEYS, |_| Some(wording))
         }
-        // Over (or not yet started): nothing to send to the trainer.
-        None => {
-            let items = [
-                ("s", "screenshot"),
-                ("l", "log scale"),
-                ("t", "time axis"),
-                ("[ ]", "layer"),
-                ("?", "help"),
-                ("q", "quit"),
-            ];
-            overlay::hints(&items, 2, &theme, hint_row, buf);
-        }
-    }
+        // Over (or not yet started): nothing to send to the trainer, which
+        // leaves room to spell the rest out.
+        None => keys::hints(LIVE_KEYS, |b| {
+            (!b.actions().any(Action::controls_trainer)).then_some(Wording::Long)
+        }),
+    };
+    overlay::hints(&items, 2, &theme, hint_row, buf);
 
     if chrome.help {
-        let keys = if chrome.replay.is_some() {
+        let table = if chrome.replay.is_some() {
             REPLAY_KEYS
         } else {
             LIVE_KEYS
         };
-        overlay::help("keys", keys, &theme, area, buf);
+        overlay::help("keys", table, HELP_KEYS, &theme, area, buf);
     }
     if chrome.confirm_quit {
         overlay::confirm(
             "Training is still running. Stop it and quit?",
+            QUIT_KEYS,
             &theme,
             area,
             buf,

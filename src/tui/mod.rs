@@ -8,6 +8,7 @@
 pub mod app;
 pub mod dashboard;
 pub mod export;
+pub mod keys;
 pub mod launch;
 pub mod overlay;
 pub mod panes;

@@ -1,6 +1,7 @@
 //! What sits on top of a screen: the key-hint row, the help overlay, the
 //! quit confirmation, and the "terminal too small" notice.
 
+use crate::tui::keys::{self, Binding};
 use crate::tui::theme::Theme;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};
@@ -85,11 +86,20 @@ pub fn dialog(title: &str, w: u16, h: u16, theme: &Theme, area: Rect, buf: &mut 
     inner
 }
 
-/// The help overlay: one row per key.
-pub fn help(title: &str, keys: &[(&str, &str)], theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let h = keys.len() as u16 + 4;
+/// The help overlay: one row per binding of `table`, then how to close it
+/// (the hint of `close`, the overlay's own table).
+pub fn help<A>(
+    title: &str,
+    table: &[Binding<A>],
+    close: &[Binding<A>],
+    theme: &Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let rows = keys::help_rows(table);
+    let h = rows.len() as u16 + 4;
     let inner = dialog(title, 60, h, theme, area, buf);
-    let mut lines: Vec<Line> = keys
+    let mut lines: Vec<Line> = rows
         .iter()
         .map(|(k, a)| {
             Line::from(vec![
@@ -99,25 +109,33 @@ pub fn help(title: &str, keys: &[(&str, &str)], theme: &Theme, area: Rect, buf: 
         })
         .collect();
     lines.push(Line::raw(""));
-    lines.push(Line::from(Span::styled(
-        " ? or Esc closes this help",
-        theme.source(),
-    )));
+    for (k, a) in keys::short_hints(close) {
+        lines.push(Line::from(Span::styled(
+            format!(" {k} {a}"),
+            theme.source(),
+        )));
+    }
     Paragraph::new(lines).render(inner, buf);
 }
 
-/// A yes/no question in a small box.
-pub fn confirm(question: &str, theme: &Theme, area: Rect, buf: &mut Buffer) {
+/// A yes/no question in a small box, answered with the keys of `table`.
+pub fn confirm<A>(
+    question: &str,
+    table: &[Binding<A>],
+    theme: &Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
     let inner = dialog("quit?", 50, 5, theme, area, buf);
-    let lines = vec![
-        Line::from(question.to_string()),
-        Line::from(vec![
-            Span::styled("y", theme.key()),
-            Span::styled(" yes · ", theme.label()),
-            Span::styled("n", theme.key()),
-            Span::styled(" no", theme.label()),
-        ]),
-    ];
+    let mut answers = Vec::new();
+    for (i, (k, a)) in keys::short_hints(table).into_iter().enumerate() {
+        if i > 0 {
+            answers.push(Span::styled(" · ", theme.label()));
+        }
+        answers.push(Span::styled(k, theme.key()));
+        answers.push(Span::styled(format!(" {a}"), theme.label()));
+    }
+    let lines = vec![Line::from(question.to_string()), Line::from(answers)];
     Paragraph::new(lines)
         .alignment(Alignment::Center)
         .wrap(Wrap { trim: true })

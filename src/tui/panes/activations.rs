@@ -3,6 +3,7 @@
 //! the union size |U| and β = |U| / picks from the latest step.
 
 use super::{bars, clip, frame};
+use crate::tui::dashboard::LAYER;
 use crate::tui::state::DashboardState;
 use crate::tui::units::{count, fit_width, spark, value};
 use ratatui::buffer::Buffer;
@@ -15,7 +16,10 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let layers = state.layers();
     let selected = state.selected_layer();
     let title = match selected {
-        Some(l) => format!("Activations · layer {l}/{}  [ ]", layers.len()),
+        Some(l) => {
+            let keys = LAYER.hint.map_or("", |h| h.keys);
+            format!("Activations · layer {l}/{}  {keys}", layers.len())
+        }
         None => "Activations".to_string(),
     };
     let inner = frame(&title, theme, area, buf);

@@ -4,9 +4,10 @@
 //! starts, `w` saves the setup as a preset.
 
 mod fields;
+mod keys;
 mod state;
 mod view;
 
 pub use fields::{Field, FIELDS};
-pub use state::{Setup, SetupInput, SetupOutcome};
-pub use view::SETUP_KEYS;
+pub use keys::SetupInput;
+pub use state::{Setup, SetupOutcome};

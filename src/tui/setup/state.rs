@@ -1,30 +1,12 @@
 //! The setup screen's state: the experiment being edited, the focused
 //! row, the text being typed, validation and the planner's prediction, and
-//! how a key becomes a [`SetupInput`] and an input changes the state.
+//! how a [`SetupInput`] changes them.
 
 use super::fields::{Field, Kind, FIELDS};
+use super::keys::SetupInput;
 use crate::config::{ConfigError, Experiment};
 use crate::tui::{CostPreview, Previewer};
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::path::PathBuf;
-
-/// What a key means on the setup screen, given whether a value is being edited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SetupInput {
-    Next,
-    Prev,
-    Increase,
-    Decrease,
-    /// Start editing (F2) with the current value.
-    Edit,
-    Char(char),
-    Backspace,
-    Enter,
-    Esc,
-    Save,
-    Help,
-    Quit,
-}
 
 /// What the app should do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,34 +77,6 @@ impl Setup {
             Err(e) => Some((None, e.to_string())),
         };
         self.preview = (self.previewer)(&self.exp);
-    }
-
-    /// Translate a key into a setup input, given the screen's state.
-    pub fn input_for(&self, key: KeyEvent) -> Option<SetupInput> {
-        use SetupInput as I;
-        let typing = self.is_editing();
-        Some(match key.code {
-            KeyCode::Tab | KeyCode::Down if !typing => I::Next,
-            KeyCode::BackTab | KeyCode::Up if !typing => I::Prev,
-            KeyCode::Right if !typing => I::Increase,
-            KeyCode::Left if !typing => I::Decrease,
-            KeyCode::F(2) if !typing => I::Edit,
-            KeyCode::Enter => I::Enter,
-            KeyCode::Esc => I::Esc,
-            KeyCode::Backspace => I::Backspace,
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => I::Quit,
-            KeyCode::Char(_) if key.modifiers.contains(KeyModifiers::CONTROL) => return None,
-            KeyCode::Char(c) if typing => I::Char(c),
-            KeyCode::Char('+') | KeyCode::Char('=') if self.focused().kind() != Kind::Text => {
-                I::Increase
-            }
-            KeyCode::Char('-') if self.focused().kind() != Kind::Text => I::Decrease,
-            KeyCode::Char('w') => I::Save,
-            KeyCode::Char('?') => I::Help,
-            KeyCode::Char('q') => I::Quit,
-            KeyCode::Char(c) => I::Char(c),
-            _ => return None,
-        })
     }
 
     pub fn apply(&mut self, input: SetupInput) -> SetupOutcome {

@@ -3,7 +3,9 @@
 //! the save and help overlays.
 
 use super::fields::{Field, Kind, FIELDS};
+use super::keys::{EDIT_KEYS, FIELD_KEYS, HELP_KEYS, SAVE_PROMPT_KEYS};
 use super::state::Setup;
+use crate::tui::keys;
 use crate::tui::overlay;
 use crate::tui::panes::clip;
 use crate::tui::theme::Theme;
@@ -60,36 +62,30 @@ impl Setup {
 
         if let Some(path) = &self.save_prompt {
             let inner = overlay::dialog("save preset", 60, 5, theme, area, buf);
+            let prompt_keys = keys::short_hints(SAVE_PROMPT_KEYS)
+                .iter()
+                .map(|(k, a)| format!("{k} {a}"))
+                .collect::<Vec<_>>()
+                .join(" · ");
             Paragraph::new(vec![
                 Line::from(Span::styled("path of the preset TOML:", theme.label())),
                 Line::from(vec![
                     Span::styled(path.clone(), theme.value()),
                     Span::styled("█", theme.key()),
                 ]),
-                Line::from(Span::styled("Enter save · Esc cancel", theme.source())),
+                Line::from(Span::styled(prompt_keys, theme.source())),
             ])
             .render(inner, buf);
         }
-        let items: &[(&str, &str)] = if self.edit.is_some() {
-            &[
-                ("Enter", "accept"),
-                ("Esc", "cancel"),
-                ("Backspace", "delete"),
-            ]
+        // The overlays name their own keys; the bar stays on the screen's.
+        let bar = if self.edit.is_some() {
+            EDIT_KEYS
         } else {
-            &[
-                ("Enter", "start"),
-                ("Tab/↑↓", "move"),
-                ("◀▶ +/-", "change"),
-                ("type", "edit"),
-                ("w", "save"),
-                ("?", "help"),
-                ("Esc", "quit"),
-            ]
+            FIELD_KEYS
         };
-        overlay::hints(items, 3, theme, hint_row, buf);
+        overlay::hints(&keys::short_hints(bar), 3, theme, hint_row, buf);
         if self.help {
-            overlay::help("setup keys", SETUP_KEYS, theme, area, buf);
+            overlay::help("setup keys", FIELD_KEYS, HELP_KEYS, theme, area, buf);
         }
     }
 
@@ -231,15 +227,3 @@ impl Setup {
             .render(inner, buf);
     }
 }
-
-pub const SETUP_KEYS: &[(&str, &str)] = &[
-    ("Tab ↓ / ↑", "next / previous field"),
-    ("◀ ▶  + -", "change the value by one notch"),
-    ("type", "retype a number, or edit text in place"),
-    ("F2", "edit the value as it is"),
-    ("Enter", "accept an edit; otherwise start the run"),
-    ("Esc", "cancel an edit; otherwise quit"),
-    ("w", "save the setup as a preset TOML"),
-    ("?", "this help"),
-    ("q", "quit"),
-];
