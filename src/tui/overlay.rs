@@ -2,11 +2,12 @@
 //! quit confirmation, and the "terminal too small" notice.
 
 use crate::tui::keys::{self, Binding};
+use crate::tui::panes::titled_box;
 use crate::tui::theme::Theme;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
+use ratatui::widgets::{Clear, Paragraph, Widget, Wrap};
 
 /// The smallest terminal every screen is laid out for.
 pub const MIN_WIDTH: u16 = 80;
@@ -77,13 +78,7 @@ pub fn dialog(title: &str, w: u16, h: u16, theme: &Theme, area: Rect, buf: &mut 
         h,
     );
     Clear.render(r, buf);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(theme.pane_title())
-        .title(Span::styled(format!(" {title} "), theme.pane_title()));
-    let inner = block.inner(r);
-    block.render(r, buf);
-    inner
+    titled_box(title, theme.pane_title(), theme, r, buf)
 }
 
 /// The help overlay: one row per binding of `table`, then how to close it

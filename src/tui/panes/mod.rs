@@ -26,10 +26,15 @@ const ROW_WIDTH: u16 = 34;
 
 /// Draw the pane's frame and return the inner area.
 pub fn frame(title: &str, theme: &Theme, area: Rect, buf: &mut Buffer) -> Rect {
+    titled_box(title, theme.border(), theme, area, buf)
+}
+
+/// A box with ` title ` in its top border; returns the inner area.
+pub fn titled_box(title: &str, border: Style, theme: &Theme, area: Rect, buf: &mut Buffer) -> Rect {
     let block = Block::default()
         .borders(Borders::ALL)
         .border_type(BorderType::Plain)
-        .border_style(theme.border())
+        .border_style(border)
         .title(Span::styled(format!(" {title} "), theme.pane_title()));
     let inner = block.inner(area);
     block.render(area, buf);

@@ -7,10 +7,11 @@ use super::keys::{EDIT_KEYS, FIELD_KEYS, HELP_KEYS, SAVE_PROMPT_KEYS};
 use super::state::Setup;
 use crate::tui::keys;
 use crate::tui::overlay;
-use crate::tui::panes::clip;
+use crate::tui::panes::{clip, frame};
 use crate::tui::theme::Theme;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Widget, Wrap};
 
@@ -48,12 +49,7 @@ impl Setup {
         }
         let [main, hint_row] =
             Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
-        let block = Block::default()
-            .borders(Borders::ALL)
-            .border_style(theme.border())
-            .title(Span::styled(" meft · new run ", theme.pane_title()));
-        let inner = block.inner(main);
-        block.render(main, buf);
+        let inner = frame("meft · new run", theme, main, buf);
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(inner);
@@ -97,13 +93,17 @@ impl Setup {
         for (i, &f) in FIELDS.iter().enumerate() {
             let focused = i == self.focus;
             let enabled = self.enabled(f);
-            let label_style = if !enabled {
-                theme.disabled()
-            } else if focused {
-                theme.key()
-            } else {
-                theme.label()
+            // A field that does not apply to the method is greyed out whatever the focus.
+            let style = |on_focus: Style, normal: Style| {
+                if !enabled {
+                    theme.disabled()
+                } else if focused {
+                    on_focus
+                } else {
+                    normal
+                }
             };
+            let label_style = style(theme.key(), theme.label());
             let mut spans = vec![
                 Span::styled(if focused { "▸" } else { " " }, theme.key()),
                 Span::styled(format!("{:<LABEL_W$}", f.label()), label_style),
@@ -131,14 +131,7 @@ impl Setup {
                     };
                     let value = clip(&value, room);
                     let used = value.chars().count();
-                    let vstyle = if !enabled {
-                        theme.disabled()
-                    } else if focused {
-                        theme.focus()
-                    } else {
-                        theme.value()
-                    };
-                    spans.push(Span::styled(value, vstyle));
+                    spans.push(Span::styled(value, style(theme.focus(), theme.value())));
                     let after = room.saturating_sub(used + 2);
                     if let (Some((Some(bad), msg)), true) =
                         (&self.invalid, invalid_field == Some(f))
