@@ -40,6 +40,17 @@ fn press(app: &mut App, code: KeyCode) {
     }
 }
 
+fn press_n(app: &mut App, code: KeyCode, times: usize) {
+    for _ in 0..times {
+        press(app, code);
+    }
+}
+
+/// The screen drawn at `w`×`h`, as text.
+fn text(app: &App, w: u16, h: u16) -> String {
+    format!("{}", draw(app, w, h).backend())
+}
+
 /// A planner stand-in with figures a person can recompute: |U| is a
 /// sixteenth of M plus an eighth of the N·K picks, capped at M; d = 256,
 /// four layers, fp32.
@@ -175,9 +186,7 @@ fn replay_at_step_20() {
         PathBuf::from("runs/test"),
         Theme::default(),
     );
-    for _ in 0..10 {
-        press(&mut app, KeyCode::Left);
-    }
+    press_n(&mut app, KeyCode::Left, 10);
     assert_eq!(app.dashboard().map(DashboardState::step), Some(20));
     snapshot_all("replay_step_20", &app);
     press(&mut app, KeyCode::End);
@@ -194,13 +203,11 @@ fn help_overlay() {
     press(&mut h.app, KeyCode::Char('?'));
     snapshot_all("help", &h.app);
     press(&mut h.app, KeyCode::Esc);
-    let t = draw(&h.app, 80, 24);
-    assert!(!format!("{}", t.backend()).contains("this help"));
+    assert!(!text(&h.app, 80, 24).contains("this help"));
 }
 
 fn preview_line(app: &App) -> String {
-    let t = draw(app, 80, 24);
-    format!("{}", t.backend())
+    text(app, 80, 24)
         .lines()
         .find(|l| l.contains("bytes/step"))
         .unwrap_or_default()
@@ -212,9 +219,7 @@ fn changing_m_and_k_changes_the_predicted_bytes() {
     let mut h = setup_app();
     let before = preview_line(&h.app);
     // Name, Model, Task, Train, Method → Neurons M.
-    for _ in 0..5 {
-        press(&mut h.app, KeyCode::Tab);
-    }
+    press_n(&mut h.app, KeyCode::Tab, 5);
     press(&mut h.app, KeyCode::Char('+'));
     press(&mut h.app, KeyCode::Tab);
     press(&mut h.app, KeyCode::Char('+'));
@@ -234,13 +239,11 @@ fn changing_m_and_k_changes_the_predicted_bytes() {
 #[test]
 fn an_invalid_value_is_marked_and_blocks_start() {
     let mut h = setup_app();
-    for _ in 0..15 {
-        press(&mut h.app, KeyCode::Tab);
-    }
+    press_n(&mut h.app, KeyCode::Tab, 15);
     // Micro-batch: type 3, which does not divide the batch of 8.
     press(&mut h.app, KeyCode::Char('3'));
     press(&mut h.app, KeyCode::Enter);
-    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    let screen = text(&h.app, 80, 24);
     assert!(screen.contains("Micro-batch 3  ✗ must divide"), "{screen}");
     assert!(
         screen.contains("✗ train.micro_batch: must divide"),
@@ -256,15 +259,13 @@ fn an_invalid_value_is_marked_and_blocks_start() {
 #[test]
 fn typing_a_bad_number_keeps_the_edit_open() {
     let mut h = setup_app();
-    for _ in 0..5 {
-        press(&mut h.app, KeyCode::Tab);
-    }
+    press_n(&mut h.app, KeyCode::Tab, 5);
     press(&mut h.app, KeyCode::Char('x'));
     press(&mut h.app, KeyCode::Enter);
-    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    let screen = text(&h.app, 80, 24);
     assert!(screen.contains("whole number, got \"x\""), "{screen}");
     press(&mut h.app, KeyCode::Esc);
-    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    let screen = text(&h.app, 80, 24);
     assert!(screen.contains("4096"), "{screen}");
 }
 
@@ -274,9 +275,7 @@ fn save_writes_a_preset_that_loads_back() {
     let mut h = setup_app();
     press(&mut h.app, KeyCode::Char('w'));
     // Replace the suggested path with one in the temporary directory.
-    for _ in 0..40 {
-        press(&mut h.app, KeyCode::Backspace);
-    }
+    press_n(&mut h.app, KeyCode::Backspace, 40);
     let path = dir.path().join("p.toml");
     for c in path.display().to_string().chars() {
         press(&mut h.app, KeyCode::Char(c));
@@ -295,8 +294,7 @@ fn start_pause_quit_talk_to_the_trainer() {
     press(&mut h.app, KeyCode::Char('e'));
     press(&mut h.app, KeyCode::Char('q'));
     assert!(!h.app.should_quit(), "q asks first while training runs");
-    let t = draw(&h.app, 80, 24);
-    assert!(format!("{}", t.backend()).contains("Stop it and quit?"));
+    assert!(text(&h.app, 80, 24).contains("Stop it and quit?"));
     press(&mut h.app, KeyCode::Char('n'));
     assert!(!h.app.should_quit());
     press(&mut h.app, KeyCode::Char('q'));
@@ -371,7 +369,7 @@ fn layer_and_axis_keys_change_the_view() {
     );
     press(&mut h.app, KeyCode::Char('l'));
     press(&mut h.app, KeyCode::Char('t'));
-    let screen = format!("{}", draw(&h.app, 80, 24).backend());
+    let screen = text(&h.app, 80, 24);
     assert!(screen.contains("Loss · log · by time"), "{screen}");
     assert!(screen.contains("layer 3/4"), "{screen}");
 }
@@ -379,11 +377,11 @@ fn layer_and_axis_keys_change_the_view() {
 #[test]
 fn too_small_says_so() {
     let h = live_app(&fixtures::run_events(3, false));
-    let screen = format!("{}", draw(&h.app, 79, 24).backend());
+    let screen = text(&h.app, 79, 24);
     assert!(screen.contains("terminal too small"), "{screen}");
     assert!(screen.contains("need 80×24, have 79×24"), "{screen}");
     let setup = setup_app();
-    let screen = format!("{}", draw(&setup.app, 100, 20).backend());
+    let screen = text(&setup.app, 100, 20);
     assert!(screen.contains("terminal too small"), "{screen}");
 }
 
@@ -408,7 +406,7 @@ fn no_color_theme_draws_without_colours() {
 #[test]
 fn no_pane_shows_a_zero_for_missing_gpu_readings() {
     let h = live_app(&fixtures::run_events(15, false));
-    let screen = format!("{}", draw(&h.app, 160, 48).backend());
+    let screen = text(&h.app, 160, 48);
     assert!(screen.contains("no NVIDIA driver"), "{screen}");
     assert!(screen.contains("not found"), "{screen}");
     for source in ["ledger", "planned", "NVML", "sysinfo", "link", "histogram"] {
