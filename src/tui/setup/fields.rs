@@ -1,6 +1,6 @@
 //! The setup screen's knobs: which experiment setting each row edits, how
-//! it is labelled and named in validation errors, how it reads as text, and
-//! how a notch up or down moves it.
+//! it is labelled and named in validation errors, how it reads as text, how
+//! a notch up or down moves it, and how typed text sets it.
 
 use crate::config::Experiment;
 
@@ -161,66 +161,6 @@ impl Field {
         }
     }
 
-    /// Set from typed text; the error says what was expected.
-    pub fn set(self, e: &mut Experiment, text: &str) -> Result<(), String> {
-        let text = text.trim();
-        let int = || -> Result<usize, String> {
-            text.replace('_', "")
-                .parse::<usize>()
-                .map_err(|_| format!("expected a whole number, got {text:?}"))
-        };
-        let float = || -> Result<f64, String> {
-            text.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("expected a number, got {text:?}"))
-        };
-        let m = &mut e.method.meft;
-        let t = &mut e.train;
-        match self {
-            Field::Name => {
-                if text.is_empty() {
-                    return Err("a name is needed".into());
-                }
-                e.name = text.to_string();
-            }
-            Field::Model => e.model.reference = text.to_string(),
-            Field::Train => e.data.train = text.to_string(),
-            Field::Device => e.model.device = text.to_string(),
-            Field::Task | Field::Method | Field::Routing | Field::HostOptimizer => {
-                let Kind::Choice(options) = self.kind() else {
-                    return Ok(());
-                };
-                if !options.contains(&text) {
-                    return Err(format!("expected one of {}", options.join(", ")));
-                }
-                let v = text.to_string();
-                match self {
-                    Field::Task => e.data.task = v,
-                    Field::Method => e.method.kind = v,
-                    Field::Routing => m.routing = v,
-                    _ => m.host_optimizer = v,
-                }
-            }
-            Field::Neurons => m.neurons = int()?,
-            Field::TopK => m.top_k = int()?,
-            Field::Experts => m.experts = int()?,
-            Field::Probe => m.probe = int()?,
-            Field::Lr => t.lr = float()?,
-            Field::Steps => t.steps = int()?,
-            Field::Epochs => t.epochs = float()?,
-            Field::Batch => t.batch = int()?,
-            Field::MicroBatch => t.micro_batch = int()?,
-            Field::Cutoff => t.cutoff_len = int()?,
-            Field::Seed => {
-                t.seed = text
-                    .parse()
-                    .map_err(|_| format!("expected a whole number, got {text:?}"))?
-            }
-        }
-        Ok(())
-    }
-
     /// One notch up or down: multiplicative where the knob spans decades.
     pub fn step(self, e: &mut Experiment, up: bool) {
         let m = &mut e.method.meft;
@@ -285,6 +225,70 @@ impl Field {
                 _ => {}
             },
         }
+    }
+}
+
+// The setup screen's own setter, in a block of its own because a shared
+// setter in the config module is to replace it.
+impl Field {
+    /// Set from typed text; the error says what was expected.
+    pub fn set(self, e: &mut Experiment, text: &str) -> Result<(), String> {
+        let text = text.trim();
+        let int = || -> Result<usize, String> {
+            text.replace('_', "")
+                .parse::<usize>()
+                .map_err(|_| format!("expected a whole number, got {text:?}"))
+        };
+        let float = || -> Result<f64, String> {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("expected a number, got {text:?}"))
+        };
+        let m = &mut e.method.meft;
+        let t = &mut e.train;
+        match self {
+            Field::Name => {
+                if text.is_empty() {
+                    return Err("a name is needed".into());
+                }
+                e.name = text.to_string();
+            }
+            Field::Model => e.model.reference = text.to_string(),
+            Field::Train => e.data.train = text.to_string(),
+            Field::Device => e.model.device = text.to_string(),
+            Field::Task | Field::Method | Field::Routing | Field::HostOptimizer => {
+                let Kind::Choice(options) = self.kind() else {
+                    return Ok(());
+                };
+                if !options.contains(&text) {
+                    return Err(format!("expected one of {}", options.join(", ")));
+                }
+                let v = text.to_string();
+                match self {
+                    Field::Task => e.data.task = v,
+                    Field::Method => e.method.kind = v,
+                    Field::Routing => m.routing = v,
+                    _ => m.host_optimizer = v,
+                }
+            }
+            Field::Neurons => m.neurons = int()?,
+            Field::TopK => m.top_k = int()?,
+            Field::Experts => m.experts = int()?,
+            Field::Probe => m.probe = int()?,
+            Field::Lr => t.lr = float()?,
+            Field::Steps => t.steps = int()?,
+            Field::Epochs => t.epochs = float()?,
+            Field::Batch => t.batch = int()?,
+            Field::MicroBatch => t.micro_batch = int()?,
+            Field::Cutoff => t.cutoff_len = int()?,
+            Field::Seed => {
+                t.seed = text
+                    .parse()
+                    .map_err(|_| format!("expected a whole number, got {text:?}"))?
+            }
+        }
+        Ok(())
     }
 }
 
