@@ -40,7 +40,7 @@ pub enum Wording {
 }
 
 impl Hint {
-    pub fn label(&self, wording: Wording) -> &'static str {
+    pub fn label_in(&self, wording: Wording) -> &'static str {
         match wording {
             Wording::Short => None,
             Wording::On => self.on,
@@ -160,7 +160,7 @@ pub fn hints<A>(
     table
         .iter()
         .filter_map(|b| Some((b.hint?, wording(b)?)))
-        .map(|(h, w)| (h.keys, h.label(w)))
+        .map(|(h, w)| (h.keys, h.label_in(w)))
         .collect()
 }
 

@@ -27,7 +27,9 @@ pub enum SetupInput {
 
 use SetupInput as I;
 
-const START: Binding<I> = Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)])
+const ENTER: Binding<I> = Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)]);
+const ESC: Binding<I> = Binding::new(&[Key::Code(KeyCode::Esc, I::Esc)]);
+const START: Binding<I> = ENTER
     .hint("Enter", "start")
     .help("Enter", "accept an edit; otherwise start the run");
 const MOVE: Binding<I> = Binding::new(&[
@@ -59,14 +61,15 @@ const SAVE: Binding<I> = Binding::new(&[Key::Char('w', I::Save)])
 const HELP: Binding<I> = Binding::new(&[Key::Char('?', I::Help)])
     .hint("?", "help")
     .help("?", "this help");
-const LEAVE: Binding<I> = Binding::new(&[Key::Code(KeyCode::Esc, I::Esc)])
+const LEAVE: Binding<I> = ESC
     .hint("Esc", "quit")
     .help("Esc", "cancel an edit; otherwise quit");
 const QUIT: Binding<I> =
     Binding::new(&[Key::Char('q', I::Quit), Key::Ctrl('c', I::Quit)]).help("q", "quit");
-/// Backspace on a field starts an edit of its value, one character shorter.
+/// Backspace deletes while typing; on a field it starts an edit of the
+/// value, one character shorter.
 const ERASE: Binding<I> = Binding::new(&[Key::Code(KeyCode::Backspace, I::Backspace)]);
-const CANCEL: Binding<I> = Binding::new(&[Key::Code(KeyCode::Esc, I::Esc)]).hint("Esc", "cancel");
+const CANCEL: Binding<I> = ESC.hint("Esc", "cancel");
 const CTRL_C: Binding<I> = Binding::new(&[Key::Ctrl('c', I::Quit)]);
 
 /// Moving between fields and changing them.
@@ -76,7 +79,7 @@ pub const FIELD_KEYS: &[Binding<I>] = &[
 
 /// Typing a field's value.
 pub const EDIT_KEYS: &[Binding<I>] = &[
-    Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)]).hint("Enter", "accept"),
+    ENTER.hint("Enter", "accept"),
     CANCEL,
     ERASE.hint("Backspace", "delete"),
     TYPE,
@@ -84,13 +87,8 @@ pub const EDIT_KEYS: &[Binding<I>] = &[
 ];
 
 /// Typing the path a preset is saved to.
-pub const SAVE_PROMPT_KEYS: &[Binding<I>] = &[
-    Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)]).hint("Enter", "save"),
-    CANCEL,
-    ERASE,
-    TYPE,
-    CTRL_C,
-];
+pub const SAVE_PROMPT_KEYS: &[Binding<I>] =
+    &[ENTER.hint("Enter", "save"), CANCEL, ERASE, TYPE, CTRL_C];
 
 /// The help overlay over the setup screen.
 pub const HELP_KEYS: &[Binding<I>] = &[Binding::new(&[
