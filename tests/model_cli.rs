@@ -132,10 +132,9 @@ fn unknown_model_reference() {
 }
 
 #[test]
+#[ignore = "needs SmolLM2: scripts/get-smollm2.sh, then --include-ignored"]
 fn smollm2_answers_paris() {
-    let Some(path) = common::smollm2() else {
-        return;
-    };
+    let path = common::smollm2();
     let model = format!("gguf:{}", path.display());
     let out = meft_bin()
         .args([

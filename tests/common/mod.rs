@@ -3,25 +3,26 @@
 
 use std::path::PathBuf;
 
-/// The SmolLM2 GGUF file if it has been fetched (`scripts/get-smollm2.sh`
-/// or `MEFT_SMOLLM2=path`); tests that need it say why they skip.
-pub fn smollm2() -> Option<PathBuf> {
+/// The SmolLM2 GGUF file (`scripts/get-smollm2.sh`, or `MEFT_SMOLLM2=path`).
+/// The tests that need it are ignored by default; run with
+/// `--include-ignored` without the file, they fail saying how to get it.
+pub fn smollm2() -> PathBuf {
     if let Ok(p) = std::env::var("MEFT_SMOLLM2") {
         let p = PathBuf::from(p);
         if p.is_file() {
-            return Some(p);
+            return p;
         }
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2");
-    let found = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "gguf"));
-    if found.is_none() {
-        eprintln!("skipped: SmolLM2 GGUF not found; run scripts/get-smollm2.sh");
-    }
-    found
+    std::fs::read_dir(dir)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+        })
+        .unwrap_or_else(|| panic!("SmolLM2 GGUF not found: run scripts/get-smollm2.sh"))
 }
 
 pub const CHAT_FRANCE: &str =
