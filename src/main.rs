@@ -391,6 +391,13 @@ fn data_command(command: DataCommand) -> Result<()> {
 }
 
 fn main() {
+    // Output piped into `head` and closed early ends the process quietly,
+    // as other command-line tools do, instead of a panic in println!.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     meft::telemetry::heap::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

@@ -11,7 +11,7 @@ fn tiny(kind: &str, steps: usize) -> Experiment {
     };
     e.model.reference = "embedded:tiny-random".into();
     e.data.train = "synth:entities=30,seed=5".into();
-    e.method.kind = kind.into();
+    e.method.kind = kind.parse().unwrap();
     e.method.meft.neurons = 1024;
     e.method.meft.top_k = 16;
     e.method.meft.probe = 4;
@@ -221,7 +221,7 @@ fn a_half_precision_base_trains_and_halves_the_base_bytes() {
     let f32_base = ledger_base(&f32_run);
     let f32_last = steps(&f32_run)[7].loss;
     for dtype in ["bf16", "f16"] {
-        exp.model.dtype = dtype.into();
+        exp.model.dtype = dtype.parse().unwrap();
         let ev = run(exp.clone(), &dir.path().join(dtype), false);
         assert_eq!(2 * ledger_base(&ev), f32_base, "{dtype}");
         let s = steps(&ev);
@@ -263,7 +263,7 @@ fn a_checkpoint_round_trips_every_tensor_in_each_moment_dtype() {
     for moments in ["f32", "bf16", "q8"] {
         let dir = tempfile::tempdir().unwrap();
         let mut exp = tiny("meft", 3);
-        exp.method.meft.moments = moments.into();
+        exp.method.meft.moments = moments.parse().unwrap();
         let (mut a, _rx) = trainer(&exp, dir.path());
         for _ in 0..3 {
             a.train_step().unwrap();
@@ -323,7 +323,7 @@ fn a_checkpoint_of_another_shape_names_the_tensor() {
     );
     // Moments in another dtype than the run's are refused too.
     let mut q8 = exp.clone();
-    q8.method.meft.moments = "q8".into();
+    q8.method.meft.moments = meft::config::MomentDtype::Q8;
     let (mut c, _rx3) = trainer(&q8, dir.path());
     let e = meft::fsx::error_line(&c.restore(&path).unwrap_err());
     assert!(e.contains("tensor meft.0.moments: the run expects"), "{e}");

@@ -11,23 +11,7 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Routing {
-    /// Score only the keys of the top-P experts by router logit, gated.
-    KeyExperts,
-    /// Score all M keys (the paper's "w/o Key-Experts" ablation).
-    Full,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostOptimizer {
-    /// Update only rows touched since the last step, with per-row step counts.
-    Lazy,
-    /// Update every row every step (the paper's runs).
-    Dense,
-}
+pub use crate::config::{HostOptimizer, Routing};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeftShape {

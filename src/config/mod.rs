@@ -1,6 +1,11 @@
 //! The experiment schema (TOML): defaults, validation with the field's path in
 //! every error, `--set a.b=value` overrides, preset load and save.
 
+mod choices;
+
+pub use choices::{
+    BaseDtype, Choice, Decoding, HostOptimizer, MethodKind, MomentDtype, Proj, Routing, Schedule,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -57,9 +62,9 @@ pub struct ModelSection {
     pub reference: String,
     /// cpu or cuda:N.
     pub device: String,
-    /// The base weights' dtype: f32, f16 or bf16 (the planner sizes by it;
-    /// adapters and optimizer state are always f32).
-    pub dtype: String,
+    /// The base weights' dtype (adapters and optimizer state are always
+    /// f32).
+    pub dtype: BaseDtype,
 }
 
 impl Default for ModelSection {
@@ -67,7 +72,7 @@ impl Default for ModelSection {
         Self {
             reference: "embedded:tiny".into(),
             device: "cpu".into(),
-            dtype: "f32".into(),
+            dtype: BaseDtype::F32,
         }
     }
 }
@@ -99,8 +104,7 @@ impl Default for DataSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MethodSection {
-    /// meft, parallel, lora, full or none.
-    pub kind: String,
+    pub kind: MethodKind,
     pub meft: MeftSection,
     pub parallel: ParallelSection,
     pub lora: LoraSection,
@@ -109,7 +113,7 @@ pub struct MethodSection {
 impl Default for MethodSection {
     fn default() -> Self {
         Self {
-            kind: "meft".into(),
+            kind: MethodKind::Meft,
             meft: MeftSection::default(),
             parallel: ParallelSection::default(),
             lora: LoraSection::default(),
@@ -129,13 +133,10 @@ pub struct MeftSection {
     pub expert_factor: f64,
     /// P, experts probed per token.
     pub probe: usize,
-    /// key_experts or full.
-    pub routing: String,
-    /// lazy or dense.
-    pub host_optimizer: String,
-    /// dtype of the host AdamW moments: f32 (exact), bf16 or q8 (8-bit
-    /// block-wise quantised).
-    pub moments: String,
+    pub routing: Routing,
+    pub host_optimizer: HostOptimizer,
+    /// dtype of the host AdamW moments.
+    pub moments: MomentDtype,
     /// "all" or a list of layer indices.
     pub layers: Layers,
 }
@@ -148,10 +149,10 @@ impl Default for MeftSection {
             experts: 0,
             expert_factor: 0.25,
             probe: 8,
-            routing: "key_experts".into(),
-            host_optimizer: "lazy".into(),
-            moments: "f32".into(),
-            layers: Layers::All("all".into()),
+            routing: Routing::KeyExperts,
+            host_optimizer: HostOptimizer::Lazy,
+            moments: MomentDtype::F32,
+            layers: Layers::All,
         }
     }
 }
@@ -182,42 +183,58 @@ impl MeftSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// Which layers an adapter goes into: `"all"`, or a list of distinct layer
+/// indices (checked as the file is read; their range once the model is
+/// known).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Layers {
-    All(String),
+    All,
     List(Vec<usize>),
+}
+
+impl Serialize for Layers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Layers::All => s.serialize_str("all"),
+            Layers::List(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Layers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<usize>),
+        }
+        let bad = |msg: String| serde::de::Error::custom(format!("method.meft.layers: {msg}"));
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t == "all" => Ok(Layers::All),
+            Raw::Text(t) => Err(bad(format!(
+                "expected \"all\" or a list of layer indices, got {t:?}"
+            ))),
+            Raw::List(v) if v.is_empty() => Err(bad("name at least one layer (or \"all\")".into())),
+            Raw::List(v) => match v.iter().enumerate().find(|(i, l)| v[..*i].contains(l)) {
+                Some((_, twice)) => Err(bad(format!("layer {twice} is listed twice"))),
+                None => Ok(Layers::List(v)),
+            },
+        }
+    }
 }
 
 impl Layers {
     pub fn resolve(&self, num_layers: usize) -> Result<Vec<usize>, ConfigError> {
         match self {
-            Layers::All(s) if s == "all" => Ok((0..num_layers).collect()),
-            Layers::All(s) => Err(field(
-                "method.meft.layers",
-                format!("expected \"all\" or a list of layer indices, got {s:?}"),
-            )),
-            Layers::List(v) => {
-                if v.is_empty() {
-                    return Err(field(
-                        "method.meft.layers",
-                        "name at least one layer (or \"all\")",
-                    ));
-                }
-                if let Some(bad) = v.iter().find(|&&l| l >= num_layers) {
-                    return Err(field(
-                        "method.meft.layers",
-                        format!("layer {bad} does not exist (the model has {num_layers})"),
-                    ));
-                }
-                if let Some(twice) = v.iter().enumerate().find(|(i, l)| v[..*i].contains(l)) {
-                    return Err(field(
-                        "method.meft.layers",
-                        format!("layer {} is listed twice", twice.1),
-                    ));
-                }
-                Ok(v.clone())
-            }
+            Layers::All => Ok((0..num_layers).collect()),
+            Layers::List(v) => match v.iter().find(|&&l| l >= num_layers) {
+                Some(bad) => Err(field(
+                    "method.meft.layers",
+                    format!("layer {bad} does not exist (the model has {num_layers})"),
+                )),
+                None => Ok(v.clone()),
+            },
         }
     }
 }
@@ -240,7 +257,7 @@ pub struct LoraSection {
     pub rank: usize,
     pub alpha: f64,
     pub dropout: f64,
-    pub targets: Vec<String>,
+    pub targets: Vec<Proj>,
 }
 
 impl Default for LoraSection {
@@ -249,7 +266,7 @@ impl Default for LoraSection {
             rank: 8,
             alpha: 16.0,
             dropout: 0.05,
-            targets: vec!["q_proj".into(), "v_proj".into()],
+            targets: vec![Proj::QProj, Proj::VProj],
         }
     }
 }
@@ -258,8 +275,7 @@ impl Default for LoraSection {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
     pub lr: f64,
-    /// linear or constant_with_warmup.
-    pub schedule: String,
+    pub schedule: Schedule,
     pub warmup_ratio: f64,
     /// Examples per optimizer step.
     pub batch: usize,
@@ -281,7 +297,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             lr: 1e-3,
-            schedule: "linear".into(),
+            schedule: Schedule::Linear,
             warmup_ratio: 0.02,
             batch: 8,
             micro_batch: 8,
@@ -300,8 +316,7 @@ impl Default for TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSection {
-    /// greedy or beam.
-    pub decoding: String,
+    pub decoding: Decoding,
     pub beams: usize,
     pub repetition_penalty: f64,
     pub max_new_tokens: usize,
@@ -314,7 +329,7 @@ pub struct EvalSection {
 impl Default for EvalSection {
     fn default() -> Self {
         Self {
-            decoding: "greedy".into(),
+            decoding: Decoding::Greedy,
             beams: 4,
             repetition_penalty: 1.0,
             max_new_tokens: 16,
@@ -380,69 +395,99 @@ impl Experiment {
             .map_err(|e| ConfigError::Io(format!("{}: {e}", path.display())))
     }
 
-    /// Apply `a.b=value` overrides; the value is parsed as TOML, falling back
-    /// to a string.
+    /// Apply `a.b=value` overrides, each as [`Experiment::set`] takes it.
     pub fn apply_sets(&self, sets: &[String]) -> Result<Self, ConfigError> {
-        let mut doc = toml::Value::try_from(self).map_err(|e| ConfigError::Io(e.to_string()))?;
+        let mut out = self.clone();
         for s in sets {
             let Some((key, raw)) = s.split_once('=') else {
                 return Err(field(s, "expected key=value"));
             };
-            let key = key.trim();
-            let value = parse_value(raw.trim());
-            let parts: Vec<&str> = key.split('.').collect();
-            let mut node = &mut doc;
-            for (i, p) in parts.iter().enumerate() {
-                let Some(table) = node.as_table_mut() else {
-                    return Err(field(key, "not a table"));
-                };
-                if i + 1 == parts.len() {
-                    if !table.contains_key(*p) && key != "paper" {
-                        return Err(field(key, "no such field"));
-                    }
-                    table.insert((*p).to_string(), value.clone());
-                    // Check the value's type here, so the error names the
-                    // key rather than a line of a document the user never saw.
-                    if let Err(e) = doc.clone().try_into::<Experiment>() {
-                        return Err(field(
-                            key,
-                            format!("cannot take {}: {}", raw.trim(), one_line(e.message())),
-                        ));
-                    }
-                    break;
+            out.set(key.trim(), raw.trim())?;
+        }
+        Ok(out)
+    }
+
+    /// Set the field at `path` (`method.meft.top_k`, `train.lr`, …) from
+    /// `text` the way `--set` and the setup screen both take it: as TOML
+    /// (`64`, `3e-4`, `"beam"`, `[0, 3]`), or as plain text where the field
+    /// takes text. An error names the path and what the field expects; the
+    /// experiment is unchanged then.
+    pub fn set(&mut self, path: &str, text: &str) -> Result<(), ConfigError> {
+        let parsed = parse_value(text);
+        let plain = toml::Value::String(text.to_string());
+        let mut err = None;
+        for value in [parsed, plain] {
+            match self.with_value(path, value) {
+                Ok(e) => {
+                    *self = e;
+                    return Ok(());
                 }
-                node = table
-                    .get_mut(*p)
-                    .ok_or_else(|| field(key, "no such field"))?;
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
             }
         }
-        let text = toml::to_string(&doc).map_err(|e| ConfigError::Io(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: "--set".into(),
-            msg: one_line(&e.to_string()),
+        Err(err.unwrap_or_else(|| field(path, "no such field")))
+    }
+
+    /// The experiment with `value` at `path`.
+    fn with_value(&self, path: &str, value: toml::Value) -> Result<Self, ConfigError> {
+        let mut doc = toml::Value::try_from(self).map_err(|e| ConfigError::Io(e.to_string()))?;
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut node = &mut doc;
+        for (i, p) in parts.iter().enumerate() {
+            let Some(table) = node.as_table_mut() else {
+                return Err(field(path, "not a table"));
+            };
+            if i + 1 == parts.len() {
+                if !table.contains_key(*p) && path != "paper" {
+                    return Err(field(path, "no such field"));
+                }
+                let shown = match &value {
+                    toml::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                table.insert((*p).to_string(), value);
+                // The value's type is checked here, so the error names the
+                // key rather than a line of a document the user never saw.
+                return doc.try_into::<Experiment>().map_err(|e| {
+                    let msg = one_line(e.message());
+                    // A field's own check already names it and says what it wants.
+                    match msg.strip_prefix(&format!("{path}: ")) {
+                        Some(own) => field(path, own),
+                        None => field(path, expected(&shown, &msg)),
+                    }
+                });
+            }
+            node = table
+                .get_mut(*p)
+                .ok_or_else(|| field(path, "no such field"))?;
+        }
+        Err(field(path, "no such field"))
+    }
+
+    /// The field at `path` as text, the way [`Experiment::set`] reads it
+    /// back (strings without quotes); None when there is no such field.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let doc = toml::Value::try_from(self).ok()?;
+        let mut node = &doc;
+        for p in path.split('.') {
+            node = node.as_table()?.get(p)?;
+        }
+        Some(match node {
+            toml::Value::String(s) => s.clone(),
+            v => v.to_string(),
         })
     }
 
     /// Check every knob that does not need the model; errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         one_of(
-            "method.kind",
-            &self.method.kind,
-            &["meft", "parallel", "lora", "full", "none"],
-        )?;
-        one_of(
             "data.task",
             &self.data.task,
             &["nq", "squad", "gsm8k", "metamath", "toolbench"],
         )?;
         one_of("data.template", &self.data.template, &["alpaca", "plain"])?;
-        one_of(
-            "train.schedule",
-            &self.train.schedule,
-            &["linear", "constant_with_warmup"],
-        )?;
-        one_of("eval.decoding", &self.eval.decoding, &["greedy", "beam"])?;
-        one_of("model.dtype", &self.model.dtype, &["f32", "bf16", "f16"])?;
         if let Ok(task) = self.data.task.parse::<crate::data::Task>() {
             let names: Vec<&str> = crate::eval::metrics::metrics_for(task)
                 .into_iter()
@@ -452,11 +497,11 @@ impl Experiment {
                 one_of("eval.metrics", m, &names)?;
             }
         }
-        if self.method.kind == "full" && self.model.dtype != "f32" {
+        if self.method.kind == MethodKind::Full && self.model.dtype != BaseDtype::F32 {
             return Err(field(
                 "model.dtype",
                 format!(
-                    "full fine-tuning trains the base weights in f32; set model.dtype = \"f32\" (got {:?})",
+                    "full fine-tuning trains the base weights in f32; set model.dtype = \"f32\" (got \"{}\")",
                     self.model.dtype
                 ),
             ));
@@ -509,7 +554,7 @@ impl Experiment {
         }
         // Every section is checked, used or not: a preset with a broken
         // section is broken, whichever method it runs today.
-        if self.method.kind == "meft" {
+        if self.method.kind == MethodKind::Meft {
             self.validate_meft()?;
         }
         if self.method.parallel.size == 0 {
@@ -528,37 +573,11 @@ impl Experiment {
         if l.targets.is_empty() {
             return Err(field("method.lora.targets", "name at least one projection"));
         }
-        for t in &l.targets {
-            one_of(
-                "method.lora.targets",
-                t,
-                &[
-                    "q_proj",
-                    "k_proj",
-                    "v_proj",
-                    "o_proj",
-                    "gate_proj",
-                    "up_proj",
-                    "down_proj",
-                ],
-            )?;
-        }
         Ok(())
     }
 
     fn validate_meft(&self) -> Result<(), ConfigError> {
         let m = &self.method.meft;
-        one_of("method.meft.routing", &m.routing, &["key_experts", "full"])?;
-        one_of(
-            "method.meft.host_optimizer",
-            &m.host_optimizer,
-            &["lazy", "dense"],
-        )?;
-        one_of(
-            "method.meft.moments",
-            &m.moments,
-            &crate::optim::moments::MomentDtype::NAMES,
-        )?;
         if m.neurons == 0 {
             return Err(field("method.meft.neurons", "must be at least 1"));
         }
@@ -611,6 +630,28 @@ fn nearest_divisible(n: usize, e: usize) -> usize {
     } else {
         up
     }
+}
+
+/// What a field expected, in words a person reads: serde's "invalid type:
+/// string \"x\", expected usize" becomes `expected a whole number, got "x"`.
+fn expected(shown: &str, msg: &str) -> String {
+    let want = if msg.contains("expected usize")
+        || msg.contains("expected u64")
+        || msg.contains("expected u32")
+    {
+        "a whole number".to_string()
+    } else if msg.contains("expected f64") {
+        "a number".to_string()
+    } else if msg.contains("expected a boolean") {
+        "true or false".to_string()
+    } else if let Some((_, rest)) = msg.split_once("expected one of ") {
+        format!("one of {}", rest.replace('`', ""))
+    } else if let Some((_, rest)) = msg.split_once("expected ") {
+        rest.to_string()
+    } else {
+        return format!("cannot take {shown}: {msg}");
+    };
+    format!("expected {want}, got {shown:?}")
 }
 
 fn parse_value(raw: &str) -> toml::Value {

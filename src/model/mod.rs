@@ -48,6 +48,21 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// (fan-in, fan-out) of a projection.
+    pub fn projection_shape(&self, p: Proj) -> (u64, u64) {
+        let d = self.hidden_size as u64;
+        let q = (self.num_heads * self.head_dim) as u64;
+        let kv = (self.num_kv_heads * self.head_dim) as u64;
+        let ffn = self.intermediate_size as u64;
+        match p {
+            Proj::QProj => (d, q),
+            Proj::KProj | Proj::VProj => (d, kv),
+            Proj::OProj => (q, d),
+            Proj::GateProj | Proj::UpProj => (d, ffn),
+            Proj::DownProj => (ffn, d),
+        }
+    }
+
     /// Parameters of the base (embedding counted once when tied).
     pub fn param_count(&self) -> usize {
         let d = self.hidden_size;
@@ -98,41 +113,7 @@ impl Linear {
 }
 
 /// The projections a hook may add a low-rank delta to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Proj {
-    QProj,
-    KProj,
-    VProj,
-    OProj,
-    GateProj,
-    UpProj,
-    DownProj,
-}
-
-impl Proj {
-    pub const ALL: [Proj; 7] = [
-        Proj::QProj,
-        Proj::KProj,
-        Proj::VProj,
-        Proj::OProj,
-        Proj::GateProj,
-        Proj::UpProj,
-        Proj::DownProj,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Proj::QProj => "q_proj",
-            Proj::KProj => "k_proj",
-            Proj::VProj => "v_proj",
-            Proj::OProj => "o_proj",
-            Proj::GateProj => "gate_proj",
-            Proj::UpProj => "up_proj",
-            Proj::DownProj => "down_proj",
-        }
-    }
-}
+pub use crate::config::Proj;
 
 /// Where an adapter plugs into the decoder. Every method defaults to "no
 /// change", so the frozen base is `&mut NoHooks`.

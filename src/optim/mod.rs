@@ -153,15 +153,7 @@ impl DeviceAdamW {
     }
 }
 
-/// Learning-rate schedules with linear warm-up, as in Hugging Face
-/// `get_linear_schedule_with_warmup` / `get_constant_schedule_with_warmup`:
-/// the update at 0-based step `s` uses `lr · f(s)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    Linear,
-    ConstantWithWarmup,
-}
+pub use crate::config::Schedule;
 
 pub fn warmup_steps(total: u64, ratio: f64) -> u64 {
     (total as f64 * ratio).ceil() as u64

@@ -8,36 +8,10 @@
 //! them to zero and blow the update up).
 
 use half::bf16;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MomentDtype {
-    F32,
-    Bf16,
-    Q8,
-}
+pub use crate::config::MomentDtype;
 
 impl MomentDtype {
-    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "q8"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MomentDtype::F32 => "f32",
-            MomentDtype::Bf16 => "bf16",
-            MomentDtype::Q8 => "q8",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "f32" => Some(MomentDtype::F32),
-            "bf16" => Some(MomentDtype::Bf16),
-            "q8" => Some(MomentDtype::Q8),
-            _ => None,
-        }
-    }
-
     /// Bytes of one row's state (4 blocks of `d`), scales included.
     pub fn row_bytes(self, d: usize) -> u64 {
         let d = d as u64;

@@ -32,7 +32,7 @@ pub fn evaluate(
     let examples = &test[..limit];
     let opts = GenerateOptions {
         max_new_tokens: exp.eval.max_new_tokens,
-        beams: if exp.eval.decoding == "beam" {
+        beams: if exp.eval.decoding == crate::config::Decoding::Beam {
             exp.eval.beams
         } else {
             1

@@ -4,7 +4,7 @@
 //! prediction for the run as measured, and the memory check before an
 //! adapter is allocated.
 
-use crate::config::Experiment;
+use crate::config::{Experiment, HostOptimizer, MethodKind};
 use crate::event::{Category, Ledger};
 use crate::model::Model;
 use crate::telemetry::{plan, Plan, PlanInput};
@@ -91,7 +91,7 @@ pub fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
     let h = |k: Category| p.host.get(&k).copied().unwrap_or(0);
     let dv = |k: Category| p.device.get(&k).copied().unwrap_or(0);
     let mut certain = h(Category::Store);
-    if exp.method.meft.host_optimizer == "dense" {
+    if exp.method.meft.host_optimizer == HostOptimizer::Dense {
         certain += h(Category::Moments);
     }
     if model.device.is_cpu() {
@@ -100,10 +100,10 @@ pub fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
     }
     let gib = |b: u64| crate::units::human_bytes(b);
     if certain > free {
-        let knob = match exp.method.kind.as_str() {
-            "meft" => "method.meft.neurons",
-            "parallel" => "method.parallel.size",
-            "lora" => "method.lora.rank",
+        let knob = match exp.method.kind {
+            MethodKind::Meft => "method.meft.neurons",
+            MethodKind::Parallel => "method.parallel.size",
+            MethodKind::Lora => "method.lora.rank",
             _ => "method.kind",
         };
         anyhow::bail!(

@@ -5,14 +5,13 @@
 //! statistics. The loop never looks inside a method.
 
 use crate::adapter::lora::Lora;
-use crate::adapter::meft::{HostOptimizer, MeftAdapter, MeftShape, Routing};
+use crate::adapter::meft::{MeftAdapter, MeftShape};
 use crate::adapter::meft_state::StepStats;
 use crate::adapter::parallel::ParallelAdapter;
 use crate::checkpoint::{CheckpointReader, CheckpointWriter};
-use crate::config::Experiment;
+use crate::config::{Experiment, MethodKind, Routing};
 use crate::event::{HistogramEvent, Ledger};
 use crate::model::{Hooks, Model, Proj};
-use crate::optim::moments::MomentDtype;
 use crate::optim::AdamWConfig;
 use candle_core::{Result, Tensor, Var};
 
@@ -35,13 +34,13 @@ impl Method {
         let d = cfg.hidden_size;
         let seed = exp.train.seed;
         let dev = model.device.clone();
-        Ok(match exp.method.kind.as_str() {
-            "none" => (Method::None, Vec::new()),
-            "full" => {
+        Ok(match exp.method.kind {
+            MethodKind::None => (Method::None, Vec::new()),
+            MethodKind::Full => {
                 let vars = model.make_trainable(true)?;
                 (Method::Full, vars)
             }
-            "meft" => {
+            MethodKind::Meft => {
                 let m = &exp.method.meft;
                 let layers = m.layers.resolve(cfg.num_layers)?;
                 let shape = MeftShape {
@@ -50,57 +49,37 @@ impl Method {
                     top_k: m.top_k,
                     experts: m.resolved_experts(),
                     probe: m.probe,
-                    routing: if m.routing == "full" {
-                        Routing::Full
-                    } else {
-                        Routing::KeyExperts
-                    },
+                    routing: m.routing,
                 };
-                let host = if m.host_optimizer == "dense" {
-                    HostOptimizer::Dense
-                } else {
-                    HostOptimizer::Lazy
-                };
-                let moments = MomentDtype::parse(&m.moments).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "method.meft.moments: expected one of {}, got {:?}",
-                        MomentDtype::NAMES.join(", "),
-                        m.moments
-                    )
-                })?;
-                let ad =
-                    MeftAdapter::new(shape, &layers, cfg.num_layers, seed, host, moments, &dev)?;
+                let ad = MeftAdapter::new(
+                    shape,
+                    &layers,
+                    cfg.num_layers,
+                    seed,
+                    m.host_optimizer,
+                    m.moments,
+                    &dev,
+                )?;
                 let vars = ad.device_vars();
                 (Method::Meft(Box::new(ad)), vars)
             }
-            "parallel" => {
+            MethodKind::Parallel => {
                 let layers = exp.method.meft.layers.resolve(cfg.num_layers)?;
                 let p = ParallelAdapter::new(exp.method.parallel.size, d, &layers, seed, &dev)?;
                 let vars = p.vars();
                 (Method::Parallel(p), vars)
             }
-            "lora" => {
+            MethodKind::Lora => {
                 let l = &exp.method.lora;
-                let targets: Vec<Proj> = l
-                    .targets
-                    .iter()
-                    .filter_map(|t| Proj::ALL.into_iter().find(|p| p.name() == t))
-                    .collect();
-                let q = cfg.num_heads * cfg.head_dim;
-                let kv = cfg.num_kv_heads * cfg.head_dim;
-                let f = cfg.intermediate_size;
-                let dims = |p: Proj| match p {
-                    Proj::QProj => (d, q),
-                    Proj::KProj | Proj::VProj => (d, kv),
-                    Proj::OProj => (q, d),
-                    Proj::GateProj | Proj::UpProj => (d, f),
-                    Proj::DownProj => (f, d),
+                let dims = |p: Proj| {
+                    let (i, o) = cfg.projection_shape(p);
+                    (i as usize, o as usize)
                 };
                 let lora = Lora::new(
                     l.rank,
                     l.alpha,
                     l.dropout,
-                    &targets,
+                    &l.targets,
                     cfg.num_layers,
                     dims,
                     seed,
@@ -109,7 +88,6 @@ impl Method {
                 let vars = lora.vars();
                 (Method::Lora(lora), vars)
             }
-            other => anyhow::bail!("method.kind: unknown method {other:?}"),
         })
     }
 
@@ -247,28 +225,34 @@ impl Method {
     /// One line describing the adapter.
     pub fn describe(exp: &Experiment) -> String {
         let m = &exp.method.meft;
-        match exp.method.kind.as_str() {
-            "meft" => format!(
+        match exp.method.kind {
+            MethodKind::Meft => format!(
                 "MEFT M {} K {} E {} P {}{}",
                 m.neurons,
                 m.top_k,
                 m.resolved_experts(),
                 m.probe,
-                if m.routing == "full" {
+                if m.routing == Routing::Full {
                     " full-scan"
                 } else {
                     ""
                 }
             ),
-            "parallel" => format!("Parallel Adapter {}", exp.method.parallel.size),
-            "lora" => format!(
+            MethodKind::Parallel => format!("Parallel Adapter {}", exp.method.parallel.size),
+            MethodKind::Lora => format!(
                 "LoRA r {} α {} on {}",
                 exp.method.lora.rank,
                 exp.method.lora.alpha,
-                exp.method.lora.targets.join(",")
+                exp.method
+                    .lora
+                    .targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
-            "full" => "full fine-tuning".into(),
-            _ => "frozen base".into(),
+            MethodKind::Full => "full fine-tuning".into(),
+            MethodKind::None => "frozen base".into(),
         }
     }
 }

@@ -346,11 +346,10 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
 /// The experiment's base model on its device, in its dtype.
 pub fn load_base(exp: &Experiment) -> Result<crate::model::LoadedModel> {
     let device = crate::model::load::device_of(&exp.model.device)?;
-    let dtype = match exp.model.dtype.as_str() {
-        "f32" => candle_core::DType::F32,
-        "bf16" => candle_core::DType::BF16,
-        "f16" => candle_core::DType::F16,
-        other => anyhow::bail!("model.dtype: {other:?} is not one of f32, bf16, f16"),
+    let dtype = match exp.model.dtype {
+        crate::config::BaseDtype::F32 => candle_core::DType::F32,
+        crate::config::BaseDtype::Bf16 => candle_core::DType::BF16,
+        crate::config::BaseDtype::F16 => candle_core::DType::F16,
     };
     let reference = crate::model::ModelRef::parse(&exp.model.reference)
         .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;

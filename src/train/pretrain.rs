@@ -68,7 +68,7 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
     exp.data.train = all.display().to_string();
     exp.data.eval = test.display().to_string();
     exp.data.template = "plain".into();
-    exp.method.kind = "full".into();
+    exp.method.kind = crate::config::MethodKind::Full;
     exp.train.lr = opts.lr;
     exp.train.batch = opts.batch;
     exp.train.micro_batch = opts.batch;

@@ -39,8 +39,8 @@ pub struct Probe {
 pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64)) -> Result<Probe> {
     exp.validate()?;
     anyhow::ensure!(
-        exp.method.kind == "meft",
-        "method.kind: a probe measures MEFT's unions; this run is {:?}",
+        exp.method.kind == crate::config::MethodKind::Meft,
+        "method.kind: a probe measures MEFT's unions; this run is \"{}\"",
         exp.method.kind
     );
     let loaded = super::load_base(exp)?;

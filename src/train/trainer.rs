@@ -14,7 +14,7 @@ use crate::data::spec::{encode_all, load_data};
 use crate::data::Example;
 use crate::event::*;
 use crate::model::{Input, LoadedModel, Model};
-use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW, Schedule};
+use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW};
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ impl Trainer {
                 .unwrap_or_default(),
             config_toml: self.exp.to_toml()?,
             name: self.exp.name.clone(),
-            method: self.exp.method.kind.clone(),
+            method: self.exp.method.kind.to_string(),
             model: self.exp.model.reference.clone(),
             device: self.exp.model.device.clone(),
             total_steps: self.total,
@@ -298,12 +298,14 @@ impl Trainer {
         }
         self.watch_for_dead_gradients(norm);
         let coef = clip_coefficient(norm, self.exp.train.clip);
-        let schedule = match self.exp.train.schedule.as_str() {
-            "constant_with_warmup" => Schedule::ConstantWithWarmup,
-            _ => Schedule::Linear,
-        };
         let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
-        let lr = lr_at(self.exp.train.lr, self.step, self.total, warm, schedule);
+        let lr = lr_at(
+            self.exp.train.lr,
+            self.step,
+            self.total,
+            warm,
+            self.exp.train.schedule,
+        );
         self.opt.step(&grads, lr, coef)?;
         let cfg = self.opt.cfg;
         let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg);

@@ -36,7 +36,7 @@ pub fn planner_preview() -> Previewer {
             }
         };
         let input = plan::PlanInput {
-            base_dtype_bytes: plan::dtype_bytes(&exp.model.dtype),
+            base_dtype_bytes: exp.model.dtype.bytes(),
             ..plan::PlanInput::new(exp, &model)
         };
         let p = match plan::plan(&input) {

@@ -12,13 +12,12 @@
 
 mod report;
 
-pub use report::{dtype_bytes, report, Observed, PAPER_UNION_FRACTION};
+pub use report::{report, Observed, PAPER_UNION_FRACTION};
 
 use super::activations::{adapter_kept, backward_working_set, base_kept, AdapterKept, MicroBatch};
-use crate::config::{ConfigError, Experiment};
+use crate::config::{ConfigError, Experiment, HostOptimizer, MethodKind, Routing};
 use crate::event::{Category, Kind, Ledger, Traffic};
 use crate::model::ModelConfig;
-use crate::optim::moments::MomentDtype;
 use serde::{Deserialize, Serialize};
 
 const F32: u64 = 4;
@@ -168,9 +167,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         notes: Vec::new(),
     };
     let base = bytes(&[base_params, input.base_dtype_bytes])?;
-    let adapter = match exp.method.kind.as_str() {
-        "meft" => plan_meft(input, accumulation, base, &mut p)?,
-        "parallel" => {
+    let adapter = match exp.method.kind {
+        MethodKind::Meft => plan_meft(input, accumulation, base, &mut p)?,
+        MethodKind::Parallel => {
             let layers = exp.method.meft.layers.resolve(model.num_layers)?.len() as u64;
             let size = exp.method.parallel.size as u64;
             let params = bytes(&[layers, 2, size, d])?;
@@ -180,12 +179,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             ));
             adapter_kept(model, &mb, &AdapterKept::Parallel { size, layers })
         }
-        "lora" => {
+        MethodKind::Lora => {
             let lora = &exp.method.lora;
             let mut per_layer = 0u64;
             let mut shapes = Vec::new();
             for target in &lora.targets {
-                let (inp, out) = projection_shape(model, target)?;
+                let (inp, out) = model.projection_shape(*target);
                 shapes.push((inp, out));
                 per_layer = sum([per_layer, bytes(&[lora.rank as u64, sum([inp, out])?])?])?;
             }
@@ -194,7 +193,11 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             p.notes.push(format!(
                 "LoRA rank {} on {} in all {} layers",
                 lora.rank,
-                lora.targets.join(", "),
+                lora.targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 model.num_layers
             ));
             let kept = AdapterKept::Lora {
@@ -204,7 +207,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             };
             adapter_kept(model, &mb, &kept)
         }
-        "full" => {
+        MethodKind::Full => {
             // The trained weights are the base itself, kept in f32; counting
             // them under base as well would count them twice.
             device_params(&mut p, 0, base_params)?;
@@ -214,27 +217,23 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             );
             adapter_kept(model, &mb, &AdapterKept::Full)
         }
-        "none" => {
+        MethodKind::None => {
             p.device.insert(Category::Base, base);
             p.notes
                 .push("frozen base: nothing is trained or offloaded".into());
             0
         }
-        other => {
-            return Err(input_error(
-                "method.kind",
-                format!("{other:?} is not one of meft, parallel, lora, full, none"),
-            ))
-        }
     };
     p.device.insert(Category::Activations, activations);
-    if exp.method.kind != "none" {
+    if exp.method.kind != MethodKind::None {
         p.device.insert(Category::AdapterActivations, adapter);
         // The backward pass's working set peaks early (the loss gradient,
         // then each layer's); by its end the gradients (device parameters',
         // and each gathered row's) have taken its place.
-        let hooked = match exp.method.kind.as_str() {
-            "meft" | "parallel" => exp.method.meft.layers.resolve(model.num_layers)?.len(),
+        let hooked = match exp.method.kind {
+            MethodKind::Meft | MethodKind::Parallel => {
+                exp.method.meft.layers.resolve(model.num_layers)?.len()
+            }
             _ => model.num_layers,
         } as u64;
         let working = backward_working_set(model, &mb, adapter / hooked.max(1));
@@ -258,7 +257,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     p.device_total = sum(p.device.values().copied())?;
     p.host_total = sum(p.host.values().copied())?;
     p.fits = input.gpu_mem.map(|gpu| p.device_total <= gpu);
-    if exp.method.kind == "meft" && p.fits == Some(false) {
+    if exp.method.kind == MethodKind::Meft && p.fits == Some(false) {
         largest_union_note(input, &mut p)?;
     }
     Ok(p)
@@ -295,7 +294,7 @@ fn plan_meft(
     let m = cfg.neurons as u64;
     let k = cfg.top_k as u64;
     let probe = cfg.probe as u64;
-    let full_routing = cfg.routing == "full";
+    let full_routing = cfg.routing == Routing::Full;
     let experts = if full_routing {
         0
     } else {
@@ -360,9 +359,9 @@ fn plan_meft(
     p.dense_offload = bytes(&[2, la, 2, m, d, F32])?;
 
     let store = bytes(&[la, m, row])?;
-    let moments = MomentDtype::parse(&cfg.moments).unwrap_or(MomentDtype::F32);
+    let moments = cfg.moments;
     p.host.insert(Category::Store, store);
-    let lazy = cfg.host_optimizer == "lazy";
+    let lazy = cfg.host_optimizer == HostOptimizer::Lazy;
     let moment_rows = match input.moment_rows {
         Some(r) if lazy => r.min(m),
         _ => m,
@@ -524,27 +523,6 @@ fn p_unions(input: &PlanInput) -> Vec<u64> {
         Some(u) => u.iter().map(|&x| x.min(worst)).collect(),
         None => vec![worst; layers],
     }
-}
-
-/// (in, out) of a projection a LoRA target names.
-fn projection_shape(model: &ModelConfig, target: &str) -> Result<(u64, u64), PlanError> {
-    let d = model.hidden_size as u64;
-    let q = (model.num_heads * model.head_dim) as u64;
-    let kv = (model.num_kv_heads * model.head_dim) as u64;
-    let ffn = model.intermediate_size as u64;
-    Ok(match target {
-        "q_proj" => (d, q),
-        "k_proj" | "v_proj" => (d, kv),
-        "o_proj" => (q, d),
-        "gate_proj" | "up_proj" => (d, ffn),
-        "down_proj" => (ffn, d),
-        other => {
-            return Err(input_error(
-                "method.lora.targets",
-                format!("{other:?} is not a projection"),
-            ))
-        }
-    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! the same size, the verdict on a card).
 
 use super::{plan, Plan, PlanInput};
-use crate::config::Experiment;
+use crate::config::{Experiment, MethodKind};
 use crate::model::shapes::shape_of;
 use crate::units::{human_bytes, ratio};
 
@@ -102,13 +102,6 @@ impl Plan {
 /// rows counted once), i.e. |U|·2d ≈ 0.56 · 2·M·d.
 pub const PAPER_UNION_FRACTION: f64 = 0.56;
 
-pub fn dtype_bytes(dtype: &str) -> u64 {
-    match dtype {
-        "f16" | "bf16" => 2,
-        _ => 4,
-    }
-}
-
 /// Plan inputs measured rather than assumed: by a probe of the run's first
 /// micro-batches, or by a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +141,7 @@ pub fn report(
         (None, None) => None,
     };
     let mut input = PlanInput {
-        base_dtype_bytes: dtype_bytes(&exp.model.dtype),
+        base_dtype_bytes: exp.model.dtype.bytes(),
         gpu_mem,
         union_sizes: unions.as_deref(),
         ..PlanInput::new(exp, &model)
@@ -162,8 +155,8 @@ pub fn report(
     let main = plan(&input)?;
     let mut dense_exp = exp.clone();
     let mut compare = None;
-    if exp.method.kind == "meft" {
-        dense_exp.method.kind = "parallel".into();
+    if exp.method.kind == MethodKind::Meft {
+        dense_exp.method.kind = MethodKind::Parallel;
         dense_exp.method.parallel.size = exp.method.meft.neurons;
         compare = Some(plan(&PlanInput {
             exp: &dense_exp,
@@ -188,8 +181,8 @@ pub fn report(
     // Without a given or measured union, also show the union the paper
     // measured.
     let assumed = union_fraction.is_none() && observed.is_none();
-    let paper_case = match (assumed, exp.method.kind.as_str()) {
-        (true, "meft") => {
+    let paper_case = match (assumed, exp.method.kind) {
+        (true, MethodKind::Meft) => {
             let u = vec![
                 (PAPER_UNION_FRACTION * exp.method.meft.neurons as f64).round() as u64;
                 layers

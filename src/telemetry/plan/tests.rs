@@ -117,7 +117,7 @@ fn paper_meft_7b_on_24_gib_needs_unions_under_46_percent_of_m() {
 fn paper_dense_parallel_adapter_7b_needs_the_48_gib_card() {
     let model = shape("llama-7b");
     let mut exp = paper_nq();
-    exp.method.kind = "parallel".into();
+    exp.method.kind = MethodKind::Parallel;
     exp.method.parallel.size = 8464;
     let p = must(&with_gpu(&exp, &model, 24 * GIB));
     println!("{}", p.table("LLaMA-7B · dense Parallel Adapter 8464"));
@@ -299,7 +299,7 @@ fn unmeasured_unions_are_the_worst_case() {
 #[test]
 fn full_routing_has_no_router_and_sends_no_routing() {
     let (mut exp, model) = small();
-    exp.method.meft.routing = "full".into();
+    exp.method.meft.routing = Routing::Full;
     let p = must(&PlanInput {
         tokens_per_micro_batch: 8,
         ..PlanInput::new(&exp, &model)
@@ -313,7 +313,7 @@ fn full_routing_has_no_router_and_sends_no_routing() {
 fn lora_full_and_none_count_their_own_parameters() {
     let model = shape("tiny");
     let mut exp = Experiment::default();
-    exp.method.kind = "lora".into();
+    exp.method.kind = MethodKind::Lora;
     // q_proj 8·(128 + 128) + v_proj 8·(128 + 64), in 4 layers, f32.
     let lora = must(&PlanInput::new(&exp, &model));
     assert_eq!(lora.device[&Category::Trainable], 4 * (2048 + 1536) * 4);
@@ -321,13 +321,13 @@ fn lora_full_and_none_count_their_own_parameters() {
     assert_eq!(lora.traffic, Traffic::default());
     assert_eq!(lora.device[&Category::Base], 771_584 * 4);
 
-    exp.method.kind = "full".into();
+    exp.method.kind = MethodKind::Full;
     let full = must(&PlanInput::new(&exp, &model));
     assert_eq!(full.device[&Category::Base], 0);
     assert_eq!(full.device[&Category::Trainable], 771_584 * 4);
     assert_eq!(full.device[&Category::Optimizer], 2 * 771_584 * 4);
 
-    exp.method.kind = "none".into();
+    exp.method.kind = MethodKind::None;
     let none = must(&PlanInput::new(&exp, &model));
     let keys: Vec<Category> = none.device.keys().copied().collect();
     assert_eq!(keys, [Category::Base, Category::Activations]);

@@ -2,7 +2,7 @@
 //! it is labelled and named in validation errors, how it reads as text, how
 //! a notch up or down moves it, and how typed text sets it.
 
-use crate::config::Experiment;
+use crate::config::{Choice, ConfigError, Experiment, HostOptimizer, MethodKind, Routing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -49,15 +49,13 @@ pub const FIELDS: [Field; 19] = [
     Field::Device,
 ];
 
-const METHODS: &[&str] = &["meft", "parallel", "lora", "full", "none"];
 const TASKS: &[&str] = &["nq", "squad", "gsm8k", "metamath", "toolbench"];
-const ROUTINGS: &[&str] = &["key_experts", "full"];
-const HOST_OPTIMIZERS: &[&str] = &["lazy", "dense"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Kind {
     Text,
-    Choice(&'static [&'static str]),
+    /// One of these spellings (the schema's, in order).
+    Choice(Vec<&'static str>),
     Number,
 }
 
@@ -114,10 +112,10 @@ impl Field {
     pub(super) fn kind(self) -> Kind {
         match self {
             Field::Name | Field::Model | Field::Train | Field::Device => Kind::Text,
-            Field::Task => Kind::Choice(TASKS),
-            Field::Method => Kind::Choice(METHODS),
-            Field::Routing => Kind::Choice(ROUTINGS),
-            Field::HostOptimizer => Kind::Choice(HOST_OPTIMIZERS),
+            Field::Task => Kind::Choice(TASKS.to_vec()),
+            Field::Method => Kind::Choice(MethodKind::names()),
+            Field::Routing => Kind::Choice(Routing::names()),
+            Field::HostOptimizer => Kind::Choice(HostOptimizer::names()),
             _ => Kind::Number,
         }
     }
@@ -136,28 +134,11 @@ impl Field {
 
     /// The value as typed into the field.
     pub fn get(self, e: &Experiment) -> String {
-        let m = &e.method.meft;
-        let t = &e.train;
         match self {
-            Field::Name => e.name.clone(),
-            Field::Model => e.model.reference.clone(),
-            Field::Task => e.data.task.clone(),
-            Field::Train => e.data.train.clone(),
-            Field::Method => e.method.kind.clone(),
-            Field::Neurons => m.neurons.to_string(),
-            Field::TopK => m.top_k.to_string(),
-            Field::Experts => m.experts.to_string(),
-            Field::Probe => m.probe.to_string(),
-            Field::Routing => m.routing.clone(),
-            Field::HostOptimizer => m.host_optimizer.clone(),
-            Field::Lr => format!("{:e}", t.lr),
-            Field::Steps => t.steps.to_string(),
-            Field::Epochs => t.epochs.to_string(),
-            Field::Batch => t.batch.to_string(),
-            Field::MicroBatch => t.micro_batch.to_string(),
-            Field::Cutoff => t.cutoff_len.to_string(),
-            Field::Seed => t.seed.to_string(),
-            Field::Device => e.model.device.clone(),
+            // Rates read best in scientific notation, epochs without ".0".
+            Field::Lr => format!("{:e}", e.train.lr),
+            Field::Epochs => e.train.epochs.to_string(),
+            _ => e.get(self.path()).unwrap_or_default(),
         }
     }
 
@@ -228,67 +209,15 @@ impl Field {
     }
 }
 
-// The setup screen's own setter, in a block of its own because a shared
-// setter in the config module is to replace it.
 impl Field {
-    /// Set from typed text; the error says what was expected.
+    /// Set from typed text, as `--set` sets the same path; the error says
+    /// what the field expects.
     pub fn set(self, e: &mut Experiment, text: &str) -> Result<(), String> {
-        let text = text.trim();
-        let int = || -> Result<usize, String> {
-            text.replace('_', "")
-                .parse::<usize>()
-                .map_err(|_| format!("expected a whole number, got {text:?}"))
-        };
-        let float = || -> Result<f64, String> {
-            text.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("expected a number, got {text:?}"))
-        };
-        let m = &mut e.method.meft;
-        let t = &mut e.train;
-        match self {
-            Field::Name => {
-                if text.is_empty() {
-                    return Err("a name is needed".into());
-                }
-                e.name = text.to_string();
-            }
-            Field::Model => e.model.reference = text.to_string(),
-            Field::Train => e.data.train = text.to_string(),
-            Field::Device => e.model.device = text.to_string(),
-            Field::Task | Field::Method | Field::Routing | Field::HostOptimizer => {
-                let Kind::Choice(options) = self.kind() else {
-                    return Ok(());
-                };
-                if !options.contains(&text) {
-                    return Err(format!("expected one of {}", options.join(", ")));
-                }
-                let v = text.to_string();
-                match self {
-                    Field::Task => e.data.task = v,
-                    Field::Method => e.method.kind = v,
-                    Field::Routing => m.routing = v,
-                    _ => m.host_optimizer = v,
-                }
-            }
-            Field::Neurons => m.neurons = int()?,
-            Field::TopK => m.top_k = int()?,
-            Field::Experts => m.experts = int()?,
-            Field::Probe => m.probe = int()?,
-            Field::Lr => t.lr = float()?,
-            Field::Steps => t.steps = int()?,
-            Field::Epochs => t.epochs = float()?,
-            Field::Batch => t.batch = int()?,
-            Field::MicroBatch => t.micro_batch = int()?,
-            Field::Cutoff => t.cutoff_len = int()?,
-            Field::Seed => {
-                t.seed = text
-                    .parse()
-                    .map_err(|_| format!("expected a whole number, got {text:?}"))?
-            }
+        match e.set(self.path(), text.trim()) {
+            Ok(()) => Ok(()),
+            Err(ConfigError::Field { msg, .. }) => Err(msg),
+            Err(other) => Err(other.to_string()),
         }
-        Ok(())
     }
 }
 
@@ -388,6 +317,46 @@ mod tests {
         Field::Experts.step(&mut e, false);
         Field::Experts.step(&mut e, false);
         assert_eq!(e.method.meft.experts, 128);
+    }
+
+    #[test]
+    fn every_field_sets_as_set_does() {
+        let sample = |f: Field| match f {
+            Field::Name => "my run",
+            Field::Model => "gguf:/models/smol.gguf",
+            Field::Task => "squad",
+            Field::Train => "synth:entities=50,seed=3",
+            Field::Method => "lora",
+            Field::Neurons => "8192",
+            Field::TopK => "64",
+            Field::Experts => "128",
+            Field::Probe => "4",
+            Field::Routing => "full",
+            Field::HostOptimizer => "dense",
+            Field::Lr => "3e-4",
+            Field::Steps => "500",
+            Field::Epochs => "2.5",
+            Field::Batch => "16",
+            Field::MicroBatch => "4",
+            Field::Cutoff => "128",
+            Field::Seed => "7",
+            Field::Device => "cuda:0",
+        };
+        for f in FIELDS {
+            let mut by_screen = Experiment::default();
+            let by_flag = Experiment::default()
+                .apply_sets(&[format!("{}={}", f.path(), sample(f))])
+                .unwrap_or_else(|e| panic!("{}: {e}", f.path()));
+            assert_eq!(f.set(&mut by_screen, sample(f)), Ok(()), "{}", f.path());
+            assert_eq!(by_screen, by_flag, "{}", f.path());
+            assert_ne!(
+                by_screen,
+                Experiment::default(),
+                "{} changed nothing",
+                f.path()
+            );
+            assert_eq!(f.get(&by_screen), sample(f), "{} reads back", f.path());
+        }
     }
 
     #[test]

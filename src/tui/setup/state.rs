@@ -64,7 +64,7 @@ impl Setup {
     }
 
     pub(super) fn enabled(&self, f: Field) -> bool {
-        !f.meft_only() || self.exp.method.kind == "meft"
+        !f.meft_only() || self.exp.method.kind == crate::config::MethodKind::Meft
     }
 
     fn revalidate(&mut self) {
