@@ -28,24 +28,120 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     Some(total as u64)
 }
 
-/// A byte count for people: "12 B", "3.1 KiB", "412 MiB", "1.9 GiB".
-pub fn human_bytes(n: u64) -> String {
+/// A byte count for people, in IEC units with up to three significant
+/// digits and no trailing ".0": "812 B", "3.1 KiB", "24 MiB", "25.7 GiB",
+/// "412 MiB". One rule for the screen, the summary and the planner.
+pub fn bytes(n: u64) -> String {
+    bytes_f(n as f64)
+}
+
+/// [`bytes`] for averaged (fractional) byte counts; "–" for none.
+pub fn bytes_f(n: f64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
+    if !n.is_finite() || n < 0.0 {
+        return "–".into();
     }
-    let mut v = n as f64;
+    if n < 1024.0 {
+        return format!("{} B", n.round() as u64);
+    }
+    let mut v = n;
     let mut unit = 0;
     while v >= 1024.0 && unit + 1 < UNITS.len() {
         v /= 1024.0;
         unit += 1;
     }
-    if v < 99.95 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else if v.round() < 1024.0 || unit + 1 == UNITS.len() {
-        format!("{v:.0} {}", UNITS[unit])
+    if v.round() >= 1024.0 && unit + 1 < UNITS.len() {
+        return format!("1 {}", UNITS[unit + 1]);
+    }
+    format!("{} {}", significant(v), UNITS[unit])
+}
+
+/// One decimal below 100 and none above, without a trailing ".0".
+fn significant(v: f64) -> String {
+    let one = format!("{v:.1}");
+    match one.strip_suffix(".0") {
+        Some(whole) if v < 99.95 => whole.to_string(),
+        _ if v < 99.95 => one,
+        _ => format!("{v:.0}"),
+    }
+}
+
+/// "12.1/139 GiB": a used/total pair sharing the total's unit.
+pub fn bytes_of(used: u64, total: u64) -> String {
+    let t = bytes(total);
+    let unit = t.rsplit(' ').next().unwrap_or("B");
+    let power = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+        .iter()
+        .position(|u| *u == unit)
+        .unwrap_or(0);
+    let u = used as f64 / 1024f64.powi(power as i32);
+    let u = match power {
+        0 => format!("{u:.0}"),
+        _ => significant(u),
+    };
+    format!("{u}/{t}")
+}
+
+/// Compact counts: 812, 1.9k, 23k, 4.1M.
+pub fn count(n: f64) -> String {
+    if !n.is_finite() {
+        return "–".into();
+    }
+    let a = n.abs();
+    if a < 1_000.0 {
+        format!("{n:.0}")
+    } else if a < 10_000.0 {
+        format!("{:.1}k", n / 1e3)
+    } else if a < 1_000_000.0 {
+        format!("{:.0}k", n / 1e3)
+    } else if a < 10_000_000.0 {
+        format!("{:.1}M", n / 1e6)
     } else {
-        format!("1.0 {}", UNITS[unit + 1])
+        format!("{:.0}M", n / 1e6)
+    }
+}
+
+/// Durations as a person reads them: "45s", "3m12s", "2h05m".
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "–".into();
+    }
+    let s = secs.round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// A loss or metric value with three significant digits.
+pub fn value(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+/// Short bytes for breakdowns where the unit is already clear: "6.1M", "256K".
+pub fn bytes_short(n: u64) -> String {
+    let long = bytes(n);
+    match long.split_once(' ') {
+        Some((v, "B")) => format!("{v}B"),
+        Some((v, unit)) => format!("{v}{}", &unit[..1]),
+        None => long,
     }
 }
 
@@ -109,13 +205,22 @@ mod tests {
     }
 
     #[test]
-    fn human_bytes_reads_like_the_dashboard() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(3174), "3.1 KiB");
-        assert_eq!(human_bytes(412 << 20), "412 MiB");
-        assert_eq!(human_bytes(2_040_109_466), "1.9 GiB");
-        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MiB");
-        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    fn bytes_read_like_a_person_writes_them() {
+        assert_eq!(
+            bytes_of(12 * 1024 * 1024 * 1024, 139 * 1024 * 1024 * 1024),
+            "12/139 GiB"
+        );
+        assert_eq!(duration(192.0), "3m12s");
+        assert_eq!(count(1900.0), "1.9k");
+        assert_eq!(bytes_short(256 * 1024), "256K");
+        assert_eq!(bytes(12), "12 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(3174), "3.1 KiB");
+        assert_eq!(bytes(412 << 20), "412 MiB");
+        assert_eq!(bytes(2_040_109_466), "1.9 GiB");
+        assert_eq!(bytes(1024 * 1024 - 1), "1 MiB");
+        assert_eq!(bytes(24 << 20), "24 MiB");
+        assert_eq!(bytes(27_594_321_920), "25.7 GiB");
+        assert_eq!(bytes(u64::MAX), "16 EiB");
     }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use meft::train::event::{Event, LedgerEvent};
+use meft::event::{Event, LedgerEvent};
 
 fn last_ledger(run_dir: &std::path::Path) -> LedgerEvent {
     let events = meft::train::read_events(run_dir).unwrap();

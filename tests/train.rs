@@ -2,7 +2,7 @@
 //! checkpoints atomically, and its planner agrees with what the Link counted.
 
 use meft::config::Experiment;
-use meft::train::event::{Event, StepEvent, Summary};
+use meft::event::{Event, StepEvent, Summary};
 
 fn tiny(kind: &str, steps: usize) -> Experiment {
     let mut e = Experiment {

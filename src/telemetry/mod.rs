@@ -2,7 +2,7 @@
 //! will cost before it starts.
 //!
 //! - [`sampler`]: a background task that samples process and system memory,
-//!   CPU load and the GPUs, and sends [`crate::train::event::Event::Telemetry`]
+//!   CPU load and the GPUs, and sends [`crate::event::Event::Telemetry`]
 //!   without ever blocking the trainer.
 //! - [`nvml`]: NVIDIA readings behind the [`nvml::GpuSource`] trait; a machine
 //!   without the driver gets a reason instead of readings.

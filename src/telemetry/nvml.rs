@@ -5,7 +5,7 @@
 //! the driver (the library simply fails to load); the reason it gives is what
 //! every telemetry sample then carries in `gpu_unavailable`.
 
-use crate::train::event::GpuSample;
+use crate::event::GpuSample;
 use nvml_wrapper::enum_wrappers::device::PcieUtilCounter;
 use nvml_wrapper::Nvml;
 

@@ -7,7 +7,7 @@
 //! dropped sample, never a stalled trainer.
 
 use super::nvml::{open_gpu_source, GpuSource};
-use crate::train::event::{Event, TelemetrySample};
+use crate::event::{Event, TelemetrySample};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -264,7 +264,7 @@ pub fn peak_rss() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::event::GpuSample;
+    use crate::event::GpuSample;
     use std::sync::mpsc::sync_channel;
 
     struct FixedGpu;

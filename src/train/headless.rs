@@ -7,8 +7,8 @@ use anyhow::Result;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-fn human_bytes(b: f64) -> String {
-    crate::units::human_bytes(b.max(0.0).round() as u64)
+fn bytes(b: f64) -> String {
+    crate::units::bytes(b.max(0.0).round() as u64)
 }
 
 pub struct Printer {
@@ -51,8 +51,8 @@ impl Printer {
         if s.traffic.h2d() + s.traffic.d2h() > 0 {
             line += &format!(
                 " H→D {} D→H {}",
-                human_bytes(s.traffic.h2d() as f64),
-                human_bytes(s.traffic.d2h() as f64)
+                bytes(s.traffic.h2d() as f64),
+                bytes(s.traffic.d2h() as f64)
             );
         }
         line
@@ -146,7 +146,7 @@ impl Printer {
         let planned = |key: &str| {
             s.predicted
                 .get(key)
-                .map(|v| format!("   planned {}", human_bytes(*v)))
+                .map(|v| format!("   planned {}", bytes(*v)))
                 .unwrap_or_default()
         };
         let measured = [
@@ -160,20 +160,13 @@ impl Printer {
             ("peak host ledger", s.peak_host_ledger as f64, "host_ledger"),
         ];
         for (label, value, key) in measured {
-            rows.push((
-                label.into(),
-                format!("{}{}", human_bytes(value), planned(key)),
-            ));
+            rows.push((label.into(), format!("{}{}", bytes(value), planned(key))));
         }
         // On the CPU the planner's host and device memory are one heap.
         if s.heap_peak > 0 && s.predicted.contains_key("process_peak") {
             rows.push((
                 "peak heap (allocator)".into(),
-                format!(
-                    "{}{}",
-                    human_bytes(s.heap_peak as f64),
-                    planned("process_peak")
-                ),
+                format!("{}{}", bytes(s.heap_peak as f64), planned("process_peak")),
             ));
         }
         if !s.rss_peaks.is_empty() {
@@ -182,7 +175,7 @@ impl Printer {
                 .filter_map(|p| {
                     s.rss_peaks
                         .get(*p)
-                        .map(|b| format!("{p} {}", human_bytes(*b as f64)))
+                        .map(|b| format!("{p} {}", bytes(*b as f64)))
                 })
                 .collect();
             rows.push(("peak RSS (VmHWM) after".into(), phases.join(" · ")));

@@ -98,7 +98,7 @@ pub fn check_memory(exp: &Experiment, model: &Model) -> Result<Option<String>> {
         // Trainable parameters and their AdamW moments exist from the start.
         certain += dv(Category::Trainable) + dv(Category::Optimizer);
     }
-    let gib = |b: u64| crate::units::human_bytes(b);
+    let gib = |b: u64| crate::units::bytes(b);
     if certain > free {
         let knob = match exp.method.kind {
             MethodKind::Meft => "method.meft.neurons",

@@ -7,7 +7,6 @@
 //! headless printer). A slow watcher never blocks the trainer.
 
 pub mod evaluation;
-pub mod event;
 pub mod headless;
 pub mod ledger;
 pub mod method;

@@ -5,7 +5,7 @@
 //! drive the whole app without a terminal.
 
 use crate::config::Experiment;
-use crate::train::event::Event;
+use crate::event::Event;
 use crate::train::{Control, RunHandle};
 use crate::tui::dashboard::{self, Chrome, HELP_KEYS, LIVE_KEYS, QUIT_KEYS, REPLAY_KEYS};
 use crate::tui::export;

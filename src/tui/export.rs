@@ -3,8 +3,8 @@
 //! by resvg) and as plain text. `meft screenshot` and the dashboard's `s`
 //! key both end here.
 
+use crate::event::Event;
 use crate::fsx::write_atomic;
-use crate::train::event::Event;
 use crate::tui::dashboard::{self, Chrome};
 use crate::tui::replay::state_at;
 use crate::tui::state::{DashboardState, ViewOptions};

@@ -2,7 +2,7 @@
 //! embedded model would produce, with figures a person can check by hand.
 
 use crate::event::{Category, Kind};
-use crate::train::event::{
+use crate::event::{
     EvalEvent, Event, HistogramEvent, LedgerEvent, RunInfo, StepEvent, Summary, TelemetrySample,
     Traffic, EVENT_VERSION,
 };

@@ -6,7 +6,7 @@ use super::{CostPreview, Launcher, Previewer};
 use crate::config::Experiment;
 use crate::telemetry::plan;
 use crate::train::RunHandle;
-use crate::units::human_bytes;
+use crate::units::bytes;
 use std::path::PathBuf;
 
 /// Starts runs under `root` (one directory per run).
@@ -49,35 +49,31 @@ pub fn planner_preview() -> Previewer {
             }
         };
         let mut lines = Vec::new();
-        let parts = |l: &crate::train::event::Ledger| {
+        let parts = |l: &crate::event::Ledger| {
             l.iter()
                 .filter(|(_, v)| **v > 0)
-                .map(|(k, v)| format!("{k} {}", human_bytes(*v)))
+                .map(|(k, v)| format!("{k} {}", bytes(*v)))
                 .collect::<Vec<_>>()
                 .join(" · ")
         };
         lines.push((
             "device".to_string(),
-            format!("{}  {}", human_bytes(p.device_total), parts(&p.device)),
+            format!("{}  {}", bytes(p.device_total), parts(&p.device)),
         ));
         lines.push((
             "host".to_string(),
-            format!("{}  {}", human_bytes(p.host_total), parts(&p.host)),
+            format!("{}  {}", bytes(p.host_total), parts(&p.host)),
         ));
         let t = &p.traffic;
         if t.h2d() + t.d2h() > 0 {
             lines.push((
                 "bytes/step".to_string(),
-                format!(
-                    "H→D {} · D→H {}",
-                    human_bytes(t.h2d()),
-                    human_bytes(t.d2h())
-                ),
+                format!("H→D {} · D→H {}", bytes(t.h2d()), bytes(t.d2h())),
             ));
             if let Some(r) = p.offload_ratio() {
                 lines.push((
                     "dense offload".to_string(),
-                    format!("{}/step (MEFT {:.2}×)", human_bytes(p.dense_offload), r),
+                    format!("{}/step (MEFT {:.2}×)", bytes(p.dense_offload), r),
                 ));
             }
         }

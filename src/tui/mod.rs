@@ -26,7 +26,7 @@ mod fixtures;
 mod tests;
 
 use crate::config::Experiment;
-use crate::train::event::Event;
+use crate::event::Event;
 use crate::train::RunHandle;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! step N is the reducer applied to every event up to (and including) step
 //! N's, so a replay shows exactly what the live dashboard showed then.
 
-use crate::train::event::Event;
+use crate::event::Event;
 use crate::tui::dashboard::ReplayPosition;
 use crate::tui::state::{DashboardState, ViewOptions};
 

@@ -3,7 +3,7 @@
 //! through [`DashboardState::apply`], so what the screen shows never depends
 //! on where the events came from.
 
-use crate::train::event::{
+use crate::event::{
     EvalEvent, Event, HistogramEvent, LedgerEvent, RunInfo, StepEvent, Summary, TelemetrySample,
     Traffic,
 };

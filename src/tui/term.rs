@@ -3,7 +3,7 @@
 //! a panic hook for panics; Ctrl-C arrives as a key in raw mode), and the
 //! event loop that feeds the app.
 
-use crate::train::event::Event;
+use crate::event::Event;
 use crate::tui::app::{Action, App};
 use anyhow::{bail, Context};
 use crossterm::event as ct;

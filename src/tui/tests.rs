@@ -2,7 +2,7 @@
 //! drawn on ratatui's `TestBackend` and compared with insta snapshots.
 
 use crate::config::Experiment;
-use crate::train::event::Event;
+use crate::event::Event;
 use crate::train::{Control, RunHandle};
 use crate::tui::app::{Action, App};
 use crate::tui::export;

@@ -489,7 +489,7 @@ fn largest_union_note(input: &PlanInput, p: &mut Plan) -> Result<(), PlanError> 
     if room == 0 {
         p.notes.push(format!(
             "does not fit even with no rows in flight: everything but rows needs {}",
-            crate::units::human_bytes(fixed)
+            crate::units::bytes(fixed)
         ));
     } else {
         p.notes.push(format!(

@@ -5,7 +5,7 @@
 use super::{plan, Plan, PlanInput};
 use crate::config::{Experiment, MethodKind};
 use crate::model::shapes::shape_of;
-use crate::units::{human_bytes, ratio};
+use crate::units::{bytes, ratio};
 
 impl Plan {
     /// The plan as a plain-text table under `title`.
@@ -17,7 +17,7 @@ impl Plan {
             } else {
                 format!("   {detail}")
             };
-            out.push_str(&format!("{label:<18}{:>10}{detail}\n", human_bytes(value)));
+            out.push_str(&format!("{label:<18}{:>10}{detail}\n", bytes(value)));
         };
         let title_line = format!("{title}\n{}\n", "─".repeat(title.chars().count().max(40)));
         line("device memory", self.device_total, String::new());
@@ -37,7 +37,7 @@ impl Plan {
         let kinds = |to_device: bool| {
             t.by_kind(to_device)
                 .iter()
-                .map(|(k, v)| format!("{} {}", k.name(), human_bytes(*v)))
+                .map(|(k, v)| format!("{} {}", k.name(), bytes(*v)))
                 .collect::<Vec<_>>()
                 .join(" · ")
         };
@@ -71,19 +71,19 @@ impl Plan {
         let fit = match (self.gpu_mem, self.fits) {
             (Some(gpu), Some(true)) => format!(
                 "fits in {} ✓  (device {} ≤ {})",
-                human_bytes(gpu),
-                human_bytes(self.device_total),
-                human_bytes(gpu)
+                bytes(gpu),
+                bytes(self.device_total),
+                bytes(gpu)
             ),
             (Some(gpu), _) => format!(
                 "does not fit in {} ✗  (device {} > {})",
-                human_bytes(gpu),
-                human_bytes(self.device_total),
-                human_bytes(gpu)
+                bytes(gpu),
+                bytes(self.device_total),
+                bytes(gpu)
             ),
             (None, _) => format!(
                 "no device size given; the plan needs {}",
-                human_bytes(self.device_total)
+                bytes(self.device_total)
             ),
         };
         let mut text = title_line;
@@ -204,12 +204,12 @@ pub fn report(
         out.push_str(&format!(
             "\nAt the paper's measured union (|U| ≈ {PAPER_UNION_FRACTION} × M): device {} ({}), \
              H→D {} · D→H {} per step = {:.2}× a dense offload of {}.\n",
-            human_bytes(pc.device_total),
+            bytes(pc.device_total),
             verdict(pc),
-            human_bytes(t.h2d()),
-            human_bytes(t.d2h()),
+            bytes(t.h2d()),
+            bytes(t.d2h()),
             pc.offload_ratio().unwrap_or(0.0),
-            human_bytes(pc.dense_offload),
+            bytes(pc.dense_offload),
         ));
     }
     if let Some(c) = compare {
@@ -222,17 +222,17 @@ pub fn report(
             let meft_line = match &paper_case {
                 Some(pc) => format!(
                     "{} at worst-case unions ({}), {} at the paper's union ({})",
-                    human_bytes(main.device_total),
+                    bytes(main.device_total),
                     verdict(&main),
-                    human_bytes(pc.device_total),
+                    bytes(pc.device_total),
                     verdict(pc)
                 ),
-                None => format!("{} ({})", human_bytes(main.device_total), verdict(&main)),
+                None => format!("{} ({})", bytes(main.device_total), verdict(&main)),
             };
             out.push_str(&format!(
                 "\nOn {}: MEFT needs {meft_line}; the dense adapter needs {} ({}).\n",
-                human_bytes(g),
-                human_bytes(c.device_total),
+                bytes(g),
+                bytes(c.device_total),
                 verdict(&c),
             ));
         }
