@@ -5,6 +5,6 @@
 pub mod link;
 pub mod lora;
 pub mod meft;
-pub mod meft_state;
+
 pub mod parallel;
 pub mod reference;

@@ -5,8 +5,8 @@
 //! statistics. The loop never looks inside a method.
 
 use crate::adapter::lora::Lora;
+use crate::adapter::meft::StepStats;
 use crate::adapter::meft::{MeftAdapter, MeftShape};
-use crate::adapter::meft_state::StepStats;
 use crate::adapter::parallel::ParallelAdapter;
 use crate::checkpoint::{CheckpointReader, CheckpointWriter};
 use crate::config::{Experiment, MethodKind, Routing};

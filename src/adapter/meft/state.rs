@@ -4,7 +4,7 @@
 //! ledger, and the statistics a step reports (traffic, unions, pick
 //! histograms).
 
-use super::meft::MeftAdapter;
+use super::MeftAdapter;
 use crate::checkpoint::{Buffer, CheckpointReader, CheckpointWriter};
 use crate::event::{Category, HistogramEvent, Ledger, Traffic};
 use crate::optim::moments::{MomentPieces, MomentPiecesMut, MomentRows, BLOCKS};

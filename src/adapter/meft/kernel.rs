@@ -1,0 +1,309 @@
+//! The device's half: the adapter output from the gathered rows, as one
+//! fused CPU op with a hand-written backward, or composed from stock tensor
+//! ops elsewhere; both work over the union, never N × K × d.
+
+use super::GradRoute;
+use crate::event::Kind;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use num_traits::Float;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The adapter output from gathered rows, composed from stock tensor ops
+/// (for devices without the fused kernel), differentiable in the rows, the
+/// gates and the queries: a_tj = ReLU(gate_tj · q_t·k_j) over each token's K
+/// slots, out_t = Σ a_tj v_j. `gates` is N × K (ones for full routing), `map`
+/// N × K indices into the union (`|U|` for an empty slot).
+///
+/// It works over the union, never per slot: scores are q·K_Uᵀ (N × |U|),
+/// each slot's score is gathered from them as a scalar, and the activations
+/// are scattered back into an N × |U| matrix that multiplies V_U. The rows
+/// are read where they lie (no copy), and the largest intermediate is
+/// N × |U|, not N × K × d.
+pub fn device_output(
+    q: &Tensor,
+    rows_k: &Tensor,
+    rows_v: &Tensor,
+    map: &Tensor,
+    gates: &Tensor,
+    k: usize,
+) -> Result<Tensor> {
+    device_output_traced(q, rows_k, rows_v, map, gates, k, &mut |_| {})
+}
+
+/// [`device_output`], reporting the shape of every tensor it builds.
+pub fn device_output_traced(
+    q: &Tensor,
+    rows_k: &Tensor,
+    rows_v: &Tensor,
+    map: &Tensor,
+    gates: &Tensor,
+    k: usize,
+    built: &mut dyn FnMut(&[usize]),
+) -> Result<Tensor> {
+    let mut keep = |t: Tensor| -> Result<Tensor> {
+        built(t.dims());
+        Ok(t)
+    };
+    let (n, _) = q.dims2()?;
+    let u = rows_k.dim(0)?;
+    if u == 0 {
+        return keep(q.zeros_like()?);
+    }
+    let dev = q.device();
+    // Empty slots (map = |U|) point at row 0 and are masked out, so the rows
+    // are used where they lie, never copied.
+    let valid = keep(map.lt(u as u32)?.to_dtype(q.dtype())?.reshape((n, k))?)?;
+    let base = keep(
+        (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)? * u as f64)?.reshape((n, 1))?,
+    )?;
+    // Slot (t, i) as a flat index t·|U| + map[t, i] into N × |U|.
+    let flat = keep(
+        (map.to_dtype(DType::F64)?.reshape((n, k))? * valid.to_dtype(DType::F64)?)?
+            .broadcast_add(&base)?
+            .flatten_all()?
+            .to_dtype(DType::U32)?,
+    )?;
+    let scores = keep(q.matmul(&rows_k.t()?)?)?;
+    let s = keep(
+        scores
+            .flatten_all()?
+            .index_select(&flat, 0)?
+            .reshape((n, k))?,
+    )?;
+    let a = keep(((gates * s)?.relu()? * &valid)?)?;
+    // index_add rather than scatter_add: candle's scatter_add backward
+    // mis-shapes the gradient of its destination.
+    let spread = keep(
+        Tensor::zeros(n * u, a.dtype(), dev)?
+            .index_add(&flat, &a.flatten_all()?, 0)?
+            .reshape((n, u))?,
+    )?;
+    keep(spread.matmul(rows_v)?)
+}
+
+/// The device computation of [`device_output`] as one fused CPU op over
+/// (q, kv, gates): no N×K×d intermediates, and a hand-written backward that
+/// produces exactly the gradients of the composed version (a slot counts only
+/// where its gated score is positive).
+pub fn fused_output(
+    q: &Tensor,
+    kv: &Tensor,
+    gates: &Tensor,
+    map: Arc<Vec<u32>>,
+    k: usize,
+) -> Result<Tensor> {
+    fused_rows(q, kv, gates, map, k, None)
+}
+
+/// [`fused_output`], sending the rows' gradient along `route` (and none to
+/// candle's gradient store) when given.
+pub(super) fn fused_rows(
+    q: &Tensor,
+    kv: &Tensor,
+    gates: &Tensor,
+    map: Arc<Vec<u32>>,
+    k: usize,
+    route: Option<GradRoute>,
+) -> Result<Tensor> {
+    let (_, d) = q.dims2()?;
+    let (u, _) = kv.dims2()?;
+    let op = FusedRows {
+        map,
+        k,
+        d,
+        empty: u as u32,
+        route,
+    };
+    q.contiguous()?
+        .apply_op3(&kv.contiguous()?, &gates.contiguous()?, op)
+}
+
+#[derive(Clone)]
+struct FusedRows {
+    map: Arc<Vec<u32>>,
+    k: usize,
+    d: usize,
+    empty: u32,
+    route: Option<GradRoute>,
+}
+
+fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    crate::model::ops::contiguous(v, l, "fused MEFT op")
+}
+
+impl FusedRows {
+    /// Token t's slot: (row id, its key+value row, q·k, gate, activation)
+    /// when the slot holds a row whose gated score is positive.
+    fn slot<'a, T: Float>(
+        &self,
+        qt: &[T],
+        kv: &'a [T],
+        g: &[T],
+        t: usize,
+        slot: usize,
+    ) -> Option<(u32, &'a [T], T, T, T)> {
+        let d = self.d;
+        let j = self.map[t * self.k + slot];
+        if j >= self.empty {
+            return None;
+        }
+        let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+        let s = qt
+            .iter()
+            .zip(&row[..d])
+            .fold(T::zero(), |a, (x, y)| a + *x * *y);
+        let gate = g[t * self.k + slot];
+        let a = gate * s;
+        (a > T::zero()).then_some((j, row, s, gate, a))
+    }
+
+    fn forward<T: Float + Send + Sync>(&self, q: &[T], kv: &[T], g: &[T]) -> Vec<T> {
+        let (d, k) = (self.d, self.k);
+        let n = q.len() / d;
+        let mut out = vec![T::zero(); n * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(t, o)| {
+            let qt = &q[t * d..(t + 1) * d];
+            for slot in 0..k {
+                if let Some((_, row, _, _, a)) = self.slot(qt, kv, g, t, slot) {
+                    for (oi, vi) in o.iter_mut().zip(&row[d..]) {
+                        *oi = *oi + a * *vi;
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Gradients of q, kv and gates given the output gradient `go`.
+    fn backward<T: Float + Send + Sync>(
+        &self,
+        q: &[T],
+        kv: &[T],
+        g: &[T],
+        go: &[T],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (d, k) = (self.d, self.k);
+        let n = q.len() / d;
+        let mut dq = vec![T::zero(); n * d];
+        let mut dg = vec![T::zero(); n * k];
+        // Per-token work is independent; the row gradients are summed after.
+        let per_token: Vec<Vec<(u32, T, T)>> = dq
+            .par_chunks_mut(d)
+            .zip(dg.par_chunks_mut(k))
+            .enumerate()
+            .map(|(t, (dqt, dgt))| {
+                let qt = &q[t * d..(t + 1) * d];
+                let gt = &go[t * d..(t + 1) * d];
+                let mut contrib = Vec::new();
+                for (slot, dg_slot) in dgt.iter_mut().enumerate() {
+                    let Some((j, row, s, gate, a)) = self.slot(qt, kv, g, t, slot) else {
+                        continue;
+                    };
+                    let da = gt
+                        .iter()
+                        .zip(&row[d..])
+                        .fold(T::zero(), |acc, (x, y)| acc + *x * *y);
+                    *dg_slot = da * s;
+                    let ds = da * gate;
+                    for (dqi, ki) in dqt.iter_mut().zip(&row[..d]) {
+                        *dqi = *dqi + ds * *ki;
+                    }
+                    contrib.push((j, a, ds));
+                }
+                contrib
+            })
+            .collect();
+        let mut dkv = vec![T::zero(); kv.len()];
+        for (t, contrib) in per_token.iter().enumerate() {
+            let qt = &q[t * d..(t + 1) * d];
+            let gt = &go[t * d..(t + 1) * d];
+            for &(j, a, ds) in contrib {
+                let row = &mut dkv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
+                let (dk, dv) = row.split_at_mut(d);
+                for (x, y) in dk.iter_mut().zip(qt) {
+                    *x = *x + ds * *y;
+                }
+                for (x, y) in dv.iter_mut().zip(gt) {
+                    *x = *x + a * *y;
+                }
+            }
+        }
+        (dq, dkv, dg)
+    }
+}
+
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl FusedRows {
+    fn backward_tensors<T>(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        g: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Grads3>
+    where
+        T: Float + Send + Sync + candle_core::WithDType,
+    {
+        let host =
+            |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
+        let (a, b, c) = self.backward::<T>(&host(q)?, &host(kv)?, &host(g)?, &host(grad)?);
+        let dev = q.device();
+        let dkv = match &self.route {
+            Some(r) => {
+                let b: Vec<f32> = b.into_iter().map(|x| x.to_f32().unwrap_or(0.0)).collect();
+                r.sink.push(r.slot, r.link.arrived(r.layer, Kind::Grads, b));
+                None
+            }
+            None => Some(Tensor::from_vec(b, kv.shape(), dev)?.to_dtype(kv.dtype())?),
+        };
+        Ok((
+            Some(Tensor::from_vec(a, q.shape(), dev)?.to_dtype(q.dtype())?),
+            dkv,
+            Some(Tensor::from_vec(c, g.shape(), dev)?.to_dtype(g.dtype())?),
+        ))
+    }
+}
+
+impl CustomOp3 for FusedRows {
+    fn name(&self) -> &'static str {
+        "meft-fused-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(q), CpuStorage::F32(kv), CpuStorage::F32(g)) => {
+                CpuStorage::F32(self.forward(slice(q, l1)?, slice(kv, l2)?, slice(g, l3)?))
+            }
+            (CpuStorage::F64(q), CpuStorage::F64(kv), CpuStorage::F64(g)) => {
+                CpuStorage::F64(self.forward(slice(q, l1)?, slice(kv, l2)?, slice(g, l3)?))
+            }
+            _ => candle_core::bail!("fused MEFT op: f32 or f64 inputs of one dtype"),
+        };
+        Ok((out, Shape::from((n, d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Grads3> {
+        match q.dtype() {
+            DType::F64 => self.backward_tensors::<f64>(q, kv, g, grad),
+            _ => self.backward_tensors::<f32>(q, kv, g, grad),
+        }
+    }
+}

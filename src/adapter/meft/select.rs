@@ -1,0 +1,100 @@
+//! The host's half of routing: score the probed experts' keys (or all of
+//! them), keep each token's top-K, and gather the union's rows.
+
+use super::{HostStore, MeftShape, Routing};
+use rayon::prelude::*;
+
+/// What the host selected for one micro-batch at one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Sorted distinct row ids kept by any token (the union U).
+    pub union: Vec<u32>,
+    /// N × K indices into `union`; `union.len()` marks an empty slot (fewer
+    /// than K candidates), which the device maps to a zero row.
+    pub map: Vec<u32>,
+    /// The kept scores o_tj, N × K, aligned with `map` (0 for empty slots).
+    pub scores: Vec<f32>,
+}
+
+/// Per token, the top-K rows by score among the candidates, on the host.
+/// `gates` (N × P) and `experts` (N × P) describe Key-Experts routing; with
+/// `Routing::Full` both are empty and every key is a candidate.
+pub fn select(
+    store: &HostStore,
+    shape: &MeftShape,
+    queries: &[f32],
+    experts: &[u32],
+    gates: &[f32],
+) -> Selection {
+    let d = shape.d;
+    let n = queries.len() / d.max(1);
+    let (k, p, kpe) = (shape.top_k, shape.probe, shape.keys_per_expert());
+    let per_token: Vec<Vec<(u32, f32)>> = (0..n)
+        .into_par_iter()
+        .map(|t| {
+            let q = &queries[t * d..(t + 1) * d];
+            let mut cand: Vec<(u32, f32)> = Vec::new();
+            let score_rows = |lo: usize, hi: usize, gate: f32, cand: &mut Vec<(u32, f32)>| {
+                for j in lo..hi {
+                    let key = store.key_row(j);
+                    let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
+                    cand.push((j as u32, gate * dot));
+                }
+            };
+            match shape.routing {
+                Routing::KeyExperts => {
+                    cand.reserve(p * kpe);
+                    for i in 0..p {
+                        let e = experts[t * p + i] as usize;
+                        score_rows(e * kpe, (e + 1) * kpe, gates[t * p + i], &mut cand);
+                    }
+                }
+                Routing::Full => {
+                    cand.reserve(store.m);
+                    score_rows(0, store.m, 1.0, &mut cand);
+                }
+            }
+            if cand.len() > k {
+                cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+                cand.truncate(k);
+            }
+            cand
+        })
+        .collect();
+    let mut union: Vec<u32> = per_token.iter().flatten().map(|c| c.0).collect();
+    union.sort_unstable();
+    union.dedup();
+    let empty = union.len() as u32;
+    let mut map = Vec::with_capacity(n * k);
+    let mut scores = Vec::with_capacity(n * k);
+    for kept in &per_token {
+        for slot in 0..k {
+            match kept.get(slot) {
+                Some(&(j, o)) => {
+                    map.push(union.binary_search(&j).unwrap_or(0) as u32);
+                    scores.push(o);
+                }
+                None => {
+                    map.push(empty);
+                    scores.push(0.0);
+                }
+            }
+        }
+    }
+    Selection { union, map, scores }
+}
+
+/// Rows `ids` of the store as one |U| × 2d buffer, each row's key then its
+/// value, copied in parallel.
+pub fn gather_kv(store: &HostStore, ids: &[u32]) -> Vec<f32> {
+    let d = store.d.max(1);
+    let mut out = vec![0f32; ids.len() * 2 * d];
+    out.par_chunks_mut(2 * d)
+        .zip(ids.par_iter())
+        .for_each(|(dst, &j)| {
+            let j = j as usize;
+            dst[..d].copy_from_slice(&store.keys[j * d..(j + 1) * d]);
+            dst[d..].copy_from_slice(&store.values[j * d..(j + 1) * d]);
+        });
+    out
+}
