@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::answer::{api_block, gsm8k_number, metamath_answer};
 use super::{DataError, Example, Task};
 
 const NQ_EXPECTED: &str =
@@ -20,9 +21,6 @@ const GSM8K_EXPECTED: &str =
 const METAMATH_EXPECTED: &str = r#"a JSON array of {"query", "response", "type"} objects whose responses end with "The answer is: N""#;
 const TOOLBENCH_EXPECTED: &str =
     r#"a JSON array of {"query", "query_id", "api_list", "relevant APIs"} objects"#;
-
-/// Prefix of every ToolBench answer block; `tool_iou` strips it again.
-pub const API_BLOCK_PREFIX: &str = "API MAIN INFO: ";
 
 /// Reads `path` in the official shape of `task`.
 pub fn load(task: Task, path: &Path) -> Result<Vec<Example>, DataError> {
@@ -530,7 +528,7 @@ fn load_gsm8k(path: &Path) -> Result<Vec<Example>, DataError> {
     let mut out = Vec::new();
     for_each_line(path, GSM8K_EXPECTED, |line_no, line| {
         let row: Gsm8kRow = parse_line(path, line_no, line, GSM8K_EXPECTED)?;
-        let Some(number) = crate::eval::metrics::gsm8k_number(&row.answer) else {
+        let Some(number) = gsm8k_number(&row.answer) else {
             return Err(record_error(
                 path,
                 line_no,
@@ -571,7 +569,7 @@ fn load_metamath(path: &Path) -> Result<Vec<Example>, DataError> {
     let lines = object_lines(&text, 1);
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
-        let Some(number) = crate::eval::metrics::metamath_answer(&row.response) else {
+        let Some(number) = metamath_answer(&row.response) else {
             return Err(record_error(
                 path,
                 line_of(&lines, i),
@@ -613,23 +611,6 @@ struct ToolApi {
     api_name: String,
     #[serde(default)]
     api_description: String,
-}
-
-/// One answer block: `API MAIN INFO: tool, api, category, description`.
-/// The first three comma fields identify the API (tool, API, category, in
-/// that fixed order), which is what `tool_iou` compares. Commas and line
-/// breaks inside the identifying fields would shift or split them, so they
-/// are replaced by spaces.
-pub fn api_block(tool: &str, api: &str, category: &str, description: &str) -> String {
-    let field = |s: &str| s.replace([',', '\n', '\r'], " ").trim().to_string();
-    let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
-    format!(
-        "{API_BLOCK_PREFIX}{}, {}, {}, {}",
-        field(tool),
-        field(api),
-        field(category),
-        description
-    )
 }
 
 fn load_toolbench(path: &Path) -> Result<Vec<Example>, DataError> {

@@ -1,9 +1,12 @@
 //! The data room: the one example type every task loads into, the loaders for
-//! the official file formats, the synthetic world that writes those formats, the
-//! prompt template, tokenization with loss masks, and batching.
+//! the official file formats, the answer grammar those formats share with the
+//! metrics, the synthetic world that writes those formats, the prompt
+//! template, tokenization with loss masks, and batching.
 //!
-//! Scoring answers lives in `crate::eval`; this room only reads and writes data.
+//! Scoring answers lives in `crate::eval`, which builds on this room; this
+//! room only reads and writes data and never imports from `eval`.
 
+pub mod answer;
 pub mod batch;
 pub mod formats;
 pub mod prompt;

@@ -253,6 +253,7 @@ pub fn score_examples<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::synth::{self, WorldSpec};
     use std::path::PathBuf;
 
     struct Files {
@@ -396,6 +397,34 @@ mod tests {
             err.starts_with(&format!("{}: empty file", empty.display())),
             "{err}"
         );
+    }
+
+    /// The synthetic world's own targets are right answers, so every metric
+    /// of these tasks must give them full marks.
+    #[test]
+    fn synthetic_targets_score_full_marks() -> Result<(), DataError> {
+        let f = Files::new();
+        let spec = WorldSpec {
+            entities: 30,
+            seed: 11,
+            pool: 8,
+            attributes: 4,
+            ..WorldSpec::default()
+        };
+        for task in [Task::Nq, Task::Squad, Task::MetaMath, Task::ToolBench] {
+            let written = synth::write(task, &spec, &f.dir.path().join(task.name()))?;
+            let test = load(task, &written.test)?;
+            let targets: HashMap<&str, &str> = test
+                .iter()
+                .map(|e| (e.id.as_str(), e.target.as_str()))
+                .collect();
+            let report = score_examples(task, &test, |e| targets[e.id.as_str()]);
+            assert_eq!(report.n, written.test_records, "{task}");
+            for (metric, mean) in &report.scores {
+                assert_eq!(*mean, 1.0, "{task} {metric}");
+            }
+        }
+        Ok(())
     }
 
     #[test]
