@@ -14,6 +14,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::formats::gsm8k::{self, Gsm8kRow};
+use super::formats::metamath::{self, MetaMathRow};
+use super::formats::nq::{self, NqRow};
+use super::formats::squad::{self, SquadAnswer, SquadArticle, SquadDoc, SquadParagraph, SquadQa};
+use super::formats::toolbench::{self, ToolApi, ToolParam, ToolQuery};
+use super::formats::{self, Id};
 use super::{DataError, Task};
 
 /// Size knobs of a world.
@@ -528,27 +534,6 @@ pub fn file_names(task: Task) -> (&'static str, &'static str) {
     }
 }
 
-/// Written under a temporary name and renamed, so a reader never sees half a
-/// file and an interrupted run leaves the old one intact.
-fn write_atomic(path: &Path, text: &str) -> Result<(), DataError> {
-    crate::fsx::write_atomic(path, text.as_bytes()).map_err(|e| DataError::io(path, e))
-}
-
-fn to_json<T: Serialize>(value: &T, path: &Path) -> Result<String, DataError> {
-    serde_json::to_string_pretty(value).map_err(|e| DataError::io(path, std::io::Error::other(e)))
-}
-
-fn to_jsonl<T: Serialize>(rows: &[T], path: &Path) -> Result<String, DataError> {
-    let mut out = String::new();
-    for row in rows {
-        let line = serde_json::to_string(row)
-            .map_err(|e| DataError::io(path, std::io::Error::other(e)))?;
-        out.push_str(&line);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
 /// Writes `train.*` and `test.*` for `task` into `out` (created if needed).
 pub fn write(task: Task, spec: &WorldSpec, out: &Path) -> Result<SynthReport, DataError> {
     spec.validate()?;
@@ -559,59 +544,42 @@ pub fn write(task: Task, spec: &WorldSpec, out: &Path) -> Result<SynthReport, Da
     let world = world(spec);
     let mut rng = task_rng(spec, task);
     let mut extra = Vec::new();
-    let (train_text, test_text, train_records, test_records) = match task {
+    let paths = (train.as_path(), test.as_path());
+    let (train_records, test_records) = match task {
         Task::Nq => {
-            let (tr, te) = nq_rows(&world);
             let knowledge = out.join("knowledge.txt");
-            write_atomic(&knowledge, &knowledge_text(&world))?;
+            formats::write_text(&knowledge, &knowledge_text(&world))?;
             extra.push(knowledge);
-            (
-                to_jsonl(&tr, &train)?,
-                to_jsonl(&te, &test)?,
-                tr.len(),
-                te.len(),
-            )
+            write_splits(nq::write, paths, nq_rows(&world))?
         }
         Task::Squad => {
             let mut taken: HashSet<String> =
                 world.entities.iter().map(|e| e.name.clone()).collect();
             let (tr, n_tr) = squad_doc(&world, spec, &mut rng, &mut taken, Split::Train);
             let (te, n_te) = squad_doc(&world, spec, &mut rng, &mut taken, Split::Test);
-            (to_json(&tr, &train)?, to_json(&te, &test)?, n_tr, n_te)
+            squad::write(&train, &tr)?;
+            squad::write(&test, &te)?;
+            (n_tr, n_te)
         }
-        Task::Gsm8k | Task::MetaMath => {
+        Task::Gsm8k => {
             let (tr, te) = arithmetic_problems(&world, spec, &mut rng);
-            if task == Task::Gsm8k {
-                let rows = |ps: &[Problem]| ps.iter().map(Problem::gsm8k).collect::<Vec<_>>();
-                (
-                    to_jsonl(&rows(&tr), &train)?,
-                    to_jsonl(&rows(&te), &test)?,
-                    tr.len(),
-                    te.len(),
-                )
-            } else {
-                let rows = |ps: &[Problem]| ps.iter().map(Problem::metamath).collect::<Vec<_>>();
-                (
-                    to_json(&rows(&tr), &train)?,
-                    to_json(&rows(&te), &test)?,
-                    tr.len(),
-                    te.len(),
-                )
-            }
+            let rows = |ps: Vec<Problem>| ps.iter().map(Problem::gsm8k).collect();
+            write_splits(gsm8k::write, paths, (rows(tr), rows(te)))?
+        }
+        Task::MetaMath => {
+            let (tr, te) = arithmetic_problems(&world, spec, &mut rng);
+            let rows = |ps: Vec<Problem>| ps.iter().map(Problem::metamath).collect();
+            write_splits(metamath::write, paths, (rows(tr), rows(te)))?
         }
         Task::ToolBench => {
             let catalogue = catalogue(spec, &mut rng);
-            let (tr, te) = tool_queries(&world, spec, &catalogue, &mut rng);
-            (
-                to_json(&tr, &train)?,
-                to_json(&te, &test)?,
-                tr.len(),
-                te.len(),
-            )
+            write_splits(
+                toolbench::write,
+                paths,
+                tool_queries(&world, spec, &catalogue, &mut rng),
+            )?
         }
     };
-    write_atomic(&train, &train_text)?;
-    write_atomic(&test, &test_text)?;
     Ok(SynthReport {
         task,
         train,
@@ -620,6 +588,17 @@ pub fn write(task: Task, spec: &WorldSpec, out: &Path) -> Result<SynthReport, Da
         train_records,
         test_records,
     })
+}
+
+/// Writes both splits with a format's writer; returns their record counts.
+fn write_splits<T>(
+    write: fn(&Path, &[T]) -> Result<(), DataError>,
+    (train, test): (&Path, &Path),
+    (train_rows, test_rows): (Vec<T>, Vec<T>),
+) -> Result<(usize, usize), DataError> {
+    write(train, &train_rows)?;
+    write(test, &test_rows)?;
+    Ok((train_rows.len(), test_rows.len()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -639,20 +618,16 @@ impl Split {
 
 // ---------------------------------------------------------------- NQ-open
 
-#[derive(Serialize)]
-struct NqRow {
-    question: String,
-    answer: Vec<String>,
-}
-
 fn nq_rows(world: &World) -> (Vec<NqRow>, Vec<NqRow>) {
     let mut train = Vec::new();
     let mut test = Vec::new();
     for entity in &world.entities {
         for fact in &entity.facts {
-            let row = |i| NqRow {
-                question: fact.attribute.question(&entity.name, i),
-                answer: vec![fact.value.clone()],
+            let row = |i| {
+                NqRow::open(
+                    fact.attribute.question(&entity.name, i),
+                    vec![fact.value.clone()],
+                )
             };
             train.extend((0..TRAIN_WORDINGS).map(row));
             test.push(row(TEST_WORDING));
@@ -673,39 +648,6 @@ fn knowledge_text(world: &World) -> String {
 }
 
 // ---------------------------------------------------------------- SQuAD
-
-#[derive(Serialize)]
-struct SquadDoc {
-    version: &'static str,
-    data: Vec<SquadArticle>,
-}
-
-#[derive(Serialize)]
-struct SquadArticle {
-    title: String,
-    paragraphs: Vec<SquadParagraph>,
-}
-
-#[derive(Serialize)]
-struct SquadParagraph {
-    context: String,
-    qas: Vec<SquadQa>,
-}
-
-#[derive(Serialize)]
-struct SquadQa {
-    id: String,
-    question: String,
-    answers: Vec<SquadAnswer>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    is_impossible: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct SquadAnswer {
-    text: String,
-    answer_start: usize,
-}
 
 fn squad_question(attribute: Attribute, name: &str, wording: usize) -> String {
     format!("{}?", capitalise(&attribute.question(name, wording)))
@@ -752,7 +694,7 @@ fn squad_doc(
             .zip(&starts)
             .enumerate()
             .map(|(f, (fact, &start))| SquadQa {
-                id: format!("synth-squad-{}-{e:06}-{f}", split.name()),
+                id: Id::Text(format!("synth-squad-{}-{e:06}-{f}", split.name())),
                 question: squad_question(fact.attribute, &entity.name, wording),
                 answers: vec![SquadAnswer {
                     text: fact.value.clone(),
@@ -765,7 +707,7 @@ fn squad_doc(
             let stranger = fresh_name(rng, spec.namespace, taken);
             let attribute = entity.facts[rng.random_range(0..entity.facts.len())].attribute;
             qas.push(SquadQa {
-                id: format!("synth-squad-{}-{e:06}-x", split.name()),
+                id: Id::Text(format!("synth-squad-{}-{e:06}-x", split.name())),
                 question: squad_question(attribute, &stranger, wording),
                 answers: Vec::new(),
                 is_impossible: Some(true),
@@ -777,7 +719,7 @@ fn squad_doc(
             paragraphs: vec![SquadParagraph { context, qas }],
         });
     }
-    let version = if spec.unanswerable { "v2.0" } else { "1.1" };
+    let version = if spec.unanswerable { "v2.0" } else { "1.1" }.to_string();
     (SquadDoc { version, data }, count)
 }
 
@@ -804,20 +746,6 @@ impl Step {
 struct Problem {
     question: String,
     steps: Vec<Step>,
-}
-
-#[derive(Serialize)]
-struct Gsm8kRow {
-    question: String,
-    answer: String,
-}
-
-#[derive(Serialize)]
-struct MetaMathRow {
-    query: String,
-    response: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
 }
 
 impl Problem {
@@ -849,6 +777,7 @@ impl Problem {
 
     fn gsm8k(&self) -> Gsm8kRow {
         Gsm8kRow {
+            id: None,
             question: self.question.clone(),
             answer: format!("{}\n#### {}", self.lines(true).join("\n"), self.answer()),
         }
@@ -857,12 +786,13 @@ impl Problem {
     fn metamath(&self) -> MetaMathRow {
         let n = self.answer();
         MetaMathRow {
+            id: None,
             query: self.question.clone(),
             response: format!(
                 "{}\n#### {n}\nThe answer is: {n}",
                 self.lines(false).join("\n")
             ),
-            kind: "GSM_AnsAug",
+            kind: "GSM_AnsAug".to_string(),
         }
     }
 }
@@ -1074,40 +1004,15 @@ const CATEGORIES: [(&str, [ApiKind; 3]); 5] = [
     ),
 ];
 
-#[derive(Clone, Serialize)]
-struct ToolParam {
-    name: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    description: &'static str,
-    default: &'static str,
-}
-
-#[derive(Clone, Serialize)]
-struct ToolApi {
-    category_name: &'static str,
-    tool_name: String,
-    api_name: &'static str,
-    api_description: &'static str,
-    required_parameters: Vec<ToolParam>,
-    optional_parameters: Vec<ToolParam>,
-    method: &'static str,
-    #[serde(skip)]
+/// An API on offer and how a query asks for it.
+struct OfferedApi {
+    api: ToolApi,
     ask: &'static str,
-}
-
-#[derive(Serialize)]
-struct ToolQueryRow {
-    query: String,
-    query_id: u64,
-    api_list: Vec<ToolApi>,
-    #[serde(rename = "relevant APIs")]
-    relevant: Vec<[String; 2]>,
 }
 
 /// Invented tools, each in one category and offering two or three of its
 /// API kinds.
-fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<ToolApi> {
+fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<OfferedApi> {
     let n_tools = spec.pool.clamp(4, 200);
     let mut names = HashSet::new();
     let mut apis = Vec::new();
@@ -1126,21 +1031,21 @@ fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<ToolApi> {
             if i == skip {
                 continue;
             }
-            apis.push(ToolApi {
-                category_name: category,
+            let api = ToolApi {
+                category_name: category.to_string(),
                 tool_name: name.clone(),
-                api_name: kind.name,
-                api_description: kind.description,
+                api_name: kind.name.to_string(),
+                api_description: kind.description.to_string(),
                 required_parameters: vec![ToolParam {
-                    name: "town",
-                    kind: "STRING",
-                    description: "Name of the town.",
-                    default: "",
+                    name: "town".to_string(),
+                    kind: "STRING".to_string(),
+                    description: "Name of the town.".to_string(),
+                    default: String::new(),
                 }],
                 optional_parameters: Vec::new(),
-                method: "GET",
-                ask: kind.ask,
-            });
+                method: "GET".to_string(),
+            };
+            apis.push(OfferedApi { api, ask: kind.ask });
         }
     }
     apis
@@ -1149,9 +1054,9 @@ fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<ToolApi> {
 fn tool_queries(
     world: &World,
     spec: &WorldSpec,
-    apis: &[ToolApi],
+    apis: &[OfferedApi],
     rng: &mut ChaCha8Rng,
-) -> (Vec<ToolQueryRow>, Vec<ToolQueryRow>) {
+) -> (Vec<ToolQuery>, Vec<ToolQuery>) {
     let (n_train, n_test) = split_sizes(spec);
     let mut seen = HashSet::new();
     let mut rows = Vec::with_capacity(n_train + n_test);
@@ -1170,7 +1075,7 @@ fn tool_queries(
                 let town = &world.towns[rng.random_range(0..world.towns.len())];
                 apis[i]
                     .ask
-                    .replace("{t}", &apis[i].tool_name)
+                    .replace("{t}", &apis[i].api.tool_name)
                     .replace("{p}", town)
             })
             .collect();
@@ -1204,17 +1109,18 @@ fn tool_queries(
             list.swap(i, rng.random_range(0..=i));
         }
         let id = rows.len() as u64;
-        rows.push(ToolQueryRow {
+        let query_id = if id < n_train as u64 {
+            id
+        } else {
+            1_000_000 + id
+        };
+        rows.push(ToolQuery {
             query,
-            query_id: if id < n_train as u64 {
-                id
-            } else {
-                1_000_000 + id
-            },
-            api_list: list.iter().map(|&i| apis[i].clone()).collect(),
+            query_id: Id::Number(query_id.into()),
+            api_list: list.iter().map(|&i| apis[i].api.clone()).collect(),
             relevant: chosen
                 .iter()
-                .map(|&i| [apis[i].tool_name.clone(), apis[i].api_name.to_string()])
+                .map(|&i| vec![apis[i].api.tool_name.clone(), apis[i].api.api_name.clone()])
                 .collect(),
         });
     }
@@ -1453,13 +1359,14 @@ mod tests {
         ];
         let entry = apis
             .iter()
-            .find(|a| tool == a.tool_name.as_str() && api == a.api_name)
+            .map(|a| &a.api)
+            .find(|a| tool == a.tool_name.as_str() && api == a.api_name.as_str())
             .unwrap_or_else(|| panic!("relevant API not in catalogue"));
         let block = crate::data::answer::api_block(
             &entry.tool_name,
-            entry.api_name,
-            entry.category_name,
-            entry.api_description,
+            &entry.api_name,
+            &entry.category_name,
+            &entry.api_description,
         );
         assert_eq!(train[0].gold[0], block);
         assert!(block.starts_with("API MAIN INFO: "));
