@@ -67,7 +67,7 @@ fn json_detail(err: &serde_json::Error) -> String {
     text.strip_suffix(&tail).unwrap_or(&text).to_string()
 }
 
-fn json_error(
+pub(crate) fn json_error(
     path: &Path,
     line_offset: usize,
     expected: &str,
@@ -122,7 +122,7 @@ fn for_each_line(
     Ok(())
 }
 
-fn parse_line<T: DeserializeOwned>(
+pub(crate) fn parse_line<T: DeserializeOwned>(
     path: &Path,
     line_no: usize,
     line: &str,
