@@ -5,8 +5,6 @@
 //! all gold answers of its record and returns a value in [0, 1].
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -15,7 +13,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::data::answer::{api_keys, gsm8k_number};
 use crate::data::prompt::Template;
-use crate::data::{DataError, Task};
+use crate::data::{named_values, Task};
 
 // Patterns are constants checked by a test; an `Option` keeps a typo from
 // ever becoming a panic in a user's run.
@@ -44,31 +42,18 @@ pub enum Metric {
     ToolIou,
 }
 
+named_values!(Metric, "metric", [
+    SquadEm => "squad_em",
+    SquadF1 => "squad_f1",
+    NqEm => "nq_em",
+    Gsm8kAcc => "gsm8k_acc",
+    ContainsCs => "contains_cs",
+    ContainsCi => "contains_ci",
+    MetamathAcc => "metamath_acc",
+    ToolIou => "tool_iou",
+]);
+
 impl Metric {
-    pub const ALL: [Metric; 8] = [
-        Metric::SquadEm,
-        Metric::SquadF1,
-        Metric::NqEm,
-        Metric::Gsm8kAcc,
-        Metric::ContainsCs,
-        Metric::ContainsCi,
-        Metric::MetamathAcc,
-        Metric::ToolIou,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::SquadEm => "squad_em",
-            Metric::SquadF1 => "squad_f1",
-            Metric::NqEm => "nq_em",
-            Metric::Gsm8kAcc => "gsm8k_acc",
-            Metric::ContainsCs => "contains_cs",
-            Metric::ContainsCi => "contains_ci",
-            Metric::MetamathAcc => "metamath_acc",
-            Metric::ToolIou => "tool_iou",
-        }
-    }
-
     pub fn score(self, pred: &str, gold: &[String]) -> f64 {
         match self {
             Metric::SquadEm => squad_em(pred, gold),
@@ -80,23 +65,6 @@ impl Metric {
             Metric::MetamathAcc => metamath_acc(pred, gold),
             Metric::ToolIou => tool_iou(pred, gold),
         }
-    }
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Metric {
-    type Err = DataError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| DataError::unknown_name("metric", s, Metric::ALL.map(Metric::name)))
     }
 }
 
