@@ -1,9 +1,47 @@
 //! The data room: the one example type every task loads into, the loaders for
-//! the official file formats, the synthetic world that writes those formats, the
-//! prompt template, tokenization with loss masks, and batching.
+//! the official file formats, the answer grammar those formats share with the
+//! metrics, the synthetic world that writes those formats, the prompt
+//! template, tokenization with loss masks, and batching.
 //!
-//! Scoring answers lives in `crate::eval`; this room only reads and writes data.
+//! Scoring answers lives in `crate::eval`, which builds on this room; this
+//! room only reads and writes data and never imports from `eval`.
 
+/// Gives an enum of named values its `ALL`, `name`, `Display` and `FromStr`
+/// from one list, so each name is spelled once and parses back to its value;
+/// an unknown name is refused with the list of known ones. The enum's serde
+/// names must match (each such enum has a test that they do).
+macro_rules! named_values {
+    ($ty:ident, $kind:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::data::DataError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+                    $crate::data::DataError::unknown_name($kind, s, $ty::ALL.map($ty::name))
+                })
+            }
+        }
+    };
+}
+pub(crate) use named_values;
+
+pub mod answer;
 pub mod batch;
 pub mod formats;
 pub mod prompt;
@@ -12,7 +50,6 @@ pub mod synth;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,42 +66,13 @@ pub enum Task {
     ToolBench,
 }
 
-impl Task {
-    pub const ALL: [Task; 5] = [
-        Task::Nq,
-        Task::Squad,
-        Task::Gsm8k,
-        Task::MetaMath,
-        Task::ToolBench,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Nq => "nq",
-            Task::Squad => "squad",
-            Task::Gsm8k => "gsm8k",
-            Task::MetaMath => "metamath",
-            Task::ToolBench => "toolbench",
-        }
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Task {
-    type Err = DataError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Task::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| DataError::unknown_name("task", s, Task::ALL.map(Task::name)))
-    }
-}
+named_values!(Task, "task", [
+    Nq => "nq",
+    Squad => "squad",
+    Gsm8k => "gsm8k",
+    MetaMath => "metamath",
+    ToolBench => "toolbench",
+]);
 
 /// One training or evaluation record, whatever file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

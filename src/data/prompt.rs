@@ -1,12 +1,7 @@
 //! The prompt templates: the one place that turns an instruction (and answer)
 //! into model text, for training and for evaluation.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use super::DataError;
 
 /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
 /// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
@@ -18,35 +13,7 @@ pub enum Template {
     Plain,
 }
 
-impl Template {
-    pub const ALL: [Template; 2] = [Template::Alpaca, Template::Plain];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Template::Alpaca => "alpaca",
-            Template::Plain => "plain",
-        }
-    }
-}
-
-impl fmt::Display for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Template {
-    type Err = DataError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Template::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                DataError::unknown_name("template", s, Template::ALL.map(Template::name))
-            })
-    }
-}
+super::named_values!(Template, "template", [Alpaca => "alpaca", Plain => "plain"]);
 
 /// A training text split where the loss mask changes: `prompt` is what the
 /// model is given, `answer` what it should produce. `prompt + answer` is the
@@ -173,5 +140,9 @@ mod tests {
             serde_json::to_string(&Template::Alpaca).ok().as_deref(),
             Some("\"alpaca\"")
         );
+        for template in Template::ALL {
+            let json = serde_json::to_string(&template).ok();
+            assert_eq!(json, Some(format!("\"{}\"", template.name())));
+        }
     }
 }

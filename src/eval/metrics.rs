@@ -4,27 +4,22 @@
 //! the answer out of a decoded text. Each metric scores one prediction against
 //! all gold answers of its record and returns a value in [0, 1].
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::str::FromStr;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::data::formats::API_BLOCK_PREFIX;
+use crate::data::answer::{api_keys, gsm8k_number};
 use crate::data::prompt::Template;
-use crate::data::{DataError, Task};
+use crate::data::{named_values, Task};
 
 // Patterns are constants checked by a test; an `Option` keeps a typo from
 // ever becoming a panic in a user's run.
 static ARTICLES: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\b(a|an|the)\b").ok());
-static GSM8K_ANSWER: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"#### (-?[0-9.,]+)").ok());
 static METAMATH_ANSWER: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"[0-9.]+\nThe answer is: ([0-9.,]+)").ok());
-static BLANK_LINE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\n[ \t\r]*\n").ok());
 
 /// The metrics by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,31 +42,18 @@ pub enum Metric {
     ToolIou,
 }
 
+named_values!(Metric, "metric", [
+    SquadEm => "squad_em",
+    SquadF1 => "squad_f1",
+    NqEm => "nq_em",
+    Gsm8kAcc => "gsm8k_acc",
+    ContainsCs => "contains_cs",
+    ContainsCi => "contains_ci",
+    MetamathAcc => "metamath_acc",
+    ToolIou => "tool_iou",
+]);
+
 impl Metric {
-    pub const ALL: [Metric; 8] = [
-        Metric::SquadEm,
-        Metric::SquadF1,
-        Metric::NqEm,
-        Metric::Gsm8kAcc,
-        Metric::ContainsCs,
-        Metric::ContainsCi,
-        Metric::MetamathAcc,
-        Metric::ToolIou,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::SquadEm => "squad_em",
-            Metric::SquadF1 => "squad_f1",
-            Metric::NqEm => "nq_em",
-            Metric::Gsm8kAcc => "gsm8k_acc",
-            Metric::ContainsCs => "contains_cs",
-            Metric::ContainsCi => "contains_ci",
-            Metric::MetamathAcc => "metamath_acc",
-            Metric::ToolIou => "tool_iou",
-        }
-    }
-
     pub fn score(self, pred: &str, gold: &[String]) -> f64 {
         match self {
             Metric::SquadEm => squad_em(pred, gold),
@@ -83,23 +65,6 @@ impl Metric {
             Metric::MetamathAcc => metamath_acc(pred, gold),
             Metric::ToolIou => tool_iou(pred, gold),
         }
-    }
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Metric {
-    type Err = DataError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| DataError::unknown_name("metric", s, Metric::ALL.map(Metric::name)))
     }
 }
 
@@ -223,20 +188,6 @@ pub fn nq_em(pred: &str, gold: &[String]) -> f64 {
     max_over(gold, |g| bool_score(nfd(g) == pred))
 }
 
-/// The number after `#### `, commas dropped, as GSM8K writes its answers.
-pub fn gsm8k_number(text: &str) -> Option<String> {
-    let caps = GSM8K_ANSWER.as_ref()?.captures(text)?;
-    Some(caps.get(1)?.as_str().replace(',', ""))
-}
-
-/// The answer MetaMathQA writes after `The answer is:`, trimmed (the last
-/// one, should a response state several).
-pub fn metamath_answer(text: &str) -> Option<String> {
-    let (_, after) = text.rsplit_once("The answer is:")?;
-    let answer = after.trim();
-    (!answer.is_empty()).then(|| answer.to_string())
-}
-
 /// A gold number as written by either format, so the GSM8K metrics work on
 /// a gold string or a whole worked solution.
 fn gold_number(gold: &str) -> String {
@@ -293,32 +244,6 @@ pub fn metamath_acc(pred: &str, gold: &[String]) -> f64 {
     bool_score(right)
 }
 
-/// The identity of each answer block: its first three comma fields
-/// (tool, API, category), lower-cased.
-fn api_keys<'a>(texts: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    for text in texts {
-        let text = text.replace(API_BLOCK_PREFIX, "");
-        let blocks: Vec<&str> = match BLANK_LINE.as_ref() {
-            Some(re) => re.split(&text).collect(),
-            None => text.split("\n\n").collect(),
-        };
-        for block in blocks {
-            let block = block.trim();
-            if block.is_empty() {
-                continue;
-            }
-            let key: Vec<String> = block
-                .split(',')
-                .take(3)
-                .map(|f| f.trim().to_lowercase())
-                .collect();
-            keys.insert(key.join(","));
-        }
-    }
-    keys
-}
-
 /// The paper's ToolBench score: intersection over union of the APIs named
 /// in the output and the gold APIs. Both empty counts as a match.
 pub fn tool_iou(pred: &str, gold: &[String]) -> f64 {
@@ -346,9 +271,7 @@ mod tests {
     #[test]
     fn patterns_compile() {
         assert!(ARTICLES.is_some());
-        assert!(GSM8K_ANSWER.is_some());
         assert!(METAMATH_ANSWER.is_some());
-        assert!(BLANK_LINE.is_some());
     }
 
     #[test]
@@ -398,9 +321,8 @@ mod tests {
     }
 
     #[test]
-    fn gsm8k_number_from_the_worked_example() {
+    fn gsm8k_acc_from_the_worked_example() {
         let answer = "4 * 18 = <<4*18=72>>72 rolls.\n72 - 36 = <<72-36=36>>36\n#### 36";
-        assert_eq!(gsm8k_number(answer).as_deref(), Some("36"));
         assert_eq!(gsm8k_acc(answer, &g(&["36"])), 1.0);
         assert_eq!(gsm8k_acc("#### 1,250", &g(&["1250"])), 1.0);
         assert_eq!(gsm8k_acc("the answer is 36", &g(&["36"])), 0.0);
@@ -420,10 +342,6 @@ mod tests {
         );
         assert_eq!(metamath_acc("The answer is: 1250", &gold), 0.0);
         assert_eq!(metamath_acc("#### 1250\nThe answer is: 1250.0", &gold), 1.0);
-        assert_eq!(
-            metamath_answer("x\nThe answer is: 12 ").as_deref(),
-            Some("12")
-        );
     }
 
     #[test]

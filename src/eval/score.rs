@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{metrics_for, Metric};
+use crate::data::formats::{json_error, parse_line, Id};
 use crate::data::{load, DataError, Example, Task};
 
 const PREDICTIONS_EXPECTED: &str = r#"a JSON object with "id" and "prediction" (string) per line, or one {"id": "prediction text"} object"#;
@@ -55,31 +56,9 @@ pub struct Prediction {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Id {
-    Text(String),
-    Number(serde_json::Number),
-}
-
-#[derive(Deserialize)]
 struct PredictionRow {
     id: Id,
     prediction: String,
-}
-
-fn record_error(path: &Path, line: usize, detail: String) -> DataError {
-    DataError::Record {
-        path: path.to_path_buf(),
-        line,
-        expected: PREDICTIONS_EXPECTED.to_string(),
-        detail,
-    }
-}
-
-fn json_detail(err: &serde_json::Error) -> String {
-    let text = err.to_string();
-    let tail = format!(" at line {} column {}", err.line(), err.column());
-    text.strip_suffix(&tail).unwrap_or(&text).to_string()
 }
 
 /// Reads a predictions file in either shape. A first line that is a whole
@@ -115,21 +94,15 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, DataError> {
 
 fn read_rows(path: &Path, text: &str) -> Result<Vec<Prediction>, DataError> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(text.as_bytes()).lines().enumerate() {
-        let line = line.map_err(|e| DataError::io(path, e))?;
+    for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let row: PredictionRow =
-            serde_json::from_str(line).map_err(|e| record_error(path, i + 1, json_detail(&e)))?;
-        let id = match row.id {
-            Id::Text(s) => s,
-            Id::Number(n) => n.to_string(),
-        };
+        let row: PredictionRow = parse_line(path, i + 1, line, PREDICTIONS_EXPECTED)?;
         out.push(Prediction {
             line: i + 1,
-            id,
+            id: row.id.into_string(),
             text: row.prediction,
         });
     }
@@ -137,8 +110,8 @@ fn read_rows(path: &Path, text: &str) -> Result<Vec<Prediction>, DataError> {
 }
 
 fn read_map(path: &Path, text: &str) -> Result<Vec<Prediction>, DataError> {
-    let map: BTreeMap<String, String> = serde_json::from_str(text)
-        .map_err(|e| record_error(path, e.line().max(1), json_detail(&e)))?;
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(text).map_err(|e| json_error(path, 1, PREDICTIONS_EXPECTED, &e))?;
     Ok(map
         .into_iter()
         .map(|(id, prediction)| Prediction {
@@ -255,27 +228,26 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    struct Files {
-        dir: tempfile::TempDir,
-    }
-
-    impl Files {
-        fn new() -> Self {
-            Files {
-                dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
-            }
-        }
-        fn write(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.dir.path().join(name);
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
-            path
-        }
-    }
+    use crate::data::formats::fixture::Files;
+    use crate::data::synth::{self, WorldSpec};
 
     const SQUAD: &str = r#"{"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": "The Veltrano lighthouse was completed in 1871 by the engineer Odile Marsk.", "qas": [
 {"id": "q1", "question": "Who completed it?", "answers": [{"text": "Odile Marsk", "answer_start": 62}]},
 {"id": "q2", "question": "When?", "answers": [{"text": "1871", "answer_start": 41}]}
 ]}]}]}"#;
+
+    /// A directory holding the SQuAD gold file, and that file.
+    fn squad_gold() -> (Files, PathBuf) {
+        Files::with("dev.json", SQUAD)
+    }
+
+    /// What scoring `pred` against `gold` as SQuAD fails with.
+    fn squad_error(gold: &Path, pred: &Path) -> String {
+        score(Task::Squad, gold, pred)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
 
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
@@ -283,8 +255,7 @@ mod tests {
 
     #[test]
     fn scores_jsonl_predictions() -> Result<(), DataError> {
-        let f = Files::new();
-        let gold = f.write("dev.json", SQUAD);
+        let (f, gold) = squad_gold();
         let pred = f.write(
             "pred.jsonl",
             "{\"id\": \"q1\", \"prediction\": \"The engineer, Odile Marsk.\"}\n{\"id\": \"q2\", \"prediction\": \"1871\"}\n",
@@ -305,8 +276,7 @@ mod tests {
 
     #[test]
     fn scores_a_squad_style_map() -> Result<(), DataError> {
-        let f = Files::new();
-        let gold = f.write("dev.json", SQUAD);
+        let (f, gold) = squad_gold();
         let pred = f.write(
             "pred.json",
             "{\n  \"q2\": \"in 1870\",\n  \"q1\": \"Odile Marsk\"\n}\n",
@@ -318,43 +288,38 @@ mod tests {
 
     #[test]
     fn unknown_id_names_file_line_and_id() {
-        let f = Files::new();
-        let gold = f.write("dev.json", SQUAD);
+        let (f, gold) = squad_gold();
         let pred = f.write(
             "pred.jsonl",
             "{\"id\": \"q1\", \"prediction\": \"x\"}\n{\"id\": \"q9\", \"prediction\": \"y\"}\n",
         );
-        let err = score(Task::Squad, &gold, &pred)
-            .err()
-            .map(|e| e.to_string());
+        let err = squad_error(&gold, &pred);
         let expected = format!(
             "{}:2: unknown id \"q9\", not in {}",
             pred.display(),
             gold.display()
         );
-        assert_eq!(err, Some(expected));
+        assert_eq!(err, expected);
 
         let map = f.write("pred.json", "{\n  \"q1\": \"x\",\n  \"zz\": \"y\"\n}");
-        let err = score(Task::Squad, &gold, &map).err().map(|e| e.to_string());
+        let err = squad_error(&gold, &map);
         assert!(
-            err.is_some_and(|e| e.starts_with(&format!("{}:3: unknown id \"zz\"", map.display())))
+            err.starts_with(&format!("{}:3: unknown id \"zz\"", map.display())),
+            "{err}"
         );
     }
 
     #[test]
     fn missing_predictions_are_counted() -> Result<(), DataError> {
-        let f = Files::new();
-        let gold = f.write("dev.json", SQUAD);
+        let (f, gold) = squad_gold();
         let pred = f.write("pred.jsonl", "{\"id\": \"q2\", \"prediction\": \"1871\"}\n");
-        let err = score(Task::Squad, &gold, &pred)
-            .err()
-            .map(|e| e.to_string());
+        let err = squad_error(&gold, &pred);
         let expected = format!(
             "{}: 1 of 2 records of {} have no prediction, the first is \"q1\"",
             pred.display(),
             gold.display()
         );
-        assert_eq!(err, Some(expected));
+        assert_eq!(err, expected);
         // the first record alone needs only the first prediction
         let first = f.write(
             "first.jsonl",
@@ -369,16 +334,12 @@ mod tests {
 
     #[test]
     fn bad_prediction_lines_name_the_line() {
-        let f = Files::new();
-        let gold = f.write("dev.json", SQUAD);
+        let (f, gold) = squad_gold();
         let pred = f.write(
             "pred.jsonl",
             "{\"id\": \"q1\", \"prediction\": \"x\"}\n{\"id\": \"q2\", \"prediction\": 5}\n",
         );
-        let err = score(Task::Squad, &gold, &pred)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = squad_error(&gold, &pred);
         assert!(
             err.starts_with(&format!(
                 "{}:2: expected a JSON object with \"id\"",
@@ -388,14 +349,39 @@ mod tests {
         );
         assert!(!err.contains('\n'));
         let empty = f.write("empty.jsonl", "");
-        let err = score(Task::Squad, &gold, &empty)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = squad_error(&gold, &empty);
         assert!(
             err.starts_with(&format!("{}: empty file", empty.display())),
             "{err}"
         );
+    }
+
+    /// The synthetic world's own targets are right answers, so every metric
+    /// of these tasks must give them full marks.
+    #[test]
+    fn synthetic_targets_score_full_marks() -> Result<(), DataError> {
+        let f = Files::new();
+        let spec = WorldSpec {
+            entities: 30,
+            seed: 11,
+            pool: 8,
+            attributes: 4,
+            ..WorldSpec::default()
+        };
+        for task in [Task::Nq, Task::Squad, Task::MetaMath, Task::ToolBench] {
+            let written = synth::write(task, &spec, &f.path(task.name()))?;
+            let test = load(task, &written.test)?;
+            let targets: HashMap<&str, &str> = test
+                .iter()
+                .map(|e| (e.id.as_str(), e.target.as_str()))
+                .collect();
+            let report = score_examples(task, &test, |e| targets[e.id.as_str()]);
+            assert_eq!(report.n, written.test_records, "{task}");
+            for (metric, mean) in &report.scores {
+                assert_eq!(*mean, 1.0, "{task} {metric}");
+            }
+        }
+        Ok(())
     }
 
     #[test]
