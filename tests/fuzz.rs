@@ -93,7 +93,7 @@ fn dataset_loaders_never_panic() {
         seed: 4,
         ..Default::default()
     };
-    for (n, task) in Task::ALL.into_iter().enumerate() {
+    for (n, &task) in Task::ALL.iter().enumerate() {
         let out = dir.path().join(format!("{task}"));
         meft::data::synth::write(task, &spec, &out).unwrap();
         let (train, _) = meft::data::synth::file_names(task);

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// A closed choice: its values in order, and each one's spelling.
 pub trait Choice: Copy + PartialEq + Sized + 'static {
     const ALL: &'static [Self];
+    /// What the choice is, for messages ("task", "method").
+    const KIND: &'static str;
     fn name(self) -> &'static str;
 
     /// Every spelling, for messages.
@@ -21,12 +23,18 @@ pub trait Choice: Copy + PartialEq + Sized + 'static {
             .iter()
             .copied()
             .find(|c| c.name() == s)
-            .ok_or_else(|| format!("{s:?} is not one of {}", Self::names().join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown {} {s:?}, expected one of: {}",
+                    Self::KIND,
+                    Self::names().join(", ")
+                )
+            })
     }
 }
 
 macro_rules! choice {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident ($kind:literal) { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name {
@@ -47,6 +55,7 @@ macro_rules! choice {
 
         impl Choice for $name {
             const ALL: &'static [Self] = $name::ALL;
+            const KIND: &'static str = $kind;
             fn name(self) -> &'static str {
                 $name::name(self)
             }
@@ -69,7 +78,7 @@ macro_rules! choice {
 
 choice!(
     /// What a run trains.
-    MethodKind {
+    MethodKind ("method") {
         /// The sparse adapter with its rows in host memory.
         Meft = "meft",
         /// A dense adapter of the same shape on the device.
@@ -84,7 +93,7 @@ choice!(
 
 choice!(
     /// How MEFT finds each token's neurons.
-    Routing {
+    Routing ("routing") {
         /// Score only the keys of the top-P experts by router logit, gated.
         KeyExperts = "key_experts",
         /// Score all M keys (the paper's "w/o Key-Experts" ablation).
@@ -94,7 +103,7 @@ choice!(
 
 choice!(
     /// Which host rows AdamW updates each step.
-    HostOptimizer {
+    HostOptimizer ("host optimizer") {
         /// Only rows touched since the last step, with per-row step counts.
         Lazy = "lazy",
         /// Every row every step (the paper's runs).
@@ -104,7 +113,7 @@ choice!(
 
 choice!(
     /// The dtype of the host AdamW moments.
-    MomentDtype {
+    MomentDtype ("moment dtype") {
         /// Exact.
         F32 = "f32",
         /// Half the bytes.
@@ -116,7 +125,7 @@ choice!(
 
 choice!(
     /// The learning-rate schedule after linear warm-up.
-    Schedule {
+    Schedule ("schedule") {
         /// Decay linearly to 0.
         Linear = "linear",
         ConstantWithWarmup = "constant_with_warmup",
@@ -125,7 +134,7 @@ choice!(
 
 choice!(
     /// How evaluation decodes.
-    Decoding {
+    Decoding ("decoding") {
         Greedy = "greedy",
         Beam = "beam",
     }
@@ -133,7 +142,7 @@ choice!(
 
 choice!(
     /// The frozen base's dtype (adapters and optimizer state are f32).
-    BaseDtype {
+    BaseDtype ("dtype") {
         F32 = "f32",
         Bf16 = "bf16",
         F16 = "f16",
@@ -151,7 +160,7 @@ impl BaseDtype {
 
 choice!(
     /// A projection of a decoder layer (where LoRA attaches).
-    Proj {
+    Proj ("projection") {
         QProj = "q_proj",
         KProj = "k_proj",
         VProj = "v_proj",
@@ -159,6 +168,53 @@ choice!(
         GateProj = "gate_proj",
         UpProj = "up_proj",
         DownProj = "down_proj",
+    }
+);
+
+choice!(
+    /// The tasks of the paper, named as on the command line and in presets.
+    Task ("task") {
+        Nq = "nq",
+        Squad = "squad",
+        Gsm8k = "gsm8k",
+        MetaMath = "metamath",
+        ToolBench = "toolbench",
+    }
+);
+
+impl Task {
+    /// The metrics a task is scored with (the standard ones, then the
+    /// paper's).
+    pub fn metrics(self) -> Vec<Metric> {
+        match self {
+            Task::Nq => vec![Metric::NqEm, Metric::ContainsCs],
+            Task::Squad => vec![Metric::SquadEm, Metric::SquadF1, Metric::ContainsCi],
+            Task::Gsm8k | Task::MetaMath => vec![Metric::Gsm8kAcc, Metric::MetamathAcc],
+            Task::ToolBench => vec![Metric::ToolIou],
+        }
+    }
+}
+
+choice!(
+    /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
+    /// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
+    Template ("template") {
+        Alpaca = "alpaca",
+        Plain = "plain",
+    }
+);
+
+choice!(
+    /// The metrics by name (DATA.md): the standard ones and the paper's.
+    Metric ("metric") {
+        SquadEm = "squad_em",
+        SquadF1 = "squad_f1",
+        NqEm = "nq_em",
+        Gsm8kAcc = "gsm8k_acc",
+        ContainsCs = "contains_cs",
+        ContainsCi = "contains_ci",
+        MetamathAcc = "metamath_acc",
+        ToolIou = "tool_iou",
     }
 );
 
@@ -174,7 +230,10 @@ mod tests {
         }
         assert_eq!(
             "adapter".parse::<MethodKind>(),
-            Err("\"adapter\" is not one of meft, parallel, lora, full, none".into())
+            Err(
+                "unknown method \"adapter\", expected one of: meft, parallel, lora, full, none"
+                    .into()
+            )
         );
         assert_eq!(Routing::KeyExperts.to_string(), "key_experts");
         let t: toml::Table = toml::from_str("r = \"constant_with_warmup\"").unwrap_or_default();

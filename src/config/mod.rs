@@ -4,7 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, HostOptimizer, MethodKind, MomentDtype, Proj, Routing, Schedule,
+    BaseDtype, Choice, Decoding, HostOptimizer, MethodKind, Metric, MomentDtype, Proj, Routing,
+    Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -80,23 +81,21 @@ impl Default for ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// nq, squad, gsm8k, metamath or toolbench.
-    pub task: String,
+    pub task: Task,
     /// A file in the task's format, or `synth:entities=N,seed=S`.
     pub train: String,
     /// A file, a `synth:` spec, or empty for the synthetic test split.
     pub eval: String,
-    /// alpaca (the paper's) or plain (Q:/A:, for small models).
-    pub template: String,
+    pub template: Template,
 }
 
 impl Default for DataSection {
     fn default() -> Self {
         Self {
-            task: "nq".into(),
+            task: Task::Nq,
             train: "synth:entities=200,seed=7".into(),
             eval: String::new(),
-            template: "plain".into(),
+            template: Template::Plain,
         }
     }
 }
@@ -322,8 +321,8 @@ pub struct EvalSection {
     pub max_new_tokens: usize,
     /// How many test rows to score (0 = all).
     pub limit: usize,
-    /// Metric names; empty means every metric of the task.
-    pub metrics: Vec<String>,
+    /// The metrics to report; empty means every metric of the task.
+    pub metrics: Vec<Metric>,
 }
 
 impl Default for EvalSection {
@@ -345,17 +344,6 @@ pub struct PaperFigure {
     pub metric: String,
     pub value: f64,
     pub setting: String,
-}
-
-fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(field(
-            path,
-            format!("{value:?} is not one of {}", allowed.join(", ")),
-        ))
-    }
 }
 
 impl Experiment {
@@ -482,20 +470,17 @@ impl Experiment {
 
     /// Check every knob that does not need the model; errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        one_of(
-            "data.task",
-            &self.data.task,
-            &["nq", "squad", "gsm8k", "metamath", "toolbench"],
-        )?;
-        one_of("data.template", &self.data.template, &["alpaca", "plain"])?;
-        if let Ok(task) = self.data.task.parse::<crate::data::Task>() {
-            let names: Vec<&str> = crate::eval::metrics::metrics_for(task)
-                .into_iter()
-                .map(|m| m.name())
-                .collect();
-            for m in &self.eval.metrics {
-                one_of("eval.metrics", m, &names)?;
-            }
+        let task_metrics = self.data.task.metrics();
+        if let Some(m) = self.eval.metrics.iter().find(|m| !task_metrics.contains(m)) {
+            let names: Vec<&str> = task_metrics.iter().map(|m| m.name()).collect();
+            return Err(field(
+                "eval.metrics",
+                format!(
+                    "\"{m}\" is not one of {} (the metrics of {})",
+                    names.join(", "),
+                    self.data.task
+                ),
+            ));
         }
         if self.method.kind == MethodKind::Full && self.model.dtype != BaseDtype::F32 {
             return Err(field(

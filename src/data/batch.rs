@@ -17,6 +17,25 @@ pub trait TextEncoder {
     fn pad_id(&self) -> u32;
 }
 
+impl TextEncoder for crate::model::Tokenizer {
+    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        Ok(crate::model::Tokenizer::encode(self, text)?)
+    }
+    fn bos_id(&self) -> Option<u32> {
+        if self.add_bos {
+            self.bos_id
+        } else {
+            None
+        }
+    }
+    fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+    fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}
+
 /// One tokenized record. `loss_mask[i]` is 1 when token `i` is a target.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Encoded {

@@ -6,41 +6,6 @@
 //! Scoring answers lives in `crate::eval`, which builds on this room; this
 //! room only reads and writes data and never imports from `eval`.
 
-/// Gives an enum of named values its `ALL`, `name`, `Display` and `FromStr`
-/// from one list, so each name is spelled once and parses back to its value;
-/// an unknown name is refused with the list of known ones. The enum's serde
-/// names must match (each such enum has a test that they do).
-macro_rules! named_values {
-    ($ty:ident, $kind:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
-        impl $ty {
-            pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
-
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = $crate::data::DataError;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $ty::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-                    $crate::data::DataError::unknown_name($kind, s, $ty::ALL.map($ty::name))
-                })
-            }
-        }
-    };
-}
-pub(crate) use named_values;
-
 pub mod answer;
 pub mod batch;
 pub mod formats;
@@ -55,24 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use formats::load;
 
-/// The tasks of the paper, named as on the command line and in presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    Nq,
-    Squad,
-    Gsm8k,
-    MetaMath,
-    ToolBench,
-}
-
-named_values!(Task, "task", [
-    Nq => "nq",
-    Squad => "squad",
-    Gsm8k => "gsm8k",
-    MetaMath => "metamath",
-    ToolBench => "toolbench",
-]);
+pub use crate::config::Task;
 
 /// One training or evaluation record, whatever file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,12 +74,6 @@ pub enum DataError {
         total: usize,
         first: String,
     },
-    #[error("unknown {kind} {got:?}, expected one of: {allowed}")]
-    UnknownName {
-        kind: &'static str,
-        got: String,
-        allowed: String,
-    },
     #[error("{0}")]
     Setting(String),
     #[error("{}: {source}", path.display())]
@@ -147,18 +89,6 @@ impl DataError {
         DataError::Io {
             path: path.to_path_buf(),
             source,
-        }
-    }
-
-    pub(crate) fn unknown_name<const N: usize>(
-        kind: &'static str,
-        got: &str,
-        allowed: [&str; N],
-    ) -> Self {
-        DataError::UnknownName {
-            kind,
-            got: got.to_string(),
-            allowed: allowed.join(", "),
         }
     }
 }
@@ -220,7 +150,7 @@ mod tests {
 
     #[test]
     fn task_names_round_trip_through_str_and_serde() {
-        for task in Task::ALL {
+        for &task in Task::ALL {
             assert_eq!(task.name().parse::<Task>().ok(), Some(task));
             let json = serde_json::to_string(&task).ok();
             assert_eq!(json, Some(format!("\"{}\"", task.name())));

@@ -1,19 +1,7 @@
 //! The prompt templates: the one place that turns an instruction (and answer)
 //! into model text, for training and for evaluation.
 
-use serde::{Deserialize, Serialize};
-
-/// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
-/// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Template {
-    #[default]
-    Alpaca,
-    Plain,
-}
-
-super::named_values!(Template, "template", [Alpaca => "alpaca", Plain => "plain"]);
+pub use crate::config::Template;
 
 /// A training text split where the loss mask changes: `prompt` is what the
 /// model is given, `answer` what it should produce. `prompt + answer` is the
@@ -140,7 +128,7 @@ mod tests {
             serde_json::to_string(&Template::Alpaca).ok().as_deref(),
             Some("\"alpaca\"")
         );
-        for template in Template::ALL {
+        for &template in Template::ALL {
             let json = serde_json::to_string(&template).ok();
             assert_eq!(json, Some(format!("\"{}\"", template.name())));
         }

@@ -4,7 +4,6 @@
 //! template and cut-off.
 
 use super::batch::{encode_example, Encoded};
-use super::prompt::Template;
 use super::{Example, Task};
 use crate::config::Experiment;
 use anyhow::{Context, Result};
@@ -45,11 +44,7 @@ pub fn parse_synth(spec: &str, field: &str) -> Result<crate::data::synth::WorldS
 /// The files the config's data section reads: the training file and the
 /// evaluation file, if any (a `synth:` spec is written to the cache first).
 pub fn data_files(exp: &Experiment) -> Result<(Task, PathBuf, Option<PathBuf>)> {
-    let task: Task = exp
-        .data
-        .task
-        .parse()
-        .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
+    let task = exp.data.task;
     let resolve = |spec: &str, field: &str, want_test: bool| -> Result<PathBuf> {
         if spec.starts_with("synth:") {
             let w = parse_synth(spec, field)?;
@@ -94,20 +89,13 @@ pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
     Ok((train, test))
 }
 
-pub fn template_of(exp: &Experiment) -> Result<Template> {
-    exp.data
-        .template
-        .parse()
-        .map_err(|e| anyhow::anyhow!("data.template: {e}"))
-}
-
 /// Training examples as the run's template and cut-off encode them.
 pub fn encode_all(
     exp: &Experiment,
     examples: &[Example],
     tokenizer: &crate::model::Tokenizer,
 ) -> Result<Vec<Encoded>> {
-    let template = template_of(exp)?;
+    let template = exp.data.template;
     examples
         .iter()
         .map(|e| {

@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::data::answer::{api_keys, gsm8k_number};
 use crate::data::prompt::Template;
-use crate::data::{named_values, Task};
 
 // Patterns are constants checked by a test; an `Option` keeps a typo from
 // ever becoming a panic in a user's run.
@@ -21,37 +19,7 @@ static ARTICLES: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\b(a|an
 static METAMATH_ANSWER: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"[0-9.]+\nThe answer is: ([0-9.,]+)").ok());
 
-/// The metrics by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Metric {
-    #[serde(rename = "squad_em")]
-    SquadEm,
-    #[serde(rename = "squad_f1")]
-    SquadF1,
-    #[serde(rename = "nq_em")]
-    NqEm,
-    #[serde(rename = "gsm8k_acc")]
-    Gsm8kAcc,
-    #[serde(rename = "contains_cs")]
-    ContainsCs,
-    #[serde(rename = "contains_ci")]
-    ContainsCi,
-    #[serde(rename = "metamath_acc")]
-    MetamathAcc,
-    #[serde(rename = "tool_iou")]
-    ToolIou,
-}
-
-named_values!(Metric, "metric", [
-    SquadEm => "squad_em",
-    SquadF1 => "squad_f1",
-    NqEm => "nq_em",
-    Gsm8kAcc => "gsm8k_acc",
-    ContainsCs => "contains_cs",
-    ContainsCi => "contains_ci",
-    MetamathAcc => "metamath_acc",
-    ToolIou => "tool_iou",
-]);
+pub use crate::config::Metric;
 
 impl Metric {
     pub fn score(self, pred: &str, gold: &[String]) -> f64 {
@@ -65,17 +33,6 @@ impl Metric {
             Metric::MetamathAcc => metamath_acc(pred, gold),
             Metric::ToolIou => tool_iou(pred, gold),
         }
-    }
-}
-
-/// The metrics reported for a task: the standard one(s) first, then the
-/// paper's, so results can be read against its Table 1.
-pub fn metrics_for(task: Task) -> Vec<Metric> {
-    match task {
-        Task::Nq => vec![Metric::NqEm, Metric::ContainsCs],
-        Task::Squad => vec![Metric::SquadEm, Metric::SquadF1, Metric::ContainsCi],
-        Task::Gsm8k | Task::MetaMath => vec![Metric::Gsm8kAcc, Metric::MetamathAcc],
-        Task::ToolBench => vec![Metric::ToolIou],
     }
 }
 
@@ -259,6 +216,7 @@ pub fn tool_iou(pred: &str, gold: &[String]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Task;
 
     fn g(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -369,7 +327,7 @@ mod tests {
 
     #[test]
     fn metric_names_round_trip() {
-        for m in Metric::ALL {
+        for &m in Metric::ALL {
             assert_eq!(m.name().parse::<Metric>().ok(), Some(m));
             assert_eq!(
                 serde_json::to_string(&m).ok(),
@@ -377,7 +335,7 @@ mod tests {
             );
         }
         assert!("em".parse::<Metric>().is_err());
-        assert_eq!(metrics_for(Task::ToolBench), vec![Metric::ToolIou]);
+        assert_eq!(Task::ToolBench.metrics(), vec![Metric::ToolIou]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 pub mod metrics;
 pub mod score;
 
-pub use metrics::{extract_answer, metrics_for, Metric};
+pub use metrics::{extract_answer, Metric};
 pub use score::{score, ScoreReport};
 
 use crate::data::batch::encode_eval_prompt;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{metrics_for, Metric};
+use super::metrics::Metric;
 use crate::data::formats::{json_error, parse_line, Id};
 use crate::data::{load, DataError, Example, Task};
 
@@ -206,7 +206,7 @@ pub fn score_examples<'a>(
     examples: &[Example],
     prediction: impl Fn(&Example) -> &'a str,
 ) -> ScoreReport {
-    let metrics = metrics_for(task);
+    let metrics = task.metrics();
     let mut sums = vec![0.0; metrics.len()];
     for ex in examples {
         let pred = prediction(ex);

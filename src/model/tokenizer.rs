@@ -312,22 +312,3 @@ impl Tokenizer {
         Ok(Self::from_inner(inner, bos, eos, pad))
     }
 }
-
-impl crate::data::batch::TextEncoder for Tokenizer {
-    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
-        Ok(Tokenizer::encode(self, text)?)
-    }
-    fn bos_id(&self) -> Option<u32> {
-        if self.add_bos {
-            self.bos_id
-        } else {
-            None
-        }
-    }
-    fn eos_id(&self) -> Option<u32> {
-        self.eos_id
-    }
-    fn pad_id(&self) -> u32 {
-        self.pad_id
-    }
-}

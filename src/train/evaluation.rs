@@ -39,12 +39,7 @@ pub fn evaluate(
         },
         repetition_penalty: exp.eval.repetition_penalty as f32,
     };
-    let task = exp
-        .data
-        .task
-        .parse()
-        .map_err(|e| anyhow::anyhow!("data.task: {e}"))?;
-    let template = crate::data::spec::template_of(exp)?;
+    let (task, template) = (exp.data.task, exp.data.template);
     method.set_train(false);
     let scored =
         crate::eval::decode_and_score(model, tokenizer, method, task, template, examples, &opts);
@@ -56,8 +51,8 @@ pub fn evaluate(
     let metrics: BTreeMap<String, f64> = report
         .scores
         .iter()
+        .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
         .map(|(m, v)| (m.name().to_string(), *v))
-        .filter(|(name, _)| wanted.is_empty() || wanted.contains(name))
         .collect();
     let samples = examples
         .iter()

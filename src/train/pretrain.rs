@@ -64,10 +64,10 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
         ..Default::default()
     };
     exp.model.reference = "embedded:tiny-random".into();
-    exp.data.task = "nq".into();
+    exp.data.task = crate::config::Task::Nq;
     exp.data.train = all.display().to_string();
     exp.data.eval = test.display().to_string();
-    exp.data.template = "plain".into();
+    exp.data.template = crate::config::Template::Plain;
     exp.method.kind = crate::config::MethodKind::Full;
     exp.train.lr = opts.lr;
     exp.train.batch = opts.batch;

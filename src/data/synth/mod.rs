@@ -287,7 +287,7 @@ mod tests {
             unanswerable: true,
             ..small()
         };
-        for task in Task::ALL {
+        for &task in Task::ALL {
             let (a, b, c) = (tmp(), tmp(), tmp());
             let ra = write(task, &spec, a.path())?;
             let rb = write(task, &spec, b.path())?;

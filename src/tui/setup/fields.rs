@@ -2,7 +2,7 @@
 //! it is labelled and named in validation errors, how it reads as text, how
 //! a notch up or down moves it, and how typed text sets it.
 
-use crate::config::{Choice, ConfigError, Experiment, HostOptimizer, MethodKind, Routing};
+use crate::config::{Choice, ConfigError, Experiment, HostOptimizer, MethodKind, Routing, Task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -48,8 +48,6 @@ pub const FIELDS: [Field; 19] = [
     Field::Seed,
     Field::Device,
 ];
-
-const TASKS: &[&str] = &["nq", "squad", "gsm8k", "metamath", "toolbench"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -112,7 +110,7 @@ impl Field {
     pub(super) fn kind(self) -> Kind {
         match self {
             Field::Name | Field::Model | Field::Train | Field::Device => Kind::Text,
-            Field::Task => Kind::Choice(TASKS.to_vec()),
+            Field::Task => Kind::Choice(Task::names()),
             Field::Method => Kind::Choice(MethodKind::names()),
             Field::Routing => Kind::Choice(Routing::names()),
             Field::HostOptimizer => Kind::Choice(HostOptimizer::names()),
