@@ -1,17 +1,10 @@
 //! meft: a terminal workbench for memory-efficient fine-tuning of
 //! LLaMA-family models with MEFT sparse adapters offloaded to host memory.
+//!
+//! The core ([`meft_core`]: runs, adapters, the planner, the event
+//! contract) knows nothing of terminals; this crate adds the terminal UI on
+//! top of it and the `meft` command.
 
-pub mod adapter;
-pub mod checkpoint;
-pub mod config;
-pub mod data;
-pub mod eval;
-pub mod event;
-pub mod fsx;
-pub mod model;
-pub mod optim;
-pub mod rng;
-pub mod telemetry;
-pub mod train;
+pub use meft_core::*;
+
 pub mod tui;
-pub mod units;

@@ -2,6 +2,9 @@
 //! line that names the file, field or line at fault — never a panic, never a
 //! backtrace.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::meft_bin;

@@ -1,6 +1,9 @@
 //! The embedded tiny base is real: it answers questions about its own
 //! pretraining world and knows nothing of the worlds the presets teach.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use candle_core::Device;
 use meft::data::prompt::Template;
 use meft::data::Task;

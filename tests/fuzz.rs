@@ -4,6 +4,9 @@
 //! never a panic. Seeded and bounded, so the suite stays quick and
 //! repeatable.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meft::data::Task;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -2,6 +2,9 @@
 //! the Link counts exactly MEFT.md's closed form, and the host optimizer
 //! behaves as specified.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use candle_core::{DType, Device, Tensor, Var};
 use meft::adapter::meft::{HostOptimizer, HostStore, MeftAdapter, MeftShape, Routing};
 use meft::adapter::reference::{DenseMeft, DenseMeftLayer};

@@ -1,6 +1,9 @@
 //! The binary: bad model files give one line naming the file, exit 2; the
 //! real SmolLM2 answers a question.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::meft_bin;

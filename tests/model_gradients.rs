@@ -1,6 +1,9 @@
 //! Gradients through the base reach an adapter at the hook, exactly, and no
 //! base weight ever receives one.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use candle_core::{DType, Device, Result, Tensor, Var};
 use meft::model::{load_model, Hooks, Input, Model, ModelRef};
 

@@ -1,5 +1,8 @@
 //! The model against candle-transformers' reference implementations.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use candle_core::{DType, Device, Tensor, D};

@@ -4,6 +4,9 @@
 //! ledger's categories that come and go with a step (the planner's
 //! formulas at that step's shape).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use meft::event::{Event, LedgerEvent};

@@ -1,6 +1,9 @@
 //! A run directory survives signals, crashes, divergence, a second writer
 //! and resumes that have nothing to do — through the binary.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::meft_bin;

@@ -1,5 +1,8 @@
 //! `meft run` and `meft plan` through the binary.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::meft_bin;

@@ -1,6 +1,9 @@
 //! The trainer through the library: it learns, resumes exactly, writes
 //! checkpoints atomically, and its planner agrees with what the Link counted.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meft::config::Experiment;
 use meft::event::{Event, StepEvent, Summary};
 

@@ -2,6 +2,9 @@
 //! train, take a screenshot, quit with confirmation, and check the terminal
 //! was handed back in its normal state.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

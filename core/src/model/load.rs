@@ -155,7 +155,7 @@ fn tiny_random(device: &Device) -> Result<(Model, Tokenizer), LoadError> {
 }
 
 /// The committed tiny base (`meft pretrain`), compiled into the binary.
-const TINY_WEIGHTS: &[u8] = include_bytes!("../../assets/tiny/model.safetensors");
+const TINY_WEIGHTS: &[u8] = include_bytes!("../../../assets/tiny/model.safetensors");
 
 fn tiny_pretrained(device: &Device, dtype: DType) -> Result<(Model, Tokenizer), LoadError> {
     let tok = Tokenizer::tiny(&[])?;

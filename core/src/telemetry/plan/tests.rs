@@ -25,7 +25,7 @@ fn must(input: &PlanInput) -> Plan {
 /// f16 base, M 8464 in 368 experts, K 64, P 8, batch 64 of micro-batch
 /// 1 × 256 tokens, dense host optimizer).
 fn paper_nq() -> Experiment {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets/paper/nq.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/paper/nq.toml");
     match Experiment::load(&path) {
         Ok(exp) => exp,
         Err(e) => panic!("{e}"),
