@@ -33,6 +33,14 @@ pub trait Choice: Copy + PartialEq + Sized + 'static {
     }
 }
 
+/// Declares closed choices, each with its doc, its kind (for messages) and
+/// its values' spellings, in one list.
+macro_rules! choices {
+    ($($(#[$doc:meta])* $name:ident ($kind:literal) { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? })+) => {
+        $(choice!($(#[$doc])* $name ($kind) { $($(#[$vdoc])* $variant = $text),+ });)+
+    };
+}
+
 macro_rules! choice {
     ($(#[$doc:meta])* $name:ident ($kind:literal) { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -76,7 +84,7 @@ macro_rules! choice {
     };
 }
 
-choice!(
+choices! {
     /// What a run trains.
     MethodKind ("method") {
         /// The sparse adapter with its rows in host memory.
@@ -89,9 +97,7 @@ choice!(
         /// Nothing: the frozen base.
         None = "none",
     }
-);
 
-choice!(
     /// How MEFT finds each token's neurons.
     Routing ("routing") {
         /// Score only the keys of the top-P experts by router logit, gated.
@@ -99,9 +105,7 @@ choice!(
         /// Score all M keys (the paper's "w/o Key-Experts" ablation).
         Full = "full",
     }
-);
 
-choice!(
     /// Which host rows AdamW updates each step.
     HostOptimizer ("host optimizer") {
         /// Only rows touched since the last step, with per-row step counts.
@@ -109,9 +113,7 @@ choice!(
         /// Every row every step (the paper's runs).
         Dense = "dense",
     }
-);
 
-choice!(
     /// The dtype of the host AdamW moments.
     MomentDtype ("moment dtype") {
         /// Exact.
@@ -121,33 +123,43 @@ choice!(
         /// 8-bit block-wise quantised: about a quarter of the bytes.
         Q8 = "q8",
     }
-);
 
-choice!(
     /// The learning-rate schedule after linear warm-up.
     Schedule ("schedule") {
         /// Decay linearly to 0.
         Linear = "linear",
         ConstantWithWarmup = "constant_with_warmup",
     }
-);
 
-choice!(
     /// How evaluation decodes.
-    Decoding ("decoding") {
-        Greedy = "greedy",
-        Beam = "beam",
-    }
-);
+    Decoding ("decoding") { Greedy = "greedy", Beam = "beam" }
 
-choice!(
     /// The frozen base's dtype (adapters and optimizer state are f32).
-    BaseDtype ("dtype") {
-        F32 = "f32",
-        Bf16 = "bf16",
-        F16 = "f16",
+    BaseDtype ("dtype") { F32 = "f32", Bf16 = "bf16", F16 = "f16" }
+
+    /// A projection of a decoder layer (where LoRA attaches).
+    Proj ("projection") {
+        QProj = "q_proj", KProj = "k_proj", VProj = "v_proj", OProj = "o_proj",
+        GateProj = "gate_proj", UpProj = "up_proj", DownProj = "down_proj",
     }
-);
+
+    /// The tasks of the paper, named as on the command line and in presets.
+    Task ("task") {
+        Nq = "nq", Squad = "squad", Gsm8k = "gsm8k", MetaMath = "metamath",
+        ToolBench = "toolbench",
+    }
+
+    /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
+    /// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
+    Template ("template") { Alpaca = "alpaca", Plain = "plain" }
+
+    /// The metrics by name (DATA.md): the standard ones and the paper's.
+    Metric ("metric") {
+        SquadEm = "squad_em", SquadF1 = "squad_f1", NqEm = "nq_em",
+        Gsm8kAcc = "gsm8k_acc", ContainsCs = "contains_cs", ContainsCi = "contains_ci",
+        MetamathAcc = "metamath_acc", ToolIou = "tool_iou",
+    }
+}
 
 impl BaseDtype {
     pub fn bytes(self) -> u64 {
@@ -157,30 +169,6 @@ impl BaseDtype {
         }
     }
 }
-
-choice!(
-    /// A projection of a decoder layer (where LoRA attaches).
-    Proj ("projection") {
-        QProj = "q_proj",
-        KProj = "k_proj",
-        VProj = "v_proj",
-        OProj = "o_proj",
-        GateProj = "gate_proj",
-        UpProj = "up_proj",
-        DownProj = "down_proj",
-    }
-);
-
-choice!(
-    /// The tasks of the paper, named as on the command line and in presets.
-    Task ("task") {
-        Nq = "nq",
-        Squad = "squad",
-        Gsm8k = "gsm8k",
-        MetaMath = "metamath",
-        ToolBench = "toolbench",
-    }
-);
 
 impl Task {
     /// The metrics a task is scored with (the standard ones, then the
@@ -194,29 +182,6 @@ impl Task {
         }
     }
 }
-
-choice!(
-    /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
-    /// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
-    Template ("template") {
-        Alpaca = "alpaca",
-        Plain = "plain",
-    }
-);
-
-choice!(
-    /// The metrics by name (DATA.md): the standard ones and the paper's.
-    Metric ("metric") {
-        SquadEm = "squad_em",
-        SquadF1 = "squad_f1",
-        NqEm = "nq_em",
-        Gsm8kAcc = "gsm8k_acc",
-        ContainsCs = "contains_cs",
-        ContainsCi = "contains_ci",
-        MetamathAcc = "metamath_acc",
-        ToolIou = "tool_iou",
-    }
-);
 
 #[cfg(test)]
 mod tests {
