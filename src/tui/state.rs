@@ -322,6 +322,15 @@ impl DashboardState {
     }
 }
 
+/// The dashboard is a sink like the log and the printer: it folds each
+/// event into its state.
+impl crate::event::Sink for DashboardState {
+    fn handle(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.apply(ev);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,12 @@ pub struct Tally {
     pub step_heap_growth: u64,
     pub rss_peaks: BTreeMap<String, u64>,
     pub metrics: BTreeMap<String, f64>,
+    /// Consecutive steps whose gradient norm was exactly 0.
+    pub zero_grad_steps: u64,
 }
+
+/// Steps of an exactly-zero gradient norm after which the run warns.
+const DEAD_AFTER: u64 = 10;
 
 impl Tally {
     /// Count one step (this process's, or a logged one on resume).
@@ -59,6 +64,20 @@ impl Tally {
         self.step_heap_growth = self
             .step_heap_growth
             .max(heap.peak.saturating_sub(heap.before));
+    }
+
+    /// Count a step's gradient norm; a warning, once, when it has been
+    /// exactly 0 for a while (nothing is learning).
+    pub fn watch_gradient_norm(&mut self, norm: f64, step: u64) -> Option<String> {
+        self.zero_grad_steps = match norm == 0.0 {
+            true => self.zero_grad_steps + 1,
+            false => 0,
+        };
+        (self.zero_grad_steps == DEAD_AFTER).then(|| {
+            format!(
+                "warning: the gradient norm has been exactly 0 for {DEAD_AFTER} steps (to step {step}): nothing is learning; lower train.lr"
+            )
+        })
     }
 
     /// The process's peak resident memory now, under `phase`.

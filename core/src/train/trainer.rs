@@ -21,9 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
-/// Steps of an exactly-zero gradient norm after which the run warns.
-const DEAD_AFTER: u64 = 10;
-
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
     t.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
@@ -43,8 +40,6 @@ pub struct Trainer {
     pub tally: Tally,
     events: Sender<Event>,
     control: Receiver<Control>,
-    /// Consecutive steps whose gradient norm was exactly 0.
-    zero_grad_steps: u64,
     /// Said once at the start (records the cut-off shortens, memory the
     /// plan may need beyond what is free).
     warnings: Vec<String>,
@@ -100,7 +95,6 @@ impl Trainer {
             tally: Tally::default(),
             events,
             control,
-            zero_grad_steps: 0,
             warnings: cutoff_warning.into_iter().chain(memory_warning).collect(),
         })
     }
@@ -296,7 +290,9 @@ impl Trainer {
             }
             .into());
         }
-        self.watch_for_dead_gradients(norm);
+        if let Some(text) = self.tally.watch_gradient_norm(norm, self.step + 1) {
+            self.emit(Event::Message { text });
+        }
         let coef = clip_coefficient(norm, self.exp.train.clip);
         let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
         let lr = lr_at(
@@ -350,22 +346,6 @@ impl Trainer {
             }
         }
         Ok(())
-    }
-
-    /// Warn once when the gradient norm has been exactly 0 for a while.
-    fn watch_for_dead_gradients(&mut self, norm: f64) {
-        self.zero_grad_steps = match norm == 0.0 {
-            true => self.zero_grad_steps + 1,
-            false => 0,
-        };
-        if self.zero_grad_steps == DEAD_AFTER {
-            self.emit(Event::Message {
-                text: format!(
-                    "warning: the gradient norm has been exactly 0 for {DEAD_AFTER} steps (to step {}): nothing is learning; lower train.lr",
-                    self.step + 1
-                ),
-            });
-        }
     }
 
     /// Decode the test split (up to `eval.limit`) and score it.
