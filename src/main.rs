@@ -134,6 +134,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The performance table: retrieval, steps, traffic, host optimizer and
+    /// memory, measured side by side in this process.
+    Bench {
+        /// A reduced grid (a few minutes) instead of the full one.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+        /// The compute device: cpu (cuda:N needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Datasets: synthesise, check.
     Data {
         #[command(subcommand)]
@@ -210,6 +223,26 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => run_headless(config, sets, out, resume),
         Command::Data { command } => data_command(command),
+        Command::Bench {
+            quick,
+            json,
+            device,
+        } => {
+            anyhow::ensure!(
+                device == "cpu",
+                "--device: the bench measures the CPU path; {device} is not measured yet"
+            );
+            let report = meft::bench::run(meft::bench::Options { quick }, &mut |what| {
+                eprintln!("measuring {what}…")
+            })?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                meft::fsx::write_atomic(&path, text.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            }
+            Ok(())
+        }
         Command::Eval {
             run_dir,
             limit,

@@ -14,8 +14,10 @@
 //! - [`adapter`]: MEFT, the Parallel Adapter, LoRA.
 //! - [`telemetry`]: sampling the machine, and the planner.
 //! - [`train`]: the loop, methods, checkpoints, runs, headless output.
+//! - [`bench`]: the performance table, measured side by side.
 
 pub mod adapter;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

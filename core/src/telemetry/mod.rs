@@ -17,5 +17,5 @@ pub mod plan;
 pub mod sampler;
 
 pub use nvml::{open_gpu_source, GpuSource, NvmlSource};
-pub use plan::{plan, Plan, PlanError, PlanInput};
+pub use plan::{plan, Plan, PlanError, PlanInput, PAPER_UNION_FRACTION};
 pub use sampler::{available_memory, peak_rss, spawn_sampler, SamplerHandle};

@@ -106,10 +106,10 @@ impl Method {
     }
 
     /// Before each optimizer step's first micro-batch: MEFT starts counting
-    /// picks and unions afresh.
-    pub fn begin_step(&mut self) {
+    /// unions afresh, and pick statistics for the histograms when `stats`.
+    pub fn begin_step(&mut self, stats: bool) {
         if let Method::Meft(m) = self {
-            m.collect_stats = true;
+            m.collect_stats = stats;
             m.union_log.clear();
         }
     }

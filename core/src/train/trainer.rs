@@ -246,7 +246,7 @@ impl Trainer {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars.len()];
         let (mut loss_sum, mut tokens) = (0f64, 0u64);
         self.method.set_train(true);
-        self.method.begin_step();
+        self.method.begin_step(true);
         for micro in 0..accum {
             let seed = self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1);
             self.method.begin_micro_batch(seed);

@@ -1,0 +1,166 @@
+//! The machine's ceiling (sgemm, memcpy), the host optimizer against it,
+//! and the planner's figures for traffic and device memory.
+
+use super::{time, Options, Section};
+use crate::adapter::meft::{HostOptimizer, HostStore};
+use crate::config::{Experiment, MethodKind, MomentDtype};
+use crate::model::shapes::builtin_shape;
+use crate::optim::AdamWConfig;
+use crate::telemetry::{plan, PlanInput, PAPER_UNION_FRACTION};
+use crate::units::{bytes, ratio};
+use candle_core::{Device, Tensor};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    crate::rng::normal_vec(&mut crate::rng::seeded(seed), n, 1.0)
+}
+
+/// sgemm GFLOP/s and memcpy GB/s (bytes read and written per second).
+pub fn ceiling(opts: Options) -> anyhow::Result<(Section, f64, f64)> {
+    let mut s = Section::new("Ceiling of this machine");
+    let n = if opts.quick { 1024 } else { 2048 };
+    let a = Tensor::from_vec(random(n * n, 1), (n, n), &Device::Cpu)?;
+    let b = Tensor::from_vec(random(n * n, 2), (n, n), &Device::Cpu)?;
+    let t = time(1, 5, || Ok(a.matmul(&b)?))?;
+    let gflops = 2.0 * (n as f64).powi(3) / t.median / 1e9;
+    s.row(
+        format!("sgemm {n}×{n}×{n} (candle, f32)"),
+        format!("{gflops:.1} GFLOP/s ±{:.0} %", t.spread_pct()),
+        "measured",
+    );
+    let len = if opts.quick { 64 << 20 } else { 256 << 20 };
+    let src = vec![1u8; len];
+    let mut dst = vec![0u8; len];
+    let t = time(1, 5, || {
+        dst.copy_from_slice(&src);
+        Ok(())
+    })?;
+    let gbs = 2.0 * len as f64 / t.median / 1e9;
+    s.row(
+        format!("memcpy of {}", bytes(len as u64)),
+        format!("{gbs:.1} GB/s ±{:.0} %", t.spread_pct()),
+        "measured, read + written",
+    );
+    s.figure("sgemm_gflops", gflops);
+    s.figure("memcpy_gbs", gbs);
+    Ok((s, gflops, gbs))
+}
+
+/// Lazy host AdamW over a step's touched rows against memcpy, and lazy
+/// against dense at M 65,536.
+pub fn host_optimizer(opts: Options, memcpy_gbs: f64) -> anyhow::Result<Section> {
+    let mut s = Section::new("Host optimizer (one layer, d 576, M 65,536, f32 moments)");
+    let (m, d) = (65_536usize, 576usize);
+    let touched = if opts.quick { 2048 } else { 8192 };
+    let mut store = HostStore::with_moments(m, d, random(m * d, 3), random(m * d, 4), MomentDtype::F32);
+    // Every row has moments already, as after a few steps of training.
+    let all: Vec<u32> = (0..m as u32).collect();
+    store.accumulate(&all, vec![1e-3; m * 2 * d]);
+    store.step(HostOptimizer::Dense, 1e-3, 1.0, &AdamWConfig::default());
+    let rows: Vec<u32> = (0..touched as u32).map(|i| i * (m / touched) as u32).collect();
+    let grads = random(touched * 2 * d, 5);
+    let cfg = AdamWConfig::default();
+    let mut lazy = Vec::new();
+    let mut dense = Vec::new();
+    let reps = if opts.quick { 3 } else { 5 };
+    for _ in 0..reps {
+        store.accumulate(&rows, grads.clone());
+        let t = time(0, 1, || Ok(store.step(HostOptimizer::Lazy, 1e-3, 1.0, &cfg)))?;
+        lazy.push(t.median);
+        store.accumulate(&rows, grads.clone());
+        let t = time(0, 1, || Ok(store.step(HostOptimizer::Dense, 1e-3, 1.0, &cfg)))?;
+        dense.push(t.median);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (lazy, dense) = (med(&mut lazy), med(&mut dense));
+    // Per row: read key, value, their gradients and four moment blocks;
+    // write key, value and the moments: 14·d f32.
+    let per_row = 14.0 * d as f64 * 4.0;
+    let lazy_gbs = touched as f64 * per_row / lazy / 1e9;
+    s.row(
+        format!("lazy AdamW, {touched} touched rows"),
+        format!("{:.2} ms · {lazy_gbs:.1} GB/s", lazy * 1e3),
+        "measured, read + written",
+    );
+    s.row(
+        "dense AdamW, all 65,536 rows",
+        format!("{:.1} ms · {:.1} GB/s", dense * 1e3, m as f64 * per_row / dense / 1e9),
+        "measured",
+    );
+    s.row("dense / lazy", format!("{:.1}×", dense / lazy), "measured");
+    let share = lazy_gbs / memcpy_gbs;
+    s.row(
+        "lazy AdamW / memcpy bandwidth",
+        format!("{:.0} %", 100.0 * share),
+        "measured",
+    );
+    s.check("lazy host AdamW ≥ 40 % of memcpy bandwidth", share >= 0.4);
+    s.figure("lazy_adamw_gbs", lazy_gbs);
+    s.figure("lazy_share_of_memcpy", share);
+    s.figure("dense_over_lazy", dense / lazy);
+    Ok(s)
+}
+
+/// The planner's figures: traffic against a dense offload at the paper's
+/// traffic setting, device memory of MEFT against the dense adapter.
+pub fn planned() -> anyhow::Result<Section> {
+    let mut s = Section::new("Planned: traffic and device memory");
+    let llama = builtin_shape("llama-7b").ok_or_else(|| anyhow::anyhow!("llama-7b shape"))?;
+    // The paper's traffic setting: LLaMA-7B, M 6144, batch 2 × 256.
+    let mut exp = Experiment::default();
+    exp.model.device = "cuda:0".into();
+    exp.method.meft.neurons = 6144;
+    exp.method.meft.top_k = 64;
+    exp.train.batch = 2;
+    exp.train.micro_batch = 2;
+    exp.train.cutoff_len = 256;
+    let union = vec![(PAPER_UNION_FRACTION * 6144.0).round() as u64; 32];
+    let p = plan(&PlanInput {
+        union_sizes: Some(&union),
+        base_dtype_bytes: 2,
+        ..PlanInput::new(&exp, &llama)
+    })?;
+    let r = p.offload_ratio().unwrap_or(f64::NAN);
+    s.row(
+        "MEFT / dense offload, paper traffic setting",
+        format!(
+            "{} ({} of {} per step)",
+            ratio(r),
+            bytes(p.traffic.h2d() + p.traffic.d2h()),
+            bytes(p.dense_offload)
+        ),
+        "planned at the paper's union (0.56·M), rows counted both ways",
+    );
+    s.check("MEFT bytes per step ≤ 0.3× a dense offload (paper traffic setting)", r <= 0.3);
+    s.figure("paper_traffic_ratio", r);
+    let smol = builtin_shape("smollm2-135m").ok_or_else(|| anyhow::anyhow!("smollm2 shape"))?;
+    for m in [16_384usize, 65_536] {
+        let mut meft = Experiment::default();
+        meft.method.meft.neurons = m;
+        meft.method.meft.top_k = 64;
+        meft.train.batch = 4;
+        meft.train.micro_batch = 4;
+        meft.train.cutoff_len = 64;
+        let mut dense = meft.clone();
+        dense.method.kind = MethodKind::Parallel;
+        dense.method.parallel.size = m;
+        let a = plan(&PlanInput::new(&meft, &smol))?;
+        let b = plan(&PlanInput::new(&dense, &smol))?;
+        let share = a.device_total as f64 / b.device_total as f64;
+        s.row(
+            format!("SmolLM2, M {m}: MEFT / dense adapter device"),
+            format!(
+                "{:.0} % ({} of {})",
+                100.0 * share,
+                bytes(a.device_total),
+                bytes(b.device_total)
+            ),
+            "planned, worst-case unions, batch 4 × 64",
+        );
+        s.check(format!("MEFT device ledger ≤ 10 % of the dense adapter's at M {m}"), share <= 0.1);
+        s.figure(&format!("device_share_m{m}"), share);
+    }
+    Ok(s)
+}

@@ -1,0 +1,382 @@
+//! Training steps side by side: the frozen base's forward and backward
+//! alone, LoRA, the dense Parallel Adapter and MEFT of the same M, on the
+//! tiny model and on the SmolLM2 shape; MEFT's traffic against a dense
+//! offload; the cost of telemetry and histograms.
+
+use super::{time, Options, Section, Timing};
+use crate::adapter::meft::StepStats;
+use crate::config::{Experiment, MethodKind, Proj, Task, Template};
+use crate::data::batch::Batch;
+use crate::train::objective::masked_loss;
+use crate::event::Event;
+use crate::model::{Hooks, Input, Model, ModelConfig};
+use crate::optim::{AdamWConfig, DeviceAdamW};
+use crate::train::method::Method;
+use crate::units::{bytes, ratio};
+use candle_core::{Device, Result, Tensor, Var};
+
+/// The batch every method of a section trains on: real records of the
+/// synthetic SQuAD world when the model has a tokenizer (what a run sees),
+/// random tokens otherwise.
+struct BenchBatch(Batch);
+
+impl BenchBatch {
+    fn random(vocab: usize, rows: usize, seq: usize, seed: u64) -> Self {
+        use rand::Rng;
+        let mut rng = crate::rng::seeded(seed);
+        let ids: Vec<u32> = (0..rows * seq)
+            .map(|_| rng.random_range(0..vocab as u32))
+            .collect();
+        Self(Batch {
+            ids,
+            loss_mask: vec![1; rows * seq],
+            attn_mask: vec![1; rows * seq],
+            batch: rows,
+            seq,
+        })
+    }
+
+    /// The first `rows` records of a synthetic SQuAD world in `template`,
+    /// cut at `cutoff` tokens.
+    fn records(
+        tokenizer: &crate::model::Tokenizer,
+        template: Template,
+        rows: usize,
+        cutoff: usize,
+    ) -> anyhow::Result<Self> {
+        let mut exp = Experiment::default();
+        exp.data.task = Task::Squad;
+        exp.data.train = "synth:entities=50,seed=7".into();
+        exp.data.template = template;
+        exp.train.cutoff_len = cutoff;
+        let (train, _) = crate::data::spec::load_data(&exp)?;
+        let take = &train[..rows.min(train.len())];
+        let encoded = crate::data::spec::encode_all(&exp, take, tokenizer)?;
+        Ok(Self(Batch::left_padded(&encoded, tokenizer.pad_id)))
+    }
+
+    fn tokens(&self) -> usize {
+        self.0.batch * self.0.seq
+    }
+
+    fn loss(&self, model: &Model, hooks: &mut dyn Hooks) -> anyhow::Result<Tensor> {
+        let b = &self.0;
+        let input = Input {
+            ids: &b.ids,
+            pad_mask: &b.attn_mask,
+            batch: b.batch,
+            seq: b.seq,
+        };
+        let logits = model.forward(&input, None, hooks, false)?;
+        Ok(masked_loss(&logits, b)?.0)
+    }
+}
+
+/// A trainable bias added at layer 0's FFN output: its gradient has to
+/// cross every layer above, so a step with it is the frozen base's forward
+/// and backward and nothing else.
+struct BiasAtLayerZero(Var);
+
+impl Hooks for BiasAtLayerZero {
+    fn ffn(&mut self, layer: usize, u: &Tensor) -> Result<Option<Tensor>> {
+        Ok((layer == 0)
+            .then(|| self.0.as_tensor().broadcast_as(u.shape()))
+            .transpose()?)
+    }
+}
+
+/// One optimizer step of `method`; returns what MEFT moved.
+fn train_step(
+    model: &Model,
+    method: &mut Method,
+    opt: &mut DeviceAdamW,
+    batch: &BenchBatch,
+) -> anyhow::Result<StepStats> {
+    method.set_train(true);
+    method.begin_step(false);
+    method.begin_micro_batch(7);
+    let g = batch.loss(model, method)?.backward()?;
+    let grads: Vec<Option<Tensor>> = opt
+        .vars
+        .iter()
+        .map(|(_, v)| g.get(v.as_tensor()).cloned())
+        .collect();
+    method.after_backward(&g)?;
+    opt.step(&grads, 1e-4, 1.0)?;
+    method.host_step(1e-4, 1.0, &AdamWConfig::default());
+    Ok(method.take_step_stats())
+}
+
+/// Forward FLOPs per token of the base (its linear maps, attention over
+/// `seq` keys and the head), and of its backward pass with frozen weights
+/// (input gradients only: the linear maps once more, attention twice).
+fn base_flops(c: &ModelConfig, seq: u64) -> (f64, f64) {
+    let (d, ffn, v) = (c.hidden_size as u64, c.intermediate_size as u64, c.vocab_size as u64);
+    let q = (c.num_heads * c.head_dim) as u64;
+    let kv = (c.num_kv_heads * c.head_dim) as u64;
+    let linear = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ffn) * c.num_layers as u64 + 2 * d * v;
+    let attention = 4 * q * seq * c.num_layers as u64;
+    let fwd = (linear + attention) as f64;
+    (fwd, fwd + attention as f64)
+}
+
+struct Case {
+    kind: MethodKind,
+    m: usize,
+    label: String,
+    timing: Timing,
+    stats: StepStats,
+}
+
+/// Steps of every method on one model.
+#[allow(clippy::too_many_arguments)]
+fn model_section(
+    title: String,
+    model: &mut Model,
+    batch: &BenchBatch,
+    neurons: &[usize],
+    top_k: usize,
+    reps: usize,
+    sgemm_gflops: f64,
+    parallel: bool,
+    limits: &[(MethodKind, usize, f64)],
+) -> anyhow::Result<Section> {
+    let mut s = Section::new(&title);
+    let cfg = model.config.clone();
+    let tokens = batch.tokens() as f64;
+    // The frozen base alone.
+    let bias = Var::zeros(cfg.hidden_size, candle_core::DType::F32, &Device::Cpu)?;
+    let mut hook = BiasAtLayerZero(bias);
+    let base = time(1, reps, || Ok(batch.loss(model, &mut hook)?.backward()?))?;
+    let (fwd, bwd) = base_flops(&cfg, batch.0.seq as u64);
+    let gflops = tokens * (fwd + bwd) / base.median / 1e9;
+    s.row(
+        "frozen base, forward + backward",
+        format!(
+            "{:.3} s ±{:.0} % · {gflops:.1} GFLOP/s ({:.0} % of sgemm)",
+            base.median,
+            base.spread_pct(),
+            100.0 * gflops / sgemm_gflops
+        ),
+        "measured; FLOPs by formula",
+    );
+    s.check(
+        "frozen base forward + backward ≥ 70 % of sgemm GFLOP/s",
+        gflops >= 0.7 * sgemm_gflops,
+    );
+    s.figure("base_s", base.median);
+    s.figure("base_gflops", gflops);
+    let mut cases = vec![];
+    let mut exp = Experiment::default();
+    exp.method.lora.rank = 8;
+    exp.method.lora.targets = vec![Proj::QProj, Proj::VProj];
+    let mut kinds: Vec<(MethodKind, usize, &'static str)> =
+        vec![(MethodKind::Lora, 0, "LoRA r 8 (q, v)")];
+    for &m in neurons {
+        if parallel && m == neurons[0] {
+            kinds.push((MethodKind::Parallel, m, "Parallel Adapter"));
+        }
+        kinds.push((MethodKind::Meft, m, "MEFT"));
+    }
+    for (kind, m, label) in kinds {
+        exp.method.kind = kind;
+        exp.method.meft.neurons = m.max(1);
+        exp.method.meft.top_k = top_k;
+        exp.method.parallel.size = m.max(1);
+        let (mut method, vars) = Method::build(&exp, model)?;
+        let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
+        let mut stats = StepStats::default();
+        let timing = time(1, reps, || {
+            stats = train_step(model, &mut method, &mut opt, batch)?;
+            Ok(())
+        })?;
+        let name = match kind {
+            MethodKind::Lora => label.to_string(),
+            MethodKind::Meft => format!("{label} M {m} K {top_k}"),
+            _ => format!("{label} M {m}"),
+        };
+        s.row(
+            name.clone(),
+            format!("{:.3} s ±{:.0} %", timing.median, timing.spread_pct()),
+            "measured, one optimizer step",
+        );
+        s.figure(&name, timing.median);
+        cases.push(Case {
+            kind,
+            m,
+            label: name,
+            timing,
+            stats,
+        });
+        if kind == MethodKind::Meft {
+            if let Some(st) = cases.last().map(|c| &c.stats) {
+                let moved = st.traffic.h2d() + st.traffic.d2h();
+                let layers = st.unions.len() as u64;
+                let dense = 2 * layers * 2 * m as u64 * cfg.hidden_size as u64 * 4;
+                s.row(
+                    format!("  traffic, M {m}"),
+                    format!(
+                        "{} per step = {} a dense offload of {}",
+                        bytes(moved),
+                        ratio(moved as f64 / dense as f64),
+                        bytes(dense)
+                    ),
+                    "measured by the Link; dense offload computed",
+                );
+            }
+        }
+    }
+    let lora = cases
+        .iter()
+        .find(|c| c.kind == MethodKind::Lora)
+        .map(|c| c.timing.median);
+    if let Some(lora) = lora {
+        s.row(
+            "LoRA / frozen base",
+            format!("{:.2}×", lora / base.median),
+            "measured",
+        );
+        s.check("LoRA ≤ 1.1× the frozen base", lora <= 1.1 * base.median);
+        for c in cases.iter().filter(|c| c.kind != MethodKind::Lora) {
+            let r = c.timing.median / lora;
+            s.row(format!("{} / LoRA", c.label), format!("{r:.2}×"), "measured");
+            s.figure(&format!("{} over LoRA", c.label), r);
+            for &(kind, m, max) in limits {
+                if kind == c.kind && m == c.m {
+                    s.check(format!("{} ≤ {max}× LoRA", c.label), r <= max);
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The SmolLM2 GGUF when fetched (`scripts/get-smollm2.sh`).
+fn smollm2_file() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("MEFT_SMOLLM2").map(std::path::PathBuf::from) {
+        return p.is_file().then_some(p);
+    }
+    std::fs::read_dir(".cache/smollm2")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+}
+
+/// Telemetry and histograms on against off, on the tiny model.
+fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Result<Section> {
+    let mut s = Section::new("Overhead: telemetry sampler and pick histograms (tiny, MEFT M 4096 K 16)");
+    let mut exp = Experiment::default();
+    exp.method.meft.neurons = 4096;
+    exp.method.meft.top_k = 16;
+    let (mut method, vars) = Method::build(&exp, model)?;
+    let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..reps.max(3) {
+        for with in [round % 2 == 0, round % 2 != 0] {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(4);
+            let sampler = with.then(|| {
+                crate::telemetry::spawn_sampler(
+                    crate::telemetry::sampler::DEFAULT_PERIOD,
+                    std::time::Instant::now(),
+                    tx,
+                )
+            });
+            let drain = std::thread::spawn(move || rx.iter().count());
+            let t = time(1, 10, || {
+                method.set_train(true);
+                method.begin_step(with);
+                let g = batch.loss(model, &mut method)?.backward()?;
+                let grads: Vec<Option<Tensor>> =
+                    opt.vars.iter().map(|(_, v)| g.get(v.as_tensor()).cloned()).collect();
+                method.after_backward(&g)?;
+                opt.step(&grads, 1e-4, 1.0)?;
+                method.host_step(1e-4, 1.0, &AdamWConfig::default());
+                let _ = method.take_step_stats();
+                if with {
+                    let _ = method.histograms(1);
+                }
+                Ok(())
+            })?;
+            if let Some(h) = sampler {
+                h.stop();
+            }
+            let _ = drain.join();
+            if with { on.push(t) } else { off.push(t) }
+        }
+    }
+    let med = |v: &[Timing]| {
+        let mut m: Vec<f64> = v.iter().map(|t| t.median).collect();
+        m.sort_by(f64::total_cmp);
+        (m[m.len() / 2], m[0], m[m.len() - 1])
+    };
+    let (a, amin, amax) = med(&on);
+    let (b, bmin, bmax) = med(&off);
+    s.row("on", format!("{:.1} ms per step ({:.1}–{:.1})", a * 1e3, amin * 1e3, amax * 1e3), "measured");
+    s.row("off", format!("{:.1} ms per step ({:.1}–{:.1})", b * 1e3, bmin * 1e3, bmax * 1e3), "measured");
+    // Within spread: the two ranges overlap.
+    s.check("telemetry on vs off: no difference beyond run-to-run spread", amin <= bmax && bmin <= amax);
+    s.figure("on_ms", a * 1e3);
+    s.figure("off_ms", b * 1e3);
+    Ok(s)
+}
+
+pub fn sections(opts: Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section>> {
+    let mut out = Vec::new();
+    let dev = Device::Cpu;
+    let tiny_ref = crate::model::ModelRef::Tiny;
+    let loaded = crate::model::load_model(&tiny_ref, &dev)?;
+    let mut tiny = loaded.model;
+    let tiny_batch = BenchBatch::records(&loaded.tokenizer, Template::Plain, 4, 32)?;
+    out.push(model_section(
+        format!(
+            "Steps: tiny model (embedded:tiny), synthetic SQuAD records, batch {} × {}",
+            tiny_batch.0.batch, tiny_batch.0.seq
+        ),
+        &mut tiny,
+        &tiny_batch,
+        &[4096],
+        16,
+        if opts.quick { 5 } else { 10 },
+        sgemm_gflops,
+        true,
+        &[(MethodKind::Parallel, 4096, 2.5), (MethodKind::Meft, 4096, 1.2)],
+    )?);
+    out.push(overhead(&mut tiny, &tiny_batch, if opts.quick { 3 } else { 5 })?);
+    let (mut smol, smol_batch, what) = match smollm2_file() {
+        Some(p) => {
+            let loaded = crate::model::load_model(&crate::model::ModelRef::Gguf(p), &dev)?;
+            let batch = BenchBatch::records(&loaded.tokenizer, Template::Alpaca, 4, 64)?;
+            (
+                loaded.model,
+                batch,
+                "SmolLM2-135M-Instruct (GGUF weights), synthetic SQuAD records in the Alpaca template",
+            )
+        }
+        None => {
+            let shape = crate::model::shapes::builtin_shape("smollm2-135m")
+                .ok_or_else(|| anyhow::anyhow!("the smollm2-135m shape"))?;
+            (
+                crate::model::load::random_model(&shape, 5, &dev)?,
+                BenchBatch::random(shape.vocab_size, 4, 64, 2),
+                "the SmolLM2-135M shape with random weights and tokens (the GGUF file is absent)",
+            )
+        }
+    };
+    let neurons: &[usize] = if opts.quick { &[4096] } else { &[4096, 65_536] };
+    out.push(model_section(
+        format!(
+            "Steps: {what}, batch {} × {}, all 30 layers",
+            smol_batch.0.batch, smol_batch.0.seq
+        ),
+        &mut smol,
+        &smol_batch,
+        neurons,
+        64,
+        if opts.quick { 2 } else { 3 },
+        sgemm_gflops,
+        true,
+        &[(MethodKind::Meft, 4096, 1.3), (MethodKind::Meft, 65_536, 2.0)],
+    )?);
+    Ok(out)
+}
