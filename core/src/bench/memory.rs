@@ -51,12 +51,15 @@ pub fn host_optimizer(opts: Options, memcpy_gbs: f64) -> anyhow::Result<Section>
     let mut s = Section::new("Host optimizer (one layer, d 576, M 65,536, f32 moments)");
     let (m, d) = (65_536usize, 576usize);
     let touched = if opts.quick { 2048 } else { 8192 };
-    let mut store = HostStore::with_moments(m, d, random(m * d, 3), random(m * d, 4), MomentDtype::F32);
+    let mut store =
+        HostStore::with_moments(m, d, random(m * d, 3), random(m * d, 4), MomentDtype::F32);
     // Every row has moments already, as after a few steps of training.
     let all: Vec<u32> = (0..m as u32).collect();
     store.accumulate(&all, vec![1e-3; m * 2 * d]);
     store.step(HostOptimizer::Dense, 1e-3, 1.0, &AdamWConfig::default());
-    let rows: Vec<u32> = (0..touched as u32).map(|i| i * (m / touched) as u32).collect();
+    let rows: Vec<u32> = (0..touched as u32)
+        .map(|i| i * (m / touched) as u32)
+        .collect();
     let grads = random(touched * 2 * d, 5);
     let cfg = AdamWConfig::default();
     let mut lazy = Vec::new();
@@ -64,10 +67,14 @@ pub fn host_optimizer(opts: Options, memcpy_gbs: f64) -> anyhow::Result<Section>
     let reps = if opts.quick { 3 } else { 5 };
     for _ in 0..reps {
         store.accumulate(&rows, grads.clone());
-        let t = time(0, 1, || Ok(store.step(HostOptimizer::Lazy, 1e-3, 1.0, &cfg)))?;
+        let t = time(0, 1, || {
+            Ok(store.step(HostOptimizer::Lazy, 1e-3, 1.0, &cfg))
+        })?;
         lazy.push(t.median);
         store.accumulate(&rows, grads.clone());
-        let t = time(0, 1, || Ok(store.step(HostOptimizer::Dense, 1e-3, 1.0, &cfg)))?;
+        let t = time(0, 1, || {
+            Ok(store.step(HostOptimizer::Dense, 1e-3, 1.0, &cfg))
+        })?;
         dense.push(t.median);
     }
     let med = |v: &mut Vec<f64>| {
@@ -86,7 +93,11 @@ pub fn host_optimizer(opts: Options, memcpy_gbs: f64) -> anyhow::Result<Section>
     );
     s.row(
         "dense AdamW, all 65,536 rows",
-        format!("{:.1} ms · {:.1} GB/s", dense * 1e3, m as f64 * per_row / dense / 1e9),
+        format!(
+            "{:.1} ms · {:.1} GB/s",
+            dense * 1e3,
+            m as f64 * per_row / dense / 1e9
+        ),
         "measured",
     );
     s.row("dense / lazy", format!("{:.1}×", dense / lazy), "measured");
@@ -133,7 +144,10 @@ pub fn planned() -> anyhow::Result<Section> {
         ),
         "planned at the paper's union (0.56·M), rows counted both ways",
     );
-    s.check("MEFT bytes per step ≤ 0.3× a dense offload (paper traffic setting)", r <= 0.3);
+    s.check(
+        "MEFT bytes per step ≤ 0.3× a dense offload (paper traffic setting)",
+        r <= 0.3,
+    );
     s.figure("paper_traffic_ratio", r);
     let smol = builtin_shape("smollm2-135m").ok_or_else(|| anyhow::anyhow!("smollm2 shape"))?;
     for m in [16_384usize, 65_536] {
@@ -159,7 +173,10 @@ pub fn planned() -> anyhow::Result<Section> {
             ),
             "planned, worst-case unions, batch 4 × 64",
         );
-        s.check(format!("MEFT device ledger ≤ 10 % of the dense adapter's at M {m}"), share <= 0.1);
+        s.check(
+            format!("MEFT device ledger ≤ 10 % of the dense adapter's at M {m}"),
+            share <= 0.1,
+        );
         s.figure(&format!("device_share_m{m}"), share);
     }
     Ok(s)

@@ -135,9 +135,23 @@ impl Report {
             self.seconds
         );
         for s in &self.sections {
-            out.push_str(&format!("\n{}\n{}\n", s.title, "─".repeat(s.title.chars().count())));
-            let w = s.rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
-            let v = s.rows.iter().map(|r| r.value.chars().count()).max().unwrap_or(0);
+            out.push_str(&format!(
+                "\n{}\n{}\n",
+                s.title,
+                "─".repeat(s.title.chars().count())
+            ));
+            let w = s
+                .rows
+                .iter()
+                .map(|r| r.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            let v = s
+                .rows
+                .iter()
+                .map(|r| r.value.chars().count())
+                .max()
+                .unwrap_or(0);
             for r in &s.rows {
                 let pad = v - r.value.chars().count();
                 out.push_str(&format!(
@@ -221,9 +235,15 @@ mod tests {
     #[test]
     fn growth_exponents_by_hand() {
         // y = 3·x²: slope 2; y = 5·√x: slope 0.5.
-        let sq: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0].iter().map(|&x| (x, 3.0 * x * x)).collect();
+        let sq: Vec<(f64, f64)> = [1.0f64, 2.0, 4.0, 8.0]
+            .iter()
+            .map(|&x| (x, 3.0 * x * x))
+            .collect();
         assert!((growth_exponent(&sq) - 2.0).abs() < 1e-12);
-        let rt: Vec<(f64, f64)> = [4.0, 16.0, 64.0].iter().map(|&x| (x, 5.0 * x.sqrt())).collect();
+        let rt: Vec<(f64, f64)> = [4.0f64, 16.0, 64.0]
+            .iter()
+            .map(|&x| (x, 5.0 * x.sqrt()))
+            .collect();
         assert!((growth_exponent(&rt) - 0.5).abs() < 1e-12);
         assert!(growth_exponent(&[(1.0, 1.0)]).is_nan());
     }

@@ -101,7 +101,10 @@ pub fn section(opts: Options) -> anyhow::Result<Section> {
         );
         s.figure(&format!("d{d}_exponent_full"), ef);
         s.figure(&format!("d{d}_exponent_key_experts"), ek);
-        s.check(format!("d {d}: Key-Experts grows with exponent ≤ 0.5"), ek <= 0.5);
+        s.check(
+            format!("d {d}: Key-Experts grows with exponent ≤ 0.5"),
+            ek <= 0.5,
+        );
         if let (Some(f), Some(k)) = (full.last(), ke.last()) {
             if f.0 >= 1_048_576.0 {
                 s.check(

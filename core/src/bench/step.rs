@@ -7,11 +7,11 @@ use super::{time, Options, Section, Timing};
 use crate::adapter::meft::StepStats;
 use crate::config::{Experiment, MethodKind, Proj, Task, Template};
 use crate::data::batch::Batch;
-use crate::train::objective::masked_loss;
 use crate::event::Event;
 use crate::model::{Hooks, Input, Model, ModelConfig};
 use crate::optim::{AdamWConfig, DeviceAdamW};
 use crate::train::method::Method;
+use crate::train::objective::masked_loss;
 use crate::units::{bytes, ratio};
 use candle_core::{Device, Result, Tensor, Var};
 
@@ -79,9 +79,9 @@ struct BiasAtLayerZero(Var);
 
 impl Hooks for BiasAtLayerZero {
     fn ffn(&mut self, layer: usize, u: &Tensor) -> Result<Option<Tensor>> {
-        Ok((layer == 0)
+        (layer == 0)
             .then(|| self.0.as_tensor().broadcast_as(u.shape()))
-            .transpose()?)
+            .transpose()
     }
 }
 
@@ -111,7 +111,11 @@ fn train_step(
 /// `seq` keys and the head), and of its backward pass with frozen weights
 /// (input gradients only: the linear maps once more, attention twice).
 fn base_flops(c: &ModelConfig, seq: u64) -> (f64, f64) {
-    let (d, ffn, v) = (c.hidden_size as u64, c.intermediate_size as u64, c.vocab_size as u64);
+    let (d, ffn, v) = (
+        c.hidden_size as u64,
+        c.intermediate_size as u64,
+        c.vocab_size as u64,
+    );
     let q = (c.num_heads * c.head_dim) as u64;
     let kv = (c.num_kv_heads * c.head_dim) as u64;
     let linear = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ffn) * c.num_layers as u64 + 2 * d * v;
@@ -239,7 +243,11 @@ fn model_section(
         s.check("LoRA ≤ 1.1× the frozen base", lora <= 1.1 * base.median);
         for c in cases.iter().filter(|c| c.kind != MethodKind::Lora) {
             let r = c.timing.median / lora;
-            s.row(format!("{} / LoRA", c.label), format!("{r:.2}×"), "measured");
+            s.row(
+                format!("{} / LoRA", c.label),
+                format!("{r:.2}×"),
+                "measured",
+            );
             s.figure(&format!("{} over LoRA", c.label), r);
             for &(kind, m, max) in limits {
                 if kind == c.kind && m == c.m {
@@ -265,7 +273,8 @@ fn smollm2_file() -> Option<std::path::PathBuf> {
 
 /// Telemetry and histograms on against off, on the tiny model.
 fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Result<Section> {
-    let mut s = Section::new("Overhead: telemetry sampler and pick histograms (tiny, MEFT M 4096 K 16)");
+    let mut s =
+        Section::new("Overhead: telemetry sampler and pick histograms (tiny, MEFT M 4096 K 16)");
     let mut exp = Experiment::default();
     exp.method.meft.neurons = 4096;
     exp.method.meft.top_k = 16;
@@ -287,8 +296,11 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
                 method.set_train(true);
                 method.begin_step(with);
                 let g = batch.loss(model, &mut method)?.backward()?;
-                let grads: Vec<Option<Tensor>> =
-                    opt.vars.iter().map(|(_, v)| g.get(v.as_tensor()).cloned()).collect();
+                let grads: Vec<Option<Tensor>> = opt
+                    .vars
+                    .iter()
+                    .map(|(_, v)| g.get(v.as_tensor()).cloned())
+                    .collect();
                 method.after_backward(&g)?;
                 opt.step(&grads, 1e-4, 1.0)?;
                 method.host_step(1e-4, 1.0, &AdamWConfig::default());
@@ -302,7 +314,11 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
                 h.stop();
             }
             let _ = drain.join();
-            if with { on.push(t) } else { off.push(t) }
+            if with {
+                on.push(t)
+            } else {
+                off.push(t)
+            }
         }
     }
     let med = |v: &[Timing]| {
@@ -312,10 +328,31 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
     };
     let (a, amin, amax) = med(&on);
     let (b, bmin, bmax) = med(&off);
-    s.row("on", format!("{:.1} ms per step ({:.1}–{:.1})", a * 1e3, amin * 1e3, amax * 1e3), "measured");
-    s.row("off", format!("{:.1} ms per step ({:.1}–{:.1})", b * 1e3, bmin * 1e3, bmax * 1e3), "measured");
+    s.row(
+        "on",
+        format!(
+            "{:.1} ms per step ({:.1}–{:.1})",
+            a * 1e3,
+            amin * 1e3,
+            amax * 1e3
+        ),
+        "measured",
+    );
+    s.row(
+        "off",
+        format!(
+            "{:.1} ms per step ({:.1}–{:.1})",
+            b * 1e3,
+            bmin * 1e3,
+            bmax * 1e3
+        ),
+        "measured",
+    );
     // Within spread: the two ranges overlap.
-    s.check("telemetry on vs off: no difference beyond run-to-run spread", amin <= bmax && bmin <= amax);
+    s.check(
+        "telemetry on vs off: no difference beyond run-to-run spread",
+        amin <= bmax && bmin <= amax,
+    );
     s.figure("on_ms", a * 1e3);
     s.figure("off_ms", b * 1e3);
     Ok(s)
@@ -340,9 +377,16 @@ pub fn sections(opts: Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section>
         if opts.quick { 5 } else { 10 },
         sgemm_gflops,
         true,
-        &[(MethodKind::Parallel, 4096, 2.5), (MethodKind::Meft, 4096, 1.2)],
+        &[
+            (MethodKind::Parallel, 4096, 2.5),
+            (MethodKind::Meft, 4096, 1.2),
+        ],
     )?);
-    out.push(overhead(&mut tiny, &tiny_batch, if opts.quick { 3 } else { 5 })?);
+    out.push(overhead(
+        &mut tiny,
+        &tiny_batch,
+        if opts.quick { 3 } else { 5 },
+    )?);
     let (mut smol, smol_batch, what) = match smollm2_file() {
         Some(p) => {
             let loaded = crate::model::load_model(&crate::model::ModelRef::Gguf(p), &dev)?;
@@ -376,7 +420,10 @@ pub fn sections(opts: Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section>
         if opts.quick { 2 } else { 3 },
         sgemm_gflops,
         true,
-        &[(MethodKind::Meft, 4096, 1.3), (MethodKind::Meft, 65_536, 2.0)],
+        &[
+            (MethodKind::Meft, 4096, 1.3),
+            (MethodKind::Meft, 65_536, 2.0),
+        ],
     )?);
     Ok(out)
 }

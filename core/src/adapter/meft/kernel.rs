@@ -2,10 +2,10 @@
 //! fused CPU op with a hand-written backward, or composed from stock tensor
 //! ops elsewhere; both work over the union, never N × K × d.
 
+use super::lanes::Lanes;
 use super::GradRoute;
 use crate::event::Kind;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use num_traits::Float;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -135,7 +135,7 @@ fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
 impl FusedRows {
     /// Token t's slot: (row id, its key+value row, q·k, gate, activation)
     /// when the slot holds a row whose gated score is positive.
-    fn slot<'a, T: Float>(
+    fn slot<'a, T: Lanes>(
         &self,
         qt: &[T],
         kv: &'a [T],
@@ -149,16 +149,13 @@ impl FusedRows {
             return None;
         }
         let row = &kv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
-        let s = qt
-            .iter()
-            .zip(&row[..d])
-            .fold(T::zero(), |a, (x, y)| a + *x * *y);
+        let s = T::dot(qt, &row[..d]);
         let gate = g[t * self.k + slot];
         let a = gate * s;
         (a > T::zero()).then_some((j, row, s, gate, a))
     }
 
-    fn forward<T: Float + Send + Sync>(&self, q: &[T], kv: &[T], g: &[T]) -> Vec<T> {
+    fn forward<T: Lanes>(&self, q: &[T], kv: &[T], g: &[T]) -> Vec<T> {
         let (d, k) = (self.d, self.k);
         let n = q.len() / d;
         let mut out = vec![T::zero(); n * d];
@@ -166,9 +163,7 @@ impl FusedRows {
             let qt = &q[t * d..(t + 1) * d];
             for slot in 0..k {
                 if let Some((_, row, _, _, a)) = self.slot(qt, kv, g, t, slot) {
-                    for (oi, vi) in o.iter_mut().zip(&row[d..]) {
-                        *oi = *oi + a * *vi;
-                    }
+                    T::axpy(a, &row[d..], o);
                 }
             }
         });
@@ -176,64 +171,76 @@ impl FusedRows {
     }
 
     /// Gradients of q, kv and gates given the output gradient `go`.
-    fn backward<T: Float + Send + Sync>(
-        &self,
-        q: &[T],
-        kv: &[T],
-        g: &[T],
-        go: &[T],
-    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+    fn backward<T: Lanes>(&self, q: &[T], kv: &[T], g: &[T], go: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (d, k) = (self.d, self.k);
         let n = q.len() / d;
         let mut dq = vec![T::zero(); n * d];
         let mut dg = vec![T::zero(); n * k];
-        // Per-token work is independent; the row gradients are summed after.
-        let per_token: Vec<Vec<(u32, T, T)>> = dq
-            .par_chunks_mut(d)
+        // Per token (in parallel): its query and gate gradients, and each
+        // live slot's (row, activation, score gradient) for the rows.
+        let mut live = vec![(self.empty, T::zero(), T::zero()); n * k];
+        dq.par_chunks_mut(d)
             .zip(dg.par_chunks_mut(k))
+            .zip(live.par_chunks_mut(k))
             .enumerate()
-            .map(|(t, (dqt, dgt))| {
+            .for_each(|(t, ((dqt, dgt), lt))| {
                 let qt = &q[t * d..(t + 1) * d];
                 let gt = &go[t * d..(t + 1) * d];
-                let mut contrib = Vec::new();
-                for (slot, dg_slot) in dgt.iter_mut().enumerate() {
+                for (slot, (dg_slot, l)) in dgt.iter_mut().zip(lt.iter_mut()).enumerate() {
                     let Some((j, row, s, gate, a)) = self.slot(qt, kv, g, t, slot) else {
                         continue;
                     };
-                    let da = gt
-                        .iter()
-                        .zip(&row[d..])
-                        .fold(T::zero(), |acc, (x, y)| acc + *x * *y);
+                    let da = T::dot(gt, &row[d..]);
                     *dg_slot = da * s;
                     let ds = da * gate;
-                    for (dqi, ki) in dqt.iter_mut().zip(&row[..d]) {
-                        *dqi = *dqi + ds * *ki;
-                    }
-                    contrib.push((j, a, ds));
+                    T::axpy(ds, &row[..d], dqt);
+                    *l = (j, a, ds);
                 }
-                contrib
-            })
-            .collect();
-        let mut dkv = vec![T::zero(); kv.len()];
-        for (t, contrib) in per_token.iter().enumerate() {
-            let qt = &q[t * d..(t + 1) * d];
-            let gt = &go[t * d..(t + 1) * d];
-            for &(j, a, ds) in contrib {
-                let row = &mut dkv[j as usize * 2 * d..(j as usize + 1) * 2 * d];
-                let (dk, dv) = row.split_at_mut(d);
-                for (x, y) in dk.iter_mut().zip(qt) {
-                    *x = *x + ds * *y;
-                }
-                for (x, y) in dv.iter_mut().zip(gt) {
-                    *x = *x + a * *y;
-                }
+            });
+        // Each row's gradient sums its slots in token order, so it is the
+        // same whichever thread computes it; rows go in parallel.
+        let rows = kv.len() / (2 * d).max(1);
+        let mut start = vec![0usize; rows + 1];
+        for &(j, _, _) in &live {
+            if j < self.empty {
+                start[j as usize + 1] += 1;
             }
         }
+        for r in 0..rows {
+            start[r + 1] += start[r];
+        }
+        let mut fill = start.clone();
+        let mut by_row = vec![(0usize, T::zero(), T::zero()); start[rows]];
+        for (i, &(j, a, ds)) in live.iter().enumerate() {
+            if j < self.empty {
+                by_row[fill[j as usize]] = (i / k, a, ds);
+                fill[j as usize] += 1;
+            }
+        }
+        let mut dkv = vec![T::zero(); kv.len()];
+        dkv.par_chunks_mut(2 * d).enumerate().for_each(|(j, row)| {
+            let (dk, dv) = row.split_at_mut(d);
+            for &(t, a, ds) in &by_row[start[j]..start[j + 1]] {
+                T::axpy(ds, &q[t * d..(t + 1) * d], dk);
+                T::axpy(a, &go[t * d..(t + 1) * d], dv);
+            }
+        });
         (dq, dkv, dg)
     }
 }
 
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// The values of a contiguous CPU tensor, borrowed (no copy).
+fn values<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::Storage,
+    l: &Layout,
+) -> Option<&'a [T]> {
+    match s {
+        candle_core::Storage::Cpu(c) => c.as_slice::<T>().ok().and_then(|v| slice(v, l).ok()),
+        _ => None,
+    }
+}
 
 impl FusedRows {
     fn backward_tensors<T>(
@@ -244,11 +251,20 @@ impl FusedRows {
         grad: &Tensor,
     ) -> Result<Grads3>
     where
-        T: Float + Send + Sync + candle_core::WithDType,
+        T: Lanes + candle_core::WithDType,
     {
-        let host =
-            |t: &Tensor| -> Result<Vec<T>> { t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1() };
-        let (a, b, c) = self.backward::<T>(&host(q)?, &host(kv)?, &host(g)?, &host(grad)?);
+        let grad = grad.contiguous()?;
+        let ((qs, ql), (ks, kl)) = (q.storage_and_layout(), kv.storage_and_layout());
+        let ((gs, gl), (os, ol)) = (g.storage_and_layout(), grad.storage_and_layout());
+        let (Some(qv), Some(kvv), Some(gv), Some(ov)) = (
+            values::<T>(&qs, ql),
+            values::<T>(&ks, kl),
+            values::<T>(&gs, gl),
+            values::<T>(&os, ol),
+        ) else {
+            candle_core::bail!("fused MEFT op: contiguous CPU inputs of one dtype expected");
+        };
+        let (a, b, c) = self.backward::<T>(qv, kvv, gv, ov);
         let dev = q.device();
         let dkv = match &self.route {
             Some(r) => {
@@ -256,12 +272,12 @@ impl FusedRows {
                 r.sink.push(r.slot, r.link.arrived(r.layer, Kind::Grads, b));
                 None
             }
-            None => Some(Tensor::from_vec(b, kv.shape(), dev)?.to_dtype(kv.dtype())?),
+            None => Some(Tensor::from_vec(b, kv.shape(), dev)?),
         };
         Ok((
-            Some(Tensor::from_vec(a, q.shape(), dev)?.to_dtype(q.dtype())?),
+            Some(Tensor::from_vec(a, q.shape(), dev)?),
             dkv,
-            Some(Tensor::from_vec(c, g.shape(), dev)?.to_dtype(g.dtype())?),
+            Some(Tensor::from_vec(c, g.shape(), dev)?),
         ))
     }
 }

@@ -4,6 +4,7 @@
 //! rows to the device; after backward only those rows' gradients come back.
 
 mod kernel;
+pub mod lanes;
 mod select;
 mod state;
 mod store;

@@ -1,6 +1,7 @@
 //! The host's half of routing: score the probed experts' keys (or all of
 //! them), keep each token's top-K, and gather the union's rows.
 
+use super::lanes::Lanes;
 use super::{HostStore, MeftShape, Routing};
 use rayon::prelude::*;
 
@@ -29,58 +30,53 @@ pub fn select(
     let d = shape.d;
     let n = queries.len() / d.max(1);
     let (k, p, kpe) = (shape.top_k, shape.probe, shape.keys_per_expert());
-    let per_token: Vec<Vec<(u32, f32)>> = (0..n)
-        .into_par_iter()
-        .map(|t| {
+    let candidates = match shape.routing {
+        Routing::KeyExperts => p * kpe,
+        Routing::Full => store.m,
+    };
+    // Each token's kept (row, score) pairs in its K slots; a row id of
+    // NO_ROW marks a slot left empty (fewer candidates than K).
+    const NO_ROW: u32 = u32::MAX;
+    let mut kept = vec![(NO_ROW, 0f32); n * k];
+    kept.par_chunks_mut(k.max(1)).enumerate().for_each_init(
+        || Vec::with_capacity(candidates),
+        |cand: &mut Vec<(u32, f32)>, (t, out)| {
+            cand.clear();
             let q = &queries[t * d..(t + 1) * d];
-            let mut cand: Vec<(u32, f32)> = Vec::new();
-            let score_rows = |lo: usize, hi: usize, gate: f32, cand: &mut Vec<(u32, f32)>| {
+            let mut score_rows = |lo: usize, hi: usize, gate: f32| {
                 for j in lo..hi {
-                    let key = store.key_row(j);
-                    let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
-                    cand.push((j as u32, gate * dot));
+                    cand.push((j as u32, gate * f32::dot(q, store.key_row(j))));
                 }
             };
             match shape.routing {
                 Routing::KeyExperts => {
-                    cand.reserve(p * kpe);
                     for i in 0..p {
                         let e = experts[t * p + i] as usize;
-                        score_rows(e * kpe, (e + 1) * kpe, gates[t * p + i], &mut cand);
+                        score_rows(e * kpe, (e + 1) * kpe, gates[t * p + i]);
                     }
                 }
-                Routing::Full => {
-                    cand.reserve(store.m);
-                    score_rows(0, store.m, 1.0, &mut cand);
-                }
+                Routing::Full => score_rows(0, store.m, 1.0),
             }
             if cand.len() > k {
                 cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
                 cand.truncate(k);
             }
-            cand
-        })
-        .collect();
-    let mut union: Vec<u32> = per_token.iter().flatten().map(|c| c.0).collect();
+            for (o, c) in out.iter_mut().zip(cand.iter()) {
+                *o = *c;
+            }
+        },
+    );
+    let mut union: Vec<u32> = kept.iter().map(|c| c.0).filter(|&j| j != NO_ROW).collect();
     union.sort_unstable();
     union.dedup();
     let empty = union.len() as u32;
-    let mut map = Vec::with_capacity(n * k);
-    let mut scores = Vec::with_capacity(n * k);
-    for kept in &per_token {
-        for slot in 0..k {
-            match kept.get(slot) {
-                Some(&(j, o)) => {
-                    map.push(union.binary_search(&j).unwrap_or(0) as u32);
-                    scores.push(o);
-                }
-                None => {
-                    map.push(empty);
-                    scores.push(0.0);
-                }
-            }
-        }
-    }
+    let (map, scores) = kept
+        .iter()
+        .map(|&(j, o)| match j {
+            NO_ROW => (empty, 0.0),
+            _ => (union.binary_search(&j).unwrap_or(0) as u32, o),
+        })
+        .unzip();
     Selection { union, map, scores }
 }
 
