@@ -228,11 +228,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
             device,
         } => {
-            anyhow::ensure!(
-                device == "cpu",
-                "--device: the bench measures the CPU path; {device} is not measured yet"
-            );
-            let report = meft::bench::run(meft::bench::Options { quick }, &mut |what| {
+            let device = meft::model::load::device_of(&device)
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let why = msg.strip_prefix("model.device: ").unwrap_or(&msg);
+                    anyhow::anyhow!("--device: {why}")
+                })?;
+            let report = meft::bench::run(meft::bench::Options { quick, device }, &mut |what| {
                 eprintln!("measuring {what}…")
             })?;
             print!("{}", report.table());

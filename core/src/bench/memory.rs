@@ -8,19 +8,20 @@ use crate::model::shapes::builtin_shape;
 use crate::optim::AdamWConfig;
 use crate::telemetry::{plan, PlanInput, PAPER_UNION_FRACTION};
 use crate::units::{bytes, ratio};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     crate::rng::normal_vec(&mut crate::rng::seeded(seed), n, 1.0)
 }
 
 /// sgemm GFLOP/s and memcpy GB/s (bytes read and written per second).
-pub fn ceiling(opts: Options) -> anyhow::Result<(Section, f64, f64)> {
+pub fn ceiling(opts: &Options) -> anyhow::Result<(Section, f64, f64)> {
     let mut s = Section::new("Ceiling of this machine");
     let n = if opts.quick { 1024 } else { 2048 };
-    let a = Tensor::from_vec(random(n * n, 1), (n, n), &Device::Cpu)?;
-    let b = Tensor::from_vec(random(n * n, 2), (n, n), &Device::Cpu)?;
-    let t = time(1, 5, || Ok(a.matmul(&b)?))?;
+    let a = Tensor::from_vec(random(n * n, 1), (n, n), &opts.device)?;
+    let b = Tensor::from_vec(random(n * n, 2), (n, n), &opts.device)?;
+    // Reading one value back waits for the device to finish.
+    let t = time(1, 5, || Ok(a.matmul(&b)?.get(0)?.get(0)?.to_scalar::<f32>()?))?;
     let gflops = 2.0 * (n as f64).powi(3) / t.median / 1e9;
     s.row(
         format!("sgemm {n}×{n}×{n} (candle, f32)"),
@@ -47,7 +48,7 @@ pub fn ceiling(opts: Options) -> anyhow::Result<(Section, f64, f64)> {
 
 /// Lazy host AdamW over a step's touched rows against memcpy, and lazy
 /// against dense at M 65,536.
-pub fn host_optimizer(opts: Options, memcpy_gbs: f64) -> anyhow::Result<Section> {
+pub fn host_optimizer(opts: &Options, memcpy_gbs: f64) -> anyhow::Result<Section> {
     let mut s = Section::new("Host optimizer (one layer, d 576, M 65,536, f32 moments)");
     let (m, d) = (65_536usize, 576usize);
     let touched = if opts.quick { 2048 } else { 8192 };

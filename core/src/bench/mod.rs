@@ -16,11 +16,14 @@ mod step;
 use serde::Serialize;
 use std::time::Instant;
 
-/// How much to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much to measure, and where.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// A reduced grid that finishes in a few minutes.
     pub quick: bool,
+    /// The compute device of the sgemm ceiling and the training steps
+    /// (retrieval and the host optimizer are the host's by design).
+    pub device: candle_core::Device,
 }
 
 /// Median and range of repeated timings, in seconds.
@@ -120,6 +123,7 @@ impl Section {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub machine: String,
+    pub device: String,
     pub quick: bool,
     pub seconds: f64,
     pub sections: Vec<Section>,
@@ -129,9 +133,10 @@ impl Report {
     /// The table as text.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "meft bench{} · {} · {:.0} s\n",
+            "meft bench{} · {} · device {} · {:.0} s\n",
             if self.quick { " --quick" } else { "" },
             self.machine,
+            self.device,
             self.seconds
         );
         for s in &self.sections {
@@ -192,19 +197,20 @@ pub fn run(opts: Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Repo
     let t0 = Instant::now();
     let mut sections = Vec::new();
     progress("ceiling");
-    let ceiling = memory::ceiling(opts)?;
+    let ceiling = memory::ceiling(&opts)?;
     let (gflops, memcpy_gbs) = (ceiling.1, ceiling.2);
     sections.push(ceiling.0);
     progress("retrieval");
-    sections.push(retrieval::section(opts)?);
+    sections.push(retrieval::section(&opts)?);
     progress("steps");
-    sections.extend(step::sections(opts, gflops)?);
+    sections.extend(step::sections(&opts, gflops)?);
     progress("host optimizer");
-    sections.push(memory::host_optimizer(opts, memcpy_gbs)?);
+    sections.push(memory::host_optimizer(&opts, memcpy_gbs)?);
     progress("device memory and traffic (planned)");
     sections.push(memory::planned()?);
     Ok(Report {
         machine: machine(),
+        device: format!("{:?}", opts.device.location()),
         quick: opts.quick,
         seconds: t0.elapsed().as_secs_f64(),
         sections,

@@ -61,7 +61,7 @@ fn point(d: usize, m: usize, reps: usize) -> anyhow::Result<(f64, f64, usize)> {
     Ok((t_full.median / per, t_ke.median / per, experts))
 }
 
-pub fn section(opts: Options) -> anyhow::Result<Section> {
+pub fn section(opts: &Options) -> anyhow::Result<Section> {
     let mut s = Section::new(&format!(
         "Retrieval: full key scan vs Key-Experts ({TOKENS} tokens, K {TOP_K}, P {PROBE}, E = the divisor of M nearest 4√M), per token"
     ));

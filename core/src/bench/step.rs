@@ -13,7 +13,7 @@ use crate::optim::{AdamWConfig, DeviceAdamW};
 use crate::train::method::Method;
 use crate::train::objective::masked_loss;
 use crate::units::{bytes, ratio};
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 /// The batch every method of a section trains on: real records of the
 /// synthetic SQuAD world when the model has a tokenizer (what a run sees),
@@ -149,7 +149,7 @@ fn model_section(
     let cfg = model.config.clone();
     let tokens = batch.tokens() as f64;
     // The frozen base alone.
-    let bias = Var::zeros(cfg.hidden_size, candle_core::DType::F32, &Device::Cpu)?;
+    let bias = Var::zeros(cfg.hidden_size, candle_core::DType::F32, &model.device)?;
     let mut hook = BiasAtLayerZero(bias);
     let base = time(1, reps, || Ok(batch.loss(model, &mut hook)?.backward()?))?;
     let (fwd, bwd) = base_flops(&cfg, batch.0.seq as u64);
@@ -358,9 +358,9 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
     Ok(s)
 }
 
-pub fn sections(opts: Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section>> {
+pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section>> {
     let mut out = Vec::new();
-    let dev = Device::Cpu;
+    let dev = opts.device.clone();
     let tiny_ref = crate::model::ModelRef::Tiny;
     let loaded = crate::model::load_model(&tiny_ref, &dev)?;
     let mut tiny = loaded.model;
