@@ -228,12 +228,11 @@ fn run(cli: Cli) -> Result<()> {
             json,
             device,
         } => {
-            let device = meft::model::load::device_of(&device)
-                .map_err(|e| {
-                    let msg = e.to_string();
-                    let why = msg.strip_prefix("model.device: ").unwrap_or(&msg);
-                    anyhow::anyhow!("--device: {why}")
-                })?;
+            let device = meft::model::load::device_of(&device).map_err(|e| {
+                let msg = e.to_string();
+                let why = msg.strip_prefix("model.device: ").unwrap_or(&msg);
+                anyhow::anyhow!("--device: {why}")
+            })?;
             let report = meft::bench::run(meft::bench::Options { quick, device }, &mut |what| {
                 eprintln!("measuring {what}…")
             })?;

@@ -21,7 +21,9 @@ pub fn ceiling(opts: &Options) -> anyhow::Result<(Section, f64, f64)> {
     let a = Tensor::from_vec(random(n * n, 1), (n, n), &opts.device)?;
     let b = Tensor::from_vec(random(n * n, 2), (n, n), &opts.device)?;
     // Reading one value back waits for the device to finish.
-    let t = time(1, 5, || Ok(a.matmul(&b)?.get(0)?.get(0)?.to_scalar::<f32>()?))?;
+    let t = time(1, 5, || {
+        Ok(a.matmul(&b)?.get(0)?.get(0)?.to_scalar::<f32>()?)
+    })?;
     let gflops = 2.0 * (n as f64).powi(3) / t.median / 1e9;
     s.row(
         format!("sgemm {n}×{n}×{n} (candle, f32)"),

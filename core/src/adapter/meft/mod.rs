@@ -268,6 +268,26 @@ impl MeftAdapter {
             .transpose()?;
         let rows = var.as_ref().map_or(rows, |v| v.as_tensor().clone());
         let gates = match &logits {
+            // On the CPU the device is the host: each slot's flat index
+            // t·E + e into the logits comes straight from the map.
+            Some(logits) if fused => {
+                let kpe = shape.keys_per_expert() as u32;
+                let e = shape.experts as u32;
+                let idx: Vec<u32> = sel
+                    .map
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &m)| {
+                        let row = sel.union.get(m as usize).copied().unwrap_or(0);
+                        (i / k) as u32 * e + row / kpe
+                    })
+                    .collect();
+                let idx = Tensor::from_vec(idx, n * k, dev)?;
+                logits
+                    .flatten_all()?
+                    .index_select(&idx, 0)?
+                    .reshape((n, k))?
+            }
             Some(logits) => {
                 // Expert of each union row (and 0 for the empty slot), then the
                 // flat index t·E + e of each slot's gate in the logits.

@@ -3,6 +3,7 @@
 use super::{contiguous, host_vec, run_kernel, FloatKernel};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use num_traits::Float;
+use rayon::prelude::*;
 
 /// `silu(gate) · up`, the SwiGLU product, as one op: the backward pass
 /// keeps only its two inputs and its output, and computes both gradients in
@@ -32,20 +33,23 @@ fn sigmoid<T: Float>(x: T) -> T {
 struct SiluMul;
 
 impl SiluMul {
-    fn forward<T: Float>(g: &[T], u: &[T]) -> Vec<T> {
-        g.iter().zip(u).map(|(&g, &u)| g * sigmoid(g) * u).collect()
+    fn forward<T: Float + Send + Sync>(g: &[T], u: &[T]) -> Vec<T> {
+        g.par_iter()
+            .zip(u)
+            .map(|(&g, &u)| g * sigmoid(g) * u)
+            .collect()
     }
 
     /// d gate = grad·up·σ(g)(1 + g(1 − σ(g))), d up = grad·silu(g).
-    fn backward<T: Float>(g: &[T], u: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
-        let mut dg = Vec::with_capacity(g.len());
-        let mut du = Vec::with_capacity(g.len());
-        for ((&g, &u), &d) in g.iter().zip(u).zip(grad) {
-            let s = sigmoid(g);
-            dg.push(d * u * s * (T::one() + g * (T::one() - s)));
-            du.push(d * g * s);
-        }
-        (dg, du)
+    fn backward<T: Float + Send + Sync>(g: &[T], u: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
+        g.par_iter()
+            .zip(u)
+            .zip(grad)
+            .map(|((&g, &u), &d)| {
+                let s = sigmoid(g);
+                (d * u * s * (T::one() + g * (T::one() - s)), d * g * s)
+            })
+            .unzip()
     }
 }
 
@@ -135,8 +139,8 @@ impl CustomOp2 for SiluMul {
 struct Silu;
 
 impl FloatKernel for Silu {
-    fn apply<T: Float>(&self, x: &[T], _dims: &[usize]) -> Vec<T> {
-        x.iter().map(|&v| v * sigmoid(v)).collect()
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], _dims: &[usize]) -> Vec<T> {
+        x.par_iter().map(|&v| v * sigmoid(v)).collect()
     }
 }
 
@@ -151,8 +155,8 @@ impl CustomOp1 for Silu {
 
     /// dx = grad·σ(x)(1 + x(1 − σ(x))).
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        fn d<T: Float>(x: &[T], g: &[T]) -> Vec<T> {
-            x.iter()
+        fn d<T: Float + Send + Sync>(x: &[T], g: &[T]) -> Vec<T> {
+            x.par_iter()
                 .zip(g)
                 .map(|(&x, &g)| {
                     let s = sigmoid(x);

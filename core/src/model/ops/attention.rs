@@ -4,6 +4,7 @@
 use super::{host_vec, run_kernel, widen, FloatKernel};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use num_traits::Float;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Softmax over the last dimension. A row that is entirely `-inf` (a padding
@@ -18,27 +19,29 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 struct SoftmaxOp;
 
-fn softmax_kernel<T: Float>(x: &[T], d: usize) -> Vec<T> {
+fn softmax_kernel<T: Float + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    for (row, dst) in x.chunks(d).zip(out.chunks_mut(d)) {
-        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-        if max == T::neg_infinity() {
-            continue;
-        }
-        let mut sum = T::zero();
-        for (o, &v) in dst.iter_mut().zip(row) {
-            *o = (v - max).exp();
-            sum = sum + *o;
-        }
-        for o in dst.iter_mut() {
-            *o = *o / sum;
-        }
-    }
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(dst, row)| {
+            let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+            if max == T::neg_infinity() {
+                return;
+            }
+            let mut sum = T::zero();
+            for (o, &v) in dst.iter_mut().zip(row) {
+                *o = (v - max).exp();
+                sum = sum + *o;
+            }
+            for o in dst.iter_mut() {
+                *o = *o / sum;
+            }
+        });
     out
 }
 
 impl FloatKernel for SoftmaxOp {
-    fn apply<T: Float>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
         softmax_kernel(x, dims.last().copied().unwrap_or(1).max(1))
     }
 }
@@ -95,48 +98,53 @@ impl MaskedSoftmax {
         &self.mask[(b * q + i) * k..(b * q + i + 1) * k]
     }
 
-    fn forward<T: Float>(&self, x: &[T], heads: usize, q: usize, k: usize) -> Vec<T> {
+    fn forward<T: Float + Send + Sync>(&self, x: &[T], heads: usize, q: usize, k: usize) -> Vec<T> {
         let scale = T::from(self.scale).unwrap_or_else(T::one);
         let mut out = vec![T::zero(); x.len()];
-        for (r, (row, dst)) in x.chunks(k).zip(out.chunks_mut(k)).enumerate() {
-            let m = self.mask_row(r, heads, q, k);
-            let mut max = T::neg_infinity();
-            for ((o, &v), &mv) in dst.iter_mut().zip(row).zip(m) {
-                *o = scale * v + T::from(mv).unwrap_or_else(T::zero);
-                max = max.max(*o);
-            }
-            if max == T::neg_infinity() {
-                dst.fill(T::zero());
-                continue;
-            }
-            let mut sum = T::zero();
-            for o in dst.iter_mut() {
-                *o = (*o - max).exp();
-                sum = sum + *o;
-            }
-            for o in dst.iter_mut() {
-                *o = *o / sum;
-            }
-        }
+        out.par_chunks_mut(k)
+            .zip(x.par_chunks(k))
+            .enumerate()
+            .for_each(|(r, (dst, row))| {
+                let m = self.mask_row(r, heads, q, k);
+                let mut max = T::neg_infinity();
+                for ((o, &v), &mv) in dst.iter_mut().zip(row).zip(m) {
+                    *o = scale * v + T::from(mv).unwrap_or_else(T::zero);
+                    max = max.max(*o);
+                }
+                if max == T::neg_infinity() {
+                    dst.fill(T::zero());
+                    return;
+                }
+                let mut sum = T::zero();
+                for o in dst.iter_mut() {
+                    *o = (*o - max).exp();
+                    sum = sum + *o;
+                }
+                for o in dst.iter_mut() {
+                    *o = *o / sum;
+                }
+            });
         out
     }
 
     /// dx = scale · p ∘ (g − Σ p∘g), row by row.
-    fn backward<T: Float>(&self, p: &[T], g: &[T], k: usize) -> Vec<T> {
+    fn backward<T: Float + Send + Sync>(&self, p: &[T], g: &[T], k: usize) -> Vec<T> {
         let scale = T::from(self.scale).unwrap_or_else(T::one);
         let mut out = vec![T::zero(); p.len()];
-        for ((pr, gr), dst) in p.chunks(k).zip(g.chunks(k)).zip(out.chunks_mut(k)) {
-            let dot = pr.iter().zip(gr).fold(T::zero(), |a, (&x, &y)| a + x * y);
-            for ((o, &x), &y) in dst.iter_mut().zip(pr).zip(gr) {
-                *o = scale * x * (y - dot);
-            }
-        }
+        out.par_chunks_mut(k)
+            .zip(p.par_chunks(k).zip(g.par_chunks(k)))
+            .for_each(|(dst, (pr, gr))| {
+                let dot = pr.iter().zip(gr).fold(T::zero(), |a, (&x, &y)| a + x * y);
+                for ((o, &x), &y) in dst.iter_mut().zip(pr).zip(gr) {
+                    *o = scale * x * (y - dot);
+                }
+            });
         out
     }
 }
 
 impl FloatKernel for MaskedSoftmax {
-    fn apply<T: Float>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
         self.forward(x, dims[1], dims[2], dims[3])
     }
 }
@@ -253,17 +261,27 @@ impl RopeOp {
         (cos, sin)
     }
 
-    fn kernel<T: Float>(&self, x: &[T], b: usize, h: usize, s: usize, hd: usize) -> Vec<T> {
+    fn kernel<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        b: usize,
+        h: usize,
+        s: usize,
+        hd: usize,
+    ) -> Vec<T> {
         let half = hd / 2;
         let (cos, sin) = self.tables(b, s, hd);
         let mut out = vec![T::zero(); x.len()];
-        for bi in 0..b {
-            for hi in 0..h {
+        // One head's vectors of one sequence per task, in parallel.
+        out.par_chunks_mut(s * hd)
+            .zip(x.par_chunks(s * hd))
+            .enumerate()
+            .for_each(|(bh, (head_out, head_in))| {
+                let bi = bh / h.max(1);
                 for si in 0..s {
-                    let base = ((bi * h + hi) * s + si) * hd;
                     let tab = (bi * s + si) * half;
-                    let src = &x[base..base + hd];
-                    let dst = &mut out[base..base + hd];
+                    let src = &head_in[si * hd..(si + 1) * hd];
+                    let dst = &mut head_out[si * hd..(si + 1) * hd];
                     for i in 0..half {
                         let (a, bidx) = match self.layout {
                             RopeLayout::HalfSplit => (i, i + half),
@@ -277,14 +295,13 @@ impl RopeOp {
                         dst[bidx] = x0 * sn + x1 * c;
                     }
                 }
-            }
-        }
+            });
         out
     }
 }
 
 impl FloatKernel for RopeOp {
-    fn apply<T: Float>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], dims: &[usize]) -> Vec<T> {
         self.kernel(x, dims[0], dims[1], dims[2], dims[3])
     }
 }

@@ -3,6 +3,7 @@
 use super::{contiguous, host_vec};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use num_traits::Float;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Σ wᵢ · −log softmax(logitsᵢ)[targetᵢ] / Σ wᵢ over the rows of `logits`
@@ -47,52 +48,53 @@ struct CrossEntropy {
 }
 
 impl CrossEntropy {
-    fn forward<T: Float>(&self, x: &[T], v: usize) -> f64 {
-        let mut loss = 0f64;
-        for ((row, &t), &w) in x
-            .chunks(v)
-            .zip(self.targets.iter())
-            .zip(self.weights.iter())
-        {
-            if w == 0.0 {
-                continue;
-            }
-            let max = row.iter().fold(T::neg_infinity(), |m, &a| m.max(a));
-            let sum: f64 = row
-                .iter()
-                .map(|&a| (a - max).to_f64().unwrap_or(0.0).exp())
-                .sum();
-            let lse = max.to_f64().unwrap_or(0.0) + sum.ln();
-            loss += w as f64 * (lse - row[t as usize].to_f64().unwrap_or(0.0));
-        }
-        loss / self.total
+    fn forward<T: Float + Send + Sync>(&self, x: &[T], v: usize) -> f64 {
+        // Rows in parallel; their losses summed in order, so the total does
+        // not depend on how the rows were shared out.
+        let per_row: Vec<f64> = x
+            .par_chunks(v)
+            .zip(self.targets.par_iter())
+            .zip(self.weights.par_iter())
+            .map(|((row, &t), &w)| {
+                if w == 0.0 {
+                    return 0.0;
+                }
+                let max = row.iter().fold(T::neg_infinity(), |m, &a| m.max(a));
+                let sum: f64 = row
+                    .iter()
+                    .map(|&a| (a - max).to_f64().unwrap_or(0.0).exp())
+                    .sum();
+                let lse = max.to_f64().unwrap_or(0.0) + sum.ln();
+                w as f64 * (lse - row[t as usize].to_f64().unwrap_or(0.0))
+            })
+            .collect();
+        per_row.iter().sum::<f64>() / self.total
     }
 
-    fn backward<T: Float>(&self, x: &[T], v: usize, g: f64) -> Vec<T> {
+    fn backward<T: Float + Send + Sync>(&self, x: &[T], v: usize, g: f64) -> Vec<T> {
         let mut out = vec![T::zero(); x.len()];
-        for (((row, dst), &t), &w) in x
-            .chunks(v)
-            .zip(out.chunks_mut(v))
-            .zip(self.targets.iter())
-            .zip(self.weights.iter())
-        {
-            if w == 0.0 {
-                continue;
-            }
-            let scale = g * w as f64 / self.total;
-            let max = row.iter().fold(T::neg_infinity(), |m, &a| m.max(a));
-            let mut sum = 0f64;
-            for (o, &a) in dst.iter_mut().zip(row) {
-                let e = (a - max).to_f64().unwrap_or(0.0).exp();
-                sum += e;
-                *o = T::from(e).unwrap_or_else(T::zero);
-            }
-            for (j, o) in dst.iter_mut().enumerate() {
-                let p = o.to_f64().unwrap_or(0.0) / sum;
-                let hot = if j == t as usize { 1.0 } else { 0.0 };
-                *o = T::from(scale * (p - hot)).unwrap_or_else(T::zero);
-            }
-        }
+        out.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .zip(self.targets.par_iter())
+            .zip(self.weights.par_iter())
+            .for_each(|(((dst, row), &t), &w)| {
+                if w == 0.0 {
+                    return;
+                }
+                let scale = g * w as f64 / self.total;
+                let max = row.iter().fold(T::neg_infinity(), |m, &a| m.max(a));
+                let mut sum = 0f64;
+                for (o, &a) in dst.iter_mut().zip(row) {
+                    let e = (a - max).to_f64().unwrap_or(0.0).exp();
+                    sum += e;
+                    *o = T::from(e).unwrap_or_else(T::zero);
+                }
+                for (j, o) in dst.iter_mut().enumerate() {
+                    let p = o.to_f64().unwrap_or(0.0) / sum;
+                    let hot = if j == t as usize { 1.0 } else { 0.0 };
+                    *o = T::from(scale * (p - hot)).unwrap_or_else(T::zero);
+                }
+            });
         out
     }
 }

@@ -66,7 +66,7 @@ pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> R
 /// dimensions; [`run_kernel`] runs it on a storage of whatever dtype (half
 /// precision through f32).
 pub(crate) trait FloatKernel {
-    fn apply<T: Float>(&self, x: &[T], dims: &[usize]) -> Vec<T>;
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], dims: &[usize]) -> Vec<T>;
 }
 
 pub(crate) fn run_kernel(

@@ -3,6 +3,7 @@
 use super::{run_kernel, widen, FloatKernel};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use num_traits::Float;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// RMSNorm with a frozen weight: `x / sqrt(mean(x²) + eps) * w`.
@@ -27,30 +28,30 @@ struct RmsNormOp {
     eps: f64,
 }
 
-fn rms_norm_kernel<T: Float>(x: &[T], w: &[f64], eps: f64) -> Vec<T> {
-    let d = w.len();
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks(d) {
-        let ms = row
-            .iter()
-            .map(|v| {
-                let v = v.to_f64().unwrap_or(0.0);
-                v * v
-            })
-            .sum::<f64>()
-            / d as f64;
-        let r = 1.0 / (ms + eps).sqrt();
-        out.extend(
-            row.iter()
-                .zip(w)
-                .map(|(v, w)| T::from(v.to_f64().unwrap_or(0.0) * r * w).unwrap_or_else(T::zero)),
-        );
-    }
+fn rms_norm_kernel<T: Float + Send + Sync>(x: &[T], w: &[f64], eps: f64) -> Vec<T> {
+    let d = w.len().max(1);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(dst, row)| {
+            let ms = row
+                .iter()
+                .map(|v| {
+                    let v = v.to_f64().unwrap_or(0.0);
+                    v * v
+                })
+                .sum::<f64>()
+                / d as f64;
+            let r = 1.0 / (ms + eps).sqrt();
+            for ((o, v), w) in dst.iter_mut().zip(row).zip(w) {
+                *o = T::from(v.to_f64().unwrap_or(0.0) * r * w).unwrap_or_else(T::zero);
+            }
+        });
     out
 }
 
 impl FloatKernel for RmsNormOp {
-    fn apply<T: Float>(&self, x: &[T], _dims: &[usize]) -> Vec<T> {
+    fn apply<T: Float + Send + Sync>(&self, x: &[T], _dims: &[usize]) -> Vec<T> {
         rms_norm_kernel(x, &self.weight, self.eps)
     }
 }
