@@ -585,13 +585,18 @@ impl Experiment {
             } else {
                 "method.meft.neurons"
             };
-            return Err(field(
-                path,
-                format!(
-                    "{e} experts do not divide {} neurons; nearest valid neurons: {}",
-                    m.neurons,
+            let fix = match m.experts {
+                // An explicit E: the divisor of M nearest it, or an M it divides.
+                0 => format!("nearest valid neurons: {}", nearest_divisible(m.neurons, e)),
+                _ => format!(
+                    "nearest valid experts: {}, or neurons: {}",
+                    nearest_divisor(m.neurons, e),
                     nearest_divisible(m.neurons, e)
                 ),
+            };
+            return Err(field(
+                path,
+                format!("{e} experts do not divide {} neurons; {fix}", m.neurons),
             ));
         }
         if m.probe == 0 || m.probe > e {
@@ -604,6 +609,15 @@ impl Experiment {
     }
 }
 
+/// The divisor of `n` nearest `e` (the smaller on a tie).
+fn nearest_divisor(n: usize, e: usize) -> usize {
+    (1..=n)
+        .filter(|d| n.is_multiple_of(*d))
+        .min_by_key(|&d| (d.abs_diff(e), d))
+        .unwrap_or(1)
+}
+
+/// The multiple of `e` nearest `n`.
 fn nearest_divisible(n: usize, e: usize) -> usize {
     if e == 0 {
         return n;
@@ -655,4 +669,40 @@ fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_experts_divide_every_power_of_two_and_the_papers_m() {
+        let experts = |neurons| {
+            MeftSection {
+                neurons,
+                ..Default::default()
+            }
+            .resolved_experts()
+        };
+        for m in (10..=20).map(|p| 1usize << p) {
+            let e = experts(m);
+            assert_eq!(m % e, 0, "M {m}: E {e}");
+        }
+        assert_eq!(experts(1 << 10), 128);
+        assert_eq!(experts(1 << 20), 4096);
+        assert_eq!(experts(8464), 368);
+        assert_eq!(experts(3600), 240);
+    }
+
+    #[test]
+    fn an_explicit_e_that_does_not_divide_m_names_a_valid_e_and_m() {
+        let mut e = Experiment::default();
+        e.method.meft.neurons = 4096;
+        e.method.meft.experts = 300;
+        let msg = e.validate().err().map(|x| x.to_string()).unwrap_or_default();
+        assert_eq!(
+            msg,
+            "method.meft.experts: 300 experts do not divide 4096 neurons; nearest valid experts: 256, or neurons: 4200"
+        );
+    }
 }

@@ -247,30 +247,24 @@ fn one_two_five(v: f64, up: bool) -> f64 {
     (out * digits).round() / digits
 }
 
-/// Double or halve M, then settle on the nearest M the experts divide so a
-/// notch never lands on an invalid configuration when one is near.
+/// The sizes ◀▶ steps M through: powers of two, and the paper's M (3600
+/// for Mistral, 6144 for its traffic setting, 8464 for LLaMA-7B).
+fn neuron_sizes() -> Vec<usize> {
+    let mut v: Vec<usize> = (8..=20).map(|p| 1usize << p).collect();
+    v.extend([3600, 6144, 8464]);
+    v.sort_unstable();
+    v
+}
+
+/// The next size users pick above or below M (M itself when at the end).
 fn next_valid_neurons(m: &crate::config::MeftSection, up: bool) -> usize {
-    let target = if up {
-        m.neurons.saturating_mul(2)
+    let sizes = neuron_sizes();
+    let next = if up {
+        sizes.iter().find(|&&s| s > m.neurons)
     } else {
-        (m.neurons / 2).max(1)
+        sizes.iter().rev().find(|&&s| s < m.neurons)
     };
-    let mut probe = m.clone();
-    let valid = |n: usize, probe: &mut crate::config::MeftSection| {
-        probe.neurons = n;
-        let e = probe.resolved_experts();
-        n > 0 && e > 0 && n.is_multiple_of(e)
-    };
-    let reach = (target / 4).max(1);
-    for d in 0..=reach {
-        if valid(target + d, &mut probe) {
-            return target + d;
-        }
-        if d <= target && valid(target - d, &mut probe) {
-            return target - d;
-        }
-    }
-    target
+    next.copied().unwrap_or(m.neurons)
 }
 
 /// The next divisor of `n` above or below `current`, if any.
@@ -297,13 +291,18 @@ mod tests {
     }
 
     #[test]
-    fn neurons_step_to_a_valid_m() {
+    fn neurons_step_through_powers_of_two_and_the_papers_m() {
         let mut e = Experiment::default();
         assert_eq!(e.method.meft.neurons, 4096);
-        Field::Neurons.step(&mut e, true);
-        let m = e.method.meft.neurons;
-        assert!(m > 4096 && m % e.method.meft.resolved_experts() == 0, "{m}");
-        assert!(e.validate().is_ok());
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            Field::Neurons.step(&mut e, true);
+            seen.push(e.method.meft.neurons);
+            assert!(e.validate().is_ok(), "{seen:?}");
+        }
+        assert_eq!(seen, [6144, 8192, 8464, 16384]);
+        Field::Neurons.step(&mut e, false);
+        assert_eq!(e.method.meft.neurons, 8464);
     }
 
     #[test]
