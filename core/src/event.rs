@@ -253,6 +253,31 @@ pub struct StepEvent {
     pub picks: Vec<u64>,
     /// Rows the host optimizer updated this step.
     pub rows_updated: u64,
+    /// The device row cache's hits and misses over the step's micro-batches
+    /// and adapter layers (absent when the cache is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_cache: Option<CacheCounts>,
+}
+
+/// Union rows served from the device row cache (hits) and union rows that
+/// crossed from the host (misses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl CacheCounts {
+    pub fn add(&mut self, o: CacheCounts) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+    }
+
+    /// hits / (hits + misses), when anything was looked up.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let all = self.hits + self.misses;
+        (all > 0).then(|| self.hits as f64 / all as f64)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -380,6 +405,9 @@ pub struct Summary {
     pub heap_peak: u64,
     #[serde(default)]
     pub step_heap_growth: u64,
+    /// The row cache's hits and misses over the run (absent when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_cache: Option<CacheCounts>,
     pub metrics: BTreeMap<String, f64>,
     /// Predicted values from the planner where known.
     pub predicted: BTreeMap<String, f64>,

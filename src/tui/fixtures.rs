@@ -56,6 +56,7 @@ pub fn step_event(step: u64, total: u64) -> StepEvent {
         union_sizes,
         picks,
         rows_updated: 2800,
+        row_cache: None,
     }
 }
 
@@ -205,6 +206,7 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
                 rss_peaks: BTreeMap::new(),
                 heap_peak: 0,
                 step_heap_growth: 0,
+                row_cache: None,
                 metrics,
                 predicted: BTreeMap::new(),
             },

@@ -152,6 +152,32 @@ pub fn planned() -> anyhow::Result<Section> {
         r <= 0.3,
     );
     s.figure("paper_traffic_ratio", r);
+    // The paper's NQ setting: batch 64 in micro-batches of 1.
+    let mut nq = exp.clone();
+    nq.method.meft.neurons = 8464;
+    nq.method.meft.experts = 368;
+    nq.train.batch = 64;
+    nq.train.micro_batch = 1;
+    let union = vec![(PAPER_UNION_FRACTION * 8464.0).round() as u64; 32];
+    for cache in [0, 8464] {
+        nq.method.meft.row_cache = cache;
+        let p = plan(&PlanInput {
+            union_sizes: Some(&union),
+            base_dtype_bytes: 2,
+            ..PlanInput::new(&nq, &llama)
+        })?;
+        let r = p.offload_ratio().unwrap_or(f64::NAN);
+        let what = match cache {
+            0 => "no row cache".to_string(),
+            c => format!("row cache of {c} rows"),
+        };
+        s.row(
+            format!("MEFT / dense offload, paper NQ setting (64 micro-batches of 1), {what}"),
+            format!("{} ({} per step)", ratio(r), bytes(p.traffic.h2d() + p.traffic.d2h())),
+            "planned at the paper's union; the cache's effect estimated from M, |U| and 64 micro-batches",
+        );
+        s.figure(&format!("paper_nq_ratio_cache_{cache}"), r);
+    }
     let smol = builtin_shape("smollm2-135m").ok_or_else(|| anyhow::anyhow!("smollm2 shape"))?;
     for m in [16_384usize, 65_536] {
         let mut meft = Experiment::default();

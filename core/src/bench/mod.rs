@@ -9,6 +9,7 @@
 //! optimizer, device memory against the dense adapter, and the cost of
 //! telemetry.
 
+mod cache;
 mod memory;
 mod retrieval;
 mod step;

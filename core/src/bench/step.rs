@@ -18,10 +18,10 @@ use candle_core::{Result, Tensor, Var};
 /// The batch every method of a section trains on: real records of the
 /// synthetic SQuAD world when the model has a tokenizer (what a run sees),
 /// random tokens otherwise.
-struct BenchBatch(Batch);
+pub(super) struct BenchBatch(pub(super) Batch);
 
 impl BenchBatch {
-    fn random(vocab: usize, rows: usize, seq: usize, seed: u64) -> Self {
+    pub(super) fn random(vocab: usize, rows: usize, seq: usize, seed: u64) -> Self {
         use rand::Rng;
         let mut rng = crate::rng::seeded(seed);
         let ids: Vec<u32> = (0..rows * seq)
@@ -44,22 +44,38 @@ impl BenchBatch {
         rows: usize,
         cutoff: usize,
     ) -> anyhow::Result<Self> {
+        Self::micro_batches(tokenizer, template, 1, rows, cutoff)?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no records"))
+    }
+
+    /// `count` micro-batches of `rows` consecutive records each.
+    pub(super) fn micro_batches(
+        tokenizer: &crate::model::Tokenizer,
+        template: Template,
+        count: usize,
+        rows: usize,
+        cutoff: usize,
+    ) -> anyhow::Result<Vec<Self>> {
         let mut exp = Experiment::default();
         exp.data.task = Task::Squad;
         exp.data.train = "synth:entities=50,seed=7".into();
         exp.data.template = template;
         exp.train.cutoff_len = cutoff;
         let (train, _) = crate::data::spec::load_data(&exp)?;
-        let take = &train[..rows.min(train.len())];
+        let take = &train[..(count * rows).min(train.len())];
         let encoded = crate::data::spec::encode_all(&exp, take, tokenizer)?;
-        Ok(Self(Batch::left_padded(&encoded, tokenizer.pad_id)))
+        Ok(encoded
+            .chunks(rows.max(1))
+            .map(|c| Self(Batch::left_padded(c, tokenizer.pad_id)))
+            .collect())
     }
 
     fn tokens(&self) -> usize {
         self.0.batch * self.0.seq
     }
 
-    fn loss(&self, model: &Model, hooks: &mut dyn Hooks) -> anyhow::Result<Tensor> {
+    pub(super) fn loss(&self, model: &Model, hooks: &mut dyn Hooks) -> anyhow::Result<Tensor> {
         let b = &self.0;
         let input = Input {
             ids: &b.ids,
@@ -85,23 +101,32 @@ impl Hooks for BiasAtLayerZero {
     }
 }
 
-/// One optimizer step of `method`; returns what MEFT moved.
-fn train_step(
+/// One optimizer step of `method` over `micro` (its micro-batches), with
+/// pick statistics when `stats`; returns what MEFT moved.
+pub(super) fn train_step(
     model: &Model,
     method: &mut Method,
     opt: &mut DeviceAdamW,
-    batch: &BenchBatch,
+    micro: &[&BenchBatch],
+    stats: bool,
 ) -> anyhow::Result<StepStats> {
     method.set_train(true);
-    method.begin_step(false);
-    method.begin_micro_batch(7);
-    let g = batch.loss(model, method)?.backward()?;
-    let grads: Vec<Option<Tensor>> = opt
-        .vars
-        .iter()
-        .map(|(_, v)| g.get(v.as_tensor()).cloned())
-        .collect();
-    method.after_backward(&g)?;
+    method.begin_step(stats);
+    let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars.len()];
+    for (i, b) in micro.iter().enumerate() {
+        method.begin_micro_batch(7 + i as u64);
+        let g = b.loss(model, method)?.backward()?;
+        for (acc, (_, v)) in grads.iter_mut().zip(&opt.vars) {
+            if let Some(gi) = g.get(v.as_tensor()) {
+                *acc = Some(match acc.take() {
+                    Some(a) => (a + gi)?,
+                    None => gi.clone(),
+                });
+            }
+        }
+        method.after_backward(&g)?;
+    }
+    method.end_micro_batches()?;
     opt.step(&grads, 1e-4, 1.0)?;
     method.host_step(1e-4, 1.0, &AdamWConfig::default());
     Ok(method.take_step_stats())
@@ -191,7 +216,7 @@ fn model_section(
         let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let mut stats = StepStats::default();
         let timing = time(1, reps, || {
-            stats = train_step(model, &mut method, &mut opt, batch)?;
+            stats = train_step(model, &mut method, &mut opt, &[batch], false)?;
             Ok(())
         })?;
         let name = match kind {
@@ -293,18 +318,7 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
             });
             let drain = std::thread::spawn(move || rx.iter().count());
             let t = time(1, 10, || {
-                method.set_train(true);
-                method.begin_step(with);
-                let g = batch.loss(model, &mut method)?.backward()?;
-                let grads: Vec<Option<Tensor>> = opt
-                    .vars
-                    .iter()
-                    .map(|(_, v)| g.get(v.as_tensor()).cloned())
-                    .collect();
-                method.after_backward(&g)?;
-                opt.step(&grads, 1e-4, 1.0)?;
-                method.host_step(1e-4, 1.0, &AdamWConfig::default());
-                let _ = method.take_step_stats();
+                train_step(model, &mut method, &mut opt, &[batch], with)?;
                 if with {
                     let _ = method.histograms(1);
                 }
@@ -387,22 +401,39 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
         &tiny_batch,
         if opts.quick { 3 } else { 5 },
     )?);
-    let (mut smol, smol_batch, what) = match smollm2_file() {
+    let micro = BenchBatch::micro_batches(&loaded.tokenizer, Template::Plain, 8, 1, 32)?;
+    out.push(super::cache::section(
+        "Row cache: tiny model, MEFT M 4096 K 16, one step of 8 micro-batches of 1 × 32".into(),
+        &mut tiny,
+        &micro,
+        4096,
+        16,
+        if opts.quick { 1 } else { 3 },
+        true,
+    )?);
+    let (mut smol, smol_batch, smol_micro, what) = match smollm2_file() {
         Some(p) => {
             let loaded = crate::model::load_model(&crate::model::ModelRef::Gguf(p), &dev)?;
-            let batch = BenchBatch::records(&loaded.tokenizer, Template::Alpaca, 4, 64)?;
+            let t = &loaded.tokenizer;
+            let batch = BenchBatch::records(t, Template::Alpaca, 4, 64)?;
+            let micro = BenchBatch::micro_batches(t, Template::Alpaca, 4, 1, 64)?;
             (
                 loaded.model,
                 batch,
+                micro,
                 "SmolLM2-135M-Instruct (GGUF weights), synthetic SQuAD records in the Alpaca template",
             )
         }
         None => {
             let shape = crate::model::shapes::builtin_shape("smollm2-135m")
                 .ok_or_else(|| anyhow::anyhow!("the smollm2-135m shape"))?;
+            let v = shape.vocab_size;
             (
                 crate::model::load::random_model(&shape, 5, &dev)?,
-                BenchBatch::random(shape.vocab_size, 4, 64, 2),
+                BenchBatch::random(v, 4, 64, 2),
+                (0..4)
+                    .map(|i| BenchBatch::random(v, 1, 64, 10 + i))
+                    .collect(),
                 "the SmolLM2-135M shape with random weights and tokens (the GGUF file is absent)",
             )
         }
@@ -424,6 +455,15 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
             (MethodKind::Meft, 4096, 1.3),
             (MethodKind::Meft, 65_536, 2.0),
         ],
+    )?);
+    out.push(super::cache::section(
+        format!("Row cache: {what}, MEFT M 4096 K 64, one step of 4 micro-batches of 1 × 64"),
+        &mut smol,
+        &smol_micro,
+        4096,
+        64,
+        1,
+        false,
     )?);
     Ok(out)
 }

@@ -138,6 +138,10 @@ pub struct MeftSection {
     pub moments: MomentDtype,
     /// "all" or a list of layer indices.
     pub layers: Layers,
+    /// Rows per adapter layer kept on the device across a step's
+    /// micro-batches (at most M; 0 = off): a cached row crosses once per
+    /// step and its gradient comes back once.
+    pub row_cache: usize,
 }
 
 impl Default for MeftSection {
@@ -152,6 +156,7 @@ impl Default for MeftSection {
             host_optimizer: HostOptimizer::Lazy,
             moments: MomentDtype::F32,
             layers: Layers::All,
+            row_cache: 0,
         }
     }
 }
@@ -699,7 +704,11 @@ mod tests {
         let mut e = Experiment::default();
         e.method.meft.neurons = 4096;
         e.method.meft.experts = 300;
-        let msg = e.validate().err().map(|x| x.to_string()).unwrap_or_default();
+        let msg = e
+            .validate()
+            .err()
+            .map(|x| x.to_string())
+            .unwrap_or_default();
         assert_eq!(
             msg,
             "method.meft.experts: 300 experts do not divide 4096 neurons; nearest valid experts: 256, or neurons: 4200"

@@ -13,14 +13,15 @@ use candle_core::Var;
 use std::collections::BTreeMap;
 
 /// The plan of `exp` on `model` at the given unions, micro-batch shape
-/// (tokens, sequence length) and rows with host moments; the config's worst
-/// case for each that is None.
+/// (tokens, sequence length), rows with host moments and row-cache hit
+/// rate; the config's worst case (or estimate) for each that is None.
 pub fn plan_at(
     exp: &Experiment,
     model: &Model,
     unions: Option<&[u64]>,
     shape: Option<(u64, u64)>,
     moment_rows: Option<u64>,
+    cache_hit_rate: Option<f64>,
 ) -> Option<Plan> {
     let mut input = PlanInput::new(exp, &model.config);
     input.base_dtype_bytes = model.dtype.size_in_bytes() as u64;
@@ -30,6 +31,7 @@ pub fn plan_at(
     }
     input.union_sizes = unions;
     input.moment_rows = moment_rows;
+    input.cache_hit_rate = cache_hit_rate;
     plan(&input).ok()
 }
 

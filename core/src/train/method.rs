@@ -59,7 +59,8 @@ impl Method {
                     m.host_optimizer,
                     m.moments,
                     &dev,
-                )?;
+                )?
+                .with_row_cache(m.row_cache);
                 let vars = ad.device_vars();
                 (Method::Meft(Box::new(ad)), vars)
             }
@@ -111,6 +112,7 @@ impl Method {
         if let Method::Meft(m) = self {
             m.collect_stats = stats;
             m.union_log.clear();
+            m.discard_pending();
         }
     }
 
@@ -126,6 +128,15 @@ impl Method {
     pub fn after_backward(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         match self {
             Method::Meft(m) => m.collect_grads(grads),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a step's last micro-batch's backward pass: MEFT's row cache
+    /// sends its summed gradients to the host accumulators.
+    pub fn end_micro_batches(&mut self) -> Result<()> {
+        match self {
+            Method::Meft(m) => m.end_micro_batches(),
             _ => Ok(()),
         }
     }

@@ -3,7 +3,7 @@
 //! and the summary made from them. Steps an earlier process of the same run
 //! logged are folded in on resume, so the summary covers the whole run.
 
-use crate::event::{HeapReading, Ledger, StepEvent, Summary, Traffic};
+use crate::event::{CacheCounts, HeapReading, Ledger, StepEvent, Summary, Traffic};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
@@ -34,6 +34,8 @@ pub struct Tally {
     pub metrics: BTreeMap<String, f64>,
     /// Consecutive steps whose gradient norm was exactly 0.
     pub zero_grad_steps: u64,
+    /// The row cache's hits and misses so far.
+    pub row_cache: CacheCounts,
 }
 
 /// Steps of an exactly-zero gradient norm after which the run warns.
@@ -54,6 +56,9 @@ impl Tally {
         }
         for (t, u) in self.union_totals.iter_mut().zip(&s.union_sizes) {
             *t += u;
+        }
+        if let Some(c) = s.row_cache {
+            self.row_cache.add(c);
         }
     }
 
@@ -121,6 +126,7 @@ impl Tally {
             rss_peaks: self.rss_peaks.clone(),
             heap_peak: self.heap_peak,
             step_heap_growth: self.step_heap_growth,
+            row_cache: (self.row_cache != CacheCounts::default()).then_some(self.row_cache),
             metrics: self.metrics.clone(),
             predicted,
         }

@@ -132,7 +132,14 @@ impl Trainer {
     pub fn device_ledger(&self) -> Ledger {
         let t = &self.tally;
         let unions = (!t.step_unions.is_empty()).then_some(t.step_unions.as_slice());
-        let planned = plan_at(&self.exp, &self.model, unions, t.micro_shape, None);
+        let planned = plan_at(
+            &self.exp,
+            &self.model,
+            unions,
+            t.micro_shape,
+            None,
+            t.row_cache.hit_rate(),
+        );
         device_ledger(planned, &self.model, &self.opt.vars)
     }
 
@@ -141,7 +148,7 @@ impl Trainer {
     /// far.
     pub fn plan(&self, measured: bool) -> Option<crate::telemetry::Plan> {
         if !measured {
-            return plan_at(&self.exp, &self.model, None, None, None);
+            return plan_at(&self.exp, &self.model, None, None, None, None);
         }
         let accum = (self.exp.train.batch / self.exp.train.micro_batch) as u64;
         let unions = self.tally.mean_unions(accum);
@@ -151,6 +158,7 @@ impl Trainer {
             unions.as_deref(),
             self.tally.micro_shape,
             self.method.moment_rows(),
+            self.tally.row_cache.hit_rate(),
         )
     }
 
@@ -275,6 +283,7 @@ impl Trainer {
             }
             self.method.after_backward(&g)?;
         }
+        self.method.end_micro_batches()?;
         // Global norm over device parameters and host rows together.
         let mut sq = self.method.host_grad_sq_norm();
         for g in grads.iter().flatten() {
@@ -328,6 +337,7 @@ impl Trainer {
             union_sizes: stats.unions,
             picks: stats.picks,
             rows_updated,
+            row_cache: stats.row_cache,
         };
         self.tally.add_step(&step);
         self.emit(Event::Step(step));

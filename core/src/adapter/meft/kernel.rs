@@ -4,7 +4,6 @@
 
 use super::lanes::Lanes;
 use super::GradRoute;
-use crate::event::Kind;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -269,7 +268,7 @@ impl FusedRows {
         let dkv = match &self.route {
             Some(r) => {
                 let b: Vec<f32> = b.into_iter().map(|x| x.to_f32().unwrap_or(0.0)).collect();
-                r.sink.push(r.slot, r.link.arrived(r.layer, Kind::Grads, b));
+                r.sink.push(r.slot, b);
                 None
             }
             None => Some(Tensor::from_vec(b, kv.shape(), dev)?),

@@ -3,12 +3,14 @@
 //! probed experts' keys, keeps each token's top-K, and ships the union of kept
 //! rows to the device; after backward only those rows' gradients come back.
 
+pub mod cache;
 mod kernel;
 pub mod lanes;
 mod select;
 mod state;
 mod store;
 
+pub use cache::{CacheCounts, RowCache};
 pub use kernel::{device_output, device_output_traced, fused_output};
 pub use select::{gather_kv, select, Selection};
 pub use state::{StepStats, HISTOGRAM_WINDOW};
@@ -49,6 +51,9 @@ struct Pending {
     /// composed path's gradient lands in candle's gradient store; None when
     /// the fused kernel sends it to the [`RowGradSink`].
     rows: Option<Var>,
+    /// With the row cache: where the union's rows came from, and the cached
+    /// positions' slots on the device.
+    cached: Option<(cache::Placement, Tensor)>,
 }
 
 /// Row gradients that the fused kernel's backward pass hands to the host as
@@ -59,6 +64,12 @@ pub struct RowGradSink(Arc<std::sync::Mutex<Vec<SlotGrads>>>);
 
 /// An adapter layer slot and its rows' gradients (|U| × 2d).
 type SlotGrads = (usize, Vec<f32>);
+
+/// A layer's row gradients where a backward pass left them.
+enum RowGrad {
+    Device(Tensor),
+    Host(Vec<f32>),
+}
 
 impl RowGradSink {
     fn push(&self, slot: usize, g: Vec<f32>) {
@@ -86,13 +97,12 @@ impl RowGradSink {
     }
 }
 
-/// Where the fused kernel's backward sends a layer's row gradients.
+/// Where the fused kernel's backward sends a layer's row gradients (they
+/// are counted as they are collected).
 #[derive(Clone)]
 struct GradRoute {
     sink: RowGradSink,
     slot: usize,
-    layer: usize,
-    link: Arc<Link>,
 }
 
 /// Pick statistics over a window, for the activation histograms.
@@ -135,6 +145,8 @@ pub struct MeftAdapter {
     /// Off for evaluation and generation: rows are gathered read-only and
     /// nothing is kept per forward pass, so decoding does not grow memory.
     pub training: bool,
+    /// One device row cache per adapter layer while training (empty: off).
+    caches: Vec<RowCache>,
 }
 
 impl MeftAdapter {
@@ -204,7 +216,31 @@ impl MeftAdapter {
             union_log: Vec::new(),
             collect_stats: false,
             training: true,
+            caches: Vec::new(),
         })
+    }
+
+    /// A device row cache of `rows` rows per adapter layer (at most M; 0
+    /// turns it off) across the micro-batches of each optimizer step.
+    pub fn with_row_cache(mut self, rows: usize) -> Self {
+        let rows = rows.min(self.shape.neurons);
+        self.caches = match rows {
+            0 => Vec::new(),
+            _ => (0..self.layers.len())
+                .map(|_| RowCache::new(rows, self.shape.d))
+                .collect(),
+        };
+        self
+    }
+
+    /// Rows per layer the row cache holds (0: off).
+    pub fn row_cache_rows(&self) -> usize {
+        self.caches.first().map_or(0, |c| c.capacity())
+    }
+
+    /// Bytes the row caches hold on the device.
+    pub fn row_cache_bytes(&self) -> u64 {
+        self.caches.iter().map(|c| c.device_bytes()).sum()
     }
 
     /// Device-side trainable parameters (the routers).
@@ -252,11 +288,30 @@ impl MeftAdapter {
         };
         let sel = select(&layer.store, &shape, &queries, &experts, &gates);
         let u_len = sel.union.len();
-        let kv = gather_kv(&layer.store, &sel.union);
         let dev = &self.device;
-        let rows = link
-            .to_device::<f32, _>(li, Kind::Rows, kv, (u_len, 2 * d), dev)?
-            .to_dtype(u.dtype())?;
+        let (rows, cached) = match self.caches.get_mut(slot).filter(|_| training) {
+            Some(cache) => {
+                // Only rows the cache does not hold cross; the device puts
+                // the union together from the cache and what crossed.
+                let p = cache.place(&sel.union);
+                let miss: Vec<u32> = p.miss_pos.iter().map(|&i| sel.union[i as usize]).collect();
+                let kv = gather_kv(&layer.store, &miss);
+                let crossed =
+                    link.to_device::<f32, _>(li, Kind::Rows, kv, (miss.len(), 2 * d), dev)?;
+                let (slots, order) = cache::index_vectors(&p, u_len);
+                let n_slots = slots.len();
+                let slots = link.to_device::<u32, _>(li, Kind::Ids, slots, n_slots, dev)?;
+                let order = link.to_device::<u32, _>(li, Kind::Ids, order, u_len, dev)?;
+                let rows = cache.assemble(&p, &crossed, &slots, &order)?;
+                (rows, Some((p, slots)))
+            }
+            None => {
+                let kv = gather_kv(&layer.store, &sel.union);
+                let rows = link.to_device::<f32, _>(li, Kind::Rows, kv, (u_len, 2 * d), dev)?;
+                (rows, None)
+            }
+        };
+        let rows = rows.to_dtype(u.dtype())?;
         let ids = link.to_device::<u32, _>(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
         let map = link.to_device::<u32, _>(li, Kind::Map, sel.map.clone(), n * k, dev)?;
         // Only a training pass keeps the rows for a backward pass. The fused
@@ -313,8 +368,6 @@ impl MeftAdapter {
             let route = training.then(|| GradRoute {
                 sink: self.sink.clone(),
                 slot,
-                layer: li,
-                link: link.clone(),
             });
             kernel::fused_rows(&q, &rows, &gates, Arc::new(sel.map.clone()), k, route)?
         } else {
@@ -344,44 +397,101 @@ impl MeftAdapter {
                 layer_slot: slot,
                 union: sel.union,
                 rows: var,
+                cached,
             });
         }
         out.reshape((b, s, d))
     }
 
     /// After `loss.backward()`: bring the gathered rows' gradients back to
-    /// the host (the fused kernel already did) and add them to the
-    /// accumulators.
+    /// the host and add them to the accumulators; with the row cache, the
+    /// cached rows' gradients add up on the device until
+    /// [`MeftAdapter::end_micro_batches`].
     pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
             let li = layer.layer;
             let w = 2 * layer.store.d;
+            // The rows' gradient where the backward pass left it: in the
+            // gradient store (composed path) or handed to the host by the
+            // fused kernel; zero when nothing depended on the rows.
             let g = match &p.rows {
-                Some(rows) => match grads.get(rows.as_tensor()) {
-                    Some(g) => self.link.to_host::<f32>(li, Kind::Grads, g)?,
-                    None => self
-                        .link
-                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
-                },
-                None => match self.sink.take(p.layer_slot) {
-                    Some(g) => g,
-                    // No gradient reached the layer (nothing depended on it).
-                    None => self
-                        .link
-                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
-                },
+                Some(rows) => grads.get(rows.as_tensor()).cloned().map(RowGrad::Device),
+                None => self.sink.take(p.layer_slot).map(RowGrad::Host),
             };
-            layer.store.accumulate(&p.union, g);
+            let Some((placement, slots)) = p.cached else {
+                let g = match g {
+                    Some(RowGrad::Device(t)) => self.link.to_host::<f32>(li, Kind::Grads, &t)?,
+                    Some(RowGrad::Host(v)) => self.link.arrived(li, Kind::Grads, v),
+                    None => self
+                        .link
+                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
+                };
+                layer.store.accumulate(&p.union, g);
+                continue;
+            };
+            let dev = &self.device;
+            let g = match g {
+                Some(RowGrad::Device(t)) => t.to_dtype(DType::F32)?,
+                Some(RowGrad::Host(v)) => Tensor::from_vec(v, (p.union.len(), w), dev)?,
+                None => Tensor::zeros((p.union.len(), w), DType::F32, dev)?,
+            };
+            let pick = |kind: Kind, pos: &[u32]| -> Result<Tensor> {
+                let idx = self
+                    .link
+                    .to_device::<u32, _>(li, kind, pos.to_vec(), pos.len(), dev)?;
+                g.index_select(&idx, 0)
+            };
+            if !placement.cached_pos.is_empty() {
+                let gc = pick(Kind::Ids, &placement.cached_pos)?;
+                self.caches[p.layer_slot].add_grads(&slots, &gc)?;
+            }
+            let direct = placement.direct_pos();
+            if !direct.is_empty() {
+                let gd = pick(Kind::Ids, direct)?;
+                let gd = self.link.to_host::<f32>(li, Kind::Grads, &gd)?;
+                let rows: Vec<u32> = direct.iter().map(|&i| p.union[i as usize]).collect();
+                layer.store.accumulate(&rows, gd);
+            }
         }
         self.sink.clear();
         Ok(())
     }
 
-    /// Drop what a forward pass kept (e.g. after an evaluation forward).
+    /// After a step's last micro-batch: the row caches' summed gradients
+    /// cross to the host once and join the accumulators, and the caches
+    /// empty (the host optimizer is about to change the rows).
+    pub fn end_micro_batches(&mut self) -> Result<()> {
+        for (slot, cache) in self.caches.iter_mut().enumerate() {
+            if let Some((ids, g)) = cache.drain()? {
+                let layer = &mut self.layers[slot];
+                let g = self.link.to_host::<f32>(layer.layer, Kind::Grads, &g)?;
+                layer.store.accumulate(&ids, g);
+            }
+        }
+        Ok(())
+    }
+
+    /// The row caches' hits and misses since the last call (None when off).
+    pub fn take_cache_counts(&mut self) -> Option<CacheCounts> {
+        if self.caches.is_empty() {
+            return None;
+        }
+        let mut c = CacheCounts::default();
+        for cache in &mut self.caches {
+            c.add(std::mem::take(&mut cache.counts));
+        }
+        Some(c)
+    }
+
+    /// Drop what a forward pass kept (e.g. after an evaluation forward),
+    /// and whatever the row caches hold.
     pub fn discard_pending(&mut self) {
         self.pending.clear();
         self.sink.clear();
+        for c in &mut self.caches {
+            c.clear();
+        }
     }
 
     pub fn host_grad_sq_norm(&self) -> f64 {

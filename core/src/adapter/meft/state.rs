@@ -6,7 +6,7 @@
 
 use super::MeftAdapter;
 use crate::checkpoint::{Buffer, CheckpointReader, CheckpointWriter};
-use crate::event::{Category, HistogramEvent, Ledger, Traffic};
+use crate::event::{CacheCounts, Category, HistogramEvent, Ledger, Traffic};
 use crate::optim::moments::{MomentPieces, MomentPiecesMut, MomentRows, BLOCKS};
 use anyhow::{Context, Result};
 
@@ -20,6 +20,8 @@ pub struct StepStats {
     pub picks: Vec<u64>,
     /// Each adapter layer's largest |U| in the step.
     pub peak_unions: Vec<u64>,
+    /// The device row cache's hits and misses (None when it is off).
+    pub row_cache: Option<CacheCounts>,
 }
 
 /// Steps a pick histogram covers.
@@ -115,6 +117,7 @@ impl MeftAdapter {
             unions: vec![0; nl],
             picks: vec![0; nl],
             peak_unions: vec![0; nl],
+            row_cache: self.take_cache_counts(),
         };
         for (i, (u, p)) in self.union_log.drain(..).enumerate() {
             s.unions[i % nl] += u;

@@ -115,9 +115,22 @@ impl HostStore {
         self.moments.bytes()
     }
 
-    /// Σ g² over the accumulated gradients (for global-norm clipping).
+    /// Σ g² over the accumulated gradients (for global-norm clipping),
+    /// summed row by row in row order, so it does not depend on the order
+    /// in which rows were first touched.
     pub fn grad_sq_norm(&self) -> f64 {
-        self.acc.iter().map(|&g| g as f64 * g as f64).sum()
+        let mut rows = self.acc_rows.clone();
+        rows.sort_unstable();
+        let w = 2 * self.d;
+        rows.iter()
+            .map(|&r| {
+                let s = self.acc_slot[r as usize] as usize * w;
+                self.acc[s..s + w]
+                    .iter()
+                    .map(|&g| g as f64 * g as f64)
+                    .sum::<f64>()
+            })
+            .sum()
     }
 
     /// The accumulated gradient of row `r` (keys, values), if any.

@@ -60,6 +60,9 @@ pub struct PlanInput<'a> {
     pub moment_rows: Option<u64>,
     /// Device memory to check the plan against.
     pub gpu_mem: Option<u64>,
+    /// The row cache's measured hit rate (hits over union rows looked up);
+    /// None means the estimate from M, |U| and the micro-batches per step.
+    pub cache_hit_rate: Option<f64>,
 }
 
 impl<'a> PlanInput<'a> {
@@ -75,6 +78,7 @@ impl<'a> PlanInput<'a> {
             union_sizes: None,
             moment_rows: None,
             gpu_mem: None,
+            cache_hit_rate: None,
         }
     }
 }
@@ -329,6 +333,7 @@ fn plan_meft(
     // The router is the only MEFT parameter on the device; it trains there.
     let router_params = bytes(&[la, experts, d])?;
     let row = bytes(&[2, d, F32])?;
+    let cache = (cfg.row_cache as u64).min(m);
     let mut rows = 0u64;
     let mut accumulators = 0u64;
     let mut t = Traffic::default();
@@ -338,14 +343,29 @@ fn plan_meft(
         let touched = m.min(u.saturating_mul(accumulation));
         accumulators = sum([accumulators, bytes(&[touched, row])?])?;
         let mut per_micro = Traffic::default();
-        per_micro[Kind::Rows] = bytes(&[u, row])?;
         per_micro[Kind::Ids] = bytes(&[u, U32])?;
         per_micro[Kind::Map] = bytes(&[picks, U32])?;
         per_micro[Kind::Queries] = bytes(&[n, d, F32])?;
         // Expert ids (u32) and their gate values (f32).
         per_micro[Kind::Routing] = bytes(&[n, probe, U32 + F32])?;
-        per_micro[Kind::Grads] = bytes(&[u, row])?;
         add_scaled(&mut t, &per_micro, accumulation)?;
+        // Each row looked up crosses unless the cache holds it; a row the
+        // cache holds sends its gradient back once, at the step's end.
+        let c = cache_traffic(m, u, accumulation, cache, input.cache_hit_rate);
+        t[Kind::Rows] = sum([t[Kind::Rows], bytes(&[c.misses, row])?])?;
+        t[Kind::Grads] = sum([t[Kind::Grads], bytes(&[c.misses, row])?])?;
+        // With the cache: the cached rows' slots and every row's place
+        // going up, and the positions that pick gradients apart.
+        let cache_ids = if cache > 0 {
+            sum([bytes(&[2, u, accumulation])?, c.cached_touches])?
+        } else {
+            0
+        };
+        t[Kind::Ids] = sum([t[Kind::Ids], bytes(&[cache_ids, U32])?])?;
+        if cache > 0 {
+            // The cache's rows and their summed gradients.
+            rows = sum([rows, bytes(&[cache, row, 2])?])?;
+        }
     }
     if full_routing {
         // No router: the host scores every key, so only queries go down.
@@ -436,12 +456,74 @@ fn plan_meft(
         "traffic counts the row copy both ways (rows up, their gradients down); the paper's Eq. 8 counts it once"
             .into(),
     );
-    if accumulation > 1 {
+    if cache > 0 {
+        let how = match input.cache_hit_rate {
+            Some(h) => format!("the run's measured hit rate {:.1} %", 100.0 * h),
+            None => format!(
+                "an estimate that takes each of the {accumulation} micro-batches' unions as drawn at random from M (an upper bound: real unions share more rows); a run's measured hit rate replaces it"
+            ),
+        };
         p.notes.push(format!(
-            "rows cross once per micro-batch ({accumulation} per step); the dense offload moves the adapter once per step"
+            "row cache of {cache} rows per layer on the device ({} with their gradients): a cached row crosses once per step and its gradient once; traffic from {how}",
+            crate::units::bytes(bytes(&[cache, row, 2, la])?)
+        ));
+    } else if accumulation > 1 {
+        p.notes.push(format!(
+            "rows cross once per micro-batch ({accumulation} per step); the dense offload moves the adapter once per step; method.meft.row_cache keeps them on the device across micro-batches"
         ));
     }
     Ok(adapter)
+}
+
+/// One layer's row cache over a step, per [`cache_traffic`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheTraffic {
+    /// Union rows that cross (each also sends a gradient back).
+    pub misses: u64,
+    /// Union rows served by cached rows (including the crossing that put
+    /// them there).
+    pub cached_touches: u64,
+}
+
+/// A step's row traffic for one layer with a cache of `cache` rows:
+/// `accumulation` micro-batches each looking up `u` of `m` rows. With a
+/// measured hit rate h the misses are (1 − h) of the lookups. Otherwise
+/// each union is taken as drawn at random, so the step touches
+/// S = M·(1 − (1 − u/M)^A) distinct rows; the cache holds min(C, S) of them
+/// (the first touched), which serve that fraction of the lookups and cross
+/// once; the other lookups cross every time.
+pub fn cache_traffic(
+    m: u64,
+    u: u64,
+    accumulation: u64,
+    cache: u64,
+    hit_rate: Option<f64>,
+) -> CacheTraffic {
+    let touches = u.saturating_mul(accumulation);
+    if cache == 0 || touches == 0 {
+        return CacheTraffic {
+            misses: touches,
+            cached_touches: 0,
+        };
+    }
+    if let Some(h) = hit_rate {
+        let misses = ((1.0 - h.clamp(0.0, 1.0)) * touches as f64).round() as u64;
+        // The hits, and at most a cache's worth of admitted rows.
+        return CacheTraffic {
+            misses,
+            cached_touches: touches - misses + misses.min(cache),
+        };
+    }
+    let (mf, uf) = (m.max(1) as f64, u.min(m) as f64);
+    let distinct = mf * (1.0 - (1.0 - uf / mf).powf(accumulation as f64));
+    let distinct = distinct.clamp(uf, touches as f64);
+    let held = (cache as f64).min(distinct);
+    let share = held / distinct;
+    let cached_touches = share * touches as f64;
+    CacheTraffic {
+        misses: (held + (touches as f64 - cached_touches)).round() as u64,
+        cached_touches: cached_touches.round() as u64,
+    }
 }
 
 /// `t += times × o`, field by field, refusing to wrap.

@@ -446,3 +446,53 @@ fn plan_round_trips_through_json() {
     let back = json.and_then(|v| serde_json::from_value::<Plan>(v).map_err(|e| e.to_string()));
     assert_eq!(back, Ok(p));
 }
+
+#[test]
+fn the_row_cache_estimate_by_hand() {
+    let t = |cache, hit| cache_traffic(100, 10, 4, cache, hit);
+    // Off: every lookup crosses, 4 micro-batches × 10 rows.
+    assert_eq!(t(0, None).misses, 40);
+    // Room for every row the step touches: S = 100·(1 − 0.9⁴) = 34.39
+    // distinct rows, each crossing once.
+    assert_eq!(t(100, None).misses, 34);
+    // 20 slots hold 20 of the 34.39 rows (58.2 % of the 40 lookups, 23.26):
+    // 20 crossings for them and 16.74 for the rest.
+    assert_eq!(t(20, None).misses, 37);
+    assert_eq!(t(20, None).cached_touches, 23);
+    // A measured hit rate of 75 %: a quarter of the 40 lookups cross.
+    assert_eq!(t(20, Some(0.75)).misses, 10);
+}
+
+#[test]
+fn the_row_cache_takes_the_paper_nq_setting_near_a_dense_offload() {
+    let model = shape("llama-7b");
+    let mut exp = paper_nq();
+    let union = vec![4740u64; 32];
+    let at = |exp: &Experiment| {
+        let mut input = PlanInput::new(exp, &model);
+        input.union_sizes = Some(&union);
+        must(&input)
+    };
+    let off = at(&exp).offload_ratio().unwrap_or(0.0);
+    exp.method.meft.row_cache = 8464;
+    let on = at(&exp);
+    // 64 micro-batches of 4740 rows re-send rows 36×; with every row cached
+    // each of the ≈ 8464 rows the step touches crosses once, up and down,
+    // as in a dense offload. The queries (64 × 256 tokens × 4096 f32 per
+    // layer, 8.6 GB) still go down every micro-batch: half a dense offload.
+    assert!(off > 35.0, "{off}");
+    let rows_moved = (on.traffic[Kind::Rows] + on.traffic[Kind::Grads]) as f64;
+    let r = rows_moved / on.dense_offload as f64;
+    assert!((0.99..=1.0).contains(&r), "{r}");
+    let q = on.traffic[Kind::Queries] as f64 / on.dense_offload as f64;
+    assert!((0.48..0.5).contains(&q), "{q}");
+    // The cache's rows and gradients sit on the device: 2 × 8464 × 2d f32
+    // per layer on top of the unions.
+    let cache = 2 * 8464 * 2 * 4096 * 4 * 32;
+    let rows = |p: &Plan| p.device.get(&Category::Rows).copied().unwrap_or(0);
+    assert_eq!(rows(&on) - rows(&at(&paper_nq())), cache);
+    assert!(on
+        .notes
+        .iter()
+        .any(|n| n.contains("row cache of 8464 rows")));
+}
