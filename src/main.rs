@@ -20,10 +20,13 @@ struct Cli {
 enum DataCommand {
     /// Write a synthetic dataset in a task's real format (train and test files).
     Synth {
+        /// The dataset whose format to write: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         task: meft::data::Task,
+        /// Entities in the generated world (each gives a few records).
         #[arg(long, default_value_t = 200)]
         entities: usize,
+        /// Seed of the generator: the same seed writes the same files.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Distinct values per attribute.
@@ -35,13 +38,16 @@ enum DataCommand {
         /// SQuAD only: add unanswerable questions (written as v2.0).
         #[arg(long)]
         unanswerable: bool,
+        /// Directory to write the train and test files into.
         #[arg(long)]
         out: std::path::PathBuf,
     },
     /// Load a dataset file and report its records, or the first bad one.
     Check {
+        /// The format to read the file as: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         format: meft::data::Task,
+        /// The dataset file to check.
         file: std::path::PathBuf,
     },
 }
@@ -58,10 +64,15 @@ enum Command {
         out: std::path::PathBuf,
     },
     /// A recorded run in the dashboard, scrubbable with ←/→ and Home/End.
-    Replay { run_dir: std::path::PathBuf },
+    Replay {
+        /// A run directory (holding events.jsonl) or an events.jsonl file.
+        run_dir: std::path::PathBuf,
+    },
     /// The dashboard of a run as a picture (.svg, .png) or text (.txt).
     Screenshot {
+        /// A run directory (holding events.jsonl) or an events.jsonl file.
         run_dir: std::path::PathBuf,
+        /// The file to write; its extension picks the format: .svg, .png or .txt.
         #[arg(long)]
         out: std::path::PathBuf,
         /// Columns x rows of the rendered terminal.
@@ -88,21 +99,28 @@ enum Command {
     /// Pretrain the embedded tiny base on a synthetic world of its own and
     /// write it to assets/tiny.
     Pretrain {
+        /// Entities in the synthetic world the base learns.
         #[arg(long, default_value_t = 100)]
         entities: usize,
+        /// Seed of the world and of the initial weights.
         #[arg(long, default_value_t = 11)]
         seed: u64,
+        /// Optimizer steps.
         #[arg(long, default_value_t = 3000)]
         steps: usize,
+        /// Peak learning rate.
         #[arg(long, default_value_t = 3e-3)]
         lr: f64,
+        /// Sequences per optimizer step.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Directory the trained base (weights, config, tokenizer) is written to.
         #[arg(long, default_value = "assets/tiny")]
         out: std::path::PathBuf,
     },
     /// Decode a run's test split with its latest checkpoint and score it.
     Eval {
+        /// The run directory whose latest checkpoint to evaluate.
         run_dir: std::path::PathBuf,
         /// Score only the first N test rows (default: the run's eval.limit).
         #[arg(long)]
@@ -111,12 +129,15 @@ enum Command {
         /// eval.decoding="beam" or eval.beams=4.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Predicted device memory, host memory and bytes per step, with and without MEFT.
     Plan {
+        /// The experiment (preset) TOML to plan.
         config: std::path::PathBuf,
+        /// Override any field: --set method.meft.neurons=65536
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Device memory to check the fit against, e.g. 24GiB.
@@ -154,12 +175,17 @@ enum Command {
     },
     /// Score a predictions file against a gold file with every metric of the format.
     Score {
+        /// The format of both files: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         format: meft::data::Task,
+        /// The dataset file with the reference answers.
         #[arg(long)]
         gold: std::path::PathBuf,
+        /// The predictions: a JSON line per record with "id" and "prediction",
+        /// or SQuAD's one {"id": "text"} object.
         #[arg(long)]
         pred: std::path::PathBuf,
+        /// Print the scores as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -168,12 +194,16 @@ enum Command {
         /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
         #[arg(long, default_value = "embedded:tiny")]
         model: String,
+        /// The text to continue.
         #[arg(long)]
         prompt: String,
+        /// Beam width; 1 decodes greedily.
         #[arg(long, default_value_t = 1)]
         beams: usize,
+        /// Penalise tokens already in the text (1 leaves them be, >1 discourages).
         #[arg(long, default_value_t = 1.0)]
         repetition_penalty: f32,
+        /// Stop after this many new tokens.
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
     },
