@@ -207,6 +207,24 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
     },
+    /// Every run under a directory: method, size, steps, final loss, state
+    /// and metrics, one row each.
+    Runs {
+        /// The directory holding run directories (or one run directory).
+        #[arg(default_value = "runs")]
+        dir: std::path::PathBuf,
+    },
+    /// Runs side by side: a table of what each cost and scored, and their
+    /// loss curves overlaid in a chart.
+    Compare {
+        /// The run directories to compare.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<std::path::PathBuf>,
+        /// Also write the loss curves to this file (.svg or .png); repeat
+        /// for both.
+        #[arg(long, value_name = "FILE")]
+        out: Vec<std::path::PathBuf>,
+    },
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -368,6 +386,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Runs { dir } => {
+            let records = meft::train::runs::list(&dir)?;
+            if records.is_empty() {
+                println!("no runs in {}", dir.display());
+            } else {
+                print!("{}", meft::train::runs::runs_table(&records));
+            }
+            Ok(())
+        }
+        Command::Compare { runs, out } => compare(&runs, &out),
         Command::Generate {
             model,
             prompt,
@@ -421,6 +449,43 @@ fn run_headless(
         }
     }
     headless::run(exp, &dir, resuming)?;
+    Ok(())
+}
+
+/// `meft compare`: the table, then the loss curves to each `--out` file.
+fn compare(dirs: &[std::path::PathBuf], outs: &[std::path::PathBuf]) -> Result<()> {
+    use meft::train::runs::{compare_table, RunRecord};
+    for out in outs {
+        meft::plot::format_of(out)?;
+    }
+    let mut records = Vec::new();
+    for dir in dirs {
+        let r = RunRecord::read(dir);
+        if let Some(problem) = &r.problem {
+            anyhow::bail!("{problem}");
+        }
+        records.push(r);
+    }
+    print!("{}", compare_table(&records));
+    let chart = meft::plot::Chart {
+        title: "Training loss".into(),
+        x_title: "step".into(),
+        y_title: "loss".into(),
+        series: records
+            .iter()
+            .map(|r| meft::plot::Series {
+                label: match &r.info {
+                    Some(i) => format!("{} · {}", r.name, i.adapter),
+                    None => r.name.clone(),
+                },
+                points: r.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+            })
+            .collect(),
+    };
+    for out in outs {
+        chart.write(out)?;
+        println!("{}", out.display());
+    }
     Ok(())
 }
 
