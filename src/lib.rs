@@ -7,4 +7,5 @@
 
 pub use meft_core::*;
 
+pub mod plot;
 pub mod tui;

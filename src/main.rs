@@ -20,10 +20,13 @@ struct Cli {
 enum DataCommand {
     /// Write a synthetic dataset in a task's real format (train and test files).
     Synth {
+        /// The dataset whose format to write: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         task: meft::data::Task,
+        /// Entities in the generated world (each gives a few records).
         #[arg(long, default_value_t = 200)]
         entities: usize,
+        /// Seed of the generator: the same seed writes the same files.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Distinct values per attribute.
@@ -35,13 +38,16 @@ enum DataCommand {
         /// SQuAD only: add unanswerable questions (written as v2.0).
         #[arg(long)]
         unanswerable: bool,
+        /// Directory to write the train and test files into.
         #[arg(long)]
         out: std::path::PathBuf,
     },
     /// Load a dataset file and report its records, or the first bad one.
     Check {
+        /// The format to read the file as: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         format: meft::data::Task,
+        /// The dataset file to check.
         file: std::path::PathBuf,
     },
 }
@@ -58,10 +64,15 @@ enum Command {
         out: std::path::PathBuf,
     },
     /// A recorded run in the dashboard, scrubbable with ←/→ and Home/End.
-    Replay { run_dir: std::path::PathBuf },
+    Replay {
+        /// A run directory (holding events.jsonl) or an events.jsonl file.
+        run_dir: std::path::PathBuf,
+    },
     /// The dashboard of a run as a picture (.svg, .png) or text (.txt).
     Screenshot {
+        /// A run directory (holding events.jsonl) or an events.jsonl file.
         run_dir: std::path::PathBuf,
+        /// The file to write; its extension picks the format: .svg, .png or .txt.
         #[arg(long)]
         out: std::path::PathBuf,
         /// Columns x rows of the rendered terminal.
@@ -88,21 +99,28 @@ enum Command {
     /// Pretrain the embedded tiny base on a synthetic world of its own and
     /// write it to assets/tiny.
     Pretrain {
+        /// Entities in the synthetic world the base learns.
         #[arg(long, default_value_t = 100)]
         entities: usize,
+        /// Seed of the world and of the initial weights.
         #[arg(long, default_value_t = 11)]
         seed: u64,
+        /// Optimizer steps.
         #[arg(long, default_value_t = 3000)]
         steps: usize,
+        /// Peak learning rate.
         #[arg(long, default_value_t = 3e-3)]
         lr: f64,
+        /// Sequences per optimizer step.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Directory the trained base (weights, config, tokenizer) is written to.
         #[arg(long, default_value = "assets/tiny")]
         out: std::path::PathBuf,
     },
     /// Decode a run's test split with its latest checkpoint and score it.
     Eval {
+        /// The run directory whose latest checkpoint to evaluate.
         run_dir: std::path::PathBuf,
         /// Score only the first N test rows (default: the run's eval.limit).
         #[arg(long)]
@@ -111,12 +129,15 @@ enum Command {
         /// eval.decoding="beam" or eval.beams=4.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Predicted device memory, host memory and bytes per step, with and without MEFT.
     Plan {
+        /// The experiment (preset) TOML to plan.
         config: std::path::PathBuf,
+        /// Override any field: --set method.meft.neurons=65536
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Device memory to check the fit against, e.g. 24GiB.
@@ -154,12 +175,17 @@ enum Command {
     },
     /// Score a predictions file against a gold file with every metric of the format.
     Score {
+        /// The format of both files: nq, squad, gsm8k or toolbench.
         #[arg(long)]
         format: meft::data::Task,
+        /// The dataset file with the reference answers.
         #[arg(long)]
         gold: std::path::PathBuf,
+        /// The predictions: a JSON line per record with "id" and "prediction",
+        /// or SQuAD's one {"id": "text"} object.
         #[arg(long)]
         pred: std::path::PathBuf,
+        /// Print the scores as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -168,14 +194,36 @@ enum Command {
         /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
         #[arg(long, default_value = "embedded:tiny")]
         model: String,
+        /// The text to continue.
         #[arg(long)]
         prompt: String,
+        /// Beam width; 1 decodes greedily.
         #[arg(long, default_value_t = 1)]
         beams: usize,
+        /// Penalise tokens already in the text (1 leaves them be, >1 discourages).
         #[arg(long, default_value_t = 1.0)]
         repetition_penalty: f32,
+        /// Stop after this many new tokens.
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
+    },
+    /// Every run under a directory: method, size, steps, final loss, state
+    /// and metrics, one row each.
+    Runs {
+        /// The directory holding run directories (or one run directory).
+        #[arg(default_value = "runs")]
+        dir: std::path::PathBuf,
+    },
+    /// Runs side by side: a table of what each cost and scored, and their
+    /// loss curves overlaid in a chart.
+    Compare {
+        /// The run directories to compare.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<std::path::PathBuf>,
+        /// Also write the loss curves to this file (.svg or .png); repeat
+        /// for both.
+        #[arg(long, value_name = "FILE")]
+        out: Vec<std::path::PathBuf>,
     },
 }
 
@@ -338,6 +386,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Runs { dir } => {
+            let records = meft::train::runs::list(&dir)?;
+            if records.is_empty() {
+                println!("no runs in {}", dir.display());
+            } else {
+                print!("{}", meft::train::runs::runs_table(&records));
+            }
+            Ok(())
+        }
+        Command::Compare { runs, out } => compare(&runs, &out),
         Command::Generate {
             model,
             prompt,
@@ -391,6 +449,43 @@ fn run_headless(
         }
     }
     headless::run(exp, &dir, resuming)?;
+    Ok(())
+}
+
+/// `meft compare`: the table, then the loss curves to each `--out` file.
+fn compare(dirs: &[std::path::PathBuf], outs: &[std::path::PathBuf]) -> Result<()> {
+    use meft::train::runs::{compare_table, RunRecord};
+    for out in outs {
+        meft::plot::format_of(out)?;
+    }
+    let mut records = Vec::new();
+    for dir in dirs {
+        let r = RunRecord::read(dir);
+        if let Some(problem) = &r.problem {
+            anyhow::bail!("{problem}");
+        }
+        records.push(r);
+    }
+    print!("{}", compare_table(&records));
+    let chart = meft::plot::Chart {
+        title: "Training loss".into(),
+        x_title: "step".into(),
+        y_title: "loss".into(),
+        series: records
+            .iter()
+            .map(|r| meft::plot::Series {
+                label: match &r.info {
+                    Some(i) => format!("{} · {}", r.name, i.adapter),
+                    None => r.name.clone(),
+                },
+                points: r.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+            })
+            .collect(),
+    };
+    for out in outs {
+        chart.write(out)?;
+        println!("{}", out.display());
+    }
     Ok(())
 }
 

@@ -24,7 +24,7 @@ const FONT_SIZE: f64 = 15.0;
 const CELL_W: f64 = 9.0;
 const CELL_H: f64 = 17.0;
 const BASELINE: f64 = 13.6;
-const FONT_FAMILY: &str = "DejaVu Sans Mono";
+pub(crate) const FONT_FAMILY: &str = "DejaVu Sans Mono";
 const DEFAULT_FG: &str = "#d7dae0";
 const DEFAULT_BG: &str = "#1b1d23";
 
@@ -342,7 +342,7 @@ pub fn to_svg(buf: &Buffer) -> String {
 /// Fonts for rasterising: the system's, then `assets/fonts/` (next to the
 /// working directory and next to the crate) so a machine without system
 /// fonts still renders text.
-fn font_options() -> anyhow::Result<resvg::usvg::Options<'static>> {
+pub(crate) fn font_options() -> anyhow::Result<resvg::usvg::Options<'static>> {
     let mut opt = resvg::usvg::Options {
         font_family: FONT_FAMILY.to_string(),
         ..Default::default()

@@ -14,6 +14,14 @@ fn bytes(b: f64) -> String {
 pub struct Printer {
     tty: bool,
     last_plain: std::time::Instant,
+    /// When training began (the `run_started` event) and at which step.
+    began: Option<(std::time::Instant, u64)>,
+    /// Tokens and step wall time since then, for the mean throughput.
+    tokens: u64,
+    wall_ms: f64,
+    /// The progress line last drawn on the terminal, redrawn under any
+    /// line printed while it shows.
+    bar: Option<String>,
     pub finished: Option<Summary>,
     pub failed: Option<String>,
     pub diverged: Option<super::Diverged>,
@@ -29,6 +37,10 @@ impl Printer {
         Self {
             tty: std::io::stdout().is_terminal(),
             last_plain: std::time::Instant::now() - std::time::Duration::from_secs(10),
+            began: None,
+            tokens: 0,
+            wall_ms: 0.0,
+            bar: None,
             finished: None,
             failed: None,
             diverged: None,
@@ -38,35 +50,96 @@ impl Printer {
         }
     }
 
-    fn step_line(s: &StepEvent) -> String {
-        let tok_s = if s.wall_ms > 0.0 {
-            s.tokens as f64 / (s.wall_ms / 1e3)
+    /// One step's progress, most telling first: where, the loss, mean
+    /// throughput, time spent and to go, then the step's details.
+    /// `elapsed` is seconds since training began at step `from`.
+    fn step_parts(&self, s: &StepEvent, elapsed: f64, from: u64) -> Vec<String> {
+        let tok_s = if self.wall_ms > 0.0 {
+            self.tokens as f64 / (self.wall_ms / 1e3)
         } else {
             0.0
         };
-        let mut line = format!(
-            "step {}/{} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-            s.step, s.total_steps, s.loss, s.lr, s.grad_norm, tok_s
-        );
+        let done = s.step.saturating_sub(from);
+        let eta = if done > 0 {
+            elapsed / done as f64 * s.total_steps.saturating_sub(s.step) as f64
+        } else {
+            f64::NAN
+        };
+        let mut parts = vec![
+            format!("step {}/{}", s.step, s.total_steps),
+            format!("loss {:.4}", s.loss),
+            format!("{} tok/s", crate::units::count(tok_s)),
+            format!("elapsed {}", crate::units::duration(elapsed)),
+            format!("ETA {}", crate::units::duration(eta)),
+            format!("lr {:.2e}", s.lr),
+            format!("|g| {:.4}", s.grad_norm),
+        ];
         if s.traffic.h2d() + s.traffic.d2h() > 0 {
-            line += &format!(
-                " H→D {} D→H {}",
+            parts.push(format!(
+                "H→D {} D→H {}",
                 bytes(s.traffic.h2d() as f64),
                 bytes(s.traffic.d2h() as f64)
-            );
+            ));
+        }
+        parts
+    }
+
+    fn step_line(&self, s: &StepEvent, elapsed: f64, from: u64) -> String {
+        self.step_parts(s, elapsed, from).join(" · ")
+    }
+
+    /// The terminal's progress line: a bar, then as many whole parts as
+    /// fit in `width` columns, so it never wraps (a wrapped line cannot
+    /// be redrawn in place).
+    fn bar_line(s: &StepEvent, parts: &[String], width: usize) -> String {
+        let bar_w = if width >= 100 { 24 } else { 12 };
+        let filled = ((s.step as usize * bar_w) / (s.total_steps.max(1) as usize)).min(bar_w);
+        let mut line = "█".repeat(filled) + &"░".repeat(bar_w - filled);
+        let mut used = bar_w;
+        for (i, p) in parts.iter().enumerate() {
+            let sep = if i == 0 { " " } else { " · " };
+            let w = sep.chars().count() + p.chars().count();
+            // Keep the last column free: some terminals wrap on writing it.
+            if used + w >= width && i > 0 {
+                break;
+            }
+            line += sep;
+            line += p;
+            used += w;
         }
         line
     }
 
-    fn print(&mut self, ev: &Event) {
+    /// A line of its own; on a terminal it goes above the progress line.
+    fn line(&mut self, text: &str) {
         let mut out = std::io::stdout();
+        if self.tty {
+            let _ = write!(
+                out,
+                "\r\x1b[2K{text}\n{}",
+                self.bar.as_deref().unwrap_or("")
+            );
+            let _ = out.flush();
+        } else {
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
+    /// Leave the progress line as it stands and go on below it.
+    fn end_bar(&mut self) {
+        if self.bar.take().is_some() {
+            let _ = writeln!(std::io::stdout());
+        }
+    }
+
+    fn print(&mut self, ev: &Event) {
         match ev {
             Event::RunStarted { info, .. } => {
                 self.paper = crate::config::Experiment::from_toml(&info.config_toml, "run config")
                     .ok()
                     .and_then(|e| e.paper);
-                let _ = writeln!(
-                    out,
+                self.began = Some((std::time::Instant::now(), info.resumed_from.unwrap_or(0)));
+                self.line(&format!(
                     "{} · {} · {} · {} · {} steps{}",
                     info.name,
                     info.adapter,
@@ -76,79 +149,99 @@ impl Printer {
                     info.resumed_from
                         .map(|s| format!(" (resumed at step {s})"))
                         .unwrap_or_default()
-                );
-                let _ = writeln!(out, "run directory: {}", self.run_dir);
+                ));
+                self.line(&format!("run directory: {}", self.run_dir));
             }
             Event::Step(s) => {
-                let line = Self::step_line(s);
+                self.tokens += s.tokens;
+                self.wall_ms += s.wall_ms;
+                let (t0, from) = *self
+                    .began
+                    .get_or_insert_with(|| (std::time::Instant::now(), s.step.saturating_sub(1)));
+                let elapsed = t0.elapsed().as_secs_f64();
                 if self.tty {
-                    let bar_w = 24;
-                    let filled = (s.step as usize * bar_w) / (s.total_steps.max(1) as usize);
-                    let bar: String = "█".repeat(filled) + &"░".repeat(bar_w - filled.min(bar_w));
-                    let _ = write!(out, "\r\x1b[2K{bar} {line}");
+                    let parts = self.step_parts(s, elapsed, from);
+                    let bar = Self::bar_line(s, &parts, terminal_width().unwrap_or(80));
+                    let mut out = std::io::stdout();
+                    let _ = write!(out, "\r\x1b[2K{bar}");
                     let _ = out.flush();
+                    self.bar = Some(bar);
                 } else if self.last_plain.elapsed().as_secs_f64() >= 2.0
                     || s.step == s.total_steps
                     || s.step == 1
                 {
                     self.last_plain = std::time::Instant::now();
-                    let _ = writeln!(out, "{line}");
+                    let line = self.step_line(s, elapsed, from);
+                    self.line(&line);
                 }
             }
             Event::Eval(e) => {
-                if self.tty {
-                    let _ = writeln!(out);
-                }
                 let m: Vec<String> = e
                     .metrics
                     .iter()
                     .map(|(k, v)| format!("{k} {v:.4}"))
                     .collect();
-                let _ = writeln!(
-                    out,
+                self.line(&format!(
                     "eval at step {} on {} rows: {}",
                     e.step,
                     e.n,
                     m.join(" · ")
-                );
+                ));
             }
-            Event::Checkpoint { step, path } if !self.tty => {
-                let _ = writeln!(out, "checkpoint at step {step}: {path}");
+            Event::Checkpoint { step, path } => {
+                self.line(&format!("checkpoint at step {step}: {path}"));
             }
-            Event::Finished { summary } => self.finished = Some(summary.clone()),
-            Event::Failed { error, .. } => self.failed = Some(error.clone()),
+            Event::Finished { summary } => {
+                self.end_bar();
+                self.finished = Some(summary.clone());
+            }
+            Event::Failed { error, .. } => {
+                self.end_bar();
+                self.failed = Some(error.clone());
+            }
             Event::Diverged { step, what } => {
+                self.end_bar();
                 self.diverged = Some(super::Diverged {
                     step: *step,
                     what: what.clone(),
                 })
             }
-            Event::Message { text } => {
-                let _ = writeln!(out, "{text}");
-            }
+            Event::Message { text } => self.line(text),
             Event::Stopped { step } => self.stopped = Some(*step),
             _ => {}
         }
     }
 
+    /// The closing table: what the run measured, with the planner's
+    /// prediction for the same figure beside it where there is one ("–"
+    /// where the plan has none), then its metrics against the paper's.
     pub fn summary_table(s: &Summary, paper: Option<&crate::config::PaperFigure>) -> String {
-        let mut rows: Vec<(String, String)> = vec![
-            ("steps".into(), s.steps.to_string()),
-            (
-                "loss (first → final)".into(),
-                format!("{:.4} → {:.4}", s.first_loss, s.final_loss),
-            ),
-            ("tokens/s".into(), format!("{:.0}", s.tokens_per_s)),
-            ("wall time".into(), format!("{:.1} s", s.wall_s)),
-        ];
-        // Measured figures with the planner's prediction for the same run
-        // beside them, so the two can be read against each other.
         let planned = |key: &str| {
             s.predicted
                 .get(key)
-                .map(|v| format!("   planned {}", bytes(*v)))
-                .unwrap_or_default()
+                .map(|v| bytes(*v))
+                .unwrap_or_else(|| "–".into())
         };
+        let row = |label: &str, measured: String, planned: String| {
+            vec![label.to_string(), measured, planned]
+        };
+        let mut rows: Vec<Vec<String>> = vec![
+            row("steps", s.steps.to_string(), String::new()),
+            row(
+                "loss (first → final)",
+                format!("{:.4} → {:.4}", s.first_loss, s.final_loss),
+                String::new(),
+            ),
+            row("tokens/s", format!("{:.0}", s.tokens_per_s), String::new()),
+            row("wall time", format!("{:.3} s", s.wall_s), String::new()),
+        ];
+        if s.median_step_s > 0.0 {
+            rows.push(row(
+                "median step",
+                format!("{:.3} s", s.median_step_s),
+                String::new(),
+            ));
+        }
         let measured = [
             ("host→device / step", s.h2d_per_step, "h2d_per_step"),
             ("device→host / step", s.d2h_per_step, "d2h_per_step"),
@@ -157,34 +250,34 @@ impl Printer {
                 s.peak_device_ledger as f64,
                 "device_ledger",
             ),
-            ("peak host ledger", s.peak_host_ledger as f64, "host_ledger"),
+            (
+                "peak host memory (ledger)",
+                s.peak_host_ledger as f64,
+                "host_ledger",
+            ),
         ];
         for (label, value, key) in measured {
-            rows.push((label.into(), format!("{}{}", bytes(value), planned(key))));
+            rows.push(row(label, bytes(value), planned(key)));
         }
         // On the CPU the planner's host and device memory are one heap.
         if s.heap_peak > 0 && s.predicted.contains_key("process_peak") {
-            rows.push((
-                "peak heap (allocator)".into(),
-                format!("{}{}", bytes(s.heap_peak as f64), planned("process_peak")),
+            rows.push(row(
+                "peak heap (allocator)",
+                bytes(s.heap_peak as f64),
+                planned("process_peak"),
             ));
         }
-        if !s.rss_peaks.is_empty() {
-            let phases: Vec<String> = ["train", "checkpoint", "eval"]
-                .iter()
-                .filter_map(|p| {
-                    s.rss_peaks
-                        .get(*p)
-                        .map(|b| format!("{p} {}", bytes(*b as f64)))
-                })
-                .collect();
-            rows.push(("peak RSS (VmHWM) after".into(), phases.join(" · ")));
-        }
-        if s.median_step_s > 0.0 {
-            rows.push(("median step".into(), format!("{:.3} s", s.median_step_s)));
+        for phase in ["train", "checkpoint", "eval"] {
+            if let Some(b) = s.rss_peaks.get(phase) {
+                rows.push(row(
+                    &format!("peak RSS after {phase}"),
+                    bytes(*b as f64),
+                    String::new(),
+                ));
+            }
         }
         for (k, v) in &s.metrics {
-            rows.push((k.clone(), format!("{v:.4}")));
+            rows.push(row(k, format!("{v:.4}"), String::new()));
         }
         if let Some(p) = paper {
             let ours = s
@@ -192,17 +285,19 @@ impl Printer {
                 .get(&p.metric)
                 .map(|v| format!("{v:.4}"))
                 .unwrap_or_else(|| "not measured".into());
-            rows.push((
-                format!("{} ours vs paper", p.metric),
-                format!("{ours} vs {:.3} ({})", p.value, p.setting),
+            rows.push(row(
+                &format!("{} ours vs paper", p.metric),
+                format!("{ours} vs {:.4}", p.value),
+                String::new(),
             ));
         }
-        let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-        let mut t = String::new();
-        for (k, v) in rows {
-            t += &format!("  {k:<w$}  {v}\n");
+        let header = ["", "measured", "planned"].map(String::from);
+        let table = super::runs::text_table(&header, &rows, &[false, true, true]);
+        let mut out: String = table.lines().map(|l| format!("  {l}\n")).collect();
+        if let Some(p) = paper {
+            out += &format!("  paper: {}\n", p.setting);
         }
-        t
+        out
     }
 }
 
@@ -211,6 +306,25 @@ impl Sink for Printer {
         self.print(ev);
         Ok(())
     }
+}
+
+/// Columns of the terminal on stdout, when it is one.
+fn terminal_width() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills the winsize it is given.
+        let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+        if ok && ws.ws_col > 0 {
+            return Some(ws.ws_col as usize);
+        }
+    }
+    None
 }
 
 /// Print a run's progress until it ends, then its summary table.
@@ -306,5 +420,79 @@ mod stop_signal {
             0 => None,
             s => Some(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Traffic;
+
+    #[test]
+    fn the_summary_puts_each_plan_beside_its_measurement() {
+        let mut s: Summary = serde_json::from_str(
+            r#"{"steps":3,"final_loss":2.5,"first_loss":4.0,"tokens_per_s":1234.4,
+                "wall_s":1.5,"h2d_per_step":2048.0,"d2h_per_step":1024.0,
+                "peak_device_ledger":3145728,"peak_host_ledger":1048576,
+                "median_step_s":0.25,"metrics":{"nq_em":0.5},
+                "predicted":{"h2d_per_step":2048.0,"d2h_per_step":1536.0,"device_ledger":4194304}}"#,
+        )
+        .unwrap();
+        s.rss_peaks.insert("train".into(), 64 << 20);
+        let paper = crate::config::PaperFigure {
+            metric: "nq_em".into(),
+            value: 0.413,
+            setting: "LLaMA-7B".into(),
+        };
+        let t = Printer::summary_table(&s, Some(&paper));
+        let want = "                                     measured  planned
+  steps                                     3
+  loss (first → final)        4.0000 → 2.5000
+  tokens/s                               1234
+  wall time                           1.500 s
+  median step                         0.250 s
+  host→device / step                    2 KiB    2 KiB
+  device→host / step                    1 KiB  1.5 KiB
+  peak device ledger                    3 MiB    4 MiB
+  peak host memory (ledger)             1 MiB        –
+  peak RSS after train                 64 MiB
+  nq_em                                0.5000
+  nq_em ours vs paper        0.5000 vs 0.4130
+  paper: LLaMA-7B
+";
+        assert_eq!(t, want, "\n{t}");
+    }
+
+    #[test]
+    fn the_progress_line_says_time_spent_and_to_go() {
+        let mut p = Printer::new(Path::new("runs/x"));
+        p.tokens = 3000;
+        p.wall_ms = 1500.0;
+        let s = StepEvent {
+            step: 30,
+            total_steps: 100,
+            epoch: 0.0,
+            loss: 2.5,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            tokens: 100,
+            wall_ms: 50.0,
+            traffic: Traffic::default(),
+            union_sizes: vec![],
+            picks: vec![],
+            rows_updated: 0,
+        };
+        // Resumed at step 10: 20 steps in 40 s, so 70 to go take 140 s.
+        assert_eq!(
+            p.step_line(&s, 40.0, 10),
+            "step 30/100 · loss 2.5000 · 2.0k tok/s · elapsed 40s · ETA 2m20s · lr 1.00e-3 · |g| 0.5000"
+        );
+        // At 80 columns the bar keeps whole parts only, and never wraps.
+        let bar = Printer::bar_line(&s, &p.step_parts(&s, 40.0, 10), 80);
+        assert_eq!(
+            bar,
+            "███░░░░░░░░░ step 30/100 · loss 2.5000 · 2.0k tok/s · elapsed 40s · ETA 2m20s"
+        );
+        assert!(bar.chars().count() < 80);
     }
 }

@@ -13,6 +13,7 @@ pub mod method;
 pub mod objective;
 pub mod pretrain;
 pub mod probe;
+pub mod runs;
 pub mod tally;
 pub mod trainer;
 
