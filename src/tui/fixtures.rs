@@ -79,6 +79,7 @@ pub fn run_info(total: u64) -> RunInfo {
         })),
         started_unix: 1_735_732_800,
         resumed_from: None,
+        machine: None,
     }
 }
 
@@ -149,6 +150,7 @@ pub fn eval(step: u64, em: f64) -> Event {
             "Shakespeare".into(),
             "William Shakespeare".into(),
         )],
+        sample_scores: Vec::new(),
     })
 }
 
