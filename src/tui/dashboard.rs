@@ -130,12 +130,12 @@ pub const LIVE_KEYS: &[Binding<Action>] = &[
 
 /// A live run's Events pane.
 pub const LIVE_EVENTS_KEYS: &[Binding<Action>] = &[
+    PANES,
+    SCROLL,
+    PAGE,
     PAUSE,
     CHECKPOINT,
     EVAL,
-    SCROLL,
-    PAGE,
-    PANES,
     SCREENSHOT,
     HELP,
     QUIT_Q.help("q", "quit (asks while training runs)"),

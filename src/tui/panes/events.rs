@@ -190,7 +190,11 @@ fn describe(entry: &LogEntry, theme: &Theme) -> (&'static str, Style, Vec<Row>) 
             theme.ok(),
             vec![("", "training resumed".into(), text)],
         ),
-        Happening::Warning(w) => ("warning", theme.warn(), vec![("", one_line(w), text)]),
+        Happening::Warning(w) => {
+            // The kind column already says it is a warning.
+            let w = w.strip_prefix("warning: ").unwrap_or(w);
+            ("warning", theme.warn(), vec![("", one_line(w), text)])
+        }
         Happening::Stopped => (
             "stopped",
             theme.warn(),

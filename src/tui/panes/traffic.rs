@@ -159,8 +159,9 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
 }
 
 /// `     rows 6.1M · map 256K · ids 12K`: the kinds, biggest first, short
-/// byte counts (the pane's unit). Narrow panes drop the separators, then
-/// the smallest kinds, naming how many are left out; a value is never cut.
+/// byte counts (the pane's unit). Narrow panes drop the separators and the
+/// indent, then the smallest kinds, naming how many are left out; a value
+/// is never cut.
 fn kinds_line<'a>(
     kinds: &[(&str, u64)],
     width: usize,
@@ -172,21 +173,49 @@ fn kinds_line<'a>(
         .iter()
         .map(|(k, b)| format!("{k} {}", bytes_short(*b)))
         .collect();
+    // As many kinds as fit, with the roomiest spacing that holds them.
     let mut text = String::new();
-    for sep in [" · ", "  ", " "] {
-        for keep in (1..=items.len()).rev() {
-            let mut t = format!("     {}", items[..keep].join(sep));
+    'fit: for keep in (1..=items.len()).rev() {
+        for (indent, sep) in [("     ", " · "), ("     ", " "), (" ", " ")] {
+            let mut t = format!("{indent}{}", items[..keep].join(sep));
             if keep < items.len() {
                 t.push_str(&format!(" +{} more", items.len() - keep));
             }
             if t.chars().count() <= width {
                 text = t;
-                break;
+                break 'fit;
             }
-        }
-        if !text.is_empty() {
-            break;
         }
     }
     Line::from(Span::styled(text, theme.label()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kinds_line;
+    use crate::tui::theme::Theme;
+
+    fn text(kinds: &[(&str, u64)], width: usize) -> String {
+        kinds_line(kinds, width, &Theme::default())
+            .spans
+            .iter()
+            .map(|s| s.content.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn kinds_tighten_before_any_is_left_out() {
+        let kinds = [
+            ("grads", 13_107_200),
+            ("queries", 2 << 20),
+            ("routing", 256 << 10),
+        ];
+        assert_eq!(
+            text(&kinds, 60),
+            "     grads 12.5M · queries 2M · routing 256K"
+        );
+        assert_eq!(text(&kinds, 38), " grads 12.5M queries 2M routing 256K");
+        assert_eq!(text(&kinds, 31), " grads 12.5M queries 2M +1 more");
+        assert_eq!(text(&kinds, 30), "     grads 12.5M +2 more");
+    }
 }
