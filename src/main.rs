@@ -81,6 +81,9 @@ enum Command {
         /// Show the dashboard as it was at this step (default: the end).
         #[arg(long)]
         step: Option<u64>,
+        /// Pixels per cell unit of a PNG: 2 for a sharper picture (0.25 to 8).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f32,
     },
     /// Train headless: progress, a run directory, a summary table.
     Run {
@@ -255,12 +258,15 @@ fn run(cli: Cli) -> Result<()> {
             out,
             size,
             step,
+            scale,
         } => {
             // The cheap arguments first, so a typo is not hidden behind the log.
             let size = meft::tui::parse_size(&size)?;
-            meft::tui::export::picture_format(&out)?;
+            let format = meft::tui::export::picture_format(&out)?;
+            meft::tui::export::check_scale(scale, &format)?;
             let events = meft::tui::read_events(&run_dir)?;
-            meft::tui::screenshot(&events, step, size, &out)?;
+            let picture = meft::tui::export::Picture { step, size, scale };
+            meft::tui::screenshot(&events, &picture, &out)?;
             println!("{}", out.display());
             Ok(())
         }

@@ -355,6 +355,10 @@ pub struct EvalEvent {
     pub metrics: BTreeMap<String, f64>,
     /// A few (question, prediction, gold) triples to show.
     pub samples: Vec<(String, String, String)>,
+    /// Each sample's score by metric, in the order of `samples` (absent
+    /// from logs written before scores were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_scores: Vec<BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +378,9 @@ pub struct RunInfo {
     pub plan: Option<serde_json::Value>,
     pub started_unix: u64,
     pub resumed_from: Option<u64>,
+    /// The machine the run trains on: host name, CPU model and cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 use crate::config::Experiment;
 use crate::event::Event;
 use crate::train::{Control, RunHandle};
-use crate::tui::dashboard::{self, Chrome, HELP_KEYS, LIVE_KEYS, QUIT_KEYS, REPLAY_KEYS};
+use crate::tui::dashboard::{self, Chrome, HELP_KEYS, QUIT_KEYS};
 use crate::tui::export;
 use crate::tui::keys::{self, Binding, Key};
 use crate::tui::replay::Replay;
@@ -32,6 +32,12 @@ pub enum Action {
     ToggleHelp,
     ToggleLogScale,
     ToggleTimeAxis,
+    /// The Events pane in place of the pane grid, and back.
+    ToggleEvents,
+    /// Scroll the Events pane back (positive) or forward by lines…
+    ScrollEvents(i64),
+    /// …or by pages.
+    PageEvents(i64),
     PrevLayer,
     NextLayer,
     /// `q`: quits, or asks first while training runs.
@@ -240,10 +246,12 @@ impl App {
             QUIT_KEYS
         } else if self.help {
             HELP_KEYS
-        } else if matches!(self.screen, Screen::Replay(_)) {
-            REPLAY_KEYS
         } else {
-            LIVE_KEYS
+            match &self.screen {
+                Screen::Replay(r) => dashboard::screen_keys(&r.state, true),
+                Screen::Live(l) => dashboard::screen_keys(&l.state, false),
+                Screen::Setup(_) => &[],
+            }
         }
     }
 
@@ -308,6 +316,17 @@ impl App {
             }
             Action::ToggleLogScale => self.with_view(|v| v.log_loss = !v.log_loss),
             Action::ToggleTimeAxis => self.with_view(|v| v.wall_time_axis = !v.wall_time_axis),
+            Action::ToggleEvents => self.with_view(|v| {
+                v.events = !v.events;
+                v.events_scroll = 0;
+            }),
+            Action::ScrollEvents(d) => self.scroll_events(d),
+            Action::PageEvents(d) => {
+                // The pane's rows less its frame and header, under the title bar
+                // and above the status and hint rows.
+                let page = self.size.1.saturating_sub(6).max(1) as i64;
+                self.scroll_events(d * page)
+            }
             Action::PrevLayer => self.step_layer(false),
             Action::NextLayer => self.step_layer(true),
             Action::RequestQuit => {
@@ -386,6 +405,18 @@ impl App {
         }
     }
 
+    fn scroll_events(&mut self, delta: i64) -> bool {
+        let (w, h) = self.size;
+        let Some(s) = self.dashboard_mut() else {
+            return false;
+        };
+        let lines = crate::tui::panes::events::line_count(s, w);
+        let shown = h.saturating_sub(6) as usize;
+        let most = lines.saturating_sub(shown) as i64;
+        s.view.events_scroll = (s.view.events_scroll as i64 + delta).clamp(0, most) as usize;
+        true
+    }
+
     fn step_layer(&mut self, forward: bool) -> bool {
         let Some(s) = self.dashboard_mut() else {
             return false;
@@ -426,7 +457,7 @@ impl App {
             .join(format!("step-{}.svg", state.step()));
         // The picture shows the panes, not the note about the picture.
         state.view.note = None;
-        let buf = export::render_dashboard(state, w.max(80), h.max(24));
+        let buf = export::render_picture(state, w.max(80), h.max(24));
         state.view.note = Some(match export::write_buffer(&buf, &path) {
             Ok(()) => format!("screenshot → {}", path.display()),
             Err(e) => format!("screenshot failed: {e:#}"),
@@ -442,6 +473,7 @@ impl App {
                     replay: None,
                     help: self.help,
                     confirm_quit: self.confirm_quit,
+                    picture: false,
                 };
                 dashboard::render(&l.state, &chrome, area, buf);
             }
@@ -450,6 +482,7 @@ impl App {
                     replay: Some(r.replay.position()),
                     help: self.help,
                     confirm_quit: false,
+                    picture: false,
                 };
                 dashboard::render(&r.state, &chrome, area, buf);
             }

@@ -1,12 +1,14 @@
-//! The dashboard screen: title bar, the five panes, the status bar and key
-//! hints, laid out for anything from 80×24 up. Live runs and replays draw
-//! the same screen; only the hint row and the overlays differ. The key
-//! tables of both, and of the overlays over them, live here too.
+//! The dashboard screen: title bar, the five panes (or the Events pane in
+//! their place), the status bar and key hints, laid out for anything from
+//! 80×24 up. Live runs and replays draw the same screen; only the hint row
+//! and the overlays differ, and a picture for a report has a caption where
+//! the hints would be. The key tables of both, and of the overlays over
+//! them, live here too.
 
 use crate::tui::app::Action;
 use crate::tui::keys::{self, Binding, Key, Wording};
 use crate::tui::overlay;
-use crate::tui::panes::{activations, device, host, loss, status, traffic, Pane};
+use crate::tui::panes::{activations, device, events, host, loss, status, traffic, Pane};
 use crate::tui::state::{DashboardState, Phase};
 use crossterm::event::KeyCode;
 use ratatui::buffer::Buffer;
@@ -26,6 +28,9 @@ pub struct Chrome {
     pub replay: Option<ReplayPosition>,
     pub help: bool,
     pub confirm_quit: bool,
+    /// Drawn as a picture: the caption replaces the key hints (which mean
+    /// nothing on paper) and no overlay is drawn.
+    pub picture: bool,
 }
 
 const PAUSE: Binding<Action> = Binding::new(&[Key::Char(' ', Action::TogglePause)])
@@ -59,10 +64,31 @@ const ENDS: Binding<Action> = Binding::new(&[
 const SCREENSHOT: Binding<Action> = Binding::new(&[Key::Char('s', Action::Screenshot)])
     .hint("s", "screenshot")
     .help("s", "screenshot to <run>/screenshots/");
-const LOG_SCALE: Binding<Action> = Binding::new(&[Key::Char('l', Action::ToggleLogScale)])
-    .hint("l", "log")
+const LOG_SCALE: Binding<Action> = Binding::new(&[Key::Char('y', Action::ToggleLogScale)])
+    .hint("y", "log y")
     .long("log scale")
-    .help("l", "loss: linear / log scale");
+    .help("y", "loss: linear / log scale");
+const EVENTS: Binding<Action> = Binding::new(&[Key::Char('l', Action::ToggleEvents)])
+    .hint("l", "events")
+    .help("l", "events: evals with samples, warnings, errors");
+const PANES: Binding<Action> = Binding::new(&[
+    Key::Char('l', Action::ToggleEvents),
+    Key::Code(KeyCode::Esc, Action::ToggleEvents),
+])
+.hint("l", "panes")
+.help("l Esc", "back to the panes");
+const SCROLL: Binding<Action> = Binding::new(&[
+    Key::Code(KeyCode::Up, Action::ScrollEvents(1)),
+    Key::Code(KeyCode::Down, Action::ScrollEvents(-1)),
+])
+.hint("↑↓", "scroll")
+.help("↑ ↓", "events: one line back / forward");
+const PAGE: Binding<Action> = Binding::new(&[
+    Key::Code(KeyCode::PageUp, Action::PageEvents(1)),
+    Key::Code(KeyCode::PageDown, Action::PageEvents(-1)),
+])
+.hint("PgUp/Dn", "page")
+.help("PgUp PgDn", "events: one page back / forward");
 const TIME_AXIS: Binding<Action> = Binding::new(&[Key::Char('t', Action::ToggleTimeAxis)])
     .hint("t", "time")
     .long("time axis")
@@ -83,12 +109,17 @@ const QUIT: Binding<Action> = Binding::new(&[
 ])
 .hint("q", "quit")
 .help("q", "quit");
+/// Over the Events pane Esc goes back to the panes, so only `q` quits.
+const QUIT_Q: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQuit)])
+    .hint("q", "quit")
+    .help("q", "quit");
 
 /// A live run's dashboard, and the same once the run is over.
 pub const LIVE_KEYS: &[Binding<Action>] = &[
     PAUSE,
     CHECKPOINT,
     EVAL,
+    EVENTS,
     SCREENSHOT,
     LOG_SCALE,
     TIME_AXIS,
@@ -97,10 +128,37 @@ pub const LIVE_KEYS: &[Binding<Action>] = &[
     QUIT.help("q", "quit (asks while training runs)"),
 ];
 
+/// A live run's Events pane.
+pub const LIVE_EVENTS_KEYS: &[Binding<Action>] = &[
+    PANES,
+    SCROLL,
+    PAGE,
+    PAUSE,
+    CHECKPOINT,
+    EVAL,
+    SCREENSHOT,
+    HELP,
+    QUIT_Q.help("q", "quit (asks while training runs)"),
+];
+
 /// A recorded run's dashboard.
 pub const REPLAY_KEYS: &[Binding<Action>] = &[
-    STEP, TEN_STEPS, ENDS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, HELP, QUIT,
+    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, HELP, QUIT,
 ];
+
+/// A recorded run's Events pane: PgUp/PgDn page through the events there.
+pub const REPLAY_EVENTS_KEYS: &[Binding<Action>] =
+    &[STEP, SCROLL, PAGE, ENDS, PANES, SCREENSHOT, HELP, QUIT_Q];
+
+/// The key table of the dashboard as it is drawn.
+pub fn screen_keys(state: &DashboardState, replay: bool) -> &'static [Binding<Action>] {
+    match (replay, state.view.events) {
+        (false, false) => LIVE_KEYS,
+        (false, true) => LIVE_EVENTS_KEYS,
+        (true, false) => REPLAY_KEYS,
+        (true, true) => REPLAY_EVENTS_KEYS,
+    }
+}
 
 /// The help overlay over the dashboard.
 pub const HELP_KEYS: &[Binding<Action>] = &[Binding::new(&[
@@ -139,16 +197,25 @@ pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buf
     ])
     .areas(area);
     status::title_bar(state, title, buf);
-    panes(state, body, buf);
+    if state.view.events {
+        events::render(state, body, buf);
+    } else {
+        panes(state, body, buf);
+    }
     status::status_bar(state, status_row, buf);
+    if chrome.picture {
+        status::caption(state, &theme, hint_row, buf);
+        return;
+    }
 
+    let table = screen_keys(state, chrome.replay.is_some());
     let at = chrome
         .replay
         .map(|pos| format!("{}/{}", pos.index, pos.count));
     let items: Vec<(&str, &str)> = match &at {
         Some(at) => [("replay", at.as_str())]
             .into_iter()
-            .chain(keys::short_hints(REPLAY_KEYS))
+            .chain(keys::short_hints(table))
             .collect(),
         None if state.phase.is_live() => {
             let wording = if state.phase == Phase::Paused {
@@ -156,22 +223,17 @@ pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buf
             } else {
                 Wording::Short
             };
-            keys::hints(LIVE_KEYS, |_| Some(wording))
+            keys::hints(table, |_| Some(wording))
         }
         // Over (or not yet started): nothing to send to the trainer, which
         // leaves room to spell the rest out.
-        None => keys::hints(LIVE_KEYS, |b| {
+        None => keys::hints(table, |b| {
             (!b.actions().any(Action::controls_trainer)).then_some(Wording::Long)
         }),
     };
     overlay::hints(&items, 2, &theme, hint_row, buf);
 
     if chrome.help {
-        let table = if chrome.replay.is_some() {
-            REPLAY_KEYS
-        } else {
-            LIVE_KEYS
-        };
         overlay::help("keys", table, HELP_KEYS, &theme, area, buf);
     }
     if chrome.confirm_quit {
@@ -192,10 +254,13 @@ fn panes(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let top_h = ((area.height as u32 + 1) * 4 / 7) as u16;
     let [top, bottom] =
         Layout::vertical([Constraint::Length(top_h), Constraint::Min(0)]).areas(area);
+    // A wide terminal gives the extra columns to the loss history.
+    let loss_pct = if area.width >= 160 { 50 } else { 44 };
+    let side = (100 - loss_pct) / 2;
     let [loss_a, device_a, host_a] = Layout::horizontal([
-        Constraint::Percentage(44),
-        Constraint::Percentage(28),
-        Constraint::Percentage(28),
+        Constraint::Percentage(loss_pct),
+        Constraint::Percentage(side),
+        Constraint::Percentage(side),
     ])
     .areas(top);
     let [traffic_a, act_a] =

@@ -1,12 +1,17 @@
-//! Pictures of the screen: a [`Buffer`] as SVG (a monospace grid keeping
-//! box-drawing and braille characters as text), as PNG (the SVG rasterised
-//! by resvg) and as plain text. `meft screenshot` and the dashboard's `s`
-//! key both end here.
+//! Pictures of the screen: a [`Buffer`] as SVG, as PNG (the SVG rasterised
+//! by resvg, at a chosen scale) and as plain text. `meft screenshot` and the
+//! dashboard's `s` key both end here. A picture is for a report: a caption
+//! (run, step, training time, machine) takes the place of the key hints.
+//!
+//! The SVG holds the terminal's grid in every renderer: braille dots, block
+//! elements and box-drawing lines are drawn as shapes in their cells, and
+//! text is placed character by character at the cell's x, so no font's
+//! advance (or a fallback font's) can shift a row.
 
 use crate::event::Event;
 use crate::fsx::write_atomic;
 use crate::tui::dashboard::{self, Chrome};
-use crate::tui::replay::state_at;
+use crate::tui::replay::{check_step, state_at};
 use crate::tui::state::{DashboardState, ViewOptions};
 use anyhow::{anyhow, bail, Context};
 use ratatui::buffer::{Buffer, Cell};
@@ -36,22 +41,71 @@ pub fn render_dashboard(state: &DashboardState, width: u16, height: u16) -> Buff
     buf
 }
 
-/// Render the dashboard of a recorded run at `step` (the end when `None`)
-/// to `out`; the extension picks the format: `.svg`, `.png` or `.txt`.
-pub fn screenshot(
-    events: &[Event],
-    step: Option<u64>,
-    size: (u16, u16),
-    out: &Path,
-) -> anyhow::Result<()> {
-    let (w, h) = size;
+/// The dashboard as a picture: a caption where the key hints would be.
+pub fn render_picture(state: &DashboardState, width: u16, height: u16) -> Buffer {
+    let area = Rect::new(0, 0, width, height);
+    let mut buf = Buffer::empty(area);
+    let chrome = Chrome {
+        picture: true,
+        ..Chrome::default()
+    };
+    dashboard::render(state, &chrome, area, &mut buf);
+    buf
+}
+
+/// What `meft screenshot` draws: which step, at what size, and how many
+/// image pixels per SVG unit for a PNG.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Picture {
+    /// The recorded step to show; `None` for the end of the log.
+    pub step: Option<u64>,
+    /// Columns and rows of the terminal drawn.
+    pub size: (u16, u16),
+    pub scale: f32,
+}
+
+impl Default for Picture {
+    fn default() -> Self {
+        Self {
+            step: None,
+            size: (120, 40),
+            scale: 1.0,
+        }
+    }
+}
+
+/// The largest `--scale`: a 200×60 dashboard at 8× is already 14400 pixels wide.
+pub const MAX_SCALE: f32 = 8.0;
+
+/// Render the dashboard of a recorded run as it was at `pic.step` to
+/// `out`; the extension picks the format: `.svg`, `.png` or `.txt`.
+pub fn screenshot(events: &[Event], pic: &Picture, out: &Path) -> anyhow::Result<()> {
+    let (w, h) = pic.size;
     if w < crate::tui::overlay::MIN_WIDTH || h < crate::tui::overlay::MIN_HEIGHT {
         bail!("--size {w}x{h}: the dashboard needs at least 80x24");
     }
+    let format = picture_format(out)?;
+    check_scale(pic.scale, &format)?;
+    if let Some(step) = pic.step {
+        check_step(events, step).map_err(|e| anyhow!(e))?;
+    }
     // A picture is for a report, so it keeps colour whatever the terminal's NO_COLOR says.
-    let state = state_at(events, step, ViewOptions::default());
-    let buf = render_dashboard(&state, w, h);
-    write_buffer(&buf, out)
+    let state = state_at(events, pic.step, ViewOptions::default());
+    let buf = render_picture(&state, w, h);
+    write_scaled(&buf, out, pic.scale)
+}
+
+/// A scale is for PNGs (an SVG scales itself), between 1/4 and [`MAX_SCALE`].
+pub fn check_scale(scale: f32, format: &str) -> anyhow::Result<()> {
+    if !(0.25..=MAX_SCALE).contains(&scale) {
+        bail!(
+            "--scale {scale}: expected a factor from 0.25 to {MAX_SCALE}, e.g. 2 for a sharper PNG"
+        );
+    }
+    if format != "png" && (scale - 1.0).abs() > f32::EPSILON {
+        bail!("--scale {scale}: only a .png picture has pixels to scale; an .svg scales by itself");
+    }
+    Ok(())
 }
 
 /// The picture format `out`'s extension names: svg, png or txt.
@@ -72,9 +126,14 @@ pub fn picture_format(out: &Path) -> anyhow::Result<String> {
 
 /// Write `buf` to `out` in the format its extension names, atomically.
 pub fn write_buffer(buf: &Buffer, out: &Path) -> anyhow::Result<()> {
+    write_scaled(buf, out, 1.0)
+}
+
+/// [`write_buffer`] with a PNG of `scale` pixels per SVG unit.
+pub fn write_scaled(buf: &Buffer, out: &Path, scale: f32) -> anyhow::Result<()> {
     let bytes = match picture_format(out)?.as_str() {
         "svg" => to_svg(buf).into_bytes(),
-        "png" => to_png(buf)?,
+        "png" => to_png_scaled(buf, scale)?,
         _ => to_text(buf).into_bytes(),
     };
     write_atomic(out, &bytes).with_context(|| format!("{}: cannot write", out.display()))
@@ -291,10 +350,9 @@ pub fn to_svg(buf: &Buffer) -> String {
         }
     }
 
-    let _ = writeln!(
-        out,
-        r#"<g font-family="{FONT_FAMILY}, monospace" font-size="{FONT_SIZE}">"#
-    );
+    // Shapes and text are gathered apart and written in that order.
+    let mut shapes = String::new();
+    let mut texts = String::new();
     for (row, y) in (area.top()..area.bottom()).enumerate() {
         let baseline = row as f64 * CELL_H + BASELINE;
         let mut run: Option<(TextStyle, Vec<f64>, String)> = None;
@@ -312,6 +370,11 @@ pub fn to_svg(buf: &Buffer) -> String {
             let cell = &buf[(x, y)];
             let sym = cell.symbol();
             let cx = col as f64 * CELL_W;
+            let top = row as f64 * CELL_H;
+            if draw_shape(sym, cell, cx, top, &mut shapes) {
+                flush(&mut run, &mut texts);
+                continue;
+            }
             if sym.trim().is_empty() {
                 // A blank inside a run of text stays in it, so words read as
                 // one string; blanks between runs are skipped. The trailing
@@ -324,7 +387,7 @@ pub fn to_svg(buf: &Buffer) -> String {
             }
             let style = text_style(cell);
             if run.as_ref().is_some_and(|(s, _, _)| *s != style) {
-                flush(&mut run, &mut out);
+                flush(&mut run, &mut texts);
             }
             let entry = run.get_or_insert_with(|| (style, Vec::new(), String::new()));
             // One x per character: a grapheme of several chars shares its cell.
@@ -333,10 +396,120 @@ pub fn to_svg(buf: &Buffer) -> String {
             }
             entry.2.push_str(sym);
         }
-        flush(&mut run, &mut out);
+        flush(&mut run, &mut texts);
     }
+    out.push_str(&shapes);
+    let _ = writeln!(
+        out,
+        r#"<g font-family="{FONT_FAMILY}, monospace" font-size="{FONT_SIZE}">"#
+    );
+    out.push_str(&texts);
     out.push_str("</g>\n</svg>\n");
     out
+}
+
+/// Draw a braille pattern, block element or box-drawing line as shapes in
+/// its cell (left `x`, top `y`); false for any other character.
+fn draw_shape(sym: &str, cell: &Cell, x: f64, y: f64, out: &mut String) -> bool {
+    let mut chars = sym.chars();
+    let (Some(c), None) = (chars.next(), chars.next()) else {
+        return false;
+    };
+    let style = text_style(cell);
+    let fill = if style.dim {
+        format!(r#"fill="{}" fill-opacity="0.6""#, style.fill)
+    } else {
+        format!(r#"fill="{}""#, style.fill)
+    };
+    let rect = |out: &mut String, rx: f64, ry: f64, w: f64, h: f64| {
+        let _ = writeln!(
+            out,
+            r#"<rect x="{rx:.2}" y="{ry:.2}" width="{w:.2}" height="{h:.2}" {fill}/>"#
+        );
+    };
+    match c {
+        '\u{2801}'..='\u{28ff}' => {
+            // Dots 1–3 and 7 down the left column, 4–6 and 8 down the right.
+            const DOTS: [(u32, f64, f64); 8] = [
+                (0x01, 0.0, 0.0),
+                (0x02, 0.0, 1.0),
+                (0x04, 0.0, 2.0),
+                (0x08, 1.0, 0.0),
+                (0x10, 1.0, 1.0),
+                (0x20, 1.0, 2.0),
+                (0x40, 0.0, 3.0),
+                (0x80, 1.0, 3.0),
+            ];
+            let bits = c as u32 - 0x2800;
+            for (bit, col, row) in DOTS {
+                if bits & bit != 0 {
+                    let _ = writeln!(
+                        out,
+                        r#"<circle cx="{:.2}" cy="{:.2}" r="1.25" {fill}/>"#,
+                        x + (col + 0.5) * CELL_W / 2.0,
+                        y + (row + 0.5) * CELL_H / 4.0,
+                    );
+                }
+            }
+            true
+        }
+        '\u{2581}'..='\u{2588}' => {
+            // Lower eighths, ▁ to █.
+            let h = CELL_H * (c as u32 - 0x2580) as f64 / 8.0;
+            rect(out, x, y + CELL_H - h, CELL_W, h);
+            true
+        }
+        '▀' => {
+            rect(out, x, y, CELL_W, CELL_H / 2.0);
+            true
+        }
+        '▌' => {
+            rect(out, x, y, CELL_W / 2.0, CELL_H);
+            true
+        }
+        '▐' => {
+            rect(out, x + CELL_W / 2.0, y, CELL_W / 2.0, CELL_H);
+            true
+        }
+        _ => match box_arms(c) {
+            Some((left, right, up, down)) => {
+                // Light lines through the cell's centre, one unit thick,
+                // reaching the edges so neighbouring cells join.
+                let (mx, my) = (x + CELL_W / 2.0, y + CELL_H / 2.0);
+                let t = 1.0;
+                let x0 = if left { x } else { mx - t / 2.0 };
+                let x1 = if right { x + CELL_W } else { mx + t / 2.0 };
+                if left || right {
+                    rect(out, x0, my - t / 2.0, x1 - x0, t);
+                }
+                let y0 = if up { y } else { my - t / 2.0 };
+                let y1 = if down { y + CELL_H } else { my + t / 2.0 };
+                if up || down {
+                    rect(out, mx - t / 2.0, y0, t, y1 - y0);
+                }
+                true
+            }
+            None => false,
+        },
+    }
+}
+
+/// Which arms (left, right, up, down) a light box-drawing character has.
+fn box_arms(c: char) -> Option<(bool, bool, bool, bool)> {
+    Some(match c {
+        '─' => (true, true, false, false),
+        '│' => (false, false, true, true),
+        '┌' => (false, true, false, true),
+        '┐' => (true, false, false, true),
+        '└' => (false, true, true, false),
+        '┘' => (true, false, true, false),
+        '├' => (false, true, true, true),
+        '┤' => (true, false, true, true),
+        '┬' => (true, true, false, true),
+        '┴' => (true, true, true, false),
+        '┼' => (true, true, true, true),
+        _ => return None,
+    })
 }
 
 /// Fonts for rasterising: the system's, then `assets/fonts/` (next to the
@@ -368,15 +541,24 @@ pub(crate) fn font_options() -> anyhow::Result<resvg::usvg::Options<'static>> {
 
 /// The buffer as a PNG image (the SVG rasterised at one pixel per unit).
 pub fn to_png(buf: &Buffer) -> anyhow::Result<Vec<u8>> {
+    to_png_scaled(buf, 1.0)
+}
+
+/// The buffer as a PNG image of `scale` pixels per SVG unit.
+pub fn to_png_scaled(buf: &Buffer, scale: f32) -> anyhow::Result<Vec<u8>> {
     let svg = to_svg(buf);
     let opt = font_options()?;
     let tree = resvg::usvg::Tree::from_str(&svg, &opt).context("rendering the SVG")?;
     let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| anyhow!("cannot make a {}x{} image", size.width(), size.height()))?;
+    let (w, h) = (
+        (size.width() as f32 * scale).round() as u32,
+        (size.height() as f32 * scale).round() as u32,
+    );
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(w, h)
+        .ok_or_else(|| anyhow!("cannot make a {w}x{h} image"))?;
     resvg::render(
         &tree,
-        resvg::tiny_skia::Transform::default(),
+        resvg::tiny_skia::Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
     pixmap.encode_png().context("encoding the PNG")

@@ -80,6 +80,7 @@ pub fn run_info(total: u64) -> RunInfo {
         })),
         started_unix: 1_735_732_800,
         resumed_from: None,
+        machine: Some("testbox · Test CPU @ 3.0GHz (2 cores)".into()),
     }
 }
 
@@ -141,15 +142,25 @@ pub fn eval(step: u64, em: f64) -> Event {
     let mut metrics = BTreeMap::new();
     metrics.insert("em".to_string(), em);
     metrics.insert("f1".to_string(), em + 0.1);
+    let scores =
+        |em: f64, f1: f64| BTreeMap::from([("em".to_string(), em), ("f1".to_string(), f1)]);
     Event::Eval(EvalEvent {
         step,
         n: 100,
         metrics,
-        samples: vec![(
-            "who wrote <Hamlet> & Macbeth?".into(),
-            "Shakespeare".into(),
-            "William Shakespeare".into(),
-        )],
+        samples: vec![
+            (
+                "who wrote <Hamlet> & Macbeth?".into(),
+                "Shakespeare".into(),
+                "William Shakespeare".into(),
+            ),
+            (
+                "where was the author of the novel about the lighthouse keeper on the northern coast born?".into(),
+                "Port Elsby".into(),
+                "Port Elsby".into(),
+            ),
+        ],
+        sample_scores: vec![scores(0.0, 0.67), scores(1.0, 1.0)],
     })
 }
 
@@ -181,7 +192,7 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
                 path: "runs/nq/checkpoints/step-20.safetensors".into(),
             });
             v.push(Event::Message {
-                text: "checkpoint written".into(),
+                text: "gradient norm 2.9 at step 20 is 3.1× its running median".into(),
             });
         }
     }

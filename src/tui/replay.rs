@@ -12,12 +12,38 @@ pub fn state_at(events: &[Event], step: Option<u64>, view: ViewOptions) -> Dashb
     for ev in events {
         if let (Some(limit), Event::Step(s)) = (step, ev) {
             if s.step > limit {
-                break;
+                // More was recorded: at this step the run went on.
+                return state;
             }
         }
         state.apply(ev);
     }
+    state.end_of_record();
     state
+}
+
+/// The training steps a log recorded, in order.
+pub fn recorded_steps(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) => Some(s.step),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Check that `step` lies within the steps the log recorded; the error is
+/// one line a person can act on.
+pub fn check_step(events: &[Event], step: u64) -> Result<(), String> {
+    let steps = recorded_steps(events);
+    match (steps.iter().min(), steps.iter().max()) {
+        (Some(&lo), Some(&hi)) if (lo..=hi).contains(&step) => Ok(()),
+        (Some(&lo), Some(&hi)) => Err(format!(
+            "--step {step}: this run recorded steps {lo} to {hi}"
+        )),
+        _ => Err(format!("--step {step}: this run recorded no steps")),
+    }
 }
 
 /// A recorded run and a cursor over its training steps.
@@ -31,13 +57,7 @@ pub struct Replay {
 impl Replay {
     /// Starts at the last step, where the run ended.
     pub fn new(events: Vec<Event>) -> Self {
-        let steps: Vec<u64> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Step(s) => Some(s.step),
-                _ => None,
-            })
-            .collect();
+        let steps = recorded_steps(&events);
         let cursor = steps.len().saturating_sub(1);
         Self {
             events,

@@ -23,7 +23,12 @@ pub enum Phase {
     Running,
     Paused,
     Finished,
+    /// Asked to stop before its last step; a checkpoint was written.
+    Stopped,
     Failed,
+    /// A recorded log that ends with no finish, stop or failure (the
+    /// process was killed, or is still writing it).
+    Unfinished,
 }
 
 impl Phase {
@@ -33,13 +38,52 @@ impl Phase {
             Phase::Running => "running",
             Phase::Paused => "paused",
             Phase::Finished => "finished",
+            Phase::Stopped => "stopped",
             Phase::Failed => "failed",
+            Phase::Unfinished => "unfinished",
         }
     }
     /// A run the trainer may still be executing (quitting would abandon it).
     pub fn is_live(self) -> bool {
         matches!(self, Phase::Running | Phase::Paused)
     }
+}
+
+/// Something that happened in a run, for the Events pane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happening {
+    Started {
+        resumed_from: Option<u64>,
+    },
+    Eval {
+        n: u64,
+        metrics: BTreeMap<String, f64>,
+    },
+    /// One decoded example of an evaluation; `scores` is None in logs
+    /// written before per-sample scores were recorded.
+    Sample {
+        prompt: String,
+        answer: String,
+        gold: String,
+        scores: Option<BTreeMap<String, f64>>,
+    },
+    Checkpoint {
+        path: String,
+    },
+    Paused,
+    Resumed,
+    /// A message from the trainer or the sampler.
+    Warning(String),
+    Stopped,
+    Finished,
+    Error(String),
+}
+
+/// A [`Happening`] and the step it happened at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub step: u64,
+    pub what: Happening,
 }
 
 /// One point of the loss history.
@@ -122,6 +166,10 @@ pub struct ViewOptions {
     pub wall_time_axis: bool,
     /// Index into [`DashboardState::layers`] of the layer the Activations pane shows.
     pub layer_index: usize,
+    /// The Events pane instead of the pane grid.
+    pub events: bool,
+    /// Lines the Events pane is scrolled back from its newest line.
+    pub events_scroll: usize,
     /// A one-line note for the status bar (e.g. where a screenshot went).
     pub note: Option<String>,
 }
@@ -143,6 +191,8 @@ pub struct DashboardState {
     pub last_message: Option<String>,
     pub summary: Option<Summary>,
     pub failure: Option<(u64, String)>,
+    /// Evaluations, samples, checkpoints, warnings and errors, oldest first.
+    pub log: Vec<LogEntry>,
     pub events_seen: u64,
     pub view: ViewOptions,
 }
@@ -158,6 +208,7 @@ impl DashboardState {
     /// Fold one event into the state. Pure: no clock, no I/O.
     pub fn apply(&mut self, ev: &Event) {
         self.events_seen += 1;
+        let step = self.step();
         match ev {
             Event::RunStarted { info, .. } => {
                 self.planned = info
@@ -167,6 +218,15 @@ impl DashboardState {
                     .unwrap_or_default();
                 self.info = Some(info.clone());
                 self.phase = Phase::Running;
+                self.summary = None;
+                self.failure = None;
+                let at = info.resumed_from.unwrap_or(step);
+                self.note(
+                    at,
+                    Happening::Started {
+                        resumed_from: info.resumed_from,
+                    },
+                );
             }
             Event::Step(s) => self.apply_step(s),
             Event::Telemetry(t) => self.telemetry = Some(t.clone()),
@@ -178,39 +238,84 @@ impl DashboardState {
                 self.peak_device_ledger = self.peak_device_ledger.max(total);
                 self.ledger = Some(l.clone());
             }
-            Event::Eval(e) => self.evals.push(e.clone()),
+            Event::Eval(e) => {
+                self.evals.push(e.clone());
+                self.note(
+                    e.step,
+                    Happening::Eval {
+                        n: e.n,
+                        metrics: e.metrics.clone(),
+                    },
+                );
+                for (i, (prompt, answer, gold)) in e.samples.iter().enumerate() {
+                    self.note(
+                        e.step,
+                        Happening::Sample {
+                            prompt: prompt.clone(),
+                            answer: answer.clone(),
+                            gold: gold.clone(),
+                            scores: e.sample_scores.get(i).cloned(),
+                        },
+                    );
+                }
+            }
             Event::Checkpoint { step, path } => {
                 self.last_checkpoint = Some((*step, path.clone()));
+                self.note(*step, Happening::Checkpoint { path: path.clone() });
             }
-            Event::Paused { .. } => {
+            Event::Paused { step } => {
                 if self.phase.is_live() || self.phase == Phase::Waiting {
                     self.phase = Phase::Paused;
                 }
+                self.note(*step, Happening::Paused);
             }
-            Event::Resumed { .. } => {
+            Event::Resumed { step } => {
                 if self.phase.is_live() || self.phase == Phase::Waiting {
                     self.phase = Phase::Running;
                 }
+                self.note(*step, Happening::Resumed);
             }
-            Event::Message { text } => self.last_message = Some(text.clone()),
+            Event::Message { text } => {
+                self.last_message = Some(text.clone());
+                self.note(step, Happening::Warning(text.clone()));
+            }
             Event::Stopped { step } => {
-                self.last_message = Some(format!("stopped at step {step}; checkpoint written"))
+                self.phase = Phase::Stopped;
+                self.last_message = None;
+                self.note(*step, Happening::Stopped);
             }
             Event::Finished { summary } => {
                 self.summary = Some(summary.clone());
-                self.phase = Phase::Finished;
+                // A stopped run still ends with its summary; it stays stopped.
+                if self.phase != Phase::Stopped {
+                    self.phase = Phase::Finished;
+                    self.note(step, Happening::Finished);
+                }
             }
             Event::Failed { step, error } => {
                 self.failure = Some((*step, error.clone()));
                 self.phase = Phase::Failed;
+                self.note(*step, Happening::Error(error.clone()));
             }
             Event::Diverged { step, what } => {
-                self.failure = Some((
-                    *step,
-                    format!("diverged: {what}; the last finite checkpoint is kept"),
-                ));
+                let text = format!("diverged: {what}; the last finite checkpoint is kept");
+                self.failure = Some((*step, text.clone()));
                 self.phase = Phase::Failed;
+                self.note(*step, Happening::Error(text));
             }
+        }
+    }
+
+    fn note(&mut self, step: u64, what: Happening) {
+        self.log.push(LogEntry { step, what });
+    }
+
+    /// A recorded log has been read to its end: a run that never said it
+    /// finished, stopped or failed is not running any more as far as the
+    /// record goes, so it must not read as running.
+    pub fn end_of_record(&mut self) {
+        if self.phase.is_live() {
+            self.phase = Phase::Unfinished;
         }
     }
 

@@ -168,18 +168,6 @@ fn setup_screen() {
 }
 
 #[test]
-fn dashboard_mid_run() {
-    let h = live_app(&fixtures::run_events(15, false));
-    snapshot_all("dashboard_mid_run", &h.app);
-}
-
-#[test]
-fn dashboard_finished() {
-    let h = live_app(&fixtures::run_events(30, true));
-    snapshot_all("dashboard_finished", &h.app);
-}
-
-#[test]
 fn replay_at_step_20() {
     let mut app = App::replay(
         fixtures::run_events(30, true),
@@ -367,11 +355,13 @@ fn layer_and_axis_keys_change_the_view() {
         h.app.dashboard().and_then(DashboardState::selected_layer),
         Some(3)
     );
-    press(&mut h.app, KeyCode::Char('l'));
+    press(&mut h.app, KeyCode::Char('y'));
     press(&mut h.app, KeyCode::Char('t'));
     let screen = text(&h.app, 80, 24);
     assert!(screen.contains("Loss · log · by time"), "{screen}");
-    assert!(screen.contains("layer 3/4"), "{screen}");
+    // Layers count from 1: the fourth of four.
+    assert!(screen.contains("layer 4/4"), "{screen}");
+    assert!(screen.contains("L4 "), "{screen}");
 }
 
 #[test]
@@ -408,8 +398,16 @@ fn no_pane_shows_a_zero_for_missing_gpu_readings() {
     let h = live_app(&fixtures::run_events(15, false));
     let screen = text(&h.app, 160, 48);
     assert!(screen.contains("no NVIDIA driver"), "{screen}");
-    assert!(screen.contains("not found"), "{screen}");
-    for source in ["ledger", "planned", "NVML", "sysinfo", "link", "histogram"] {
+    // The loader's own words never reach the screen.
+    assert!(!screen.contains("libnvidia"), "{screen}");
+    for source in [
+        "ledger",
+        "planned",
+        "NVML",
+        "sysinfo",
+        "link",
+        "picks per neuron",
+    ] {
         assert!(screen.contains(source), "{source} missing:\n{screen}");
     }
 }
@@ -428,15 +426,17 @@ fn svg_keeps_box_drawing_and_escapes_markup() {
     state.view.note = Some("loss < 1 & \"falling\"".into());
     let buf = export::render_dashboard(&state, 120, 40);
     let svg = export::to_svg(&buf);
-    assert!(svg.contains('┌') && svg.contains('─') && svg.contains('│'));
+    // Box-drawing lines, blocks and braille are shapes in their cells, so
+    // no font's advance can move them; only text is left as text.
+    assert!(!svg.contains('┌') && !svg.contains('─') && !svg.contains('│'));
+    assert!(!svg.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)));
+    assert!(svg.contains("<circle"));
     assert!(
         svg.contains("loss &lt; 1 &amp; &quot;falling&quot;"),
         "note not escaped:\n{svg}"
     );
     assert!(!svg.contains("loss < 1"));
     assert!(svg.contains(r#"xml:space="preserve""#));
-    // Braille from the loss chart survives as text.
-    assert!(svg.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)));
     // A well-formed document: the parser resvg uses accepts it.
     let opt = resvg::usvg::Options::default();
     assert!(resvg::usvg::Tree::from_str(&svg, &opt).is_ok());
@@ -446,8 +446,12 @@ fn svg_keeps_box_drawing_and_escapes_markup() {
 fn png_export_writes_a_png_of_the_grid_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("shot.png");
-    export::screenshot(&fixtures::run_events(30, true), Some(20), (80, 24), &out)
-        .expect("png written");
+    let pic = export::Picture {
+        step: Some(20),
+        size: (80, 24),
+        scale: 1.0,
+    };
+    export::screenshot(&fixtures::run_events(30, true), &pic, &out).expect("png written");
     let png = std::fs::read(&out).expect("read png");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(&png[12..16], b"IHDR");
@@ -455,6 +459,14 @@ fn png_export_writes_a_png_of_the_grid_size() {
     let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
     // 80 cells of 9 pixels, 24 rows of 17.
     assert_eq!((w, h), (720, 408));
+    // Twice the pixels at --scale 2.
+    let big = dir.path().join("shot2.png");
+    let pic = export::Picture { scale: 2.0, ..pic };
+    export::screenshot(&fixtures::run_events(30, true), &pic, &big).expect("png written");
+    let png = std::fs::read(&big).expect("read png");
+    let w = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let h = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert_eq!((w, h), (1440, 816));
 }
 
 #[test]
@@ -462,13 +474,24 @@ fn text_export_and_format_by_extension() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = fixtures::run_events(30, true);
     let txt = dir.path().join("shot.txt");
-    export::screenshot(&events, None, (100, 30), &txt).expect("txt written");
+    let pic = export::Picture {
+        step: None,
+        size: (100, 30),
+        scale: 1.0,
+    };
+    export::screenshot(&events, &pic, &txt).expect("txt written");
     let text = std::fs::read_to_string(&txt).expect("read");
     assert_eq!(text.lines().count(), 30);
     assert!(text.contains("finished"));
-    let bad = export::screenshot(&events, None, (100, 30), &dir.path().join("shot.jpg"));
+    let bad = export::screenshot(&events, &pic, &dir.path().join("shot.jpg"));
     assert!(bad.is_err());
-    assert!(export::screenshot(&events, None, (60, 20), &txt).is_err());
+    let small = export::Picture {
+        size: (60, 20),
+        ..pic
+    };
+    assert!(export::screenshot(&events, &small, &txt).is_err());
+    let scaled_text = export::Picture { scale: 2.0, ..pic };
+    assert!(export::screenshot(&events, &scaled_text, &txt).is_err());
     assert_eq!(export::parse_size("120x40").ok(), Some((120, 40)));
     assert!(export::parse_size("120").is_err());
 }
@@ -493,4 +516,313 @@ fn write_preview_png() {
         .collect();
     let log_path = std::path::Path::new(&out).with_extension("jsonl");
     std::fs::write(log_path, log).expect("log written");
+}
+
+/// The screen's rows without the quotes the test backend writes around them.
+fn rows(screen: &str) -> Vec<Vec<char>> {
+    screen
+        .lines()
+        .map(|l| {
+            let l = l.strip_prefix('"').unwrap_or(l);
+            l.strip_suffix('"').unwrap_or(l).chars().collect()
+        })
+        .collect()
+}
+
+/// Units a figure on the dashboard is written with.
+const UNITS: [&str; 9] = [
+    "B", "KiB", "MiB", "GiB", "TiB", "%", "tok/s", "/step", "steps",
+];
+
+/// No figure on `screen` is cut or torn from its unit: no ellipsis right
+/// after a number (or after a number and its unit), no half-written unit
+/// (`Mi`, `/ste`) or identifier (`contains_`) at the end of a pane's line,
+/// and no pane line ending in a number whose unit starts the line below.
+fn no_cut_values_dash(screen: &str) {
+    let rows = rows(screen);
+    let is_border = |c: char| "│┌┐└┘├┤┬┴┼".contains(c);
+    // Each row cut at pane borders into (first column, text).
+    let segments = |row: &[char]| -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, &c) in row.iter().chain(std::iter::once(&'│')).enumerate() {
+            if is_border(c) {
+                if i > start {
+                    out.push((start, row[start..i.min(row.len())].iter().collect()));
+                }
+                start = i + 1;
+            }
+        }
+        out
+    };
+    for (y, row) in rows.iter().enumerate() {
+        let line: String = row.iter().collect();
+        for (j, &c) in row.iter().enumerate() {
+            if c != '…' {
+                continue;
+            }
+            let mut k = j;
+            if k > 0 && row[k - 1] == ' ' {
+                k -= 1;
+            }
+            while k > 0 && (row[k - 1].is_ascii_alphabetic() || row[k - 1] == '%') {
+                k -= 1;
+            }
+            assert!(
+                k == 0 || !row[k - 1].is_ascii_digit(),
+                "a value cut with an ellipsis on row {y}: {line}"
+            );
+        }
+        for (x, seg) in segments(row) {
+            let t = seg.trim_end();
+            for cut in [" Mi", " Gi", " Ki", " Ti", "/ste", "/st", "_"] {
+                assert!(
+                    !t.ends_with(cut) || t.is_empty(),
+                    "a unit or name cut at the end of {t:?} on row {y}: {line}"
+                );
+            }
+            // A figure never starts a pane's line without its label: one
+            // that does was wrapped away from it.
+            let words: Vec<&str> = t.split_whitespace().take(2).collect();
+            if let [number, unit] = words[..] {
+                let numeric = number.chars().all(|c| c.is_ascii_digit() || c == '.');
+                assert!(
+                    !(numeric
+                        && UNITS.contains(&unit)
+                        && seg.starts_with(|c: char| c.is_ascii_digit())),
+                    "a value without its label on row {y}: {line}"
+                );
+            }
+            if !t.ends_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            // The same columns on the next row: does a unit start there?
+            let Some(next) = rows.get(y + 1) else {
+                continue;
+            };
+            let below: String = next
+                .iter()
+                .skip(x)
+                .take(seg.chars().count())
+                .take_while(|&&c| !is_border(c))
+                .collect();
+            let first = below.split_whitespace().next().unwrap_or("");
+            assert!(
+                !UNITS.contains(&first),
+                "a number on row {y} has its unit {first:?} on the next row: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cut_value_check_catches_what_it_should() {
+    let bad = [
+        "│ledger  37 MiB  peak│\n│44 MiB              │",
+        "│accumulators 8.2    │\n│MiB                 │",
+        "│● contains_         │",
+        "│H→D 8.4 MiB/ste     │",
+        "│queries 944K …      │",
+    ];
+    for screen in bad {
+        let caught = std::panic::catch_unwind(|| no_cut_values_dash(screen)).is_err();
+        assert!(caught, "not caught:\n{screen}");
+    }
+    no_cut_values_dash("│ledger  37 MiB      │\n│        peak 44 MiB │");
+}
+
+fn snapshot_checked(name: &str, app: &App) {
+    for (w, h) in SIZES {
+        let t = draw(app, w, h);
+        no_cut_values_dash(&format!("{}", t.backend()));
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
+    }
+}
+
+#[test]
+fn dashboard_snapshots_cut_no_value() {
+    let h = live_app(&fixtures::run_events(15, false));
+    snapshot_checked("dashboard_mid_run", &h.app);
+    let h = live_app(&fixtures::run_events(30, true));
+    snapshot_checked("dashboard_finished", &h.app);
+    // The finished dashboard shows the evaluation's result.
+    let screen = text(&h.app, 80, 24);
+    assert!(screen.contains("eval em 0.42"), "{screen}");
+}
+
+#[test]
+fn events_pane_shows_samples_checkpoints_and_warnings() {
+    let mut h = live_app(&fixtures::run_events(30, true));
+    press(&mut h.app, KeyCode::Char('l'));
+    snapshot_checked("events", &h.app);
+    let screen = text(&h.app, 160, 48);
+    for want in [
+        "em 0.32 · f1 0.42 on 100 examples",
+        "prompt  who wrote <Hamlet> & Macbeth?",
+        "answer  Shakespeare",
+        "gold    William Shakespeare",
+        "score   em 0.00 · f1 0.67",
+        "checkpoint  runs/nq/checkpoints/step-20.safetensors",
+        "warning     gradient norm 2.9",
+        "finished",
+    ] {
+        assert!(screen.contains(want), "{want} missing:\n{screen}");
+    }
+    // At 80×24 the newest lines show; ↑ and PgUp go back to the start.
+    let bottom = text(&h.app, 80, 24);
+    assert!(bottom.contains("finished"), "{bottom}");
+    h.app.set_size(80, 24);
+    press_n(&mut h.app, KeyCode::PageUp, 10);
+    let top = text(&h.app, 80, 24);
+    assert!(top.contains("training started"), "{top}");
+    assert!(!top.contains("the last step is done"), "{top}");
+    press(&mut h.app, KeyCode::Down);
+    press(&mut h.app, KeyCode::Esc);
+    assert!(
+        !h.app.should_quit(),
+        "Esc leaves the Events pane, not the app"
+    );
+    assert!(text(&h.app, 80, 24).contains("Device memory"));
+}
+
+#[test]
+fn log_scale_and_events_keys_are_in_the_help() {
+    let mut h = live_app(&fixtures::run_events(15, false));
+    press(&mut h.app, KeyCode::Char('?'));
+    let screen = text(&h.app, 80, 24);
+    assert!(screen.contains("loss: linear / log scale"), "{screen}");
+    assert!(screen.contains("events: evals with samples"), "{screen}");
+}
+
+#[test]
+fn a_paused_run_says_paused_instead_of_rate_and_eta() {
+    let mut events = fixtures::run_events(15, false);
+    events.push(Event::Paused { step: 15 });
+    let h = live_app(&events);
+    for (w, hh) in SIZES {
+        let screen = text(&h.app, w, hh);
+        assert!(screen.contains("‖ paused · at step 15"), "{screen}");
+        assert!(
+            !screen.contains("tok/s") && !screen.contains("ETA"),
+            "{screen}"
+        );
+        assert!(screen.contains("space resume"), "{screen}");
+    }
+}
+
+#[test]
+fn raw_ema_and_eval_have_their_own_glyphs_without_colour() {
+    let mut state = DashboardState::new(ViewOptions {
+        theme: Theme::monochrome(),
+        ..ViewOptions::default()
+    });
+    for e in fixtures::run_events(30, true) {
+        state.apply(&e);
+    }
+    let screen = export::to_text(&export::render_dashboard(&state, 80, 24));
+    let loss: String = screen
+        .lines()
+        .map(|l| l.chars().take(35).collect::<String>() + "\n")
+        .collect();
+    assert!(loss.contains("• raw 1.14"), "{loss}");
+    assert!(loss.contains("⠤ EMA 1.51"), "{loss}");
+    assert!(loss.contains("█ eval em 0.42"), "{loss}");
+    // Each glyph is on the chart itself too.
+    let chart: String = loss.lines().skip(3).collect();
+    assert!(chart.contains('•') && chart.contains('█'), "{loss}");
+    assert!(
+        chart
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "{loss}"
+    );
+}
+
+#[test]
+fn an_out_of_range_step_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("shot.txt");
+    let events = fixtures::run_events(30, true);
+    for step in [0, 31, 5000] {
+        let pic = export::Picture {
+            step: Some(step),
+            ..export::Picture::default()
+        };
+        let err = export::screenshot(&events, &pic, &out)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            format!("--step {step}: this run recorded steps 1 to 30"),
+            "step {step}"
+        );
+        assert!(!out.exists());
+    }
+    let pic = export::Picture {
+        step: Some(30),
+        ..export::Picture::default()
+    };
+    assert!(export::screenshot(&events, &pic, &out).is_ok());
+}
+
+/// A picture for a report: a caption (run, step, training time, start,
+/// machine) where the key hints would be.
+#[test]
+fn pictures_have_a_caption_and_no_key_hints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("shot.txt");
+    let pic = export::Picture {
+        step: Some(20),
+        size: (160, 48),
+        scale: 1.0,
+    };
+    export::screenshot(&fixtures::run_events(30, true), &pic, &out).expect("written");
+    let text = std::fs::read_to_string(&out).expect("read");
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        " nq-20250101-120000 · step 20/30 · 5s of training · started 2025-01-01 12:00 UTC · testbox · Test CPU @ 3.0GHz (2 cores)"
+    );
+    assert!(
+        !text.contains("q quit") && !text.contains("? help"),
+        "{text}"
+    );
+}
+
+/// The state as it was: a run stopped early, or a log cut off by a kill,
+/// never reads as running with an ETA.
+#[test]
+fn pictures_of_stopped_and_cut_off_runs_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("shot.txt");
+    let mut stopped = fixtures::run_events(12, false);
+    stopped.push(Event::Stopped { step: 12 });
+    let cut_off = fixtures::run_events(12, false);
+    for (events, want) in [
+        (stopped, "■ stopped · at step 12 of 30"),
+        (cut_off, "○ unfinished · the log ends at step 12 of 30"),
+    ] {
+        export::screenshot(&events, &export::Picture::default(), &out).expect("written");
+        let text = std::fs::read_to_string(&out).expect("read");
+        assert!(text.contains(want), "{want}:\n{text}");
+        assert!(!text.contains("running") && !text.contains("ETA"), "{text}");
+    }
+}
+
+#[test]
+fn the_status_row_leaves_room_for_the_note() {
+    let mut h = live_app(&fixtures::run_events(30, true));
+    if let crate::tui::app::Screen::Live(l) = &mut h.app.screen {
+        l.state.view.note =
+            Some("screenshot → runs/nq-20250101-120000/screenshots/step-30.svg".into());
+    }
+    let screen = text(&h.app, 80, 24);
+    let status = rows(&screen)[22].iter().collect::<String>();
+    assert!(
+        status.starts_with(" ✓ finished · 30 steps in 8s"),
+        "{status}"
+    );
+    assert!(status.contains("step-30.svg"), "{status}");
+    no_cut_values_dash(&screen);
 }

@@ -18,4 +18,4 @@ pub mod sampler;
 
 pub use nvml::{open_gpu_source, GpuSource, NvmlSource};
 pub use plan::{plan, Plan, PlanError, PlanInput, PAPER_UNION_FRACTION};
-pub use sampler::{available_memory, peak_rss, spawn_sampler, SamplerHandle};
+pub use sampler::{available_memory, machine, peak_rss, spawn_sampler, SamplerHandle};

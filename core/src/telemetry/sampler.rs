@@ -252,6 +252,29 @@ pub fn available_memory() -> Option<u64> {
     Some(sys.available_memory()).filter(|&b| b > 0)
 }
 
+/// The machine a run trains on, for captions and reports: host name, CPU
+/// model and logical cores, as far as the platform reports them.
+pub fn machine() -> Option<String> {
+    let mut parts = Vec::new();
+    if let Ok(host) = System::host_name() {
+        parts.push(host);
+    }
+    if let Ok(mut sys) = System::new() {
+        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        let cpus = sys.cpus();
+        if let Some(cpu) = cpus.first() {
+            let brand = cpu.brand().split_whitespace().collect::<Vec<_>>().join(" ");
+            let brand = if brand.is_empty() {
+                System::cpu_arch()
+            } else {
+                brand
+            };
+            parts.push(format!("{brand} ({} cores)", cpus.len()));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
 /// The process's peak resident set size so far (the kernel's VmHWM), where
 /// the platform reports one.
 pub fn peak_rss() -> Option<u64> {

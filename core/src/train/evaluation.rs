@@ -54,16 +54,26 @@ pub fn evaluate(
         .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
         .map(|(m, v)| (m.name().to_string(), *v))
         .collect();
-    let samples = examples
+    let shown: Vec<(&Example, &String)> = examples.iter().zip(&preds).take(5).collect();
+    let samples = shown
         .iter()
-        .zip(&preds)
-        .take(5)
         .map(|(e, p)| {
             (
                 e.instruction.clone(),
-                p.clone(),
+                (*p).clone(),
                 e.gold.first().cloned().unwrap_or_default(),
             )
+        })
+        .collect();
+    let sample_scores = shown
+        .iter()
+        .map(|(e, p)| {
+            report
+                .scores
+                .iter()
+                .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
+                .map(|(m, _)| (m.name().to_string(), m.score(p, &e.gold)))
+                .collect()
         })
         .collect();
     Ok(Some(EvalEvent {
@@ -71,5 +81,6 @@ pub fn evaluate(
         n: examples.len() as u64,
         metrics,
         samples,
+        sample_scores,
     }))
 }

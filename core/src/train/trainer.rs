@@ -125,6 +125,7 @@ impl Trainer {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             resumed_from,
+            machine: crate::telemetry::machine(),
         })
     }
 

@@ -1,13 +1,13 @@
 //! Host memory: process RSS, system memory and CPU from sysinfo, and the
 //! bytes the run owns in host memory (the MEFT store) from the host ledger.
 
-use super::{entry, frame, source_line};
+use super::{entry, frame, source_lines, PaneLines};
 use crate::tui::state::DashboardState;
 use crate::tui::units::{bytes, bytes_of};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::text::Line;
-use ratatui::widgets::{Paragraph, Widget, Wrap};
+use ratatui::widgets::Widget;
 
 pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let theme = &state.view.theme;
@@ -16,7 +16,7 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let mut lines: Vec<Line> = Vec::new();
     match &state.telemetry {
         Some(t) => {
-            lines.push(source_line("sysinfo", None, None, theme));
+            lines.extend(source_lines("sysinfo", None, None, w, theme));
             lines.push(entry("RSS", bytes(t.rss), w, theme));
             lines.push(entry("system", bytes_of(t.sys_used, t.sys_total), w, theme));
             let cores = if t.cores > 0 {
@@ -26,17 +26,18 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             };
             lines.push(entry("CPU cores", cores, w, theme));
         }
-        None => lines.push(source_line(
+        None => lines.extend(source_lines(
             "sysinfo",
             None,
             Some("no sample yet".into()),
+            w,
             theme,
         )),
     }
     match &state.ledger {
         Some(l) if !l.host.is_empty() => {
             let total: u64 = l.host.values().sum();
-            lines.push(source_line("ledger", Some(bytes(total)), None, theme));
+            lines.extend(source_lines("ledger", Some(bytes(total)), None, w, theme));
             for (k, v) in &l.host {
                 let label = if *k == crate::event::Category::Store {
                     "MEFT store"
@@ -46,20 +47,20 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
                 lines.push(entry(label, bytes(*v), w, theme));
             }
         }
-        Some(_) => lines.push(source_line(
+        Some(_) => lines.extend(source_lines(
             "ledger",
             None,
             Some("no host bytes".into()),
+            w,
             theme,
         )),
-        None => lines.push(source_line(
+        None => lines.extend(source_lines(
             "ledger",
             None,
             Some("no ledger yet".into()),
+            w,
             theme,
         )),
     }
-    Paragraph::new(lines)
-        .wrap(Wrap { trim: false })
-        .render(inner, buf);
+    PaneLines(lines).render(inner, buf);
 }

@@ -1,6 +1,7 @@
-//! Loss: the raw per-step loss and its smoothed (EMA) curve in braille,
-//! eval points marked on the curve. `l` switches to a log scale, `t` puts
-//! wall time on the x axis instead of steps.
+//! Loss: the raw per-step loss as dots, its smoothed (EMA) curve in
+//! braille, evaluations marked as blocks on the curve. Each has its own
+//! glyph, so they read apart without colour. `y` switches to a log scale,
+//! `t` puts wall time on the x axis instead of steps.
 
 use super::frame;
 use crate::tui::state::DashboardState;
@@ -10,6 +11,12 @@ use ratatui::layout::Rect;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Widget};
+
+/// The glyphs each series is drawn with, named again in the legend: they
+/// tell the series apart where colour does not (`NO_COLOR`).
+pub const RAW_GLYPH: &str = "•";
+pub const EMA_GLYPH: &str = "⠤";
+pub const EVAL_GLYPH: &str = "█";
 
 pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let theme = &state.view.theme;
@@ -73,42 +80,56 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
         })
         .collect();
 
-    // Caption: the latest figures, each in its series' style.
-    let mut caption = vec![
-        Span::styled("raw ", theme.raw()),
-        Span::styled(value(last.loss), theme.value()),
-        Span::styled(" · ", theme.source()),
-        Span::styled("EMA ", theme.smoothed()),
-        Span::styled(value(last.ema), theme.value()),
+    // Caption: the latest figures, each after its series' glyph, so the
+    // legend reads without colour. It takes a second row when one is too
+    // narrow; an item never breaks.
+    let w = inner.width as usize;
+    let mut items: Vec<Vec<Span>> = vec![
+        vec![
+            Span::styled(format!("{RAW_GLYPH} raw "), theme.raw()),
+            Span::styled(value(last.loss), theme.value()),
+        ],
+        vec![
+            Span::styled(format!("{EMA_GLYPH} EMA "), theme.smoothed()),
+            Span::styled(value(last.ema), theme.value()),
+        ],
     ];
     if let Some(e) = state.evals.last() {
-        // As many metrics as the row holds, always at least the first.
-        let used: usize = caption.iter().map(|s| s.content.chars().count()).sum();
-        let room = (inner.width as usize).saturating_sub(used + 5);
+        let mut spans = vec![Span::styled(format!("{EVAL_GLYPH} eval"), theme.eval())];
+        let mut len = 6;
         let at = format!(" @{}", e.step);
-        let mut shown = String::new();
-        for (k, v) in &e.metrics {
-            let item = format!(
-                "{}{k} {}",
-                if shown.is_empty() { "" } else { " " },
-                value(*v)
-            );
-            if !shown.is_empty() && shown.chars().count() + item.chars().count() + at.len() > room {
+        for (i, (k, v)) in e.metrics.iter().enumerate() {
+            let item = format!(" {k} {}", value(*v));
+            // As many metrics as a row holds, always at least the first.
+            if i > 0 && len + item.chars().count() + at.len() > w {
                 break;
             }
-            shown.push_str(&item);
+            len += item.chars().count();
+            spans.push(Span::styled(item, theme.text()));
         }
-        if shown.chars().count() + at.len() <= room {
-            shown.push_str(&at);
+        if len + at.len() <= w {
+            spans.push(Span::styled(at, theme.source()));
         }
-        caption.push(Span::styled(" · ", theme.source()));
-        caption.push(Span::styled("● ", theme.eval()));
-        caption.push(Span::styled(shown, theme.text()));
+        items.push(spans);
     }
-    Paragraph::new(Line::from(caption)).render(Rect { height: 1, ..inner }, buf);
+    let caption = fit_items(items, w, theme);
+    let caption_rows = caption.len() as u16;
+    for (i, l) in caption.into_iter().enumerate() {
+        Paragraph::new(l).render(
+            Rect {
+                y: inner.y + i as u16,
+                height: 1,
+                ..inner
+            },
+            buf,
+        );
+    }
+    if inner.height <= caption_rows + 2 {
+        return;
+    }
     let chart_area = Rect {
-        y: inner.y + 1,
-        height: inner.height - 1,
+        y: inner.y + caption_rows,
+        height: inner.height - caption_rows,
         ..inner
     };
 
@@ -132,8 +153,8 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let x_title = if by_time { "time" } else { "step" };
     let datasets = vec![
         Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
             .style(theme.raw())
             .data(&raw),
         Dataset::default()
@@ -142,7 +163,7 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             .style(theme.smoothed())
             .data(&ema),
         Dataset::default()
-            .marker(Marker::Dot)
+            .marker(Marker::Block)
             .graph_type(GraphType::Scatter)
             .style(theme.eval())
             .data(&evals),
@@ -166,6 +187,34 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
                 .labels(vec![y_label(y_lo), y_label(y_hi)]),
         )
         .render(chart_area, buf);
+}
+
+/// Legend items on as few rows as hold them (two at most), joined by ` · `.
+fn fit_items<'a>(
+    items: Vec<Vec<Span<'a>>>,
+    w: usize,
+    theme: &crate::tui::theme::Theme,
+) -> Vec<Line<'a>> {
+    let len = |it: &Vec<Span>| -> usize { it.iter().map(|s| s.content.chars().count()).sum() };
+    let mut rows: Vec<(usize, Vec<Span>)> = vec![(0, Vec::new())];
+    for it in items {
+        let n = len(&it);
+        let fits = rows
+            .last()
+            .is_some_and(|(used, _)| *used == 0 || used + 3 + n <= w);
+        if !fits && rows.len() < 2 {
+            rows.push((0, Vec::new()));
+        }
+        if let Some((used, spans)) = rows.last_mut() {
+            if *used > 0 {
+                spans.push(Span::styled(" · ", theme.source()));
+                *used += 3;
+            }
+            *used += n;
+            spans.extend(it);
+        }
+    }
+    rows.into_iter().map(|(_, s)| Line::from(s)).collect()
 }
 
 /// Min and max of the values, widened when they coincide so the chart has

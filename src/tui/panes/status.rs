@@ -4,22 +4,31 @@
 
 use super::clip;
 use crate::tui::state::{DashboardState, Phase};
-use crate::tui::units::{bytes_f, count, duration, value};
+use crate::tui::units::{bytes_short, count, duration, value};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget};
 
-/// Progress as shown on the right of the title bar.
+/// Progress as shown on the right of the title bar. Rate and ETA are for a
+/// run that is training: a paused one says so instead.
 pub fn progress(state: &DashboardState) -> String {
     let mut parts = vec![format!("step {}/{}", state.step(), state.total_steps())];
-    if let Some(tps) = state.tokens_per_s() {
-        parts.push(format!("{} tok/s", count(tps)));
-    }
-    if state.phase.is_live() {
-        if let Some(eta) = state.eta_s() {
-            parts.push(format!("ETA {}", duration(eta)));
+    match state.phase {
+        Phase::Paused => parts.push("paused".into()),
+        Phase::Running => {
+            if let Some(tps) = state.tokens_per_s() {
+                parts.push(format!("{} tok/s", count(tps)));
+            }
+            if let Some(eta) = state.eta_s() {
+                parts.push(format!("ETA {}", duration(eta)));
+            }
+        }
+        _ => {
+            if let Some(tps) = state.tokens_per_s() {
+                parts.push(format!("{} tok/s", count(tps)));
+            }
         }
     }
     parts.join(" · ")
@@ -67,6 +76,9 @@ pub fn two_sided(left: &str, right: &str, style: Style, area: Rect, buf: &mut Bu
     .render(area, buf);
 }
 
+/// The status row: the phase, then what matters most about it, as many
+/// whole items as fit beside the note (which is what the user just asked
+/// for); an item is left out rather than cut.
 pub fn status_bar(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let theme = &state.view.theme;
     let (mark, style) = match state.phase {
@@ -74,20 +86,88 @@ pub fn status_bar(state: &DashboardState, area: Rect, buf: &mut Buffer) {
         Phase::Running => ("●", theme.ok()),
         Phase::Paused => ("‖", theme.warn()),
         Phase::Finished => ("✓", theme.ok()),
+        Phase::Stopped => ("■", theme.warn()),
         Phase::Failed => ("✗", theme.error()),
+        Phase::Unfinished => ("○", theme.warn()),
     };
-    let mut spans = vec![Span::styled(
-        format!(" {mark} {}", state.phase.label()),
-        style,
-    )];
+    let head = format!(" {mark} {}", state.phase.label());
+    let note = state
+        .view
+        .note
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .map(|n| format!(" {} ", clip_note(n, area.width as usize / 2)));
+    let w = area.width as usize;
+    let room =
+        w.saturating_sub(head.chars().count() + note.as_ref().map_or(0, |n| n.chars().count()));
+    let mut text = String::new();
+    for (part, prose) in status_parts(state, area.width) {
+        let add = format!(" · {part}");
+        let used = text.chars().count();
+        if used + add.chars().count() <= room {
+            text.push_str(&add);
+        } else if prose && used + 12 <= room {
+            // An error or message is words, not a figure: shortened, it
+            // still says what went wrong.
+            text.push_str(&clip(&add, room - used));
+        }
+    }
+    Paragraph::new(Line::from(vec![
+        Span::styled(head, style),
+        Span::styled(text, theme.text()),
+    ]))
+    .render(area, buf);
+    if let Some(note) = note {
+        let n = note.chars().count() as u16;
+        let x = area.x + area.width.saturating_sub(n);
+        Paragraph::new(Span::styled(note, theme.warn()))
+            .render(Rect::new(x, area.y, n.min(area.width), 1), buf);
+    }
+}
+
+/// A note in at most `max` columns. A note that ends in a path (`screenshot
+/// → runs/…/step-30.svg`) keeps the path's end, where the file's name is.
+fn clip_note(note: &str, max: usize) -> String {
+    let n = note.chars().count();
+    if n <= max {
+        return note.to_string();
+    }
+    match note.split_once(" → ") {
+        Some((what, path)) if what.chars().count() + 6 < max => {
+            let keep = max - what.chars().count() - 4;
+            let tail: String = path.chars().skip(path.chars().count() - keep).collect();
+            format!("{what} → …{tail}")
+        }
+        _ => clip(note, max),
+    }
+}
+
+/// The status row's items after the phase, most important first, each
+/// with whether it is prose that may be shortened.
+fn status_parts(state: &DashboardState, width: u16) -> Vec<(String, bool)> {
     let mut parts: Vec<String> = Vec::new();
-    if state.phase.is_live() && !progress_fits(state, area.width) {
-        if let Some(tps) = state.tokens_per_s() {
-            parts.push(format!("{} tok/s", count(tps)));
+    let mut prose: Vec<String> = Vec::new();
+    match state.phase {
+        Phase::Running if !progress_fits(state, width) => {
+            if let Some(tps) = state.tokens_per_s() {
+                parts.push(format!("{} tok/s", count(tps)));
+            }
+            if let Some(eta) = state.eta_s() {
+                parts.push(format!("ETA {}", duration(eta)));
+            }
         }
-        if let Some(eta) = state.eta_s() {
-            parts.push(format!("ETA {}", duration(eta)));
-        }
+        Phase::Paused => parts.push(format!("at step {}", state.step())),
+        Phase::Stopped => parts.push(format!(
+            "at step {} of {}; resume with meft run --resume",
+            state.step(),
+            state.total_steps()
+        )),
+        Phase::Unfinished => parts.push(format!(
+            "the log ends at step {} of {} with no finish recorded",
+            state.step(),
+            state.total_steps()
+        )),
+        _ => {}
     }
     match (state.phase, &state.summary, &state.failure) {
         (Phase::Finished, Some(s), _) => {
@@ -97,40 +177,115 @@ pub fn status_bar(state: &DashboardState, area: Rect, buf: &mut Buffer) {
                 value(s.first_loss),
                 value(s.final_loss)
             ));
-            parts.push(format!("{} tok/s", count(s.tokens_per_s)));
-            parts.push(format!("H→D {}/step", bytes_f(s.h2d_per_step)));
-            for (k, v) in s.metrics.iter().take(2) {
+            for (k, v) in &s.metrics {
                 parts.push(format!("{k} {}", value(*v)));
             }
+            parts.push(format!("{} tok/s", count(s.tokens_per_s)));
+            parts.push(format!("H→D {}/step", bytes_short(s.h2d_per_step as u64)));
         }
         (Phase::Failed, _, Some((step, err))) => {
-            parts.push(format!("at step {step}: {err}"));
+            parts.push(format!("at step {step}"));
+            prose.push(err.clone());
         }
         _ => {}
     }
     if let Some((step, _)) = &state.last_checkpoint {
         parts.push(format!("saved step {step}"));
     }
-    if state.phase != Phase::Finished {
+    if state.phase.is_live() {
         if let Some(m) = &state.last_message {
-            parts.push(m.clone());
+            prose.push(m.clone());
         }
     }
-    if !parts.is_empty() {
-        spans.push(Span::styled(
-            format!(" · {}", parts.join(" · ")),
-            theme.text(),
-        ));
+    let mut out: Vec<(String, bool)> = parts.into_iter().map(|p| (p, false)).collect();
+    // An error goes right after the step it happened at.
+    let at = usize::from(state.phase == Phase::Failed).min(out.len());
+    let failed = state.phase == Phase::Failed;
+    for (i, p) in prose.into_iter().enumerate() {
+        if failed && i == 0 {
+            out.insert(at, (p, true));
+        } else {
+            out.push((p, true));
+        }
     }
-    Paragraph::new(Line::from(spans)).render(area, buf);
-    // A note (e.g. where a screenshot went) is what the user just asked
-    // for, so it is drawn over the end of the row rather than cut off.
-    if let Some(note) = state.view.note.as_deref().filter(|n| !n.is_empty()) {
-        let w = area.width as usize;
-        let note = format!(" {} ", clip(note, w * 2 / 3));
-        let n = note.chars().count() as u16;
-        let x = area.x + area.width.saturating_sub(n);
-        Paragraph::new(Span::styled(note, theme.warn()))
-            .render(Rect::new(x, area.y, n.min(area.width), 1), buf);
+    out
+}
+
+/// A picture's caption, where the key hints would be: the run, the step,
+/// training time to that step, when it started and the machine it ran on
+/// (as recorded by the run), as many whole items as fit.
+pub fn caption(
+    state: &DashboardState,
+    theme: &crate::tui::theme::Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let w = area.width as usize;
+    let mut text = String::new();
+    for item in caption_items(state) {
+        let add = if text.is_empty() {
+            format!(" {item}")
+        } else {
+            format!(" · {item}")
+        };
+        if text.chars().count() + add.chars().count() <= w {
+            text.push_str(&add);
+        }
+    }
+    Paragraph::new(Span::styled(text, theme.source())).render(area, buf);
+}
+
+fn caption_items(state: &DashboardState) -> Vec<String> {
+    let mut items = Vec::new();
+    match &state.info {
+        Some(i) => items.push(i.run_id.clone()),
+        None => items.push("no run recorded".into()),
+    }
+    items.push(format!("step {}/{}", state.step(), state.total_steps()));
+    if let Some(p) = state.steps.last() {
+        items.push(format!("{} of training", duration(p.wall_ms / 1000.0)));
+    }
+    if let Some(i) = &state.info {
+        if i.started_unix > 0 {
+            items.push(format!("started {}", utc_minute(i.started_unix)));
+        }
+        items.push(match &i.machine {
+            Some(m) => m.clone(),
+            None => "machine not recorded".into(),
+        });
+    }
+    items
+}
+
+/// `2025-01-01 12:00 UTC` from seconds since the Unix epoch.
+pub fn utc_minute(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_minute;
+
+    #[test]
+    fn dates_read_in_utc() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_minute(1_735_732_800), "2025-01-01 12:00 UTC");
+        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00 UTC");
     }
 }

@@ -2,7 +2,7 @@
 //! device→host, by kind, with its recent history, against the planner's
 //! dense-offload figure and NVML's PCIe counters when a driver reports them.
 
-use super::{bars, frame};
+use super::{bars_with_axes_exact, frame, AxisLabels};
 use crate::event::Kind;
 use crate::tui::state::DashboardState;
 use crate::tui::units::{bytes, bytes_f, bytes_short, resample, spark};
@@ -83,11 +83,11 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
         }
     }
 
-    // Rows beyond the text become history bars, split between directions.
+    // Rows beyond the text become history bars with axes, split between
+    // directions; more than four rows of bars adds weight, not information.
     let text_rows = 4 + tail.len() as u16;
     let spare = inner.height.saturating_sub(text_rows);
-    // More than four rows of history adds weight, not information.
-    let bar_rows = if spare >= 4 { (spare / 2).min(4) } else { 0 };
+    let chart_rows = if spare >= 6 { (spare / 2).min(5) } else { 0 };
 
     let mut y = inner.y;
     let bottom = inner.y + inner.height;
@@ -127,8 +127,8 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             Span::styled("link ", theme.source()),
             Span::styled(head.clone(), theme.value()),
         ];
-        if bar_rows == 0 {
-            // No room for bars: the history rides on the same row.
+        if chart_rows == 0 {
+            // No room for bars: the recent history rides on the same row.
             let room = w.saturating_sub(head.chars().count() + 5);
             let recent = resample(&hist[hist.len().saturating_sub(room)..], room);
             let max = recent.iter().copied().fold(0.0, f64::max);
@@ -136,15 +136,21 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
         }
         put(Line::from(spans), &mut y, buf);
         put(kinds_line(&kinds, w, theme), &mut y, buf);
-        if bar_rows > 0 && y + bar_rows <= bottom {
-            let recent = &hist[hist.len().saturating_sub(w)..];
-            bars(
-                recent,
-                Rect::new(inner.x, y, inner.width, bar_rows),
-                style,
-                buf,
-            );
-            y += bar_rows;
+        if chart_rows > 0 && y + chart_rows <= bottom {
+            // The newest steps, one column each, as many as the pane holds.
+            let cols = w.saturating_sub(6);
+            let shown = &state.steps[state.steps.len().saturating_sub(cols)..];
+            let recent = &hist[hist.len().saturating_sub(cols)..];
+            let max = recent.iter().copied().fold(0.0, f64::max);
+            let labels = AxisLabels {
+                y_top: bytes_short(max as u64),
+                x_left: shown.first().map_or(String::new(), |p| p.step.to_string()),
+                x_mid: "step".into(),
+                x_right: shown.last().map_or(String::new(), |p| p.step.to_string()),
+            };
+            let r = Rect::new(inner.x, y, inner.width, chart_rows);
+            bars_with_axes_exact(recent, &labels, r, style, theme, buf);
+            y += chart_rows;
         }
     }
     for line in tail {
@@ -152,7 +158,10 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     }
 }
 
-/// `     rows 6.1M · map 256K · ids 12K`: the kinds, biggest first, as many as fit.
+/// `     rows 6.1M · map 256K · ids 12K`: the kinds, biggest first, short
+/// byte counts (the pane's unit). Narrow panes drop the separators and the
+/// indent, then the smallest kinds, naming how many are left out; a value
+/// is never cut.
 fn kinds_line<'a>(
     kinds: &[(&str, u64)],
     width: usize,
@@ -160,14 +169,53 @@ fn kinds_line<'a>(
 ) -> Line<'a> {
     let mut sorted: Vec<&(&str, u64)> = kinds.iter().filter(|(_, b)| *b > 0).collect();
     sorted.sort_by_key(|k| std::cmp::Reverse(k.1));
-    let mut text = String::from("     ");
-    for (i, (k, b)) in sorted.iter().enumerate() {
-        let item = format!("{}{k} {}", if i > 0 { " · " } else { "" }, bytes_short(*b));
-        if text.chars().count() + item.chars().count() > width {
-            text.push_str(" …");
-            break;
+    let items: Vec<String> = sorted
+        .iter()
+        .map(|(k, b)| format!("{k} {}", bytes_short(*b)))
+        .collect();
+    // As many kinds as fit, with the roomiest spacing that holds them.
+    let mut text = String::new();
+    'fit: for keep in (1..=items.len()).rev() {
+        for (indent, sep) in [("     ", " · "), ("     ", " "), (" ", " ")] {
+            let mut t = format!("{indent}{}", items[..keep].join(sep));
+            if keep < items.len() {
+                t.push_str(&format!(" +{} more", items.len() - keep));
+            }
+            if t.chars().count() <= width {
+                text = t;
+                break 'fit;
+            }
         }
-        text.push_str(&item);
     }
     Line::from(Span::styled(text, theme.label()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kinds_line;
+    use crate::tui::theme::Theme;
+
+    fn text(kinds: &[(&str, u64)], width: usize) -> String {
+        kinds_line(kinds, width, &Theme::default())
+            .spans
+            .iter()
+            .map(|s| s.content.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn kinds_tighten_before_any_is_left_out() {
+        let kinds = [
+            ("grads", 13_107_200),
+            ("queries", 2 << 20),
+            ("routing", 256 << 10),
+        ];
+        assert_eq!(
+            text(&kinds, 60),
+            "     grads 12.5M · queries 2M · routing 256K"
+        );
+        assert_eq!(text(&kinds, 38), " grads 12.5M queries 2M routing 256K");
+        assert_eq!(text(&kinds, 31), " grads 12.5M queries 2M +1 more");
+        assert_eq!(text(&kinds, 30), "     grads 12.5M +2 more");
+    }
 }
