@@ -259,6 +259,17 @@ impl Printer {
         for (label, value, key) in measured {
             rows.push(row(label, bytes(value), planned(key)));
         }
+        if let Some(c) = s.row_cache {
+            rows.push(row(
+                "row cache hits",
+                format!(
+                    "{:.1} % of {}",
+                    100.0 * c.hit_rate().unwrap_or(0.0),
+                    crate::units::count((c.hits + c.misses) as f64)
+                ),
+                String::new(),
+            ));
+        }
         // On the CPU the planner's host and device memory are one heap.
         if s.heap_peak > 0 && s.predicted.contains_key("process_peak") {
             rows.push(row(

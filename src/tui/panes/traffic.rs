@@ -60,6 +60,19 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             theme.source(),
         ))),
     }
+    if let Some(c) = state.last_step.as_ref().and_then(|s| s.row_cache) {
+        let rate = c
+            .hit_rate()
+            .map_or("–".into(), |h| format!("{:.0} %", 100.0 * h));
+        tail.push(Line::from(vec![
+            Span::styled("row cache ", theme.label()),
+            Span::styled(format!("hits {rate}"), theme.value()),
+            Span::styled(
+                format!(" · {} crossed", crate::units::count(c.misses as f64)),
+                theme.text(),
+            ),
+        ]));
+    }
     if let Some(tel) = &state.telemetry {
         let pcie: Vec<String> = tel
             .gpus
