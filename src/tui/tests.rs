@@ -20,6 +20,105 @@ use std::sync::{Arc, Mutex};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
+/// Box-drawing characters that end a pane's text on a row.
+const BORDERS: &[char] = &['│', '┌', '┐', '└', '┘', '├', '┤', '┬', '┴', '┼', '─'];
+
+/// Units a figure is written with; one of them opening a row right under a
+/// row that ends in a digit is a value broken across the two.
+const UNITS: &[&str] = &[
+    "B", "KiB", "MiB", "GiB", "TiB", "K", "M", "G", "k", "%", "×", "/step", "/s", "s", "ms",
+    "tok/s", "B/step",
+];
+
+/// Fails when a rendered screen (a `TestBackend` as text, quoted rows or
+/// not) shows a figure cut short: a number or `=` clipped by an ellipsis
+/// (`1..=…`, `12…`), a number against a pane's right edge with half its
+/// unit (`8.4 MiB/ste│`), or a number ending one row of a pane and its unit
+/// opening the next (`grads 512` / `KiB`).
+fn assert_no_cut_values(buf: &str) {
+    let rows: Vec<Vec<char>> = buf
+        .lines()
+        .map(|l| {
+            let l = l.strip_prefix('"').unwrap_or(l);
+            l.strip_suffix('"').unwrap_or(l).chars().collect()
+        })
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let mut start = 0;
+        while start < row.len() {
+            let end = (start..row.len())
+                .find(|&j| BORDERS.contains(&row[j]))
+                .unwrap_or(row.len());
+            let seg: String = row[start..end].iter().collect();
+            let shown = || format!("row {i}, columns {start}..{end}: {seg:?}\n{buf}");
+            let ellipsis = seg.char_indices().any(|(k, c)| {
+                c == '…'
+                    && seg[..k]
+                        .chars()
+                        .last()
+                        .is_some_and(|p| p.is_ascii_digit() || p == '=' || p == '.')
+            });
+            assert!(!ellipsis, "a value clipped by an ellipsis at {}", shown());
+            let t = seg.trim_end();
+            // Against the edge: no space left between the text and the border.
+            if t.len() == seg.len() {
+                let mut words = t.split(' ').rev();
+                let last = words.next().unwrap_or("");
+                let before = words.next().unwrap_or("");
+                let unit = last.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+                let after_number =
+                    unit.len() < last.len() || before.ends_with(|c: char| c.is_ascii_digit());
+                let cut = after_number
+                    && !unit.is_empty()
+                    && !UNITS.contains(&unit)
+                    && !unit.ends_with("/step")
+                    && UNITS
+                        .iter()
+                        .flat_map(|u| [u.to_string(), format!("{u}/step")])
+                        .any(|u| u.starts_with(unit));
+                assert!(!cut, "a unit cut at the pane's edge at {}", shown());
+            }
+            // Two rows of one pane: walled by the same vertical borders (an
+            // overlay's corner or a borderless status row is another thing).
+            let walled = |r: &[char]| {
+                start > 0 && r.get(start - 1) == Some(&'│') && r.get(end) == Some(&'│')
+            };
+            if t.ends_with(|c: char| c.is_ascii_digit()) && walled(row) {
+                if let Some(next) = rows.get(i + 1).filter(|n| walled(n)) {
+                    let below: String = next[start..end].iter().collect();
+                    let below = below.trim_start();
+                    let opens_with_unit = UNITS.iter().any(|u| {
+                        below.strip_prefix(u).is_some_and(|rest| {
+                            rest.is_empty() || rest.starts_with([' ', '·', ',', ')', ';', '/'])
+                        })
+                    });
+                    assert!(
+                        !opens_with_unit,
+                        "a number and its unit on two rows at {}",
+                        shown()
+                    );
+                }
+            }
+            start = end + 1;
+        }
+    }
+}
+
+#[test]
+fn the_cut_value_check_catches_cut_values() {
+    let caught = |screen: &str| std::panic::catch_unwind(|| assert_no_cut_values(screen)).is_err();
+    assert!(caught("│✗ must be in 1..=…│"));
+    assert!(caught("│H→D 8.4 MiB/ste│"));
+    assert!(caught("│grads 512   │\n│KiB · ids 3 │"));
+    assert!(caught("│dense 32.0│\n│MiB/step  │"));
+    // Rows that are not one pane's: a status line over the key hints.
+    assert!(!caught(" saved step 20 \n s screenshot "));
+    assert!(!caught("│H→D 8.4M/step │\n│D→H 9.1M/step │"));
+    assert!(!caught("│    1     step    15│\n└────────────────────┘"));
+    assert!(!caught("│queries 2M …  │"));
+}
+
+
 fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
     t.draw(|f| {
@@ -157,6 +256,7 @@ fn live_app(events: &[Event]) -> Harness {
 fn snapshot_all(name: &str, app: &App) {
     for (w, h) in SIZES {
         let t = draw(app, w, h);
+        assert_no_cut_values(&t.backend().to_string());
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
     }
 }
