@@ -699,7 +699,11 @@ mod tests {
         let mut e = Experiment::default();
         e.method.meft.neurons = 4096;
         e.method.meft.experts = 300;
-        let msg = e.validate().err().map(|x| x.to_string()).unwrap_or_default();
+        let msg = e
+            .validate()
+            .err()
+            .map(|x| x.to_string())
+            .unwrap_or_default();
         assert_eq!(
             msg,
             "method.meft.experts: 300 experts do not divide 4096 neurons; nearest valid experts: 256, or neurons: 4200"
