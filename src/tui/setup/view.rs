@@ -35,7 +35,7 @@ impl Setup {
                     format!("× {keys} keys")
                 })
             }
-            Field::Steps if self.exp.train.steps == 0 => Some("0: Epochs set the length".into()),
+            Field::Steps if self.exp.train.steps == 0 => Some("Epochs set the length".into()),
             Field::Epochs if self.exp.train.steps > 0 => Some("off: Steps is set".into()),
             Field::Preset => self
                 .preset
@@ -224,16 +224,46 @@ impl Setup {
     fn render_picker(&self, row: usize, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let presets = &self.presets;
         let n = presets.all.len();
-        let h = (n as u16 + 3).min(area.height.saturating_sub(2));
-        let inner = overlay::dialog("presets", 72, h, theme, area, buf);
-        let w = inner.width as usize;
-        let visible = (inner.height as usize).saturating_sub(1).max(1);
-        let first = row.saturating_sub(visible - 1);
+        let about = |e: &crate::config::Experiment| {
+            let m = &e.method.meft;
+            let size = match e.method.kind {
+                crate::config::MethodKind::Meft => format!("M {} K {}", m.neurons, m.top_k),
+                crate::config::MethodKind::Parallel => {
+                    format!("size {}", e.method.parallel.size)
+                }
+                crate::config::MethodKind::Lora => format!("r {}", e.method.lora.rank),
+                _ => String::new(),
+            };
+            format!(
+                "{} · {} {size} · {}",
+                e.data.task, e.method.kind, e.model.reference
+            )
+        };
         let label_w = (0..n)
             .map(|i| presets.label(i).chars().count())
             .max()
-            .unwrap_or(0)
-            .min(w / 2);
+            .unwrap_or(0);
+        let about_w = presets
+            .all
+            .iter()
+            .map(|p| about(&p.exp).chars().count())
+            .max()
+            .unwrap_or(0);
+        // As wide as the longest line wants, within the screen.
+        let want = (label_w + about_w + 6).max(40) as u16;
+        let h = (n as u16 + 3).min(area.height.saturating_sub(2));
+        let inner = overlay::dialog(
+            "presets",
+            want.min(area.width.saturating_sub(4)),
+            h,
+            theme,
+            area,
+            buf,
+        );
+        let w = inner.width as usize;
+        let visible = (inner.height as usize).saturating_sub(1).max(1);
+        let first = row.saturating_sub(visible - 1);
+        let label_w = label_w.min(w / 2);
         let mut lines: Vec<Line> = Vec::new();
         if n == 0 {
             lines.push(Line::from(Span::styled(
@@ -242,18 +272,7 @@ impl Setup {
             )));
         }
         for (i, p) in presets.all.iter().enumerate().skip(first).take(visible) {
-            let e = &p.exp;
-            let m = &e.method.meft;
-            let size = match e.method.kind {
-                crate::config::MethodKind::Meft => format!("M {} K {}", m.neurons, m.top_k),
-                crate::config::MethodKind::Parallel => format!("size {}", e.method.parallel.size),
-                crate::config::MethodKind::Lora => format!("r {}", e.method.lora.rank),
-                _ => String::new(),
-            };
-            let about = format!(
-                "{} · {} {size} · {}",
-                e.data.task, e.method.kind, e.model.reference
-            );
+            let about = about(&p.exp);
             let marker = if self.preset == Some(i) { "●" } else { " " };
             let focused = i == row;
             let style = if focused {
