@@ -245,8 +245,9 @@ fn run(cli: Cli) -> Result<()> {
             let _log = meft::tui::StderrToFile::open(&out.join("meft-tui.log"))?;
             meft::tui::run_app(
                 exp,
-                Box::new(meft::tui::launch::RunLauncher { root: out }),
-                meft::tui::launch::planner_preview(),
+                std::path::Path::new("presets"),
+                Box::new(meft::tui::launch::RunLauncher { root: out.clone() }),
+                meft::tui::launch::planner_preview(out),
             )
         }
         Command::Replay { run_dir } => {

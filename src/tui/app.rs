@@ -11,7 +11,7 @@ use crate::tui::dashboard::{self, Chrome, HELP_KEYS, QUIT_KEYS};
 use crate::tui::export;
 use crate::tui::keys::{self, Binding, Key};
 use crate::tui::replay::Replay;
-use crate::tui::setup::{Setup, SetupInput, SetupOutcome};
+use crate::tui::setup::{Presets, Setup, SetupInput, SetupOutcome};
 use crate::tui::state::{DashboardState, ViewOptions};
 use crate::tui::theme::Theme;
 use crate::tui::{Launcher, Previewer};
@@ -109,12 +109,13 @@ pub struct App {
 impl App {
     pub fn setup(
         exp: Experiment,
+        presets: Presets,
         launcher: Box<dyn Launcher>,
         previewer: Previewer,
         theme: Theme,
     ) -> Self {
         Self::with_screen(
-            Screen::Setup(Setup::new(exp, previewer)),
+            Screen::Setup(Setup::new(exp, presets, previewer)),
             Some(launcher),
             theme,
         )

@@ -40,24 +40,77 @@ pub trait Launcher {
     fn start(&mut self, exp: &Experiment) -> Result<RunHandle, String>;
 }
 
-/// What the setup screen shows on the right: computed by the caller (the planner) from an Experiment.
+/// What a preview is computed under that the experiment does not say: how
+/// large the unions are taken to be, and the device memory a plan must fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanKnobs {
+    pub union: UnionAssumption,
+    pub gpu_mem: u64,
+}
+
+/// |U|, the rows each adapter layer gathers per micro-batch, for the plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnionAssumption {
+    /// min(M, N·K): every pick a different row.
+    WorstCase,
+    /// This fraction of M per layer, as `meft plan --union` takes it.
+    Fraction(f64),
+    /// What the newest run of the same shape measured.
+    Measured,
+}
+
+/// One method's predicted cost, in bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostRow {
+    /// "MEFT", "Parallel", "LoRA".
+    pub method: String,
+    /// The name where columns are few: "PA" for the Parallel Adapter.
+    pub abbrev: String,
+    /// What sets its size or assumption: "M 4096", "r 8", "worst |U|".
+    pub detail: String,
+    pub device: u64,
+    pub host: u64,
+    /// Host↔device bytes per optimizer step, both directions.
+    pub per_step: u64,
+    /// Whether `device` fits the knobs' device memory.
+    pub fits: bool,
+    /// The method the experiment uses.
+    pub chosen: bool,
+}
+
+/// What the setup screen shows on the right: computed by the caller (the
+/// planner) from an Experiment and the [`PlanKnobs`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CostPreview {
-    /// Label, value.
-    pub lines: Vec<(String, String)>,
-    pub fits: Option<bool>,
+    /// MEFT at the assumed unions, MEFT at the worst case (when the
+    /// assumption is another), the dense Parallel Adapter of the same M,
+    /// LoRA.
+    pub rows: Vec<CostRow>,
+    /// What the unions were taken to be, e.g. "0.56·M = 2294 rows (the paper's)".
+    pub union_note: String,
+    /// Bytes per step a dense offload of the same M moves, and MEFT's share of it.
+    pub dense_offload: Option<(u64, f64)>,
+    /// The device memory the rows are checked against.
+    pub gpu_mem: u64,
+    /// The chosen method's bytes by category ("device", [("base", 24 MiB), …]),
+    /// and the planner's assumptions, for screens with room for them.
+    pub breakdown: Vec<(String, Vec<(String, u64)>)>,
+    pub notes: Vec<String>,
     pub error: Option<String>,
 }
 
-pub type Previewer = Box<dyn Fn(&Experiment) -> CostPreview>;
+pub type Previewer = Box<dyn Fn(&Experiment, &PlanKnobs) -> CostPreview>;
 
-/// The setup screen, then the live dashboard of the run it starts.
+/// The setup screen (offering the presets under `presets`), then the live
+/// dashboard of the run it starts.
 pub fn run_app(
     exp: Experiment,
+    presets: &Path,
     launcher: Box<dyn Launcher>,
     previewer: Previewer,
 ) -> anyhow::Result<()> {
-    let app = app::App::setup(exp, launcher, previewer, theme::Theme::from_env());
+    let presets = setup::Presets::load(presets);
+    let app = app::App::setup(exp, presets, launcher, previewer, theme::Theme::from_env());
     term::run(app)
 }
 

@@ -7,10 +7,10 @@ use crate::train::{Control, RunHandle};
 use crate::tui::app::{Action, App};
 use crate::tui::export;
 use crate::tui::fixtures;
+use crate::tui::setup::Presets;
 use crate::tui::state::{DashboardState, Phase, ViewOptions};
 use crate::tui::theme::Theme;
-use crate::tui::units::bytes;
-use crate::tui::{CostPreview, Launcher, Previewer};
+use crate::tui::{Launcher, Previewer};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -19,6 +19,104 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+/// Box-drawing characters that end a pane's text on a row.
+const BORDERS: &[char] = &['│', '┌', '┐', '└', '┘', '├', '┤', '┬', '┴', '┼', '─'];
+
+/// Units a figure is written with; one of them opening a row right under a
+/// row that ends in a digit is a value broken across the two.
+const UNITS: &[&str] = &[
+    "B", "KiB", "MiB", "GiB", "TiB", "K", "M", "G", "k", "%", "×", "/step", "/s", "s", "ms",
+    "tok/s", "B/step",
+];
+
+/// Fails when a rendered screen (a `TestBackend` as text, quoted rows or
+/// not) shows a figure cut short: a number or `=` clipped by an ellipsis
+/// (`1..=…`, `12…`), a number against a pane's right edge with half its
+/// unit (`8.4 MiB/ste│`), or a number ending one row of a pane and its unit
+/// opening the next (`grads 512` / `KiB`).
+fn assert_no_cut_values(buf: &str) {
+    let rows: Vec<Vec<char>> = buf
+        .lines()
+        .map(|l| {
+            let l = l.strip_prefix('"').unwrap_or(l);
+            l.strip_suffix('"').unwrap_or(l).chars().collect()
+        })
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let mut start = 0;
+        while start < row.len() {
+            let end = (start..row.len())
+                .find(|&j| BORDERS.contains(&row[j]))
+                .unwrap_or(row.len());
+            let seg: String = row[start..end].iter().collect();
+            let shown = || format!("row {i}, columns {start}..{end}: {seg:?}\n{buf}");
+            let ellipsis = seg.char_indices().any(|(k, c)| {
+                c == '…'
+                    && seg[..k]
+                        .chars()
+                        .last()
+                        .is_some_and(|p| p.is_ascii_digit() || p == '=' || p == '.')
+            });
+            assert!(!ellipsis, "a value clipped by an ellipsis at {}", shown());
+            let t = seg.trim_end();
+            // Against the edge: no space left between the text and the border.
+            if t.len() == seg.len() {
+                let mut words = t.split(' ').rev();
+                let last = words.next().unwrap_or("");
+                let before = words.next().unwrap_or("");
+                let unit = last.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+                let after_number =
+                    unit.len() < last.len() || before.ends_with(|c: char| c.is_ascii_digit());
+                let cut = after_number
+                    && !unit.is_empty()
+                    && !UNITS.contains(&unit)
+                    && !unit.ends_with("/step")
+                    && UNITS
+                        .iter()
+                        .flat_map(|u| [u.to_string(), format!("{u}/step")])
+                        .any(|u| u.starts_with(unit));
+                assert!(!cut, "a unit cut at the pane's edge at {}", shown());
+            }
+            // Two rows of one pane: walled by the same vertical borders (an
+            // overlay's corner or a borderless status row is another thing).
+            let walled = |r: &[char]| {
+                start > 0 && r.get(start - 1) == Some(&'│') && r.get(end) == Some(&'│')
+            };
+            if t.ends_with(|c: char| c.is_ascii_digit()) && walled(row) {
+                if let Some(next) = rows.get(i + 1).filter(|n| walled(n)) {
+                    let below: String = next[start..end].iter().collect();
+                    let below = below.trim_start();
+                    let opens_with_unit = UNITS.iter().any(|u| {
+                        below.strip_prefix(u).is_some_and(|rest| {
+                            rest.is_empty() || rest.starts_with([' ', '·', ',', ')', ';', '/'])
+                        })
+                    });
+                    assert!(
+                        !opens_with_unit,
+                        "a number and its unit on two rows at {}",
+                        shown()
+                    );
+                }
+            }
+            start = end + 1;
+        }
+    }
+}
+
+#[test]
+fn the_cut_value_check_catches_cut_values() {
+    let caught = |screen: &str| std::panic::catch_unwind(|| assert_no_cut_values(screen)).is_err();
+    assert!(caught("│✗ must be in 1..=…│"));
+    assert!(caught("│H→D 8.4 MiB/ste│"));
+    assert!(caught("│grads 512   │\n│KiB · ids 3 │"));
+    assert!(caught("│dense 32.0│\n│MiB/step  │"));
+    // Rows that are not one pane's: a status line over the key hints.
+    assert!(!caught(" saved step 20 \n s screenshot "));
+    assert!(!caught("│H→D 8.4M/step │\n│D→H 9.1M/step │"));
+    assert!(!caught("│    1     step    15│\n└────────────────────┘"));
+    assert!(!caught("│queries 2M …  │"));
+}
 
 fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
@@ -51,40 +149,14 @@ fn text(app: &App, w: u16, h: u16) -> String {
     format!("{}", draw(app, w, h).backend())
 }
 
-/// A planner stand-in with figures a person can recompute: |U| is a
-/// sixteenth of M plus an eighth of the N·K picks, capped at M; d = 256,
-/// four layers, fp32.
-fn test_previewer() -> Previewer {
-    Box::new(|e: &Experiment| {
-        let m = e.method.meft.neurons as u64;
-        let k = e.method.meft.top_k as u64;
-        let n = (e.train.micro_batch * e.train.cutoff_len) as u64;
-        let d = 256u64;
-        let layers = 4u64;
-        let union = (m / 16 + n * k / 8).min(m);
-        let h2d = layers * (union * 2 * d * 4 + union * 4 + n * k * 4);
-        let d2h = layers * (union * 2 * d * 4 + n * d * 4);
-        let store = layers * m * 2 * d * 4 * 3;
-        CostPreview {
-            lines: vec![
-                (
-                    "device".into(),
-                    format!("{} (base 24 MiB)", bytes(24 << 20)),
-                ),
-                ("host".into(), format!("{} store+moments", bytes(store))),
-                (
-                    "bytes/step".into(),
-                    format!("H→D {} · D→H {}", bytes(h2d), bytes(d2h)),
-                ),
-                (
-                    "dense".into(),
-                    format!("{}/step", bytes(layers * m * 2 * d * 4 * 2)),
-                ),
-            ],
-            fits: Some(true),
-            error: None,
-        }
-    })
+/// The planner itself, with no runs to take a measured union from.
+fn planner() -> Previewer {
+    crate::tui::launch::planner_preview(PathBuf::from("/nonexistent/runs"))
+}
+
+/// The presets that ship, as the binary finds them from the repository root.
+fn shipped_presets() -> Presets {
+    Presets::load(std::path::Path::new("presets"))
 }
 
 /// A launcher whose run is fed by the test through the returned sender.
@@ -130,7 +202,13 @@ fn setup_app() -> Harness {
         name: "nq".into(),
         ..Experiment::default()
     };
-    let app = App::setup(exp, Box::new(launcher), test_previewer(), Theme::default());
+    let app = App::setup(
+        exp,
+        shipped_presets(),
+        Box::new(launcher),
+        planner(),
+        Theme::default(),
+    );
     Harness {
         app,
         feed,
@@ -143,6 +221,8 @@ fn setup_app() -> Harness {
 /// app's actions, as the event loop would.
 fn live_app(events: &[Event]) -> Harness {
     let mut h = setup_app();
+    // Off the preset row, where Enter lists the presets.
+    press(&mut h.app, KeyCode::Tab);
     press(&mut h.app, KeyCode::Enter);
     let rx = h.app.take_new_events().expect("the run started");
     for e in events {
@@ -157,8 +237,16 @@ fn live_app(events: &[Event]) -> Harness {
 fn snapshot_all(name: &str, app: &App) {
     for (w, h) in SIZES {
         let t = draw(app, w, h);
+        assert_no_cut_values(&t.backend().to_string());
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
     }
+}
+
+/// The screen at `w`×`h` as a snapshot, checked for cut values.
+fn snapshot_one(name: &str, app: &App, w: u16, h: u16) {
+    let t = draw(app, w, h);
+    assert_no_cut_values(&t.backend().to_string());
+    insta::assert_snapshot!(name, t.backend());
 }
 
 #[test]
@@ -194,67 +282,296 @@ fn help_overlay() {
     assert!(!text(&h.app, 80, 24).contains("this help"));
 }
 
-fn preview_line(app: &App) -> String {
+/// The MEFT row of the comparison (the right pane's part of the line).
+fn meft_row(app: &App) -> String {
     text(app, 80, 24)
         .lines()
-        .find(|l| l.contains("bytes/step"))
+        .filter_map(|l| {
+            l.split('│')
+                .find(|seg| seg.trim_start().starts_with("MEFT "))
+        })
+        .next()
         .unwrap_or_default()
+        .trim()
         .to_string()
+}
+
+/// The setup screen's state, to check values a snapshot only shows.
+fn setup_of(app: &App) -> &crate::tui::setup::Setup {
+    match &app.screen {
+        crate::tui::app::Screen::Setup(s) => s,
+        _ => panic!("still on the setup screen"),
+    }
+}
+
+/// Tab presses from the preset row to `field`.
+fn tabs_to(field: crate::tui::setup::Field) -> usize {
+    crate::tui::setup::FIELDS
+        .iter()
+        .position(|f| *f == field)
+        .expect("a setup field")
 }
 
 #[test]
 fn changing_m_and_k_changes_the_predicted_bytes() {
+    use crate::tui::setup::Field;
     let mut h = setup_app();
-    let before = preview_line(&h.app);
-    // Name, Model, Task, Train, Method → Neurons M.
-    press_n(&mut h.app, KeyCode::Tab, 5);
+    let before = meft_row(&h.app);
+    press_n(&mut h.app, KeyCode::Tab, tabs_to(Field::Neurons));
     press(&mut h.app, KeyCode::Char('+'));
     press(&mut h.app, KeyCode::Tab);
     press(&mut h.app, KeyCode::Char('+'));
-    let after = preview_line(&h.app);
+    let after = meft_row(&h.app);
     insta::assert_snapshot!("setup_m_k_before", before);
     insta::assert_snapshot!("setup_m_k_after", after);
-    insta::assert_snapshot!("setup_m_k_after_80x24", draw(&h.app, 80, 24).backend());
+    snapshot_one("setup_m_k_after_80x24", &h.app, 80, 24);
     assert_ne!(before, after);
-    // M doubles to the next valid value, K doubles.
-    let crate::tui::app::Screen::Setup(s) = &h.app.screen else {
-        panic!("still on the setup screen");
-    };
+    // M steps to the next size users pick, K doubles.
+    let s = setup_of(&h.app);
     assert_eq!(s.exp.method.meft.top_k, 64);
-    assert!(s.exp.method.meft.neurons > 4096);
+    assert_eq!(s.exp.method.meft.neurons, 6144);
 }
 
 #[test]
 fn an_invalid_value_is_marked_and_blocks_start() {
+    use crate::tui::setup::Field;
     let mut h = setup_app();
-    press_n(&mut h.app, KeyCode::Tab, 15);
+    press_n(&mut h.app, KeyCode::Tab, tabs_to(Field::MicroBatch));
     // Micro-batch: type 3, which does not divide the batch of 8.
     press(&mut h.app, KeyCode::Char('3'));
     press(&mut h.app, KeyCode::Enter);
+    // Away from the bad field, Enter goes back to it and says why, once.
+    press(&mut h.app, KeyCode::Tab);
+    press(&mut h.app, KeyCode::Enter);
+    assert_eq!(setup_of(&h.app).focused(), Field::MicroBatch);
     let screen = text(&h.app, 80, 24);
-    assert!(screen.contains("Micro-batch 3  ✗ must divide"), "{screen}");
+    assert!(screen.contains("▸Micro-batch 3  ✗"), "{screen}");
     assert!(
-        screen.contains("✗ train.micro_batch: must divide"),
+        screen.contains("✗ cannot start: train.micro_batch"),
         "{screen}"
     );
-    assert!(screen.contains("train.batch (8), got 3"), "{screen}");
-    insta::assert_snapshot!("setup_invalid_80x24", draw(&h.app, 80, 24).backend());
-    press(&mut h.app, KeyCode::Enter);
+    assert_eq!(screen.matches("must divide").count(), 1, "{screen}");
+    assert!(screen.contains("(8), got 3"), "{screen}");
+    snapshot_one("setup_invalid_80x24", &h.app, 80, 24);
     assert!(h.started.lock().map(|v| v.is_empty()).unwrap_or(false));
     assert!(h.app.take_new_events().is_none());
 }
 
 #[test]
 fn typing_a_bad_number_keeps_the_edit_open() {
+    use crate::tui::setup::Field;
     let mut h = setup_app();
-    press_n(&mut h.app, KeyCode::Tab, 5);
+    press_n(&mut h.app, KeyCode::Tab, tabs_to(Field::Neurons));
     press(&mut h.app, KeyCode::Char('x'));
     press(&mut h.app, KeyCode::Enter);
-    let screen = text(&h.app, 80, 24);
+    let screen = text(&h.app, 160, 48);
     assert!(screen.contains("whole number, got \"x\""), "{screen}");
+    assert_eq!(screen.matches("whole number").count(), 1, "{screen}");
     press(&mut h.app, KeyCode::Esc);
     let screen = text(&h.app, 80, 24);
     assert!(screen.contains("4096"), "{screen}");
+}
+
+/// Open the preset list on the preset row and load the preset labelled `name`.
+fn pick_preset(app: &mut App, name: &str) {
+    let labels: Vec<String> = {
+        let s = setup_of(app);
+        (0..s.preset_count()).map(|i| s.preset_name(i)).collect()
+    };
+    let row = labels
+        .iter()
+        .position(|l| l == name)
+        .unwrap_or_else(|| panic!("{name} not among {labels:?}"));
+    press(app, KeyCode::Enter);
+    press_n(app, KeyCode::Down, row);
+    press(app, KeyCode::Enter);
+}
+
+#[test]
+fn the_picker_lists_the_presets() {
+    let mut h = setup_app();
+    press(&mut h.app, KeyCode::Enter);
+    let screen = text(&h.app, 80, 24);
+    for name in ["nq", "squad", "gsm8k", "toolbench", "paper/nq"] {
+        assert!(screen.contains(name), "{name} missing:\n{screen}");
+    }
+    snapshot_one("setup_picker_80x24", &h.app, 80, 24);
+    press(&mut h.app, KeyCode::Esc);
+    assert!(!text(&h.app, 80, 24).contains("Enter load"));
+}
+
+#[test]
+fn each_runnable_preset_loads_through_the_picker() {
+    for name in ["nq", "squad", "gsm8k", "toolbench"] {
+        let mut h = setup_app();
+        pick_preset(&mut h.app, name);
+        let path = PathBuf::from(format!("presets/{name}.toml"));
+        let want = Experiment::load(&path).expect("the preset loads");
+        assert_eq!(setup_of(&h.app).exp, want, "{name}");
+        snapshot_all(&format!("setup_preset_{name}"), &h.app);
+    }
+}
+
+#[test]
+fn arrows_on_the_preset_row_step_through_the_presets() {
+    let mut h = setup_app();
+    press(&mut h.app, KeyCode::Right);
+    assert_eq!(setup_of(&h.app).exp.name, "nq");
+    press(&mut h.app, KeyCode::Right);
+    assert_eq!(setup_of(&h.app).exp.name, "squad");
+    press(&mut h.app, KeyCode::Left);
+    assert_eq!(setup_of(&h.app).exp.name, "nq");
+    assert!(text(&h.app, 80, 24).contains("◀ nq ▶"));
+}
+
+#[test]
+fn changing_the_task_brings_its_name_and_cutoff() {
+    use crate::tui::setup::Field;
+    let mut h = setup_app();
+    pick_preset(&mut h.app, "nq");
+    press_n(&mut h.app, KeyCode::Tab, tabs_to(Field::Task));
+    // nq → squad.
+    press(&mut h.app, KeyCode::Right);
+    let s = setup_of(&h.app);
+    let squad = Experiment::load(std::path::Path::new("presets/squad.toml")).expect("squad");
+    assert_eq!(s.exp.data.task, crate::config::Task::Squad);
+    assert_eq!(s.exp.name, "squad");
+    assert_eq!(s.exp.train.cutoff_len, squad.train.cutoff_len);
+    assert_eq!(s.exp.data.train, squad.data.train);
+    assert!(s.is_valid());
+    // A name the user typed stays.
+    press_n(&mut h.app, KeyCode::BackTab, 2);
+    for c in "mine".chars() {
+        press(&mut h.app, KeyCode::Char(c));
+    }
+    press(&mut h.app, KeyCode::Enter);
+    press_n(&mut h.app, KeyCode::Tab, 2);
+    press(&mut h.app, KeyCode::Right);
+    assert_eq!(setup_of(&h.app).exp.name, "squadmine");
+}
+
+#[test]
+fn every_field_explains_itself_when_focused() {
+    let mut h = setup_app();
+    let mut seen = std::collections::HashSet::new();
+    for _ in crate::tui::setup::FIELDS {
+        let screen = text(&h.app, 80, 24);
+        let s = setup_of(&h.app);
+        let f = s.focused();
+        // The description's first words open its paragraph on the right.
+        let help = f.help(&s.exp);
+        let opening: Vec<&str> = help.split(' ').take(2).collect();
+        assert!(screen.contains(&opening.join(" ")), "{f:?}:\n{screen}");
+        seen.insert(f.label());
+        press(&mut h.app, KeyCode::Tab);
+    }
+    assert_eq!(seen.len(), crate::tui::setup::FIELDS.len());
+}
+
+#[test]
+fn the_comparison_is_fair() {
+    use crate::tui::setup::Field;
+    let mut h = setup_app();
+    pick_preset(&mut h.app, "nq");
+    let rows = |app: &App| setup_of(app).preview().rows.clone();
+    let r = rows(&h.app);
+    let names: Vec<String> = r
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.detail))
+        .collect();
+    assert_eq!(
+        names,
+        ["MEFT ", "MEFT worst", "Parallel M 4096", "LoRA r 8"]
+    );
+    // The dense adapter of the same M: two M×d matrices per layer, with
+    // gradients and both AdamW moments, all f32 on the device.
+    let m = 4096u64;
+    let (d, layers) = (128u64, 4u64);
+    let dense = layers * 2 * m * d * 4 * 4;
+    assert!(r[2].device >= dense, "{} < {dense}", r[2].device);
+    assert_eq!(r[2].per_step, 0);
+    assert_eq!(r[2].host, 0);
+    // MEFT keeps the adapter in host memory; at the paper's union it moves
+    // less than a dense offload of the same M.
+    assert!(r[0].device < r[2].device, "{r:?}");
+    assert!(r[0].host > dense / 4, "{r:?}");
+    let (offload, share) = setup_of(&h.app).preview().dense_offload.expect("offload");
+    assert_eq!(offload, 2 * layers * 2 * m * d * 4);
+    assert!(share < 1.0, "{share}");
+    // The union knob moves MEFT's bytes per step, not the others'.
+    press_n(&mut h.app, KeyCode::Tab, tabs_to(Field::Union));
+    press(&mut h.app, KeyCode::Left);
+    let after = rows(&h.app);
+    assert!(after[0].per_step < r[0].per_step, "{after:?}");
+    assert_eq!(after[2], r[2]);
+    snapshot_all("setup_union_half", &h.app);
+}
+
+#[test]
+fn a_run_of_the_same_shape_gives_the_measured_union() {
+    use crate::tui::{PlanKnobs, UnionAssumption};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("nq-20261202-120000");
+    std::fs::create_dir_all(&run).expect("run dir");
+    let exp = Experiment {
+        name: "nq".into(),
+        ..Experiment::default()
+    };
+    exp.save(&run.join("config.toml")).expect("config");
+    let events = fixtures::run_events(30, true);
+    let log: String = events
+        .iter()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(run.join("events.jsonl"), log).expect("events");
+    // The mean |U| per layer over the logged steps, one micro-batch each.
+    let steps: Vec<&Vec<u64>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) => Some(&s.union_sizes),
+            _ => None,
+        })
+        .collect();
+    let layers = steps[0].len();
+    let per_layer: Vec<u64> = (0..layers)
+        .map(|l| steps.iter().map(|u| u[l]).sum::<u64>() / steps.len() as u64)
+        .collect();
+    let mean = per_layer.iter().sum::<u64>() / layers as u64;
+    let preview = crate::tui::launch::planner_preview(dir.path().to_path_buf());
+    let knobs = |union| PlanKnobs {
+        union,
+        gpu_mem: 24 << 30,
+    };
+    let measured = preview(&exp, &knobs(UnionAssumption::Measured));
+    assert!(
+        measured
+            .union_note
+            .contains("measured by nq-20261202-120000"),
+        "{}",
+        measured.union_note
+    );
+    assert!(
+        measured.union_note.starts_with(&format!("{mean} rows = ")),
+        "{}",
+        measured.union_note
+    );
+    // Fewer rows than the worst case move fewer bytes.
+    assert!(measured.rows[0].per_step < measured.rows[1].per_step);
+    // Another shape has no measurement and says so.
+    let other = Experiment {
+        train: crate::config::TrainSection {
+            cutoff_len: 32,
+            ..exp.train.clone()
+        },
+        ..exp.clone()
+    };
+    let none = preview(&other, &knobs(UnionAssumption::Measured));
+    assert!(
+        none.union_note.contains("no run of this shape"),
+        "{}",
+        none.union_note
+    );
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! a notch up or down moves it, and how typed text sets it.
 
 use crate::config::{Choice, ConfigError, Experiment, HostOptimizer, MethodKind, Routing, Task};
+use crate::telemetry::plan::PAPER_UNION_FRACTION;
+use crate::tui::{PlanKnobs, UnionAssumption};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    /// Which preset the fields were loaded from (not part of the experiment).
+    Preset,
     Name,
     Model,
     Task,
@@ -25,9 +29,16 @@ pub enum Field {
     Cutoff,
     Seed,
     Device,
+    /// |U| the plan assumes (not part of the experiment).
+    Union,
+    /// The device memory the plan is checked against (not part of the experiment).
+    GpuMem,
 }
 
-pub const FIELDS: [Field; 19] = [
+/// Every row in focus order: the experiment's knobs down the left, then
+/// the plan's own two on the right.
+pub const FIELDS: [Field; 22] = [
+    Field::Preset,
     Field::Name,
     Field::Model,
     Field::Task,
@@ -47,10 +58,14 @@ pub const FIELDS: [Field; 19] = [
     Field::Cutoff,
     Field::Seed,
     Field::Device,
+    Field::Union,
+    Field::GpuMem,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Kind {
+    /// One of the presets, picked from a list.
+    Preset,
     Text,
     /// One of these spellings (the schema's, in order).
     Choice(Vec<&'static str>),
@@ -60,7 +75,8 @@ pub(super) enum Kind {
 impl Field {
     pub fn label(self) -> &'static str {
         match self {
-            Field::Name => "Preset",
+            Field::Preset => "Preset",
+            Field::Name => "Run name",
             Field::Model => "Model",
             Field::Task => "Task",
             Field::Train => "Train data",
@@ -79,12 +95,15 @@ impl Field {
             Field::Cutoff => "Cutoff",
             Field::Seed => "Seed",
             Field::Device => "Device",
+            Field::Union => "|U| assumed",
+            Field::GpuMem => "GPU memory",
         }
     }
 
     /// The config path validation errors name.
     pub fn path(self) -> &'static str {
         match self {
+            Field::Preset => "preset",
             Field::Name => "name",
             Field::Model => "model.reference",
             Field::Task => "data.task",
@@ -104,11 +123,25 @@ impl Field {
             Field::Cutoff => "train.cutoff_len",
             Field::Seed => "train.seed",
             Field::Device => "model.device",
+            Field::Union => "plan --union",
+            Field::GpuMem => "plan --gpu-mem",
         }
+    }
+
+    /// Whether the row edits the experiment (rather than picking a preset
+    /// or an assumption of the plan).
+    pub fn is_config(self) -> bool {
+        !matches!(self, Field::Preset | Field::Union | Field::GpuMem)
+    }
+
+    /// Whether the row sits with the plan on the right.
+    pub(super) fn is_knob(self) -> bool {
+        matches!(self, Field::Union | Field::GpuMem)
     }
 
     pub(super) fn kind(self) -> Kind {
         match self {
+            Field::Preset => Kind::Preset,
             Field::Name | Field::Model | Field::Train | Field::Device => Kind::Text,
             Field::Task => Kind::Choice(Task::names()),
             Field::Method => Kind::Choice(MethodKind::names()),
@@ -152,7 +185,7 @@ impl Field {
             }
         };
         match self.kind() {
-            Kind::Text => {}
+            Kind::Text | Kind::Preset => {}
             Kind::Choice(options) => {
                 let current = self.get(e);
                 let i = options.iter().position(|o| *o == current).unwrap_or(0);
@@ -217,6 +250,165 @@ impl Field {
             Err(other) => Err(other.to_string()),
         }
     }
+}
+
+impl Field {
+    /// What the knob does and which values it takes, for the focused row.
+    pub fn help(self, e: &Experiment) -> String {
+        let m = &e.method.meft;
+        let experts = m.resolved_experts();
+        match self {
+            Field::Preset => {
+                "a TOML under presets/: ◀▶ loads the next, Enter lists them all; w saves yours there"
+                    .into()
+            }
+            Field::Name => "names the run directory: runs/<name>-<time>/".into(),
+            Field::Model => {
+                "the frozen base: embedded:tiny, hf:DIR, gguf:FILE, or builtin:NAME for a shape without weights"
+                    .into()
+            }
+            Field::Task => {
+                "the dataset format and its metrics; ◀▶ also loads that task's name, cutoff and data"
+                    .into()
+            }
+            Field::Train => {
+                "training rows: synth:entities=N,seed=S generates them in the task's format; or a file path"
+                    .into()
+            }
+            Field::Method => {
+                "meft: sparse rows in host memory · parallel: the dense adapter on the device · lora · full · none"
+                    .into()
+            }
+            Field::Neurons => format!(
+                "M, adapter neurons per layer, kept as rows in host memory; ◀▶ steps through powers of two and the paper's sizes (now {})",
+                m.neurons
+            ),
+            Field::TopK => format!(
+                "K, the neurons each token activates and whose rows it needs on the device; 1 to M ({})",
+                m.neurons
+            ),
+            Field::Experts => format!(
+                "E, groups of keys the router chooses among; must divide M; 0 picks one near √M × {}",
+                m.expert_factor
+            ),
+            Field::Probe => format!(
+                "P, the experts each token's router probes; only their keys are scored for the top K; 1 to E ({experts})"
+            ),
+            Field::Routing => {
+                "key_experts: a router on the device picks P experts per token · full: every key is scored on the host"
+                    .into()
+            }
+            Field::HostOptimizer => {
+                "AdamW on the host rows. lazy: moments only for rows touched so far · dense: every row, every step"
+                    .into()
+            }
+            Field::Lr => "the peak learning rate; ◀▶ steps along 1, 2, 5 × a power of ten".into(),
+            Field::Steps => {
+                "optimizer steps in the run; 0 leaves the length to Epochs".into()
+            }
+            Field::Epochs => {
+                "passes over the training rows; used only when Steps is 0".into()
+            }
+            Field::Batch => "examples per optimizer step (at least 1)".into(),
+            Field::MicroBatch => format!(
+                "examples per forward pass; must divide Batch ({}); the rest is gradient accumulation",
+                e.train.batch
+            ),
+            Field::Cutoff => "tokens per example, longer ones cut (at least 4); N = micro-batch × cutoff".into(),
+            Field::Seed => "seeds the data order, the initial adapter and the synthetic data".into(),
+            Field::Device => "where the base computes: cpu or cuda:N; the host store stays in host memory".into(),
+            Field::Union => format!(
+                "|U|, the rows one micro-batch gathers per layer: worst case min(M, N·K), a fraction of M (the paper measured {PAPER_UNION_FRACTION}), or what a run of this shape measured"
+            ),
+            Field::GpuMem => {
+                "the device memory the fits column checks against; type a size such as 24GiB"
+                    .into()
+            }
+        }
+    }
+
+    /// A plan knob's value as the row shows it.
+    pub(super) fn knob_get(self, k: &PlanKnobs) -> String {
+        match self {
+            Field::Union => match k.union {
+                UnionAssumption::WorstCase => "worst case".into(),
+                UnionAssumption::Fraction(f) => format!("{f}·M"),
+                UnionAssumption::Measured => "measured".into(),
+            },
+            Field::GpuMem => crate::units::bytes(k.gpu_mem),
+            _ => String::new(),
+        }
+    }
+
+    /// A notch up or down on a plan knob.
+    pub(super) fn knob_step(self, k: &mut PlanKnobs, up: bool) {
+        match self {
+            Field::Union => {
+                let options = union_options();
+                let i = options.iter().position(|o| *o == k.union).unwrap_or(0);
+                let n = options.len();
+                k.union = options[if up { (i + 1) % n } else { (i + n - 1) % n }];
+            }
+            Field::GpuMem => {
+                let sizes = GPU_SIZES_GIB.map(|g| g << 30);
+                let next = if up {
+                    sizes.iter().find(|&&s| s > k.gpu_mem)
+                } else {
+                    sizes.iter().rev().find(|&&s| s < k.gpu_mem)
+                };
+                k.gpu_mem = next.copied().unwrap_or(k.gpu_mem);
+            }
+            _ => {}
+        }
+    }
+
+    /// A plan knob from typed text.
+    pub(super) fn knob_set(self, k: &mut PlanKnobs, text: &str) -> Result<(), String> {
+        let text = text.trim();
+        match self {
+            Field::Union => {
+                k.union = match text {
+                    "worst" | "worst case" => UnionAssumption::WorstCase,
+                    "measured" => UnionAssumption::Measured,
+                    "paper" => UnionAssumption::Fraction(PAPER_UNION_FRACTION),
+                    _ => match text.trim_end_matches("·M").parse::<f64>() {
+                        Ok(f) if (0.0..=1.0).contains(&f) => UnionAssumption::Fraction(f),
+                        _ => {
+                            return Err(format!(
+                                "expected a fraction of M in [0, 1], worst, paper or measured, got {text:?}"
+                            ))
+                        }
+                    },
+                };
+            }
+            Field::GpuMem => {
+                // A bare number is GiB.
+                let parsed = match text.parse::<f64>() {
+                    Ok(g) if g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
+                    _ => crate::units::parse_bytes(text),
+                };
+                k.gpu_mem = parsed.filter(|&b| b > 0).ok_or_else(|| {
+                    format!("expected a size such as 24GiB or 80GiB, got {text:?}")
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Card sizes ◀▶ steps the device memory through, in GiB.
+const GPU_SIZES_GIB: [u64; 9] = [8, 12, 16, 24, 32, 40, 48, 80, 96];
+
+/// The unions ◀▶ steps through: the worst case, fractions of M (the
+/// paper's among them), and what a run measured.
+fn union_options() -> Vec<UnionAssumption> {
+    let mut v = vec![UnionAssumption::WorstCase];
+    let mut fractions = vec![0.05, 0.1, 0.25, 0.5, PAPER_UNION_FRACTION, 0.75, 1.0];
+    fractions.sort_by(f64::total_cmp);
+    v.extend(fractions.into_iter().map(UnionAssumption::Fraction));
+    v.push(UnionAssumption::Measured);
+    v
 }
 
 /// The next value in the 1-2-5 series (…, 1e-3, 2e-3, 5e-3, 1e-2, …).
@@ -319,6 +511,7 @@ mod tests {
     #[test]
     fn every_field_sets_as_set_does() {
         let sample = |f: Field| match f {
+            Field::Preset | Field::Union | Field::GpuMem => "",
             Field::Name => "my run",
             Field::Model => "gguf:/models/smol.gguf",
             Field::Task => "squad",
@@ -339,7 +532,7 @@ mod tests {
             Field::Seed => "7",
             Field::Device => "cuda:0",
         };
-        for f in FIELDS {
+        for f in FIELDS.into_iter().filter(|f| f.is_config()) {
             let mut by_screen = Experiment::default();
             let by_flag = Experiment::default()
                 .apply_sets(&[format!("{}={}", f.path(), sample(f))])
@@ -354,6 +547,29 @@ mod tests {
             );
             assert_eq!(f.get(&by_screen), sample(f), "{} reads back", f.path());
         }
+    }
+
+    #[test]
+    fn plan_knobs_step_and_parse() {
+        let mut k = PlanKnobs {
+            union: UnionAssumption::WorstCase,
+            gpu_mem: 24 << 30,
+        };
+        Field::Union.knob_step(&mut k, false);
+        assert_eq!(k.union, UnionAssumption::Measured);
+        Field::Union.knob_step(&mut k, true);
+        Field::Union.knob_step(&mut k, true);
+        assert_eq!(k.union, UnionAssumption::Fraction(0.05));
+        assert_eq!(Field::Union.knob_set(&mut k, "paper"), Ok(()));
+        assert_eq!(Field::Union.knob_get(&k), "0.56·M");
+        assert!(Field::Union.knob_set(&mut k, "1.5").is_err());
+        Field::GpuMem.knob_step(&mut k, true);
+        assert_eq!(k.gpu_mem, 32 << 30);
+        assert_eq!(Field::GpuMem.knob_set(&mut k, "80"), Ok(()));
+        assert_eq!(Field::GpuMem.knob_get(&k), "80 GiB");
+        assert_eq!(Field::GpuMem.knob_set(&mut k, "512MiB"), Ok(()));
+        assert_eq!(k.gpu_mem, 512 << 20);
+        assert!(Field::GpuMem.knob_set(&mut k, "lots").is_err());
     }
 
     #[test]

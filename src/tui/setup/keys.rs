@@ -29,9 +29,10 @@ use SetupInput as I;
 
 const ENTER: Binding<I> = Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)]);
 const ESC: Binding<I> = Binding::new(&[Key::Code(KeyCode::Esc, I::Esc)]);
-const START: Binding<I> = ENTER
-    .hint("Enter", "start")
-    .help("Enter", "accept an edit; otherwise start the run");
+const START: Binding<I> = ENTER.hint("Enter", "start").help(
+    "Enter",
+    "accept an edit; on Preset list the presets; else start",
+);
 const MOVE: Binding<I> = Binding::new(&[
     Key::Code(KeyCode::Tab, I::Next),
     Key::Code(KeyCode::Down, I::Next),
@@ -77,6 +78,32 @@ pub const FIELD_KEYS: &[Binding<I>] = &[
     START, MOVE, CHANGE, RETYPE, EDIT, SAVE, HELP, LEAVE, QUIT, ERASE,
 ];
 
+/// On the preset row Enter lists the presets rather than starting.
+pub const PRESET_ROW_KEYS: &[Binding<I>] = &[
+    ENTER.hint("Enter", "list presets"),
+    MOVE,
+    CHANGE.hint("◀▶", "next preset"),
+    SAVE,
+    HELP,
+    LEAVE,
+    QUIT,
+    EDIT,
+];
+
+/// The preset list.
+pub const PICKER_KEYS: &[Binding<I>] = &[
+    Binding::new(&[
+        Key::Code(KeyCode::Down, I::Next),
+        Key::Code(KeyCode::Tab, I::Next),
+        Key::Code(KeyCode::Up, I::Prev),
+        Key::Code(KeyCode::BackTab, I::Prev),
+    ])
+    .hint("↑↓", "choose"),
+    ENTER.hint("Enter", "load"),
+    Binding::new(&[Key::Code(KeyCode::Esc, I::Esc), Key::Char('q', I::Esc)]).hint("Esc", "cancel"),
+    CTRL_C,
+];
+
 /// Typing a field's value.
 pub const EDIT_KEYS: &[Binding<I>] = &[
     ENTER.hint("Enter", "accept"),
@@ -104,10 +131,14 @@ impl Setup {
     pub(super) fn keys(&self) -> &'static [Binding<I>] {
         if self.help {
             HELP_KEYS
+        } else if self.picker.is_some() {
+            PICKER_KEYS
         } else if self.save_prompt.is_some() {
             SAVE_PROMPT_KEYS
         } else if self.edit.is_some() {
             EDIT_KEYS
+        } else if self.focused().kind() == Kind::Preset {
+            PRESET_ROW_KEYS
         } else {
             FIELD_KEYS
         }

@@ -1,12 +1,19 @@
-//! The setup screen's state: the experiment being edited, the focused
-//! row, the text being typed, validation and the planner's prediction, and
-//! how a [`SetupInput`] changes them.
+//! The setup screen's state: the experiment being edited, the preset it
+//! came from, the focused row, the text being typed, validation, the plan's
+//! own knobs and the planner's prediction, and how a [`SetupInput`] changes
+//! them.
 
 use super::fields::{Field, Kind, FIELDS};
 use super::keys::SetupInput;
-use crate::config::{ConfigError, Experiment};
-use crate::tui::{CostPreview, Previewer};
+use super::presets::{for_task, Presets};
+use crate::config::{ConfigError, Experiment, Task};
+use crate::telemetry::plan::PAPER_UNION_FRACTION;
+use crate::tui::{CostPreview, PlanKnobs, Previewer, UnionAssumption};
 use std::path::PathBuf;
+
+/// The device memory a plan is checked against until the user picks
+/// another: the paper's card (Hao et al. 2024 train LLaMA-7B on 24 GB).
+const PAPER_GPU_MEM: u64 = 24 << 30;
 
 /// What the app should do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +33,14 @@ pub struct Setup {
     pub(super) invalid: Option<(Option<Field>, String)>,
     pub(super) preview: CostPreview,
     previewer: Previewer,
+    pub(super) knobs: PlanKnobs,
+    pub(super) presets: Presets,
+    /// The preset the fields were loaded from, by index into `presets`.
+    pub(super) preset: Option<usize>,
+    /// The open preset list: its highlighted row.
+    pub(super) picker: Option<usize>,
+    /// Enter was pressed on an invalid config.
+    pub(super) refused: bool,
     /// The path being typed for `w`.
     pub(super) save_prompt: Option<String>,
     pub(super) note: Option<(String, bool)>,
@@ -33,8 +48,13 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn new(exp: Experiment, previewer: Previewer) -> Self {
-        let preview = previewer(&exp);
+    pub fn new(exp: Experiment, presets: Presets, previewer: Previewer) -> Self {
+        let knobs = PlanKnobs {
+            union: UnionAssumption::Fraction(PAPER_UNION_FRACTION),
+            gpu_mem: PAPER_GPU_MEM,
+        };
+        let preview = previewer(&exp, &knobs);
+        let preset = presets.all.iter().position(|p| p.exp == exp);
         let mut s = Self {
             exp,
             focus: 0,
@@ -43,6 +63,11 @@ impl Setup {
             invalid: None,
             preview,
             previewer,
+            knobs,
+            presets,
+            preset,
+            picker: None,
+            refused: false,
             save_prompt: None,
             note: None,
             help: false,
@@ -57,6 +82,33 @@ impl Setup {
 
     pub fn is_editing(&self) -> bool {
         self.edit.is_some() || self.save_prompt.is_some()
+    }
+
+    /// How many presets the list offers.
+    pub fn preset_count(&self) -> usize {
+        self.presets.all.len()
+    }
+
+    /// The `i`th preset's name in the list.
+    pub fn preset_name(&self, i: usize) -> String {
+        self.presets.label(i)
+    }
+
+    /// The planner's figures on screen.
+    pub fn preview(&self) -> &CostPreview {
+        &self.preview
+    }
+
+    /// The preset row's value: its name, marked when a field has changed since.
+    pub(super) fn preset_label(&self) -> String {
+        match self
+            .preset
+            .and_then(|i| self.presets.all.get(i).map(|p| (i, p)))
+        {
+            Some((i, p)) if p.exp == self.exp => self.presets.label(i),
+            Some((i, _)) => format!("{} (edited)", self.presets.label(i)),
+            None => "none".into(),
+        }
     }
 
     pub fn is_valid(&self) -> bool {
@@ -76,7 +128,59 @@ impl Setup {
             }
             Err(e) => Some((None, e.to_string())),
         };
-        self.preview = (self.previewer)(&self.exp);
+        self.preview = (self.previewer)(&self.exp, &self.knobs);
+    }
+
+    /// Replace every field with the preset's.
+    fn load_preset(&mut self, i: usize) {
+        if let Some(p) = self.presets.all.get(i) {
+            self.exp = p.exp.clone();
+            self.preset = Some(i);
+            self.revalidate();
+        }
+    }
+
+    /// A new task brings its runnable preset's run name (unless the user
+    /// named the run), cutoff, data, answer length, metrics and paper figure.
+    fn task_changed(&mut self, old: Task) {
+        let new = self.exp.data.task;
+        let root = &self.presets.root;
+        let old_name = for_task(&self.presets.all, root, old).map(|p| p.exp.name.as_str());
+        let default_name = Experiment::default().name;
+        let named_by_default = self.exp.name == old.name()
+            || self.exp.name == default_name
+            || old_name == Some(self.exp.name.as_str());
+        let defaults = for_task(&self.presets.all, root, new).map(|p| p.exp.clone());
+        let e = &mut self.exp;
+        if named_by_default {
+            e.name = defaults
+                .as_ref()
+                .map_or_else(|| new.name().to_string(), |d| d.name.clone());
+        }
+        // Metrics belong to a task; the new task's defaults apply.
+        e.eval.metrics.clear();
+        e.paper = None;
+        if let Some(d) = defaults {
+            e.train.cutoff_len = d.train.cutoff_len;
+            e.eval.max_new_tokens = d.eval.max_new_tokens;
+            e.eval.metrics = d.eval.metrics;
+            e.paper = d.paper;
+            // Generated data follows the task; a file the user chose stays.
+            if e.data.train.starts_with("synth:") {
+                e.data.train = d.data.train;
+            }
+        }
+    }
+
+    /// Apply a change to the focused row's value, then re-check and re-plan.
+    fn change(&mut self, f: impl FnOnce(&mut Self) -> Result<(), String>) -> Result<(), String> {
+        let task = self.exp.data.task;
+        f(self)?;
+        if self.exp.data.task != task {
+            self.task_changed(task);
+        }
+        self.revalidate();
+        Ok(())
     }
 
     pub fn apply(&mut self, input: SetupInput) -> SetupOutcome {
@@ -84,6 +188,20 @@ impl Setup {
         if self.help {
             if matches!(input, I::Help | I::Esc | I::Quit | I::Enter) {
                 self.help = false;
+            }
+            return SetupOutcome::Stay;
+        }
+        if let Some(row) = self.picker {
+            let n = self.presets.all.len().max(1);
+            match input {
+                I::Next => self.picker = Some((row + 1) % n),
+                I::Prev => self.picker = Some((row + n - 1) % n),
+                I::Enter => {
+                    self.picker = None;
+                    self.load_preset(row);
+                }
+                I::Esc | I::Quit => self.picker = None,
+                _ => {}
             }
             return SetupOutcome::Stay;
         }
@@ -98,7 +216,13 @@ impl Setup {
                     let path = PathBuf::from(path.trim());
                     self.save_prompt = None;
                     self.note = Some(match self.exp.save(&path) {
-                        Ok(()) => (format!("saved {}", path.display()), false),
+                        Ok(()) => {
+                            // The saved preset joins the list, as the one loaded.
+                            self.presets = Presets::load(&self.presets.root);
+                            let saved = self.presets.all.iter().position(|p| p.path == path);
+                            self.preset = saved.or(self.preset);
+                            (format!("saved {}", path.display()), false)
+                        }
                         Err(e) => (format!("not saved: {e}"), true),
                     });
                 }
@@ -120,11 +244,14 @@ impl Setup {
                 }
                 I::Enter => {
                     let text = buf.clone();
-                    match field.set(&mut self.exp, &text) {
+                    let set = self.change(|s| match field.is_knob() {
+                        true => field.knob_set(&mut s.knobs, &text),
+                        false => field.set(&mut s.exp, &text),
+                    });
+                    match set {
                         Ok(()) => {
                             self.edit = None;
                             self.edit_error = None;
-                            self.revalidate();
                         }
                         Err(e) => self.edit_error = Some(e),
                     }
@@ -135,24 +262,43 @@ impl Setup {
             return SetupOutcome::Stay;
         }
         self.note = None;
+        self.refused = false;
+        let kind = field.kind();
+        let current = |s: &Self| match field.is_knob() {
+            true => field.knob_get(&s.knobs),
+            false => field.get(&s.exp),
+        };
         match input {
             I::Next => self.move_focus(true),
             I::Prev => self.move_focus(false),
-            I::Increase | I::Decrease => {
-                field.step(&mut self.exp, input == I::Increase);
-                self.revalidate();
+            I::Increase | I::Decrease if kind == Kind::Preset => {
+                self.step_preset(input == I::Increase)
             }
-            I::Edit => self.edit = Some(field.get(&self.exp)),
+            I::Increase | I::Decrease => {
+                let up = input == I::Increase;
+                let _ = self.change(|s| {
+                    match field.is_knob() {
+                        true => field.knob_step(&mut s.knobs, up),
+                        false => field.step(&mut s.exp, up),
+                    }
+                    Ok(())
+                });
+            }
+            I::Edit | I::Enter if kind == Kind::Preset => {
+                self.picker = Some(self.preset.unwrap_or(0));
+            }
+            I::Char(_) | I::Backspace if kind == Kind::Preset => {}
+            I::Edit => self.edit = Some(current(self)),
             I::Char(c) => {
                 // Numbers and choices are retyped whole; text is edited in place.
-                let start = match field.kind() {
-                    Kind::Text => field.get(&self.exp),
+                let start = match kind {
+                    Kind::Text => current(self),
                     _ => String::new(),
                 };
                 self.edit = Some(format!("{start}{c}"));
             }
             I::Backspace => {
-                let mut v = field.get(&self.exp);
+                let mut v = current(self);
                 v.pop();
                 self.edit = Some(v);
             }
@@ -160,7 +306,12 @@ impl Setup {
                 if self.is_valid() {
                     return SetupOutcome::Start;
                 }
-                self.note = Some(("fix the marked field before starting".into(), true));
+                // Go to the field at fault; the verdict says why.
+                self.refused = true;
+                let bad = self.invalid.as_ref().and_then(|(f, _)| *f);
+                if let Some(i) = bad.and_then(|b| FIELDS.iter().position(|f| *f == b)) {
+                    self.focus = i;
+                }
             }
             I::Save => {
                 let stem: String = self
@@ -180,7 +331,8 @@ impl Setup {
                 } else {
                     stem
                 };
-                self.save_prompt = Some(format!("presets/{stem}.toml"));
+                let path = self.presets.root.join(format!("{stem}.toml"));
+                self.save_prompt = Some(path.display().to_string());
             }
             I::Help => self.help = true,
             I::Esc | I::Quit => return SetupOutcome::Quit,
@@ -191,6 +343,25 @@ impl Setup {
     /// Show why the launcher refused to start.
     pub fn set_error_note(&mut self, msg: String) {
         self.note = Some((msg, true));
+    }
+
+    /// ◀▶ on the preset row: load the next or previous preset.
+    fn step_preset(&mut self, up: bool) {
+        let n = self.presets.all.len();
+        if n == 0 {
+            self.note = Some((
+                format!("no presets in {}", self.presets.root.display()),
+                true,
+            ));
+            return;
+        }
+        let next = match (self.preset, up) {
+            (None, true) => 0,
+            (None, false) => n - 1,
+            (Some(i), true) => (i + 1) % n,
+            (Some(i), false) => (i + n - 1) % n,
+        };
+        self.load_preset(next);
     }
 
     fn move_focus(&mut self, forward: bool) {
