@@ -492,6 +492,7 @@ mod tests {
             union_sizes: vec![],
             picks: vec![],
             rows_updated: 0,
+            row_cache: None,
         };
         // Resumed at step 10: 20 steps in 40 s, so 70 to go take 140 s.
         assert_eq!(

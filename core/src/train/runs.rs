@@ -436,6 +436,7 @@ mod tests {
             union_sizes: vec![],
             picks: vec![],
             rows_updated: 0,
+            row_cache: None,
         })
     }
 
@@ -456,6 +457,7 @@ mod tests {
                 plan: None,
                 started_unix: 0,
                 resumed_from: None,
+                machine: None,
             },
         }
     }
@@ -499,6 +501,7 @@ mod tests {
                     n: 2,
                     metrics: [("nq_em".to_string(), 0.5)].into(),
                     samples: vec![],
+                    sample_scores: vec![],
                 }),
             ],
         );
