@@ -60,6 +60,8 @@ fn tui_trains_screenshots_and_quits_cleanly() {
     wait_for("the setup screen", Duration::from_secs(20), || {
         capture(&session).contains("new run")
     });
+    // Enter on the first row (Preset) lists the presets; on any other it starts.
+    tmux(&["send-keys", "-t", &session, "Tab"]);
     tmux(&["send-keys", "-t", &session, "Enter"]);
     wait_for("20 training steps", Duration::from_secs(240), || {
         step_of(&capture(&session)).is_some_and(|s| s >= 20)
@@ -152,18 +154,152 @@ impl Drop for Session {
 }
 /// A detached 120×40 tmux session running `script`, killed when dropped.
 fn new_session(name: &str, script: &str) -> Session {
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        script,
-    ]);
+    sized_session(name, script, 120, 40)
+}
+
+fn sized_session(name: &str, script: &str, w: u16, h: u16) -> Session {
+    let (w, h) = (w.to_string(), h.to_string());
+    tmux(&["new-session", "-d", "-s", name, "-x", &w, "-y", &h, script]);
     Session(name.to_string())
+}
+
+/// Tab through the setup screen until `field` has the focus marker.
+fn focus(session: &str, field: &str) {
+    for _ in 0..30 {
+        if capture(session)
+            .lines()
+            .any(|l| l.contains(&format!("▸{field}")))
+        {
+            return;
+        }
+        tmux(&["send-keys", "-t", session, "Tab"]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    panic!("no field {field}:\n{}", capture(session));
+}
+
+/// At 80×24 as a user would: pick the nq preset from the list, change M
+/// and K, start, open the events pane, quit; then `meft runs` lists the
+/// run and `meft compare` charts it against a second one as a PNG.
+#[test]
+#[ignore = "needs tmux (apt-get install tmux), then --include-ignored"]
+fn picker_to_events_pane_then_runs_and_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = format!("meft-pick-{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_meft");
+    let done = dir.path().join("exit-code");
+    let runs = dir.path().join("runs");
+    // From the repository, where the picker finds presets/.
+    let script = format!(
+        "cd {} && MEFT_CACHE={}/.cache {bin} tui --out {}; echo $? > {}; sleep 30",
+        env!("CARGO_MANIFEST_DIR"),
+        dir.path().display(),
+        runs.display(),
+        done.display()
+    );
+    let cleanup = sized_session(&session, &script, 80, 24);
+    wait_for("the setup screen", Duration::from_secs(20), || {
+        capture(&session).contains("new run")
+    });
+    let keys = |k: &str| {
+        tmux(&["send-keys", "-t", &session, k]);
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    // The picker lists the presets; nq is loaded from it.
+    keys("Enter");
+    wait_for("the preset list", Duration::from_secs(10), || {
+        capture(&session).contains("squad")
+    });
+    for _ in 0..10 {
+        let s = capture(&session);
+        if s.lines().any(|l| l.contains("▸") && l.contains("nq")) {
+            break;
+        }
+        keys("Down");
+    }
+    keys("Enter");
+    wait_for("nq loaded", Duration::from_secs(10), || {
+        capture(&session)
+            .lines()
+            .any(|l| l.contains("Preset") && l.contains("nq"))
+    });
+    focus(&session, "Neurons M");
+    for c in ["2", "0", "4", "8", "Enter"] {
+        keys(c);
+    }
+    focus(&session, "Top-K");
+    for c in ["1", "6", "Enter"] {
+        keys(c);
+    }
+    let set = capture(&session);
+    assert!(
+        line_with(&set, "Neurons M").unwrap().contains("2048"),
+        "{set}"
+    );
+    assert!(line_with(&set, "Top-K").unwrap().contains("16"), "{set}");
+    keys("Enter");
+    wait_for("5 training steps", Duration::from_secs(240), || {
+        step_of(&capture(&session)).is_some_and(|s| s >= 5)
+    });
+    keys("l");
+    wait_for("the events pane", Duration::from_secs(10), || {
+        capture(&session).contains("Events")
+    });
+    keys("q");
+    wait_for("the quit question", Duration::from_secs(10), || {
+        capture(&session).contains("quit?")
+    });
+    keys("y");
+    wait_for("the program to exit", Duration::from_secs(60), || {
+        done.is_file()
+    });
+    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
+    drop(cleanup);
+
+    // A second, headless run to compare with.
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = runs.display().to_string();
+    run(&[
+        "run",
+        "presets/nq.toml",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "eval.limit=2",
+        "--set",
+        "method.kind=\"lora\"",
+        "--out",
+        &out,
+    ]);
+    let table = run(&["runs", &out]);
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains("nq")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("MEFT") && l.contains("2048")),
+        "{table}"
+    );
+    let dirs: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| !p.ends_with(".lock"))
+        .collect();
+    let png = dir.path().join("loss.png");
+    let png_s = png.display().to_string();
+    let mut args = vec!["compare"];
+    args.extend(dirs.iter().map(String::as_str));
+    args.extend(["--out", png_s.as_str()]);
+    run(&args);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
 }
 
 /// Resident memory of the process `pid`, from /proc.

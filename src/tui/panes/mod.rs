@@ -146,16 +146,57 @@ pub fn short_label(label: &str, max: usize) -> String {
     clip(short, max)
 }
 
-/// Cut `s` to `max` characters, marking the cut with an ellipsis.
+/// Cut `s` to `max` characters, marking the cut with an ellipsis. Text
+/// with spaces is cut between words, and never right after a figure (which
+/// would read as a whole value): `at step 20 of …` becomes `at step …`.
 pub fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
-        s.to_string()
-    } else if max == 0 {
-        String::new()
-    } else {
-        let mut t: String = s.chars().take(max - 1).collect();
-        t.push('…');
-        t
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut t: String = s.chars().take(max - 1).collect();
+    if s.chars().nth(max - 1) != Some(' ') {
+        if let Some(i) = t.rfind(' ') {
+            t.truncate(i);
+        }
+    }
+    // Room for " …" after the last whole word, and no figure before it.
+    loop {
+        let kept = t.trim_end();
+        let fits = kept.chars().count() + 2 <= max;
+        if !kept.contains(' ') || (fits && !kept.ends_with(|c: char| c.is_ascii_digit())) {
+            break;
+        }
+        let cut = kept.rfind(' ').unwrap_or(0);
+        t.truncate(cut);
+    }
+    let mut t = t.trim_end().to_string();
+    if t.contains(' ') && t.chars().count() + 2 <= max {
+        t.push(' ');
+    }
+    t.push('…');
+    t
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::clip;
+
+    #[test]
+    fn clips_between_words_and_never_after_a_figure() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("accumulators", 8), "accumul…");
+        assert_eq!(
+            clip("gradient norm 2.9 at step 20 is high", 30),
+            "gradient norm 2.9 at step …"
+        );
+        assert_eq!(clip("saved step 20 and more", 14), "saved step …");
+        for max in 1..40 {
+            let c = clip("gradient norm 2.9 at step 20 is high", max);
+            assert!(c.chars().count() <= max, "{max}: {c:?}");
+        }
     }
 }
 
