@@ -246,8 +246,9 @@ fn run(cli: Cli) -> Result<()> {
             meft::tui::run_app(
                 exp,
                 std::path::Path::new("presets"),
+                &out,
                 Box::new(meft::tui::launch::RunLauncher { root: out.clone() }),
-                meft::tui::launch::planner_preview(out),
+                meft::tui::launch::planner_preview(out.clone()),
             )
         }
         Command::Replay { run_dir } => {

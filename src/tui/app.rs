@@ -11,6 +11,7 @@ use crate::tui::dashboard::{self, Chrome, HELP_KEYS, QUIT_KEYS};
 use crate::tui::export;
 use crate::tui::keys::{self, Binding, Key};
 use crate::tui::replay::Replay;
+use crate::tui::runs::{view::RunsChrome, RunsInput, RunsScreen, RUNS_KEYS};
 use crate::tui::setup::{Presets, Setup, SetupInput, SetupOutcome};
 use crate::tui::state::{DashboardState, ViewOptions};
 use crate::tui::theme::Theme;
@@ -54,6 +55,14 @@ pub enum Action {
     Run(Box<Event>),
     /// The run's event stream closed.
     RunEnded,
+    /// The runs screen; on it, read the runs directory again.
+    OpenRuns,
+    /// On the runs screen.
+    Runs(RunsInput),
+    /// Open the selected run of the runs screen in replay.
+    OpenSelected,
+    /// Back to the screen the runs screen (or a replay opened from it) came from.
+    Back,
     /// The terminal changed size; only a redraw is needed.
     Redraw,
 }
@@ -89,10 +98,17 @@ pub enum Screen {
     Setup(Setup),
     Live(Live),
     Replay(Replaying),
+    Runs(RunsScreen),
 }
 
 pub struct App {
     pub screen: Screen,
+    /// The screens under the one shown, which Esc goes back to: the setup
+    /// screen or a dashboard under the runs screen, the runs screen under
+    /// a replay opened from it. A live run below keeps receiving its events.
+    back: Vec<Screen>,
+    /// Where the runs screen looks for runs.
+    runs_root: PathBuf,
     launcher: Option<Box<dyn Launcher>>,
     theme: Theme,
     help: bool,
@@ -145,6 +161,8 @@ impl App {
     fn with_screen(screen: Screen, launcher: Option<Box<dyn Launcher>>, theme: Theme) -> Self {
         Self {
             screen,
+            back: Vec::new(),
+            runs_root: PathBuf::from("runs"),
             launcher,
             theme,
             help: false,
@@ -154,6 +172,12 @@ impl App {
             trainer: None,
             size: (120, 40),
         }
+    }
+
+    /// The runs screen lists the runs under `root` (the TUI's `--out`).
+    pub fn with_runs_root(mut self, root: PathBuf) -> Self {
+        self.runs_root = root;
+        self
     }
 
     fn watch(&mut self, mut handle: RunHandle) {
@@ -213,7 +237,57 @@ impl App {
         match &self.screen {
             Screen::Live(l) => Some(&l.state),
             Screen::Replay(r) => Some(&r.state),
-            Screen::Setup(_) => None,
+            Screen::Setup(_) | Screen::Runs(_) => None,
+        }
+    }
+
+    /// The runs screen, if it is up.
+    pub fn runs(&self) -> Option<&RunsScreen> {
+        match &self.screen {
+            Screen::Runs(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn runs_mut(&mut self) -> Option<&mut RunsScreen> {
+        match &mut self.screen {
+            Screen::Runs(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The live run, on screen or under the runs screen.
+    fn live_mut(&mut self) -> Option<&mut Live> {
+        std::iter::once(&mut self.screen)
+            .chain(self.back.iter_mut())
+            .find_map(|s| match s {
+                Screen::Live(l) => Some(l),
+                _ => None,
+            })
+    }
+
+    /// Whether a run is training now, on screen or under another screen.
+    fn training(&self) -> bool {
+        std::iter::once(&self.screen)
+            .chain(self.back.iter())
+            .any(|s| matches!(s, Screen::Live(l) if l.state.phase.is_live() && l.stream_open))
+    }
+
+    /// What is drawn around a dashboard.
+    fn chrome(&self) -> Chrome {
+        match &self.screen {
+            Screen::Replay(r) => Chrome {
+                replay: Some(r.replay.position()),
+                help: self.help,
+                confirm_quit: false,
+                from_runs: !self.back.is_empty(),
+                picture: false,
+            },
+            _ => Chrome {
+                help: self.help,
+                confirm_quit: self.confirm_quit,
+                ..Chrome::default()
+            },
         }
     }
 
@@ -221,7 +295,7 @@ impl App {
         match &mut self.screen {
             Screen::Live(l) => Some(&mut l.state),
             Screen::Replay(r) => Some(&mut r.state),
-            Screen::Setup(_) => None,
+            Screen::Setup(_) | Screen::Runs(_) => None,
         }
     }
 
@@ -249,8 +323,9 @@ impl App {
             HELP_KEYS
         } else {
             match &self.screen {
-                Screen::Replay(r) => dashboard::screen_keys(&r.state, true),
-                Screen::Live(l) => dashboard::screen_keys(&l.state, false),
+                Screen::Replay(r) => dashboard::screen_keys(&r.state, &self.chrome()),
+                Screen::Live(l) => dashboard::screen_keys(&l.state, &self.chrome()),
+                Screen::Runs(_) => RUNS_KEYS,
                 Screen::Setup(_) => &[],
             }
         }
@@ -261,7 +336,7 @@ impl App {
         match action {
             Action::Setup(input) => self.update_setup(input),
             Action::Run(ev) => {
-                if let Screen::Live(l) = &mut self.screen {
+                if let Some(l) = self.live_mut() {
                     // The trainer's answer replaces the "… requested" note.
                     if matches!(
                         *ev,
@@ -284,7 +359,7 @@ impl App {
                 false
             }
             Action::RunEnded => {
-                if let Screen::Live(l) = &mut self.screen {
+                if let Some(l) = self.live_mut() {
                     l.stream_open = false;
                     if l.state.phase.is_live() {
                         // Without Finished or Failed the trainer went away mid-run.
@@ -331,8 +406,7 @@ impl App {
             Action::PrevLayer => self.step_layer(false),
             Action::NextLayer => self.step_layer(true),
             Action::RequestQuit => {
-                let live = matches!(&self.screen, Screen::Live(l) if l.state.phase.is_live() && l.stream_open);
-                if live {
+                if self.training() {
                     self.confirm_quit = true;
                 } else {
                     self.quit = true;
@@ -340,7 +414,7 @@ impl App {
                 true
             }
             Action::ConfirmQuit | Action::Interrupt => {
-                if let Screen::Live(l) = &self.screen {
+                if let Some(l) = self.live_mut() {
                     if l.state.phase.is_live() {
                         // The trainer may already be gone; quitting goes ahead anyway.
                         let _ = l.control.send(Control::Stop);
@@ -356,8 +430,69 @@ impl App {
             Action::Seek(d) => self.seek(|r| r.seek(d)),
             Action::SeekStart => self.seek(Replay::home),
             Action::SeekEnd => self.seek(Replay::end),
+            Action::OpenRuns => {
+                match self.runs_mut() {
+                    Some(r) => r.reload(),
+                    None => self.open_runs(),
+                }
+                true
+            }
+            Action::Runs(input) => match self.runs_mut() {
+                Some(r) => {
+                    r.apply(input);
+                    true
+                }
+                None => false,
+            },
+            Action::OpenSelected => self.open_selected(),
+            Action::Back => {
+                if let Some(prev) = self.back.pop() {
+                    self.screen = prev;
+                    self.help = false;
+                }
+                true
+            }
             Action::Redraw => true,
         }
+    }
+
+    /// Put the runs screen over the one shown, which Esc goes back to.
+    fn open_runs(&mut self) {
+        let runs = Screen::Runs(RunsScreen::load(&self.runs_root));
+        let prev = std::mem::replace(&mut self.screen, runs);
+        self.back.push(prev);
+        self.help = false;
+    }
+
+    /// The selected run in replay, as `meft replay` opens it; a run that
+    /// cannot be read says why on the runs screen.
+    fn open_selected(&mut self) -> bool {
+        let Some(runs) = self.runs_mut() else {
+            return false;
+        };
+        let Some(dir) = runs.selected_record().map(|r| r.dir.clone()) else {
+            return true;
+        };
+        match crate::tui::replay::read_events(&dir) {
+            Ok(events) => {
+                let replay = Replay::new(events);
+                let state = replay.state(view(self.theme));
+                let screen = Screen::Replay(Replaying {
+                    replay,
+                    state,
+                    run_dir: dir,
+                });
+                let prev = std::mem::replace(&mut self.screen, screen);
+                self.back.push(prev);
+            }
+            Err(e) => {
+                // The file is named within the run's directory, as in its row.
+                let why = crate::fsx::error_line(&e);
+                let prefix = format!("{}{}", dir.display(), std::path::MAIN_SEPARATOR);
+                runs.note = Some(format!("cannot open: {}", why.replace(&prefix, "")));
+            }
+        }
+        true
     }
 
     fn update_setup(&mut self, input: SetupInput) -> bool {
@@ -367,6 +502,10 @@ impl App {
         match setup.apply(input) {
             SetupOutcome::Stay => {}
             SetupOutcome::Quit => self.quit = true,
+            SetupOutcome::Runs => {
+                self.open_runs();
+                return true;
+            }
             SetupOutcome::Start => {
                 let exp = setup.exp.clone();
                 let started = match self.launcher.as_mut() {
@@ -451,7 +590,7 @@ impl App {
         let (state, run_dir) = match &mut self.screen {
             Screen::Live(l) => (&mut l.state, &l.run_dir),
             Screen::Replay(r) => (&mut r.state, &r.run_dir),
-            Screen::Setup(_) => return,
+            Screen::Setup(_) | Screen::Runs(_) => return,
         };
         let path = run_dir
             .join("screenshots")
@@ -469,23 +608,14 @@ impl App {
     pub fn render(&self, area: Rect, buf: &mut Buffer) {
         match &self.screen {
             Screen::Setup(s) => s.render(&self.theme, area, buf),
-            Screen::Live(l) => {
-                let chrome = Chrome {
-                    replay: None,
+            Screen::Live(l) => dashboard::render(&l.state, &self.chrome(), area, buf),
+            Screen::Replay(r) => dashboard::render(&r.state, &self.chrome(), area, buf),
+            Screen::Runs(r) => {
+                let chrome = RunsChrome {
                     help: self.help,
                     confirm_quit: self.confirm_quit,
-                    picture: false,
                 };
-                dashboard::render(&l.state, &chrome, area, buf);
-            }
-            Screen::Replay(r) => {
-                let chrome = Chrome {
-                    replay: Some(r.replay.position()),
-                    help: self.help,
-                    confirm_quit: false,
-                    picture: false,
-                };
-                dashboard::render(&r.state, &chrome, area, buf);
+                crate::tui::runs::view::render(r, chrome, &self.theme, area, buf);
             }
         }
     }

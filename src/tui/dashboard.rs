@@ -28,6 +28,8 @@ pub struct Chrome {
     pub replay: Option<ReplayPosition>,
     pub help: bool,
     pub confirm_quit: bool,
+    /// A replay opened from the runs screen: Esc and `q` go back to it.
+    pub from_runs: bool,
     /// Drawn as a picture: the caption replaces the key hints (which mean
     /// nothing on paper) and no overlay is drawn.
     pub picture: bool,
@@ -109,6 +111,15 @@ const QUIT: Binding<Action> = Binding::new(&[
 ])
 .hint("q", "quit")
 .help("q", "quit");
+const RUNS: Binding<Action> = Binding::new(&[Key::Char('r', Action::OpenRuns)])
+    .hint("r", "runs")
+    .help("r", "runs: every run, their loss curves overlaid");
+const BACK: Binding<Action> = Binding::new(&[
+    Key::Char('q', Action::Back),
+    Key::Code(KeyCode::Esc, Action::Back),
+])
+.hint("Esc", "back")
+.help("Esc q", "back to the runs");
 /// Over the Events pane Esc goes back to the panes, so only `q` quits.
 const QUIT_Q: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQuit)])
     .hint("q", "quit")
@@ -124,6 +135,7 @@ pub const LIVE_KEYS: &[Binding<Action>] = &[
     LOG_SCALE,
     TIME_AXIS,
     LAYER,
+    RUNS,
     HELP,
     QUIT.help("q", "quit (asks while training runs)"),
 ];
@@ -143,20 +155,41 @@ pub const LIVE_EVENTS_KEYS: &[Binding<Action>] = &[
 
 /// A recorded run's dashboard.
 pub const REPLAY_KEYS: &[Binding<Action>] = &[
-    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, HELP, QUIT,
+    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, HELP, QUIT,
+];
+
+/// A recorded run opened from the runs screen, which Esc goes back to.
+pub const REPLAY_FROM_RUNS_KEYS: &[Binding<Action>] = &[
+    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, HELP, BACK,
 ];
 
 /// A recorded run's Events pane: PgUp/PgDn page through the events there.
 pub const REPLAY_EVENTS_KEYS: &[Binding<Action>] =
     &[STEP, SCROLL, PAGE, ENDS, PANES, SCREENSHOT, HELP, QUIT_Q];
 
+/// Its Events pane when opened from the runs screen: `q` goes back there.
+pub const REPLAY_EVENTS_FROM_RUNS_KEYS: &[Binding<Action>] = &[
+    STEP,
+    SCROLL,
+    PAGE,
+    ENDS,
+    PANES,
+    SCREENSHOT,
+    HELP,
+    Binding::new(&[Key::Char('q', Action::Back)])
+        .hint("q", "back")
+        .help("q", "back to the runs"),
+];
+
 /// The key table of the dashboard as it is drawn.
-pub fn screen_keys(state: &DashboardState, replay: bool) -> &'static [Binding<Action>] {
-    match (replay, state.view.events) {
-        (false, false) => LIVE_KEYS,
-        (false, true) => LIVE_EVENTS_KEYS,
-        (true, false) => REPLAY_KEYS,
-        (true, true) => REPLAY_EVENTS_KEYS,
+pub fn screen_keys(state: &DashboardState, chrome: &Chrome) -> &'static [Binding<Action>] {
+    match (chrome.replay.is_some(), chrome.from_runs, state.view.events) {
+        (false, _, false) => LIVE_KEYS,
+        (false, _, true) => LIVE_EVENTS_KEYS,
+        (true, false, false) => REPLAY_KEYS,
+        (true, false, true) => REPLAY_EVENTS_KEYS,
+        (true, true, false) => REPLAY_FROM_RUNS_KEYS,
+        (true, true, true) => REPLAY_EVENTS_FROM_RUNS_KEYS,
     }
 }
 
@@ -208,7 +241,7 @@ pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buf
         return;
     }
 
-    let table = screen_keys(state, chrome.replay.is_some());
+    let table = screen_keys(state, chrome);
     let at = chrome
         .replay
         .map(|pos| format!("{}/{}", pos.index, pos.count));

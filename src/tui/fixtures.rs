@@ -225,3 +225,75 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
     }
     v
 }
+
+/// A recorded run of `exp` named `name`: its start, a step per `(step,
+/// loss)`, an evaluation with `metrics` after the last step, and its end.
+pub fn recorded_run(
+    name: &str,
+    exp: &crate::config::Experiment,
+    losses: &[(u64, f64)],
+    metrics: &[(&str, f64)],
+) -> Vec<Event> {
+    let total = losses.last().map_or(0, |l| l.0);
+    let info = RunInfo {
+        run_id: name.into(),
+        config_toml: exp.to_toml().unwrap_or_default(),
+        name: exp.name.clone(),
+        method: exp.method.kind.to_string(),
+        adapter: match exp.method.kind {
+            crate::config::MethodKind::Lora => format!("LoRA r {}", exp.method.lora.rank),
+            _ => run_info(total).adapter,
+        },
+        ..run_info(total)
+    };
+    let mut v = vec![Event::RunStarted {
+        version: EVENT_VERSION,
+        info,
+    }];
+    for &(step, loss) in losses {
+        v.push(Event::Step(StepEvent {
+            loss,
+            ..step_event(step, total)
+        }));
+    }
+    let metrics: BTreeMap<String, f64> = metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    v.push(Event::Eval(EvalEvent {
+        step: total,
+        n: 4,
+        metrics: metrics.clone(),
+        samples: Vec::new(),
+        sample_scores: Vec::new(),
+    }));
+    if let Some(Event::Finished { summary }) = run_events(1, true).pop() {
+        v.push(Event::Finished {
+            summary: Summary {
+                steps: total,
+                final_loss: losses.last().map_or(0.0, |l| l.1),
+                metrics,
+                ..summary
+            },
+        });
+    }
+    v
+}
+
+/// Write `events` as a run directory's `events.jsonl`.
+pub fn write_log(dir: &std::path::Path, events: &[Event]) {
+    let log: String = events
+        .iter()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::create_dir_all(dir).expect("run dir");
+    std::fs::write(dir.join("events.jsonl"), log).expect("events written");
+}
+
+/// A finished MEFT run with these losses, in `dir`.
+pub fn write_run(dir: &std::path::Path, losses: &[(u64, f64)]) {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let exp = crate::config::Experiment::default();
+    write_log(dir, &recorded_run(&name, &exp, losses, &[("em", 0.5)]));
+}

@@ -13,6 +13,7 @@ pub mod launch;
 pub mod overlay;
 pub mod panes;
 pub mod replay;
+pub mod runs;
 pub mod setup;
 pub mod state;
 mod stderr_log;
@@ -102,15 +103,17 @@ pub struct CostPreview {
 pub type Previewer = Box<dyn Fn(&Experiment, &PlanKnobs) -> CostPreview>;
 
 /// The setup screen (offering the presets under `presets`), then the live
-/// dashboard of the run it starts.
+/// dashboard of the run it starts; the runs screen lists the runs under `runs`.
 pub fn run_app(
     exp: Experiment,
     presets: &Path,
+    runs: &Path,
     launcher: Box<dyn Launcher>,
     previewer: Previewer,
 ) -> anyhow::Result<()> {
     let presets = setup::Presets::load(presets);
-    let app = app::App::setup(exp, presets, launcher, previewer, theme::Theme::from_env());
+    let app = app::App::setup(exp, presets, launcher, previewer, theme::Theme::from_env())
+        .with_runs_root(runs.to_path_buf());
     term::run(app)
 }
 
@@ -120,8 +123,19 @@ pub fn run_dashboard(handle: RunHandle) -> anyhow::Result<()> {
 }
 
 /// A recorded run in the dashboard, scrubbable step by step; screenshots
-/// go to `<run_dir>/screenshots/`.
+/// go to `<run_dir>/screenshots/`. The runs screen lists the runs beside it.
 pub fn run_replay(events: Vec<Event>, run_dir: &Path) -> anyhow::Result<()> {
-    let app = app::App::replay(events, run_dir.to_path_buf(), theme::Theme::from_env());
+    // `run_dir` may name the log itself.
+    let dir = if run_dir.is_file() {
+        run_dir.parent().unwrap_or(run_dir)
+    } else {
+        run_dir
+    };
+    let runs = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let app =
+        app::App::replay(events, dir.to_path_buf(), theme::Theme::from_env()).with_runs_root(runs);
     term::run(app)
 }

@@ -92,7 +92,8 @@ pub fn help<A>(
     buf: &mut Buffer,
 ) {
     let rows = keys::help_rows(table);
-    let h = rows.len() as u16 + 4;
+    // The frame, the rows, and the line that says how to close it.
+    let h = rows.len() as u16 + 3;
     let inner = dialog(title, 60, h, theme, area, buf);
     let mut lines: Vec<Line> = rows
         .iter()
@@ -103,7 +104,6 @@ pub fn help<A>(
             ])
         })
         .collect();
-    lines.push(Line::raw(""));
     for (k, a) in keys::short_hints(close) {
         lines.push(Line::from(Span::styled(
             format!(" {k} {a}"),

@@ -1147,3 +1147,126 @@ fn the_status_row_leaves_room_for_the_note() {
     assert!(status.contains("step-30.svg"), "{status}");
     assert_no_cut_values(&screen);
 }
+
+/// Two finished runs, a MEFT and a LoRA one, and a third whose log is
+/// corrupt, under a temporary runs directory.
+fn runs_dir() -> tempfile::TempDir {
+    use crate::config::MethodKind;
+    let root = tempfile::tempdir().expect("tempdir");
+    let meft = Experiment {
+        name: "nq".into(),
+        ..Experiment::default()
+    };
+    let mut lora = meft.clone();
+    lora.method.kind = MethodKind::Lora;
+    let curve = |s: u64, start: f64, end: f64| start + (end - start) * (s as f64 / 20.0).sqrt();
+    let meft_losses: Vec<(u64, f64)> = (1..=20).map(|s| (s, curve(s, 3.0, 1.25))).collect();
+    // LoRA records every other step.
+    let lora_losses: Vec<(u64, f64)> = (1..=10).map(|i| (2 * i, curve(2 * i, 3.5, 2.0))).collect();
+    let write = |name: &str, exp: &Experiment, losses: &[(u64, f64)], em: f64| {
+        let dir = root.path().join(name);
+        fixtures::write_log(
+            &dir,
+            &fixtures::recorded_run(name, exp, losses, &[("em", em), ("f1", em + 0.1)]),
+        );
+        exp.save(&dir.join("config.toml")).expect("config");
+    };
+    write("nq-20250101-120000", &meft, &meft_losses, 0.25);
+    write("nq-20250101-130000", &lora, &lora_losses, 0.5);
+    let bad = root.path().join("nq-20250101-140000");
+    fixtures::write_log(&bad, &[]);
+    std::fs::write(bad.join("events.jsonl"), "{\"type\":\"bogus\"}\n").expect("bad log");
+    root
+}
+
+/// The setup app with its runs screen looking under `root`, opened with `r`.
+fn runs_app(root: &std::path::Path) -> Harness {
+    let mut h = setup_app();
+    h.app = std::mem::replace(
+        &mut h.app,
+        App::replay(Vec::new(), PathBuf::new(), Theme::default()),
+    )
+    .with_runs_root(root.to_path_buf());
+    press(&mut h.app, KeyCode::Char('r'));
+    // The title names the directory as a user would have given it.
+    if let Some(r) = h.app.runs_mut() {
+        r.label = "runs".into();
+    }
+    h
+}
+
+#[test]
+fn runs_screen_overlays_two_marked_runs() {
+    let root = runs_dir();
+    let mut h = runs_app(root.path());
+    let runs = h.app.runs().expect("the runs screen is up");
+    assert_eq!(runs.records.len(), 3);
+    // Mark both readable runs, the cursor two steps back from the end.
+    press(&mut h.app, KeyCode::Char(' '));
+    press(&mut h.app, KeyCode::Down);
+    press(&mut h.app, KeyCode::Char(' '));
+    press_n(&mut h.app, KeyCode::Left, 3);
+    let runs = h.app.runs().expect("runs");
+    assert_eq!(runs.cursor_step(), Some(17));
+    snapshot_all("runs_overlay", &h.app);
+    let screen = text(&h.app, 80, 24);
+    // MEFT recorded step 17; LoRA only 16, which the readout names.
+    let meft17 = 3.0 + (1.25 - 3.0) * (17.0f64 / 20.0).sqrt();
+    let lora16 = 3.5 + (2.0 - 3.5) * (16.0f64 / 20.0).sqrt();
+    assert!(screen.contains(&format!("loss {meft17:.4}")), "{screen}");
+    assert!(
+        screen.contains(&format!("loss {lora16:.4} at 16")),
+        "{screen}"
+    );
+    assert!(screen.contains("cursor at step 17"), "{screen}");
+    // The corrupt run says why in its row.
+    assert!(screen.contains("unreadable: "), "{screen}");
+}
+
+#[test]
+fn runs_screen_opens_a_run_in_replay_and_goes_back() {
+    let root = runs_dir();
+    let mut h = runs_app(root.path());
+    press(&mut h.app, KeyCode::Down);
+    press(&mut h.app, KeyCode::Char(' '));
+    press(&mut h.app, KeyCode::Enter);
+    assert_eq!(h.app.dashboard().map(DashboardState::step), Some(20));
+    let screen = text(&h.app, 160, 48);
+    assert!(screen.contains("Esc back"), "{screen}");
+    // Esc goes back to the runs, marks kept; Esc again to the setup screen.
+    press(&mut h.app, KeyCode::Esc);
+    assert_eq!(h.app.runs().map(|r| r.marked.len()), Some(1));
+    press(&mut h.app, KeyCode::Esc);
+    assert!(matches!(h.app.screen, crate::tui::app::Screen::Setup(_)));
+    assert!(!h.app.should_quit());
+    // The unreadable run does not open; the screen says why.
+    press(&mut h.app, KeyCode::Char('r'));
+    press_n(&mut h.app, KeyCode::Down, 2);
+    press(&mut h.app, KeyCode::Enter);
+    assert!(h.app.runs().is_some());
+    let screen = text(&h.app, 80, 24);
+    assert!(screen.contains("cannot open: "), "{screen}");
+    assert_no_cut_values(&screen);
+}
+
+#[test]
+fn the_runs_key_is_in_the_bar_and_the_help() {
+    let h = setup_app();
+    assert!(text(&h.app, 160, 48).contains("r runs"));
+    let mut h = live_app(&fixtures::run_events(15, false));
+    press(&mut h.app, KeyCode::Char('?'));
+    assert!(text(&h.app, 80, 24).contains("runs: every run"));
+    press(&mut h.app, KeyCode::Esc);
+    // Over a live run: its events keep arriving while the runs screen is up.
+    press(&mut h.app, KeyCode::Char('r'));
+    assert!(h.app.runs().is_some());
+    for e in fixtures::run_events(20, false).into_iter().skip(16) {
+        h.app.update(Action::Run(Box::new(e)));
+    }
+    press(&mut h.app, KeyCode::Char('q'));
+    assert!(!h.app.should_quit(), "q asks first while training runs");
+    assert!(text(&h.app, 80, 24).contains("Stop it and quit?"));
+    press(&mut h.app, KeyCode::Char('n'));
+    press(&mut h.app, KeyCode::Esc);
+    assert!(h.app.dashboard().is_some_and(|s| s.step() > 15));
+}

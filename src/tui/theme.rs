@@ -76,6 +76,11 @@ impl Theme {
     pub fn eval(&self) -> Style {
         self.fg(Color::Magenta).add_modifier(Modifier::BOLD)
     }
+    /// The `i`th of several overlaid series (each has its own marker too).
+    pub fn series(&self, i: usize) -> Style {
+        const COLORS: [Color; 4] = [Color::Cyan, Color::Yellow, Color::Magenta, Color::Green];
+        self.fg(COLORS[i % COLORS.len()])
+    }
     pub fn h2d(&self) -> Style {
         self.fg(Color::Green)
     }

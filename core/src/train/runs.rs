@@ -187,6 +187,13 @@ impl RunRecord {
         self.losses.last().map(|l| l.1)
     }
 
+    /// The loss recorded at `step`, else at the last step recorded before
+    /// it, as (that step, its loss); `None` before the first. A resumed run
+    /// that recorded a step twice answers with its latest start's.
+    pub fn loss_at(&self, step: u64) -> Option<(u64, f64)> {
+        self.losses.iter().rev().find(|l| l.0 <= step).copied()
+    }
+
     pub fn trainable_params(&self) -> Option<u64> {
         self.info.as_ref().map(|i| i.trainable_params)
     }
@@ -239,7 +246,8 @@ pub fn list(root: &Path) -> anyhow::Result<Vec<RunRecord>> {
     Ok(dirs.iter().map(|d| RunRecord::read(d)).collect())
 }
 
-const ABSENT: &str = "–";
+/// What a figure the run's files do not hold reads as.
+pub const ABSENT: &str = "–";
 
 fn or_absent<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| ABSENT.into())
@@ -641,6 +649,36 @@ mod tests {
         assert_eq!(row("nq_em"), "nq_em 0.5000 –");
         assert_eq!(row("paper nq_em"), "paper nq_em [1] 0.4130 –");
         assert!(table.ends_with("[1] LLaMA-7B\n"), "{table}");
+    }
+
+    #[test]
+    fn the_loss_at_a_step_is_the_last_recorded_up_to_it() {
+        let root = tempfile::tempdir().unwrap();
+        let exp = Experiment::default();
+        let dir = root.path().join("r");
+        // Steps 1 to 3, stopped, resumed from a checkpoint at 2.
+        write_log(
+            &dir,
+            &[
+                started(&exp),
+                step(1, 4.0, 1.0),
+                step(2, 3.0, 1.0),
+                step(3, 2.5, 1.0),
+                Event::Stopped { step: 3 },
+                started(&exp),
+                step(3, 2.0, 1.0),
+                step(5, 1.5, 1.0),
+            ],
+        );
+        let r = RunRecord::read(&dir);
+        assert_eq!(r.loss_at(0), None);
+        assert_eq!(r.loss_at(1), Some((1, 4.0)));
+        assert_eq!(r.loss_at(2), Some((2, 3.0)));
+        // The resumed start's step 3, not the first one's.
+        assert_eq!(r.loss_at(3), Some((3, 2.0)));
+        assert_eq!(r.loss_at(4), Some((3, 2.0)));
+        assert_eq!(r.loss_at(5), Some((5, 1.5)));
+        assert_eq!(r.loss_at(99), Some((5, 1.5)));
     }
 
     #[test]

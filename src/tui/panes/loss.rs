@@ -219,7 +219,7 @@ fn fit_items<'a>(
 
 /// Min and max of the values, widened when they coincide so the chart has
 /// a non-empty range to draw in.
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(crate) fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });

@@ -21,6 +21,8 @@ pub enum SetupInput {
     Enter,
     Esc,
     Save,
+    /// Open the runs screen.
+    Runs,
     Help,
     Quit,
 }
@@ -59,6 +61,9 @@ const EDIT: Binding<I> =
 const SAVE: Binding<I> = Binding::new(&[Key::Char('w', I::Save)])
     .hint("w", "save")
     .help("w", "save the setup as a preset TOML");
+const RUNS: Binding<I> = Binding::new(&[Key::Char('r', I::Runs)])
+    .hint("r", "runs")
+    .help("r", "runs: every run, their loss curves overlaid");
 const HELP: Binding<I> = Binding::new(&[Key::Char('?', I::Help)])
     .hint("?", "help")
     .help("?", "this help");
@@ -75,6 +80,11 @@ const CTRL_C: Binding<I> = Binding::new(&[Key::Ctrl('c', I::Quit)]);
 
 /// Moving between fields and changing them.
 pub const FIELD_KEYS: &[Binding<I>] = &[
+    START, MOVE, CHANGE, RETYPE, EDIT, SAVE, RUNS, HELP, LEAVE, QUIT, ERASE,
+];
+
+/// On a text field `r` is a letter of the text.
+pub const TEXT_FIELD_KEYS: &[Binding<I>] = &[
     START, MOVE, CHANGE, RETYPE, EDIT, SAVE, HELP, LEAVE, QUIT, ERASE,
 ];
 
@@ -84,6 +94,7 @@ pub const PRESET_ROW_KEYS: &[Binding<I>] = &[
     MOVE,
     CHANGE.hint("◀▶", "next preset"),
     SAVE,
+    RUNS,
     HELP,
     LEAVE,
     QUIT,
@@ -139,6 +150,8 @@ impl Setup {
             EDIT_KEYS
         } else if self.focused().kind() == Kind::Preset {
             PRESET_ROW_KEYS
+        } else if self.focused().kind() == Kind::Text {
+            TEXT_FIELD_KEYS
         } else {
             FIELD_KEYS
         }

@@ -20,6 +20,8 @@ const PAPER_GPU_MEM: u64 = 24 << 30;
 pub enum SetupOutcome {
     Stay,
     Start,
+    /// Open the runs screen.
+    Runs,
     Quit,
 }
 
@@ -335,6 +337,7 @@ impl Setup {
                 self.save_prompt = Some(path.display().to_string());
             }
             I::Help => self.help = true,
+            I::Runs => return SetupOutcome::Runs,
             I::Esc | I::Quit => return SetupOutcome::Quit,
         }
         SetupOutcome::Stay

@@ -5,6 +5,7 @@
 use super::fields::{Field, Kind, FIELDS};
 use super::keys::{
     EDIT_KEYS, FIELD_KEYS, HELP_KEYS, PICKER_KEYS, PRESET_ROW_KEYS, SAVE_PROMPT_KEYS,
+    TEXT_FIELD_KEYS,
 };
 use super::state::Setup;
 use crate::tui::keys;
@@ -87,6 +88,8 @@ impl Setup {
             EDIT_KEYS
         } else if self.focused().kind() == Kind::Preset {
             PRESET_ROW_KEYS
+        } else if self.focused().kind() == Kind::Text {
+            TEXT_FIELD_KEYS
         } else {
             FIELD_KEYS
         };
