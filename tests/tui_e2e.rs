@@ -284,13 +284,13 @@ fn picker_to_events_pane_then_runs_and_compare() {
     assert_eq!(rows.len(), 2, "{table}");
     assert!(
         rows.iter()
-            .any(|l| l.contains("MEFT") && l.contains("2048")),
+            .any(|l| l.contains("meft") && l.contains("M 2048 K 16")),
         "{table}"
     );
     let dirs: Vec<String> = std::fs::read_dir(&runs)
         .unwrap()
         .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| !p.ends_with(".lock"))
+        .filter(|p| std::path::Path::new(p).join("events.jsonl").is_file())
         .collect();
     let png = dir.path().join("loss.png");
     let png_s = png.display().to_string();

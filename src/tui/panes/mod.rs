@@ -180,26 +180,6 @@ pub fn clip(s: &str, max: usize) -> String {
     t
 }
 
-#[cfg(test)]
-mod clip_tests {
-    use super::clip;
-
-    #[test]
-    fn clips_between_words_and_never_after_a_figure() {
-        assert_eq!(clip("short", 10), "short");
-        assert_eq!(clip("accumulators", 8), "accumul…");
-        assert_eq!(
-            clip("gradient norm 2.9 at step 20 is high", 30),
-            "gradient norm 2.9 at step …"
-        );
-        assert_eq!(clip("saved step 20 and more", 14), "saved step …");
-        for max in 1..40 {
-            let c = clip("gradient norm 2.9 at step 20 is high", max);
-            assert!(c.chars().count() <= max, "{max}: {c:?}");
-        }
-    }
-}
-
 /// Vertical bars filling `area` from the bottom, eighth-block resolution.
 pub fn bars(values: &[f64], area: Rect, style: Style, buf: &mut Buffer) {
     const EIGHTHS: [&str; 9] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"];
@@ -318,5 +298,25 @@ fn axis_bars(
     } else if l + m + 2 <= plot.width as usize && w <= l + r {
         // Too few values for both ends: say what the axis counts after them.
         buf.set_string(plot.x + (l + 1) as u16, y, mid, theme.source());
+    }
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::clip;
+
+    #[test]
+    fn clips_between_words_and_never_after_a_figure() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("accumulators", 8), "accumul…");
+        assert_eq!(
+            clip("gradient norm 2.9 at step 20 is high", 30),
+            "gradient norm 2.9 at step …"
+        );
+        assert_eq!(clip("saved step 20 and more", 14), "saved step …");
+        for max in 1..40 {
+            let c = clip("gradient norm 2.9 at step 20 is high", max);
+            assert!(c.chars().count() <= max, "{max}: {c:?}");
+        }
     }
 }
