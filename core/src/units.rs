@@ -237,4 +237,12 @@ mod tests {
         assert_eq!(bytes(27_594_321_920), "25.7 GiB");
         assert_eq!(bytes(u64::MAX), "16 EiB");
     }
+
+    #[test]
+    fn civil_dates_by_hand() {
+        assert_eq!(super::civil_date(0), (1970, 1, 1));
+        // 30 years with 7 leap days, then January and a leap February.
+        assert_eq!(super::civil_date(10_957 + 31 + 29), (2000, 3, 1));
+        assert_eq!(super::civil_date(-1), (1969, 12, 31));
+    }
 }
