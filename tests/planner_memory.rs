@@ -11,20 +11,21 @@ mod common;
 
 use meft::event::{Event, LedgerEvent};
 
-fn last_ledger(run_dir: &std::path::Path) -> LedgerEvent {
+fn ledgers(run_dir: &std::path::Path) -> Vec<LedgerEvent> {
     let events = meft::train::read_events(run_dir).unwrap();
     events
         .into_iter()
-        .rev()
-        .find_map(|e| match e {
+        .filter_map(|e| match e {
             Event::Ledger(l) => Some(l),
             _ => None,
         })
-        .expect("a ledger event")
+        .collect()
 }
 
-/// (measured, planned) bytes a step adds on top of what it started with.
-fn step_growth(method: &str, dtype: &str) -> (u64, u64) {
+/// (measured, planned) bytes a step adds on top of what it started with,
+/// and what the heap held before the last step beyond what it held before
+/// the one ahead of it (what a step leaves behind).
+fn step_growth(method: &str, dtype: &str) -> (u64, u64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
     let out = common::meft_bin()
@@ -46,15 +47,18 @@ fn step_growth(method: &str, dtype: &str) -> (u64, u64) {
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .unwrap();
-    let l = last_ledger(&run);
+    let all = ledgers(&run);
+    let l = all.last().cloned().expect("a ledger event");
     let heap = l.heap.expect("the trainer reads the heap every step");
+    let before = |i: usize| all[i].heap.as_ref().map_or(0, |h| h.before as i64);
+    let left = before(all.len() - 1) - before(all.len() - 2);
     use meft::event::Category::*;
     let planned = [Activations, AdapterActivations, Rows, Backward, Grads]
         .iter()
         .filter_map(|k| l.device.get(k))
         .sum::<u64>()
         + l.host.get(&Accumulators).copied().unwrap_or(0);
-    (heap.peak - heap.before, planned)
+    (heap.peak - heap.before, planned, left)
 }
 
 #[test]
@@ -67,9 +71,15 @@ fn a_step_grows_the_heap_by_what_the_planner_counts() {
         ("meft", "bf16", 0.15),
         ("lora", "bf16", 0.15),
     ] {
-        let (measured, planned) = step_growth(method, dtype);
+        let (measured, planned, left) = step_growth(method, dtype);
         let ratio = measured as f64 / planned as f64;
-        eprintln!("{method} {dtype}: measured {measured} B, planned {planned} B, ratio {ratio:.3}");
+        eprintln!("{method} {dtype}: measured {measured} B, planned {planned} B, ratio {ratio:.3}, left behind {left} B");
+        // A step frees what it allocated: the heap before step 3 is the
+        // heap before step 2, give or take small bookkeeping.
+        assert!(
+            left.abs() <= 1 << 20,
+            "{method} {dtype}: step 2 left {left} B on the heap for good"
+        );
         assert!(
             (ratio - 1.0).abs() <= tolerance,
             "{method} {dtype}: a step added {measured} B to the heap; the plan says {planned} B"

@@ -134,7 +134,9 @@ impl DeviceAdamW {
             let Some(g) = grads.get(i).and_then(|g| g.as_ref()) else {
                 continue;
             };
-            let g = (g * scale)?;
+            // Detached: a gradient can carry the graph that computed it, and
+            // the moments would hold every step's graph alive through it.
+            let g = (g.detach() * scale)?;
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
