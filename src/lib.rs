@@ -8,4 +8,5 @@
 pub use meft_core::*;
 
 pub mod plot;
+pub mod study_run;
 pub mod tui;

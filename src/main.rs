@@ -217,6 +217,20 @@ enum Command {
         #[arg(default_value = "runs")]
         dir: std::path::PathBuf,
     },
+    /// Run a study: a grid of real training runs (finished ones are
+    /// reused), then a report of the claims they test, with a table and a
+    /// plot per group: report.md, study.json, <group>.svg and .png.
+    Study {
+        /// The study TOML, or a folder holding study.toml (presets/study).
+        study: std::path::PathBuf,
+        /// The reduced grid: fewer seeds, shorter runs, the quick groups.
+        #[arg(long)]
+        quick: bool,
+        /// Where the runs and the report go (default runs/study-<name>,
+        /// with -quick for the quick grid).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Runs side by side: a table of what each cost and scored, and their
     /// loss curves overlaid in a chart.
     Compare {
@@ -404,6 +418,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { runs, out } => compare(&runs, &out),
+        Command::Study { study, quick, out } => {
+            meft::study_run::run(&study, quick, out)?;
+            Ok(())
+        }
         Command::Generate {
             model,
             prompt,
@@ -489,6 +507,7 @@ fn compare(dirs: &[std::path::PathBuf], outs: &[std::path::PathBuf]) -> Result<(
                 points: r.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
             })
             .collect(),
+        ..Default::default()
     };
     for out in outs {
         chart.write(out)?;

@@ -24,6 +24,11 @@ pub struct Chart {
     pub x_title: String,
     pub y_title: String,
     pub series: Vec<Series>,
+    /// A dot at every point (for a few points per line, where a single
+    /// point would otherwise not show).
+    pub markers: bool,
+    /// The x axis in powers of ten (positive x only).
+    pub x_log: bool,
 }
 
 /// The chart's geometry in SVG units (PNG pixels at scale 1).
@@ -127,6 +132,47 @@ pub fn ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, usize) {
     (ticks, decimals)
 }
 
+/// Ticks of a log10 axis covering [lo, hi] (in log10 units): the powers
+/// of ten, and 2× and 5× them when the range spans under three decades.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (lo, hi) = match hi > lo {
+        true => (lo, hi),
+        false => (lo - 0.5, hi + 0.5),
+    };
+    let (first, last) = (lo.floor() as i32, hi.ceil() as i32);
+    let mut out = Vec::new();
+    for e in first..=last {
+        out.push(e as f64);
+        if last - first < 3 && e < last {
+            out.push(e as f64 + 2f64.log10());
+            out.push(e as f64 + 5f64.log10());
+        }
+    }
+    // Trim to the range, keeping one tick beyond each end.
+    let start = out.iter().rposition(|&t| t <= lo + 1e-9).unwrap_or(0);
+    let end = out
+        .iter()
+        .position(|&t| t >= hi - 1e-9)
+        .unwrap_or(out.len() - 1);
+    out[start..=end].to_vec()
+}
+
+/// A log axis tick's value, 10^t, short: "5e-3", "500", "2K", "10K", "1M".
+fn power_label(t: f64) -> String {
+    let v = 10f64.powf(t);
+    if v < 0.99 {
+        return format!("{v:.0e}");
+    }
+    let v = v.round();
+    let (n, unit) = match v {
+        v if v >= 1e9 => (v / 1e9, "G"),
+        v if v >= 1e6 => (v / 1e6, "M"),
+        v if v >= 1e3 => (v / 1e3, "K"),
+        v => (v, ""),
+    };
+    format!("{}{unit}", n.round())
+}
+
 fn label(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");
     // "-0" and "-0.0" read as 0.
@@ -144,8 +190,17 @@ impl Chart {
     fn finite(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
         self.series
             .iter()
-            .flat_map(|s| s.points.iter().copied())
+            .flat_map(|s| s.points.iter().map(|&(x, y)| (self.x_of(x), y)))
             .filter(|(x, y)| x.is_finite() && y.is_finite())
+    }
+
+    /// Where `x` sits on the axis: itself, or its log10 on a log axis.
+    fn x_of(&self, x: f64) -> f64 {
+        match (self.x_log, x > 0.0) {
+            (false, _) => x,
+            (true, true) => x.log10(),
+            (true, false) => f64::NAN,
+        }
     }
 
     /// The chart as an SVG document.
@@ -162,7 +217,10 @@ impl Chart {
         };
         let (xt, xd) = {
             let (lo, hi) = range(|p| p.0);
-            ticks(lo, hi, 8)
+            match self.x_log {
+                true => (log_ticks(lo, hi), 0),
+                false => ticks(lo, hi, 8),
+            }
         };
         let (yt, yd) = {
             let (lo, hi) = range(|p| p.1);
@@ -209,7 +267,10 @@ impl Chart {
                 &mut out,
                 px,
                 BOTTOM + 20.0,
-                &label(x, xd),
+                &match self.x_log {
+                    true => power_label(x),
+                    false => label(x, xd),
+                },
                 12.0,
                 Anchor::Middle,
                 "",
@@ -272,8 +333,9 @@ impl Chart {
             let points: Vec<String> = s
                 .points
                 .iter()
+                .map(|&(x, y)| (self.x_of(x), y))
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
                 .collect();
             if !points.is_empty() {
                 let _ = writeln!(
@@ -281,6 +343,16 @@ impl Chart {
                     r#"<polyline clip-path="url(#plot)" points="{}" {style}/>"#,
                     points.join(" ")
                 );
+            }
+            if self.markers {
+                for p in &points {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(
+                        out,
+                        r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{}"/>"#,
+                        COLOURS[i % COLOURS.len()]
+                    );
+                }
             }
             // The legend: a sample of the line, then its label.
             let ly = BOTTOM + LEGEND_GAP + i as f64 * LEGEND_ROW;
@@ -394,6 +466,7 @@ mod tests {
                     points: vec![(0.0, 10.0), (5.0, f64::NAN), (10.0, 0.0)],
                 },
             ],
+            ..Default::default()
         }
     }
 
@@ -441,6 +514,43 @@ mod tests {
         let up = svg.find(">up</text>").unwrap_or(usize::MAX);
         let down = svg.find(">down</text>").unwrap_or(0);
         assert!(up < down);
+    }
+
+    #[test]
+    fn log_ticks_are_powers_of_ten_and_their_halves_and_fifths() {
+        let t: Vec<String> = log_ticks(2.0, 4.0)
+            .iter()
+            .map(|&t| power_label(t))
+            .collect();
+        assert_eq!(t, ["100", "200", "500", "1K", "2K", "5K", "10K"]);
+        // Wider ranges keep the powers only.
+        let t: Vec<String> = log_ticks(3.3, 7.2)
+            .iter()
+            .map(|&t| power_label(t))
+            .collect();
+        assert_eq!(t, ["1K", "10K", "100K", "1M", "10M", "100M"]);
+        let t: Vec<String> = log_ticks(-2.5, -2.0)
+            .iter()
+            .map(|&t| power_label(t))
+            .collect();
+        assert_eq!(t, ["2e-3", "5e-3", "1e-2"]);
+    }
+
+    #[test]
+    fn markers_draw_a_dot_per_point_on_a_log_axis() {
+        let svg = Chart {
+            series: vec![Series {
+                label: "one".into(),
+                points: vec![(1000.0, 0.5), (0.0, 0.7)],
+            }],
+            markers: true,
+            x_log: true,
+            ..Default::default()
+        }
+        .svg();
+        // x = 0 has no place on a log axis: one dot, at 1K.
+        assert_eq!(svg.matches("<circle").count(), 1);
+        assert!(svg.contains(">1K</text>"));
     }
 
     #[test]

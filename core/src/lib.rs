@@ -15,6 +15,7 @@
 //! - [`telemetry`]: sampling the machine, and the planner.
 //! - [`train`]: the loop, methods, checkpoints, runs, headless output.
 //! - [`bench`]: the performance table, measured side by side.
+//! - [`study`]: grids of runs and the report of what they show.
 
 pub mod adapter;
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod fsx;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod study;
 pub mod telemetry;
 pub mod train;
 pub mod units;

@@ -30,6 +30,9 @@ pub struct Printer {
     pub run_dir: String,
     /// The paper's figure for this setting, from the run's config.
     pub paper: Option<crate::config::PaperFigure>,
+    /// Only the terminal's progress line, cleared at the end: for callers
+    /// that print their own line per run.
+    pub quiet: bool,
 }
 
 impl Printer {
@@ -47,6 +50,7 @@ impl Printer {
             stopped: None,
             run_dir: run_dir.display().to_string(),
             paper: None,
+            quiet: false,
         }
     }
 
@@ -112,6 +116,9 @@ impl Printer {
 
     /// A line of its own; on a terminal it goes above the progress line.
     fn line(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
         let mut out = std::io::stdout();
         if self.tty {
             let _ = write!(
@@ -128,7 +135,12 @@ impl Printer {
     /// Leave the progress line as it stands and go on below it.
     fn end_bar(&mut self) {
         if self.bar.take().is_some() {
-            let _ = writeln!(std::io::stdout());
+            let mut out = std::io::stdout();
+            let _ = match self.quiet {
+                true => write!(out, "\r\x1b[2K"),
+                false => writeln!(out),
+            };
+            let _ = out.flush();
         }
     }
 
@@ -166,7 +178,7 @@ impl Printer {
                     let _ = write!(out, "\r\x1b[2K{bar}");
                     let _ = out.flush();
                     self.bar = Some(bar);
-                } else if self.last_plain.elapsed().as_secs_f64() >= 2.0
+                } else if !self.quiet && self.last_plain.elapsed().as_secs_f64() >= 2.0
                     || s.step == s.total_steps
                     || s.step == 1
                 {
@@ -339,8 +351,15 @@ fn terminal_width() -> Option<usize> {
 }
 
 /// Print a run's progress until it ends, then its summary table.
-pub fn watch(mut handle: super::RunHandle, dir: &Path) -> Result<Summary> {
+pub fn watch(handle: super::RunHandle, dir: &Path) -> Result<Summary> {
+    watch_with(handle, dir, false)
+}
+
+/// [`watch`], or with `quiet` only a progress line on a terminal and no
+/// summary table.
+fn watch_with(mut handle: super::RunHandle, dir: &Path, quiet: bool) -> Result<Summary> {
     let mut printer = Printer::new(dir);
+    printer.quiet = quiet;
     crate::event::pump(handle.events.iter(), &mut printer)?;
     if let Some(t) = handle.thread.take() {
         let _ = t.join();
@@ -353,8 +372,10 @@ pub fn watch(mut handle: super::RunHandle, dir: &Path) -> Result<Summary> {
     }
     match printer.finished {
         Some(s) => {
-            println!("\nsummary ({})", dir.display());
-            print!("{}", Printer::summary_table(&s, printer.paper.as_ref()));
+            if !quiet {
+                println!("\nsummary ({})", dir.display());
+                print!("{}", Printer::summary_table(&s, printer.paper.as_ref()));
+            }
             Ok(s)
         }
         None => anyhow::bail!("the run ended without a summary"),
@@ -364,6 +385,16 @@ pub fn watch(mut handle: super::RunHandle, dir: &Path) -> Result<Summary> {
 /// `meft run`: train `exp` (or resume `dir`) headless, with SIGINT and
 /// SIGTERM asking for a safe stop.
 pub fn run(exp: crate::config::Experiment, dir: &Path, resume: bool) -> Result<Summary> {
+    run_with(exp, dir, resume, false)
+}
+
+/// [`run`], printing with `quiet` only a progress line on a terminal.
+pub fn run_with(
+    exp: crate::config::Experiment,
+    dir: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
     stop_signal::install();
     let handle = super::start(exp, dir.to_path_buf(), resume)?;
     let control = handle.control.clone();
@@ -374,7 +405,7 @@ pub fn run(exp: crate::config::Experiment, dir: &Path, resume: bool) -> Result<S
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
-    let summary = watch(handle, dir)?;
+    let summary = watch_with(handle, dir, quiet)?;
     if let Some(sig) = stop_signal::received() {
         println!(
             "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",

@@ -1,0 +1,174 @@
+//! `meft study` through the binary: a two-point grid at two seeds on the
+//! tiny model, its report checked against the runs' own summaries, and a
+//! second run of the same study reusing every run.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::meft_bin;
+use meft::event::Event;
+use std::path::Path;
+
+const FACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/study/facts.toml");
+
+fn study(dir: &Path, study: &Path, out: &Path) -> (i32, String, String) {
+    let out = meft_bin()
+        .current_dir(dir)
+        .args([
+            "study",
+            study.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The metrics of a run's `finished` event.
+fn summary_metric(run: &Path, metric: &str) -> f64 {
+    meft::train::read_events(run)
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Finished { summary } => summary.metrics.get(metric).copied(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{}: no finished event with {metric}", run.display()))
+}
+
+fn write_study(dir: &Path) -> std::path::PathBuf {
+    // Three people, 30 steps: long enough that the runs answer some of
+    // the held-out questions, so the figures are not all zero.
+    let text = format!(
+        r#"
+name = "two"
+title = "Two points"
+seeds = [1, 2]
+
+[[group]]
+id = "pair"
+title = "MEFT against LoRA"
+base = "{FACTS}"
+metric = "nq_em"
+sets = ["data.train = \"synth:entities=3,seed=7\"", "train.steps = 30", "train.batch = 8",
+        "train.micro_batch = 8", "train.lr = 1e-2", "eval.limit = 12"]
+
+[[point]]
+group = "pair"
+series = "MEFT"
+label = "M 256"
+sets = ["method.meft.neurons = 256"]
+
+[[point]]
+group = "pair"
+series = "LoRA"
+label = "r 8"
+sets = ["method.kind = \"lora\"", "method.lora.rank = 8"]
+
+[[claim]]
+text = "MEFT ahead"
+group = "pair"
+kind = "ahead"
+a = "MEFT"
+b = "LoRA"
+by = 0
+"#
+    );
+    let path = dir.join("two.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_two_point_study_reports_its_runs_and_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_study(dir.path());
+    let out = dir.path().join("out");
+    let (code, stdout, err) = study(dir.path(), &spec, &out);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("(trained in").count(), 4, "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    let points = json["groups"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let mut means = Vec::new();
+    for p in points {
+        let runs = p["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "one run per seed");
+        let mut sum = 0.0;
+        for r in runs {
+            let run_dir = out.join(r["dir"].as_str().unwrap());
+            let from_run = summary_metric(&run_dir, "nq_em");
+            assert_eq!(
+                r["metric"].as_f64().unwrap(),
+                from_run,
+                "{}",
+                run_dir.display()
+            );
+            sum += from_run;
+        }
+        let mean = p["mean"].as_f64().unwrap();
+        assert!(
+            (mean - sum / 2.0).abs() < 1e-12,
+            "mean {mean}, runs sum {sum}"
+        );
+        // The report's table shows the same mean, to four places.
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", p["series"].as_str().unwrap())))
+            .unwrap();
+        assert!(row.contains(&format!("| {mean:.4} |")), "{row}");
+        means.push(mean);
+    }
+    assert!(
+        means.iter().any(|&m| m > 0.0),
+        "no run learned anything: {means:?}"
+    );
+    // The claim is decided by those two means.
+    let claim = &json["claims"][0];
+    let holds = means[0] >= means[1];
+    assert_eq!(claim["verdict"], if holds { "holds" } else { "fails" });
+    for f in ["pair.svg", "pair.png"] {
+        assert!(out.join(f).metadata().unwrap().len() > 0, "{f}");
+    }
+
+    // Again: every run is reused and the report is the same.
+    let (code, stdout, err) = study(dir.path(), &spec, &out);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("(reused)").count(), 4, "{stdout}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(again, json);
+}
+
+#[test]
+fn a_study_naming_an_unknown_group_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"bad\"\ntitle = \"Bad\"\nseeds = [1]\n\n[[group]]\nid = \"a\"\ntitle = \"A\"\nbase = \"{FACTS}\"\nmetric = \"nq_em\"\n\n[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n\n[[point]]\ngroup = \"b\"\nseries = \"MEFT\"\nlabel = \"y\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, err) = study(dir.path(), &spec, &dir.path().join("out"));
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty(), "{stdout}");
+    let line = err.trim();
+    assert_eq!(line.lines().count(), 1, "{err}");
+    assert!(
+        line.contains("bad.toml") && line.contains("point MEFT y") && line.contains("\"b\""),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
