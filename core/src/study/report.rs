@@ -249,6 +249,14 @@ fn decide(c: &super::Claim, g: &GroupReport) -> (Verdict, String) {
                         format!("{s}: fewer than two sizes measured {m}"),
                     );
                 }
+                // A line of zeros is flat because nothing was learned: it
+                // decides nothing about what capacity buys.
+                if c.kind == ClaimKind::Flat && means.iter().all(|&v| v == 0.0) {
+                    return (
+                        Verdict::Unmeasured,
+                        format!("{s}: every run scored {m} 0 at every size, so the runs cannot tell what capacity buys"),
+                    );
+                }
                 let (first, last) = (means[0], means[means.len() - 1]);
                 let spread = means.iter().copied().fold(f64::NEG_INFINITY, f64::max)
                     - means.iter().copied().fold(f64::INFINITY, f64::min);
@@ -382,5 +390,92 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::study::Claim;
+
+    fn point(series: &str, label: &str, params: u64, metrics: &[f64]) -> PointReport {
+        let runs: Vec<RunReport> = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| RunReport {
+                seed: i as u64 + 1,
+                dir: String::new(),
+                state: "finished".into(),
+                metric: Some(v),
+                final_loss: None,
+                wall_s: None,
+                median_step_s: None,
+            })
+            .collect();
+        PointReport {
+            series: series.into(),
+            label: label.into(),
+            mean: Some(metrics.iter().sum::<f64>() / metrics.len() as f64),
+            params: Some(params),
+            device_ledger: None,
+            lr: None,
+            runs,
+        }
+    }
+
+    fn group(points: Vec<PointReport>) -> GroupReport {
+        GroupReport {
+            id: "g".into(),
+            title: "G".into(),
+            about: String::new(),
+            metric: "nq_em".into(),
+            x: XAxis::Params,
+            skipped: None,
+            points,
+        }
+    }
+
+    fn claim(kind: ClaimKind, by: f64) -> Claim {
+        Claim {
+            text: "t".into(),
+            group: "g".into(),
+            kind,
+            a: "A".into(),
+            b: "B".into(),
+            series: vec!["A".into()],
+            by,
+            paper: String::new(),
+        }
+    }
+
+    #[test]
+    fn claims_by_hand() {
+        // A: 0.60 and 0.70 at two sizes (means 0.65 over both); B: 0.50.
+        let g = group(vec![
+            point("A", "big", 100, &[0.7, 0.7]),
+            point("A", "small", 10, &[0.6, 0.6]),
+            point("B", "x", 10, &[0.4, 0.6]),
+        ]);
+        // Ahead: 0.65 − 0.50 = 15 points (margins clear of rounding).
+        assert_eq!(decide(&claim(ClaimKind::Ahead, 14.9), &g).0, Verdict::Holds);
+        assert_eq!(decide(&claim(ClaimKind::Ahead, 15.1), &g).0, Verdict::Fails);
+        assert_eq!(
+            decide(&claim(ClaimKind::Within, 14.9), &g).0,
+            Verdict::Fails
+        );
+        // Grows: sorted by size, 0.60 → 0.70 is +10 points.
+        assert_eq!(decide(&claim(ClaimKind::Grows, 9.9), &g).0, Verdict::Holds);
+        assert_eq!(decide(&claim(ClaimKind::Flat, 5.0), &g).0, Verdict::Fails);
+    }
+
+    #[test]
+    fn a_line_of_zeros_decides_nothing() {
+        let g = group(vec![
+            point("A", "small", 10, &[0.0]),
+            point("A", "big", 100, &[0.0]),
+        ]);
+        let (v, why) = decide(&claim(ClaimKind::Flat, 2.0), &g);
+        assert_eq!(v, Verdict::Unmeasured);
+        assert!(why.contains("every run scored nq_em 0"), "{why}");
     }
 }
