@@ -15,6 +15,7 @@
 //! - [`telemetry`]: sampling the machine, and the planner.
 //! - [`train`]: the loop, methods, checkpoints, runs, headless output.
 //! - [`bench`]: the performance table, measured side by side.
+//! - [`selftest`]: the compute device's path against the CPU reference.
 
 pub mod adapter;
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod fsx;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod selftest;
 pub mod telemetry;
 pub mod train;
 pub mod units;
