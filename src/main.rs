@@ -171,6 +171,18 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Check the compute device against the CPU reference: the base's
+    /// logits, MEFT against the dense reference, LoRA and the Parallel
+    /// Adapter, each as one relative error against its limit.
+    Selftest {
+        /// The compute device: cpu or cuda:N (the latter needs a build with
+        /// `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Also write the checks as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
     /// Datasets: synthesise, check.
     Data {
         #[command(subcommand)]
@@ -293,16 +305,13 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => run_headless(config, sets, out, resume),
         Command::Data { command } => data_command(command),
+        Command::Selftest { device, json } => selftest(&device, json.as_deref()),
         Command::Bench {
             quick,
             json,
             device,
         } => {
-            let device = meft::model::load::device_of(&device).map_err(|e| {
-                let msg = e.to_string();
-                let why = msg.strip_prefix("model.device: ").unwrap_or(&msg);
-                anyhow::anyhow!("--device: {why}")
-            })?;
+            let device = device_flag(&device)?;
             let report = meft::bench::run(meft::bench::Options { quick, device }, &mut |what| {
                 eprintln!("measuring {what}…")
             })?;
@@ -440,6 +449,36 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The compute device `--device` names; errors name the flag.
+fn device_flag(spec: &str) -> Result<meft::model::Device> {
+    meft::model::load::device_of(spec).map_err(|e| {
+        let msg = e.to_string();
+        let why = msg.strip_prefix("model.device: ").unwrap_or(&msg);
+        anyhow::anyhow!("--device: {why}")
+    })
+}
+
+/// `meft selftest`: one line per check as it is made, the JSON when asked,
+/// and an error (exit status 1) when any check failed.
+fn selftest(device: &str, json: Option<&std::path::Path>) -> Result<()> {
+    let device = device_flag(device)?;
+    let report = meft::selftest::run(&device, &mut |check| println!("{}", check.line()))?;
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        meft::fsx::write_atomic(path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if !report.ok {
+        return Err(meft::selftest::Failed {
+            failed: report.failed(),
+            total: report.checks.len(),
+            device: report.device,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 fn run_headless(
     config: Option<std::path::PathBuf>,
     sets: Vec<String>,
@@ -561,8 +600,10 @@ fn main() {
             std::process::exit(128 + sig);
         }
         eprintln!("meft: {}", meft::fsx::error_line(&e));
-        // A diverged run is a training outcome, not bad input.
-        let code = if e.downcast_ref::<meft::train::Diverged>().is_some() {
+        // A diverged run or a failed check is an outcome, not bad input.
+        let code = if e.downcast_ref::<meft::train::Diverged>().is_some()
+            || e.downcast_ref::<meft::selftest::Failed>().is_some()
+        {
             1
         } else {
             2

@@ -16,6 +16,7 @@
 //! - [`train`]: the loop, methods, checkpoints, runs, headless output.
 //! - [`bench`]: the performance table, measured side by side.
 //! - [`study`]: grids of runs and the report of what they show.
+//! - [`selftest`]: the compute device's path against the CPU reference.
 
 pub mod adapter;
 pub mod bench;
@@ -28,6 +29,7 @@ pub mod fsx;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod selftest;
 pub mod study;
 pub mod telemetry;
 pub mod train;

@@ -12,7 +12,9 @@ pub mod ops;
 pub mod shapes;
 pub mod tokenizer;
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+/// The compute device a model lives on ([`load::device_of`] reads one from its name).
+pub use candle_core::Device;
+use candle_core::{DType, Result, Tensor, Var, D};
 use ops::RopeLayout;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
