@@ -10,7 +10,7 @@ use crate::telemetry::{plan, PlanInput, PAPER_UNION_FRACTION};
 use crate::units::{bytes, ratio};
 use candle_core::Tensor;
 
-fn random(n: usize, seed: u64) -> Vec<f32> {
+pub(super) fn random(n: usize, seed: u64) -> Vec<f32> {
     crate::rng::normal_vec(&mut crate::rng::seeded(seed), n, 1.0)
 }
 

@@ -149,6 +149,59 @@ fn base_flops(c: &ModelConfig, seq: u64) -> (f64, f64) {
     (fwd, fwd + attention as f64)
 }
 
+/// The frozen base's linear layers as bare matmuls at a step's own shapes:
+/// the forward x·Wᵀ and the input gradient dY·W of each distinct shape,
+/// timed once and counted as often as a step runs it. Seconds and FLOPs
+/// per step.
+fn matmul_roof(
+    c: &ModelConfig,
+    tokens: usize,
+    reps: usize,
+    dev: &candle_core::Device,
+) -> anyhow::Result<(f64, f64)> {
+    let (d, ffn, v, l) = (
+        c.hidden_size,
+        c.intermediate_size,
+        c.vocab_size,
+        c.num_layers,
+    );
+    let q = c.num_heads * c.head_dim;
+    let kv = c.num_kv_heads * c.head_dim;
+    // (in, out, times per step): q; k and v; o; gate and up; down; head.
+    let shapes = [
+        (d, q, l),
+        (d, kv, 2 * l),
+        (q, d, l),
+        (d, ffn, 2 * l),
+        (ffn, d, l),
+        (d, v, 1),
+    ];
+    let (mut secs, mut flops) = (0.0, 0.0);
+    for (i, &(inp, out, times)) in shapes.iter().enumerate() {
+        let seed = 100 + 3 * i as u64;
+        let x = Tensor::from_vec(
+            super::memory::random(tokens * inp, seed),
+            (tokens, inp),
+            dev,
+        )?;
+        let w = Tensor::from_vec(super::memory::random(out * inp, seed + 1), (out, inp), dev)?;
+        let dy = Tensor::from_vec(
+            super::memory::random(tokens * out, seed + 2),
+            (tokens, out),
+            dev,
+        )?;
+        // Reading one value of each back waits for the device.
+        let t = time(1, reps.max(3), || {
+            let y = crate::model::ops::frozen_linear(&x, &w)?;
+            let dx = dy.matmul(&w)?;
+            Ok(y.get(0)?.get(0)?.to_scalar::<f32>()? + dx.get(0)?.get(0)?.to_scalar::<f32>()?)
+        })?;
+        secs += t.median * times as f64;
+        flops += 4.0 * (tokens * inp * out) as f64 * times as f64;
+    }
+    Ok((secs, flops))
+}
+
 struct Case {
     kind: MethodKind,
     m: usize,
@@ -195,6 +248,19 @@ fn model_section(
     );
     s.figure("base_s", base.median);
     s.figure("base_gflops", gflops);
+    let (roof_s, roof_flops) = matmul_roof(&cfg, batch.tokens(), reps, &model.device)?;
+    let roof_gflops = roof_flops / roof_s / 1e9;
+    s.row(
+        "  its matmuls alone, at its own shapes",
+        format!(
+            "{roof_s:.3} s · {roof_gflops:.1} GFLOP/s ({:.0} % of sgemm); the step spends {:.0} % of its time in them",
+            100.0 * roof_gflops / sgemm_gflops,
+            100.0 * roof_s / base.median
+        ),
+        "measured: x·Wᵀ and dY·W per linear layer and the head",
+    );
+    s.figure("base_matmul_s", roof_s);
+    s.figure("base_matmul_gflops", roof_gflops);
     let mut cases = vec![];
     let mut exp = Experiment::default();
     exp.method.lora.rank = 8;
