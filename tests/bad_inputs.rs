@@ -313,6 +313,10 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
             "nowhere",
         ),
     ];
+    let mut cases = cases;
+    if !cfg!(feature = "cuda") {
+        cases.push((set("model.device=\"cuda:0\""), "--features cuda"));
+    }
     assert!(cases.len() >= 60, "{} cases", cases.len());
     let mut failures = Vec::new();
     for (argv, needle) in &cases {
@@ -340,5 +344,14 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
         failures.len(),
         cases.len(),
         failures.join("\n")
+    );
+    // A run refused for its settings, its data or its model leaves no
+    // run directory behind.
+    let left: Vec<_> = std::fs::read_dir(dir.join("runs"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "failed starts left run directories: {left:?}"
     );
 }

@@ -602,8 +602,17 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<(Model, Token
 /// The compute device a config names: `cpu` or `cuda:N` (the latter in a
 /// build with the `cuda` feature).
 pub fn device_of(spec: &str) -> anyhow::Result<Device> {
+    match cuda_ordinal(spec)? {
+        None => Ok(Device::Cpu),
+        Some(n) => Ok(Device::new_cuda(n)?),
+    }
+}
+
+/// What `device_of` would open, checked without opening it: `None` for the
+/// CPU, the ordinal of `cuda:N` in a build that has CUDA, or why not.
+pub fn cuda_ordinal(spec: &str) -> anyhow::Result<Option<usize>> {
     if spec == "cpu" {
-        return Ok(Device::Cpu);
+        return Ok(None);
     }
     if let Some(n) = spec.strip_prefix("cuda:") {
         let n: usize = n
@@ -612,7 +621,7 @@ pub fn device_of(spec: &str) -> anyhow::Result<Device> {
         if !cfg!(feature = "cuda") {
             anyhow::bail!("model.device: {spec} needs a build with `--features cuda`");
         }
-        return Ok(Device::new_cuda(n)?);
+        return Ok(Some(n));
     }
     anyhow::bail!("model.device: expected cpu or cuda:N, got {spec:?}")
 }

@@ -396,7 +396,13 @@ pub fn run_with(
     quiet: bool,
 ) -> Result<Summary> {
     stop_signal::install();
-    let handle = super::start(exp, dir.to_path_buf(), resume)?;
+    let handle = match super::start(exp, dir.to_path_buf(), resume) {
+        Ok(h) => h,
+        Err(e) => {
+            forget_unstarted(dir, resume);
+            return Err(e);
+        }
+    };
     let control = handle.control.clone();
     std::thread::spawn(move || loop {
         if stop_signal::received().is_some() {
@@ -405,7 +411,13 @@ pub fn run_with(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
-    let summary = watch_with(handle, dir, quiet)?;
+    let summary = match watch_with(handle, dir, quiet) {
+        Ok(s) => s,
+        Err(e) => {
+            forget_unstarted(dir, resume);
+            return Err(e);
+        }
+    };
     if let Some(sig) = stop_signal::received() {
         println!(
             "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",
@@ -416,6 +428,17 @@ pub fn run_with(
         return Err(Interrupted(sig).into());
     }
     Ok(summary)
+}
+
+/// A new run refused before it started (its device, data or model would
+/// not load) leaves no directory behind: nothing in it was trained.
+fn forget_unstarted(dir: &Path, resume: bool) {
+    let started = super::read_events(dir)
+        .map(|ev| ev.iter().any(|e| matches!(e, Event::RunStarted { .. })))
+        .unwrap_or(dir.join("events.jsonl").exists());
+    if !resume && !started {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// A headless run that a signal stopped safely; the process exits with

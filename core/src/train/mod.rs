@@ -273,6 +273,9 @@ fn spawn_hub(
 /// Start a run (or resume the one in `resume`) on background threads.
 pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
     exp.validate()?;
+    // A device this build cannot open stops the run before it has a
+    // directory.
+    crate::model::load::cuda_ordinal(&exp.model.device)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create the run directory", run_dir.display()))?;
     let lock = RunLock::acquire(&run_dir)?;
