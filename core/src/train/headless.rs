@@ -432,7 +432,7 @@ pub fn run_with(
 
 /// A new run refused before it started (its device, data or model would
 /// not load) leaves no directory behind: nothing in it was trained.
-fn forget_unstarted(dir: &Path, resume: bool) {
+pub fn forget_unstarted(dir: &Path, resume: bool) {
     let started = super::read_events(dir)
         .map(|ev| ev.iter().any(|e| matches!(e, Event::RunStarted { .. })))
         .unwrap_or(dir.join("events.jsonl").exists());
