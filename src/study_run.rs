@@ -52,9 +52,12 @@ pub fn run(spec: &Path, quick: bool, out: Option<PathBuf>) -> Result<Report> {
         );
         let t0 = std::time::Instant::now();
         let outcome = study::execute(run).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}; run `meft study` again to go on: finished runs are reused and this one resumes from its last checkpoint"
-            )
+            match e.is::<crate::train::headless::Interrupted>() {
+                true => anyhow::anyhow!(
+                    "{e}; run `meft study` again to go on: finished runs are reused and this one resumes from its last checkpoint"
+                ),
+                false => anyhow::anyhow!("{what}: {}", crate::fsx::error_line(&e)),
+            }
         })?;
         let rec = crate::train::runs::RunRecord::read(&run.dir);
         let metric = rec

@@ -172,3 +172,30 @@ fn a_study_naming_an_unknown_group_says_where() {
     );
     assert!(!dir.path().join("out").exists(), "nothing written");
 }
+
+#[test]
+fn a_study_whose_data_will_not_load_stops_saying_which_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("nodata.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"nodata\"\ntitle = \"No data\"\nseeds = [1]\n\n[[group]]\nid = \"a\"\ntitle = \"A\"\nbase = \"{FACTS}\"\nmetric = \"nq_em\"\nsets = [\"data.train = \\\"absent.jsonl\\\"\"]\n\n[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, _, err) = study(dir.path(), &spec, &out);
+    assert_eq!(code, 2, "{err}");
+    let line = err.trim();
+    assert_eq!(line.lines().count(), 1, "{err}");
+    assert!(
+        line.contains("[1/1] a · MEFT x · seed 1") && line.contains("absent.jsonl"),
+        "{err}"
+    );
+    // The refused run left no directory behind.
+    let runs: Vec<_> = std::fs::read_dir(out.join("runs"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(runs.is_empty(), "{runs:?}");
+}

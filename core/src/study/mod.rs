@@ -155,8 +155,11 @@ pub fn execute(run: &PlannedRun) -> Result<Outcome> {
             Outcome::Trained
         }),
         Err(e) if e.is::<crate::train::headless::Interrupted>() => Err(e),
-        // A run that diverged or failed is an outcome of the study: its
-        // record says so and the study goes on.
+        // A run refused before it started (data or a model that will not
+        // load) left no directory: that is bad input, and the study stops.
+        Err(e) if !run.dir.exists() => Err(e),
+        // A run that diverged or failed while training is an outcome of
+        // the study: its record says so and the study goes on.
         Err(_) => Ok(Outcome::Trained),
     }
 }
