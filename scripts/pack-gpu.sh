@@ -2,7 +2,8 @@
 # Pack the meft binary for a GPU machine that has no Rust toolchain: build
 # it with `--features cuda` (or take one built already), strip it into the
 # repository root as ./meft (git-ignored, with ./meft.build saying what it
-# is), and print its size and how a session runs scripts/gpu-check.sh there.
+# is), gzip it into .gpu/ for the trip, and print its size and how a
+# session runs scripts/gpu-check.sh there.
 #
 #   scripts/pack-gpu.sh            # eval "$(scripts/cuda-toolchain.sh)", then cargo build
 #   scripts/pack-gpu.sh BINARY     # pack BINARY as it is
@@ -60,10 +61,19 @@ fi
 tree=$(git ls-files -z -co --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
 bytes() { stat -c %s "$1"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+# The binary travels compressed: a CUDA build carries its kernels and is
+# larger than a call's limit as it is (69 MiB stripped for compute
+# capability 90; about 20 MiB gzipped).
+rm -rf .gpu
+mkdir -p .gpu
+gzip -9 -c meft >.gpu/meft.gz
+cp meft.build .gpu/meft.build
 bin=$(bytes meft)
-one=$((tree + bin + $(bytes meft.build)))
-echo "$me: ./meft is $(mib "$bin") (stripped from $src); with the working tree ($(mib "$tree")) one call carries $(mib "$one") of $(mib "$limit")"
-[ "$one" -le $((limit - margin)) ] || die "the binary and the working tree do not fit in one call"
+gz=$(($(bytes .gpu/meft.gz) + $(bytes .gpu/meft.build)))
+one=$((tree + gz))
+echo "$me: ./meft is $(mib "$bin") (stripped from $src), $(mib "$gz") gzipped in .gpu/; with the working tree ($(mib "$tree")) one call carries $(mib "$one") of $(mib "$limit")"
+[ "$one" -le $((limit - margin)) ] || die "the compressed binary and the working tree do not fit in one call"
+unpack='gzip -dc .gpu/meft.gz >meft && chmod +x meft && cp .gpu/meft.build meft.build'
 
 # The device machine's output comes back as at most 8 files, two folders
 # deep: the check's folder travels back as one archive, its summary and
@@ -72,13 +82,12 @@ back='rc=$?; tar -C /tmp -czf $OUT/gpu-check.tgz gc; cp /tmp/gc/summary.txt /tmp
 cat <<EOF
 
 On the GPU machine, one call (no SmolLM2; its runs are skipped, saying so):
-  carry:     ["meft", "meft.build"]
+  carry:     [".gpu/meft.gz", ".gpu/meft.build"]
   timeout_s: 570
-  command:   scripts/gpu-check.sh /tmp/gc; $back
+  command:   $unpack && scripts/gpu-check.sh /tmp/gc; $back
 EOF
 
 gguf="${MEFT_SMOLLM2:-.cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
-rm -rf .gpu
 if [ ! -f "$gguf" ]; then
   echo
   echo "No SmolLM2 GGUF at $gguf (scripts/get-smollm2.sh fetches it): nothing staged for the two-call recipe."
@@ -87,12 +96,9 @@ fi
 
 # Two calls: the first carries the GGUF's first part, which its command
 # moves out of the working tree; the second carries the rest with the
-# binary, compressed to make room, and runs the check. Between them the
-# machine must stay warm (it goes back after 30 s idle): a cold second call
-# finds no first part, and the check then runs without SmolLM2, saying so.
-mkdir -p .gpu
-gzip -9 -c meft >.gpu/meft.gz
-cp meft.build .gpu/meft.build
+# compressed binary and runs the check. Between them the machine must stay
+# warm (it goes back after 30 s idle): a cold second call finds no first
+# part, and the check then runs without SmolLM2, saying so.
 size=$(bytes "$gguf")
 rest=$((limit - margin - tree - $(bytes .gpu/meft.gz) - $(bytes .gpu/meft.build)))
 first=$((size - rest))
@@ -110,5 +116,5 @@ With SmolLM2: two calls in a row on one warm machine ($(mib "$size") of GGUF sta
     command:   mkdir -p $stage && mv .gpu/smollm2.part1 $stage/ && nvidia-smi -L
  2. carry:     [".gpu/meft.gz", ".gpu/meft.build", ".gpu/smollm2.part2"]   ($(mib $((tree + rest + $(bytes .gpu/meft.gz) + $(bytes .gpu/meft.build)))))
     timeout_s: 570
-    command:   gzip -dc .gpu/meft.gz >meft && chmod +x meft && cp .gpu/meft.build meft.build && cat $stage/smollm2.part1 .gpu/smollm2.part2 >$stage/smollm2.gguf; echo "$sum  $stage/smollm2.gguf" | sha256sum -c || rm -f $stage/smollm2.gguf; MEFT_SMOLLM2=$stage/smollm2.gguf scripts/gpu-check.sh /tmp/gc; $back
+    command:   $unpack && cat $stage/smollm2.part1 .gpu/smollm2.part2 >$stage/smollm2.gguf; echo "$sum  $stage/smollm2.gguf" | sha256sum -c || rm -f $stage/smollm2.gguf; MEFT_SMOLLM2=$stage/smollm2.gguf scripts/gpu-check.sh /tmp/gc; $back
 EOF
