@@ -86,6 +86,17 @@ by = 0
     path
 }
 
+/// `NAME.toml` in `dir`: one seed, one group "a" on the facts preset with
+/// `sets` (a TOML array), then `points` as given.
+fn one_group(dir: &Path, name: &str, sets: &str, points: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\ntitle = \"{name}\"\nseeds = [1]\n\n[[group]]\nid = \"a\"\ntitle = \"A\"\nbase = \"{FACTS}\"\nmetric = \"nq_em\"\nsets = {sets}\n\n{points}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn a_two_point_study_reports_its_runs_and_reuses_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,14 +164,12 @@ fn a_two_point_study_reports_its_runs_and_reuses_them() {
 #[test]
 fn a_study_naming_an_unknown_group_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("bad.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name = \"bad\"\ntitle = \"Bad\"\nseeds = [1]\n\n[[group]]\nid = \"a\"\ntitle = \"A\"\nbase = \"{FACTS}\"\nmetric = \"nq_em\"\n\n[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n\n[[point]]\ngroup = \"b\"\nseries = \"MEFT\"\nlabel = \"y\"\n"
-        ),
-    )
-    .unwrap();
+    let spec = one_group(
+        dir.path(),
+        "bad",
+        "[]",
+        "[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n\n[[point]]\ngroup = \"b\"\nseries = \"MEFT\"\nlabel = \"y\"\n",
+    );
     let (code, stdout, err) = study(dir.path(), &spec, &dir.path().join("out"));
     assert_ne!(code, 0);
     assert!(stdout.is_empty(), "{stdout}");
@@ -176,14 +185,12 @@ fn a_study_naming_an_unknown_group_says_where() {
 #[test]
 fn a_study_whose_data_will_not_load_stops_saying_which_run() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("nodata.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name = \"nodata\"\ntitle = \"No data\"\nseeds = [1]\n\n[[group]]\nid = \"a\"\ntitle = \"A\"\nbase = \"{FACTS}\"\nmetric = \"nq_em\"\nsets = [\"data.train = \\\"absent.jsonl\\\"\"]\n\n[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n"
-        ),
-    )
-    .unwrap();
+    let spec = one_group(
+        dir.path(),
+        "nodata",
+        "[\"data.train = \\\"absent.jsonl\\\"\"]",
+        "[[point]]\ngroup = \"a\"\nseries = \"MEFT\"\nlabel = \"x\"\n",
+    );
     let out = dir.path().join("out");
     let (code, _, err) = study(dir.path(), &spec, &out);
     assert_eq!(code, 2, "{err}");

@@ -20,10 +20,7 @@ impl Launcher for RunLauncher {
         let flat = |e: anyhow::Error| crate::fsx::error_line(&e);
         exp.validate().map_err(|e| e.to_string())?;
         let dir = crate::train::new_run_dir(&self.root, &exp.name).map_err(flat)?;
-        crate::train::start(exp.clone(), dir.clone(), false).map_err(|e| {
-            crate::train::headless::forget_unstarted(&dir, false);
-            flat(e)
-        })
+        crate::train::start(exp.clone(), dir, false).map_err(flat)
     }
 }
 

@@ -178,18 +178,15 @@ fn matmul_roof(
     ];
     let (mut secs, mut flops) = (0.0, 0.0);
     for (i, &(inp, out, times)) in shapes.iter().enumerate() {
+        let random = |rows: usize, cols: usize, seed: u64| {
+            Tensor::from_vec(super::memory::random(rows * cols, seed), (rows, cols), dev)
+        };
         let seed = 100 + 3 * i as u64;
-        let x = Tensor::from_vec(
-            super::memory::random(tokens * inp, seed),
-            (tokens, inp),
-            dev,
-        )?;
-        let w = Tensor::from_vec(super::memory::random(out * inp, seed + 1), (out, inp), dev)?;
-        let dy = Tensor::from_vec(
-            super::memory::random(tokens * out, seed + 2),
-            (tokens, out),
-            dev,
-        )?;
+        let (x, w, dy) = (
+            random(tokens, inp, seed)?,
+            random(out, inp, seed + 1)?,
+            random(tokens, out, seed + 2)?,
+        );
         // Reading one value of each back waits for the device.
         let t = time(1, reps.max(3), || {
             let y = crate::model::ops::frozen_linear(&x, &w)?;

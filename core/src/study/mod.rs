@@ -49,7 +49,8 @@ pub enum Outcome {
 pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
     let mut runs: Vec<PlannedRun> = Vec::new();
     let mut skipped = vec![None; study.groups.len()];
-    let mut dirs: std::collections::HashMap<u64, PathBuf> = Default::default();
+    // A config's directory and run name, from the first point that has it.
+    let mut first: std::collections::HashMap<u64, (PathBuf, String)> = Default::default();
     for (gi, g) in study.groups.iter().enumerate() {
         if quick && !g.quick {
             skipped[gi] = Some("not in the quick grid".into());
@@ -89,26 +90,18 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
                 // The hash leaves the name out: the same training under two
                 // groups' names is one run.
                 let hash = fnv1a(exp.to_toml()?.as_bytes());
-                exp.name = format!(
-                    "{}-{}-{}-{}",
-                    study.name,
-                    g.id,
-                    slug(&p.series),
-                    slug(&p.label)
-                );
-                let dir = dirs.entry(hash).or_insert_with(|| {
-                    out.join("runs").join(format!(
-                        "{}-{}-{}-s{seed}-{:08x}",
-                        g.id,
-                        slug(&p.series),
-                        slug(&p.label),
-                        hash as u32
-                    ))
-                });
-                let dir = dir.clone();
-                if let Some(first) = runs.iter().find(|r| r.dir == dir) {
-                    exp.name = first.exp.name.clone();
-                }
+                let (dir, name) = first
+                    .entry(hash)
+                    .or_insert_with(|| {
+                        let point = format!("{}-{}-{}", g.id, slug(&p.series), slug(&p.label));
+                        (
+                            out.join("runs")
+                                .join(format!("{point}-s{seed}-{:08x}", hash as u32)),
+                            format!("{}-{point}", study.name),
+                        )
+                    })
+                    .clone();
+                exp.name = name;
                 runs.push(PlannedRun {
                     group: gi,
                     point: pi,

@@ -178,7 +178,7 @@ impl Printer {
                     let _ = write!(out, "\r\x1b[2K{bar}");
                     let _ = out.flush();
                     self.bar = Some(bar);
-                } else if !self.quiet && self.last_plain.elapsed().as_secs_f64() >= 2.0
+                } else if self.last_plain.elapsed().as_secs_f64() >= 2.0
                     || s.step == s.total_steps
                     || s.step == 1
                 {
@@ -396,13 +396,7 @@ pub fn run_with(
     quiet: bool,
 ) -> Result<Summary> {
     stop_signal::install();
-    let handle = match super::start(exp, dir.to_path_buf(), resume) {
-        Ok(h) => h,
-        Err(e) => {
-            forget_unstarted(dir, resume);
-            return Err(e);
-        }
-    };
+    let handle = super::start(exp, dir.to_path_buf(), resume)?;
     let control = handle.control.clone();
     std::thread::spawn(move || loop {
         if stop_signal::received().is_some() {
@@ -414,7 +408,8 @@ pub fn run_with(
     let summary = match watch_with(handle, dir, quiet) {
         Ok(s) => s,
         Err(e) => {
-            forget_unstarted(dir, resume);
+            // Its data or model would not load: the trainer never started.
+            super::forget_unstarted(dir, resume);
             return Err(e);
         }
     };
@@ -428,17 +423,6 @@ pub fn run_with(
         return Err(Interrupted(sig).into());
     }
     Ok(summary)
-}
-
-/// A new run refused before it started (its device, data or model would
-/// not load) leaves no directory behind: nothing in it was trained.
-pub fn forget_unstarted(dir: &Path, resume: bool) {
-    let started = super::read_events(dir)
-        .map(|ev| ev.iter().any(|e| matches!(e, Event::RunStarted { .. })))
-        .unwrap_or(dir.join("events.jsonl").exists());
-    if !resume && !started {
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }
 
 /// A headless run that a signal stopped safely; the process exits with

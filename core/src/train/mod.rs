@@ -270,11 +270,32 @@ fn spawn_hub(
     }))
 }
 
-/// Start a run (or resume the one in `resume`) on background threads.
+/// Start a run (or resume the one in `resume`) on background threads. A
+/// new run refused here leaves no directory behind.
 pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
+    let dir = run_dir.clone();
+    launch(exp, run_dir, resume).inspect_err(|_| forget_unstarted(&dir, resume))
+}
+
+/// A new run that never started (its device, data or model would not
+/// load; no `run_started` in its log) is removed: nothing in it was
+/// trained. A directory another process holds is left alone.
+pub fn forget_unstarted(dir: &Path, resume: bool) {
+    if resume || !dir.is_dir() || RunLock::ensure_free(dir).is_err() {
+        return;
+    }
+    let started = read_events(dir)
+        .map(|ev| ev.iter().any(|e| matches!(e, Event::RunStarted { .. })))
+        .unwrap_or(dir.join("events.jsonl").exists());
+    if !started {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> {
     exp.validate()?;
-    // A device this build cannot open stops the run before it has a
-    // directory.
+    // A device this build cannot open stops the run before it writes
+    // anything.
     crate::model::load::cuda_ordinal(&exp.model.device)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create the run directory", run_dir.display()))?;
