@@ -358,6 +358,8 @@ fn soak_a_long_run_in_the_tui_keeps_memory_flat_and_every_step() {
         .trim()
         .parse()
         .unwrap();
+    // Enter on the first row (Preset) lists the presets; on any other it starts.
+    tmux(&["send-keys", "-t", &session, "Tab"]);
     tmux(&["send-keys", "-t", &session, "Enter"]);
     let runs = dir.path().join("runs");
     wait_for("step 500", Duration::from_secs(600), || {
