@@ -116,6 +116,18 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
         (set("method.meft.layers=[99]"), "method.meft.layers"),
         (set("method.meft.layers=[1, 1]"), "method.meft.layers"),
         (set("method.meft.layers=\"some\""), "method.meft.layers"),
+        (
+            set("method.meft.pre_retrieval=4"),
+            "method.meft.pre_retrieval",
+        ),
+        (
+            set("method.meft.pre_retrieval=-1"),
+            "method.meft.pre_retrieval",
+        ),
+        (
+            set("method.meft.async_host_optim=2"),
+            "method.meft.async_host_optim",
+        ),
         (set("method.kind=\"prefix\""), "method.kind"),
         (set("method.parallel.size=0"), "method.parallel.size"),
         (set("method.lora.rank=0"), "method.lora.rank"),

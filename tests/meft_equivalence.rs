@@ -466,7 +466,7 @@ fn decoding_keeps_no_state_per_forward_pass() {
     model.forward(&input, None, &mut ad, false).unwrap();
     assert_eq!(ad.pending_len(), 4);
     assert_eq!(ad.union_log.len(), 4);
-    ad.discard_pending();
+    ad.discard_pending().unwrap();
     ad.union_log.clear();
     // Evaluation: 12 new tokens greedily, then with 3 beams, keep nothing.
     ad.training = false;

@@ -6,11 +6,12 @@
 //! Sections: the machine's ceiling (sgemm, memcpy), retrieval (full key
 //! scan against Key-Experts as M grows), training steps (frozen base, LoRA,
 //! Parallel Adapter, MEFT), traffic against a dense offload, the host
-//! optimizer, device memory against the dense adapter, and the cost of
-//! telemetry.
+//! optimizer, device memory against the dense adapter, the paper's overlap
+//! knobs, and the cost of telemetry.
 
 mod cache;
 mod memory;
+mod overlap;
 mod retrieval;
 mod step;
 

@@ -111,7 +111,7 @@ pub(super) fn train_step(
     stats: bool,
 ) -> anyhow::Result<StepStats> {
     method.set_train(true);
-    method.begin_step(stats);
+    method.begin_step(stats)?;
     let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars.len()];
     for (i, b) in micro.iter().enumerate() {
         method.begin_micro_batch(7 + i as u64);
@@ -128,7 +128,7 @@ pub(super) fn train_step(
     }
     method.end_micro_batches()?;
     opt.step(&grads, 1e-4, 1.0)?;
-    method.host_step(1e-4, 1.0, &AdamWConfig::default());
+    method.host_step(1e-4, 1.0, &AdamWConfig::default())?;
     Ok(method.take_step_stats())
 }
 
@@ -465,6 +465,17 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
         if opts.quick { 3 } else { 5 },
     )?);
     let micro = BenchBatch::micro_batches(&loaded.tokenizer, Template::Plain, 8, 1, 32)?;
+    out.push(super::overlap::section(
+        format!(
+            "Overlap: tiny model, MEFT M 4096 K 16, batch {} × {}",
+            tiny_batch.0.batch, tiny_batch.0.seq
+        ),
+        &mut tiny,
+        &tiny_batch,
+        4096,
+        16,
+        if opts.quick { 5 } else { 10 },
+    )?);
     out.push(super::cache::section(
         "Row cache: tiny model, MEFT M 4096 K 16, one step of 8 micro-batches of 1 × 32".into(),
         &mut tiny,
@@ -518,6 +529,18 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
             (MethodKind::Meft, 4096, 1.3),
             (MethodKind::Meft, 65_536, 2.0),
         ],
+    )?);
+    let overlap_m = *neurons.last().unwrap_or(&4096);
+    out.push(super::overlap::section(
+        format!(
+            "Overlap: {what}, MEFT M {overlap_m} K 64, batch {} × {}, all 30 layers",
+            smol_batch.0.batch, smol_batch.0.seq
+        ),
+        &mut smol,
+        &smol_batch,
+        overlap_m,
+        64,
+        if opts.quick { 2 } else { 3 },
     )?);
     out.push(super::cache::section(
         format!("Row cache: {what}, MEFT M 4096 K 64, one step of 4 micro-batches of 1 × 64"),

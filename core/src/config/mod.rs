@@ -142,6 +142,25 @@ pub struct MeftSection {
     /// micro-batches (at most M; 0 = off): a cached row crosses once per
     /// step and its gradient comes back once.
     pub row_cache: usize,
+    /// The paper's pre-retrieval: each layer's rows are selected from the
+    /// FFN input `p` layers earlier, on a host worker while the device
+    /// computes (0 = off; changes which rows are kept). Left out of the
+    /// written config when off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pre_retrieval: usize,
+    /// The host optimizer steps on a worker behind the next forward pass;
+    /// each layer waits for its own update (the same results bit for bit).
+    /// Left out of the written config when off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub async_host_optim: bool,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Default for MeftSection {
@@ -157,11 +176,28 @@ impl Default for MeftSection {
             moments: MomentDtype::F32,
             layers: Layers::All,
             row_cache: 0,
+            pre_retrieval: 0,
+            async_host_optim: false,
         }
     }
 }
 
 impl MeftSection {
+    /// The adapter layers on a model of `num_layers`, with the knobs that
+    /// depend on its depth checked.
+    pub fn resolve_layers(&self, num_layers: usize) -> Result<Vec<usize>, ConfigError> {
+        if self.pre_retrieval >= num_layers.max(1) {
+            return Err(field(
+                "method.meft.pre_retrieval",
+                format!(
+                    "must be below the model's {num_layers} layers (0 = off), got {}",
+                    self.pre_retrieval
+                ),
+            ));
+        }
+        self.layers.resolve(num_layers)
+    }
+
     /// E as configured or derived from M: the divisor of M nearest to
     /// round(√M / expert_factor), so that ordinary sizes (powers of two)
     /// just work. When no divisor lies within half of it either way (M
@@ -433,9 +469,9 @@ impl Experiment {
                 return Err(field(path, "not a table"));
             };
             if i + 1 == parts.len() {
-                if !table.contains_key(*p) && path != "paper" {
-                    return Err(field(path, "no such field"));
-                }
+                // A knob left out of the text while off is still a field:
+                // the sections refuse unknown ones as the value goes in.
+                let absent = !table.contains_key(*p) && path != "paper";
                 let shown = match &value {
                     toml::Value::String(s) => s.clone(),
                     v => v.to_string(),
@@ -445,6 +481,9 @@ impl Experiment {
                 // key rather than a line of a document the user never saw.
                 return doc.try_into::<Experiment>().map_err(|e| {
                     let msg = one_line(e.message());
+                    if absent && msg.contains("unknown field") {
+                        return field(path, "no such field");
+                    }
                     // A field's own check already names it and says what it wants.
                     match msg.strip_prefix(&format!("{path}: ")) {
                         Some(own) => field(path, own),

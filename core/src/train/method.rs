@@ -42,7 +42,7 @@ impl Method {
             }
             MethodKind::Meft => {
                 let m = &exp.method.meft;
-                let layers = m.layers.resolve(cfg.num_layers)?;
+                let layers = m.resolve_layers(cfg.num_layers)?;
                 let shape = MeftShape {
                     d,
                     neurons: m.neurons,
@@ -60,7 +60,8 @@ impl Method {
                     m.moments,
                     &dev,
                 )?
-                .with_row_cache(m.row_cache);
+                .with_row_cache(m.row_cache)
+                .with_overlap(m.pre_retrieval, m.async_host_optim);
                 let vars = ad.device_vars();
                 (Method::Meft(Box::new(ad)), vars)
             }
@@ -108,11 +109,22 @@ impl Method {
 
     /// Before each optimizer step's first micro-batch: MEFT starts counting
     /// unions afresh, and pick statistics for the histograms when `stats`.
-    pub fn begin_step(&mut self, stats: bool) {
+    pub fn begin_step(&mut self, stats: bool) -> Result<()> {
         if let Method::Meft(m) = self {
             m.collect_stats = stats;
             m.union_log.clear();
-            m.discard_pending();
+            m.discard_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the host workers (an optimizer step running behind), so
+    /// that the host state can be read whole: before a checkpoint, a check,
+    /// an evaluation.
+    pub fn settle(&mut self) -> Result<()> {
+        match self {
+            Method::Meft(m) => m.settle(),
+            _ => Ok(()),
         }
     }
 
@@ -142,19 +154,23 @@ impl Method {
     }
 
     /// Σ g² of the gradients held on the host (for global-norm clipping).
-    pub fn host_grad_sq_norm(&self) -> f64 {
-        self.meft().map_or(0.0, |m| m.host_grad_sq_norm())
+    pub fn host_grad_sq_norm(&mut self) -> Result<f64> {
+        match self {
+            Method::Meft(m) => m.host_grad_sq_norm(),
+            _ => Ok(0.0),
+        }
     }
 
     /// The host optimizer's step; returns the rows it updated and the bytes
     /// its accumulators held at their fullest.
-    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> (u64, u64) {
+    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> Result<(u64, u64)> {
         match self {
             Method::Meft(m) => {
+                m.settle()?;
                 let acc = m.accumulator_bytes();
-                (m.host_step(lr, scale, cfg) as u64, acc)
+                Ok((m.host_step(lr, scale, cfg)? as u64, acc))
             }
-            _ => (0, 0),
+            _ => Ok((0, 0)),
         }
     }
 
@@ -187,7 +203,7 @@ impl Method {
     /// has any.
     pub fn moment_rows(&self) -> Option<u64> {
         self.meft().map(|m| {
-            let rows: usize = m.layers.iter().map(|l| l.store.rows_with_moments()).sum();
+            let rows: usize = m.layers.iter().map(|l| l.rows_with_moments()).sum();
             (rows / m.layers.len().max(1)) as u64
         })
     }
@@ -201,12 +217,15 @@ impl Method {
 
     pub fn restore(&mut self, r: &mut CheckpointReader) -> anyhow::Result<()> {
         match self.meft_mut() {
-            Some(m) => m.restore(r),
+            Some(m) => {
+                m.settle()?;
+                m.restore(r)
+            }
             None => Ok(()),
         }
     }
 
-    /// Every host-held parameter is finite.
+    /// Every host-held parameter is finite (after [`Method::settle`]).
     pub fn host_finite(&self) -> bool {
         self.meft().is_none_or(|m| {
             use rayon::prelude::*;

@@ -255,7 +255,7 @@ impl Trainer {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars.len()];
         let (mut loss_sum, mut tokens) = (0f64, 0u64);
         self.method.set_train(true);
-        self.method.begin_step(true);
+        self.method.begin_step(true)?;
         for micro in 0..accum {
             let seed = self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1);
             self.method.begin_micro_batch(seed);
@@ -286,7 +286,7 @@ impl Trainer {
         }
         self.method.end_micro_batches()?;
         // Global norm over device parameters and host rows together.
-        let mut sq = self.method.host_grad_sq_norm();
+        let mut sq = self.method.host_grad_sq_norm()?;
         for g in grads.iter().flatten() {
             sq += scalar(&g.sqr()?.sum_all()?)?;
         }
@@ -314,7 +314,7 @@ impl Trainer {
         );
         self.opt.step(&grads, lr, coef)?;
         let cfg = self.opt.cfg;
-        let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg);
+        let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg)?;
         self.tally.accumulator_bytes = accumulators;
         self.step += 1;
         let wall = t0.elapsed().as_secs_f64();
@@ -361,6 +361,7 @@ impl Trainer {
 
     /// Decode the test split (up to `eval.limit`) and score it.
     pub fn evaluate(&mut self) -> Result<()> {
+        self.method.settle()?;
         let ev = super::evaluation::evaluate(
             &self.exp,
             &self.model,
@@ -382,6 +383,7 @@ impl Trainer {
     pub fn checkpoint(&mut self) -> Result<()> {
         // A checkpoint is only ever a finite state, so the newest one on disk
         // is always one a diverged run can go back to.
+        self.method.settle()?;
         if !self.parameters_finite()? {
             return Err(super::Diverged {
                 step: self.step,

@@ -6,6 +6,7 @@
 pub mod cache;
 mod kernel;
 pub mod lanes;
+mod overlap;
 mod select;
 mod state;
 mod store;
@@ -120,6 +121,11 @@ pub struct MeftLayer {
     pub router: Option<Var>,
     pub stats: PickStats,
     last_union: usize,
+    /// Where the store is while a host worker has it.
+    away: Option<overlap::Away>,
+    /// Rows a worker picked for this layer's next forward pass, from an
+    /// earlier layer's input.
+    preselected: Option<Selection>,
 }
 
 impl MeftLayer {
@@ -147,6 +153,12 @@ pub struct MeftAdapter {
     pub training: bool,
     /// One device row cache per adapter layer while training (empty: off).
     caches: Vec<RowCache>,
+    /// Select layer i's rows from layer i − p's input (0: off).
+    pre_retrieval: usize,
+    /// Run the host optimizer's step on a worker, behind the next forward.
+    async_host: bool,
+    /// The host workers, when either overlap knob is on.
+    workers: Option<overlap::Workers>,
 }
 
 impl MeftAdapter {
@@ -202,6 +214,8 @@ impl MeftAdapter {
                 router,
                 stats: PickStats::default(),
                 last_union: 0,
+                away: None,
+                preselected: None,
             });
         }
         Ok(Self {
@@ -217,7 +231,42 @@ impl MeftAdapter {
             collect_stats: false,
             training: true,
             caches: Vec::new(),
+            pre_retrieval: 0,
+            async_host: false,
+            workers: None,
         })
+    }
+
+    /// The paper's overlap: select each layer's rows from the FFN input
+    /// `pre_retrieval` layers earlier (0: off) while the device computes,
+    /// and run the host optimizer behind the next forward pass
+    /// (`async_host`). See [`overlap`](self::overlap).
+    pub fn with_overlap(mut self, pre_retrieval: usize, async_host: bool) -> Self {
+        self.pre_retrieval = pre_retrieval;
+        self.async_host = async_host;
+        self.workers = (pre_retrieval > 0 || async_host).then(overlap::Workers::start);
+        self
+    }
+
+    /// Wait until every layer's store is back from the host workers (the
+    /// optimizer's step done), so that it can be read as a whole.
+    pub fn settle(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            l.settle()?;
+        }
+        Ok(())
+    }
+
+    /// Forget rows picked early for a forward pass that did not reach
+    /// their layer.
+    fn drop_preselections(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            if l.selecting() {
+                l.settle()?;
+            }
+            l.preselected = None;
+        }
+        Ok(())
     }
 
     /// A device row cache of `rows` rows per adapter layer (at most M; 0
@@ -255,38 +304,99 @@ impl MeftAdapter {
             .collect()
     }
 
-    fn forward_layer(&mut self, slot: usize, u: &Tensor) -> Result<Tensor> {
+    /// Adapter layer `slot`'s router logits for `q` (N × E; None with full
+    /// routing), as part of the graph when `grad`.
+    fn logits(&self, slot: usize, q: &Tensor, grad: bool) -> Result<Option<Tensor>> {
+        let Some(router) = &self.layers[slot].router else {
+            return Ok(None);
+        };
+        let router = if grad {
+            router.as_tensor().clone()
+        } else {
+            router.as_tensor().detach()
+        };
+        Ok(Some(q.matmul(&router.t()?)?))
+    }
+
+    /// The router's logits for `q` at adapter layer `slot` and, per token,
+    /// its `probe` best experts and their gates, brought to the host (empty
+    /// with full routing).
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+        slot: usize,
+        q: &Tensor,
+        grad: bool,
+    ) -> Result<(Option<Tensor>, Vec<u32>, Vec<f32>)> {
+        let Some(logits) = self.logits(slot, q, grad)? else {
+            return Ok((None, Vec::new(), Vec::new()));
+        };
+        let li = self.layers[slot].layer;
+        let top = logits
+            .detach()
+            .arg_sort_last_dim(false)?
+            .narrow(D::Minus1, 0, self.shape.probe)?
+            .contiguous()?;
+        let gate_vals = logits.detach().gather(&top, D::Minus1)?;
+        let experts = self.link.to_host::<u32>(li, Kind::Routing, &top)?;
+        let gates = self.link.to_host::<f32>(li, Kind::Routing, &gate_vals)?;
+        Ok((Some(logits), experts, gates))
+    }
+
+    /// Start selecting adapter layer `slot`'s rows for the current forward
+    /// pass from an earlier layer's queries `q` (N × d, already on the host
+    /// as `queries`), on the selection worker.
+    fn preselect(&mut self, slot: usize, q: &Tensor, queries: Vec<f32>) -> Result<()> {
+        let (_, experts, gates) = self.route(slot, &q.detach(), false)?;
+        let shape = self.shape.clone();
+        let Some(workers) = &self.workers else {
+            return Ok(());
+        };
+        let layer = &mut self.layers[slot];
+        layer.settle()?;
+        layer.preselected = None;
+        layer.send_away(&workers.select, true, move |store| {
+            Some(select(store, &shape, &queries, &experts, &gates))
+        });
+        Ok(())
+    }
+
+    /// Adapter layer `slot` over the FFN input `u`; `host_q` is `u` already
+    /// on the host, when it crossed for an early selection.
+    fn forward_layer(
+        &mut self,
+        slot: usize,
+        u: &Tensor,
+        host_q: Option<Vec<f32>>,
+    ) -> Result<Tensor> {
         let (b, s, d) = u.dims3()?;
         let n = b * s;
         let shape = self.shape.clone();
         let k = shape.top_k;
-        let layer = &self.layers[slot];
-        let li = layer.layer;
+        self.layers[slot].settle()?;
+        // Rows picked early are for this forward pass when their count fits.
+        let early = self.layers[slot]
+            .preselected
+            .take()
+            .filter(|p| p.map.len() == n * k);
+        let li = self.layers[slot].layer;
         let q = u.reshape((n, d))?;
         let link = self.link.clone();
-        let queries = link.to_host::<f32>(li, Kind::Queries, &q.detach())?;
         let training = self.training;
-        let (logits, experts, gates) = match &layer.router {
-            Some(router) => {
-                let router = if training {
-                    router.as_tensor().clone()
-                } else {
-                    router.as_tensor().detach()
+        let (logits, sel) = match early {
+            // Picked by an earlier layer's input: the gates are this one's.
+            Some(sel) => (self.logits(slot, &q, training)?, sel),
+            None => {
+                let queries = match host_q {
+                    Some(v) => v,
+                    None => link.to_host::<f32>(li, Kind::Queries, &q.detach())?,
                 };
-                let logits = q.matmul(&router.t()?)?;
-                let top = logits
-                    .detach()
-                    .arg_sort_last_dim(false)?
-                    .narrow(D::Minus1, 0, shape.probe)?
-                    .contiguous()?;
-                let gate_vals = logits.detach().gather(&top, D::Minus1)?;
-                let experts = link.to_host::<u32>(li, Kind::Routing, &top)?;
-                let gates = link.to_host::<f32>(li, Kind::Routing, &gate_vals)?;
-                (Some(logits), experts, gates)
+                let (logits, experts, gates) = self.route(slot, &q, training)?;
+                let sel = select(&self.layers[slot].store, &shape, &queries, &experts, &gates);
+                (logits, sel)
             }
-            None => (None, Vec::new(), Vec::new()),
         };
-        let sel = select(&layer.store, &shape, &queries, &experts, &gates);
+        let layer = &self.layers[slot];
         let u_len = sel.union.len();
         let dev = &self.device;
         let (rows, cached) = match self.caches.get_mut(slot).filter(|_| training) {
@@ -410,6 +520,7 @@ impl MeftAdapter {
     pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
+            layer.settle()?;
             let li = layer.layer;
             let w = 2 * layer.store.d;
             // The rows' gradient where the backward pass left it: in the
@@ -465,6 +576,7 @@ impl MeftAdapter {
         for (slot, cache) in self.caches.iter_mut().enumerate() {
             if let Some((ids, g)) = cache.drain()? {
                 let layer = &mut self.layers[slot];
+                layer.settle()?;
                 let g = self.link.to_host::<f32>(layer.layer, Kind::Grads, &g)?;
                 layer.store.accumulate(&ids, g);
             }
@@ -485,33 +597,50 @@ impl MeftAdapter {
     }
 
     /// Drop what a forward pass kept (e.g. after an evaluation forward),
-    /// and whatever the row caches hold.
-    pub fn discard_pending(&mut self) {
+    /// rows picked early, and whatever the row caches hold.
+    pub fn discard_pending(&mut self) -> Result<()> {
         self.pending.clear();
         self.sink.clear();
         for c in &mut self.caches {
             c.clear();
         }
+        self.drop_preselections()
     }
 
-    pub fn host_grad_sq_norm(&self) -> f64 {
-        self.layers.iter().map(|l| l.store.grad_sq_norm()).sum()
+    /// Σ g² of the accumulated row gradients, layer by layer.
+    pub fn host_grad_sq_norm(&mut self) -> Result<f64> {
+        self.settle()?;
+        Ok(self.layers.iter().map(|l| l.store.grad_sq_norm()).sum())
     }
 
-    /// Host AdamW on every layer's store; returns rows updated.
-    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> usize {
+    /// Host AdamW on every layer's store; returns rows updated. With
+    /// `async_host_optim` the updates run on the optimizer worker, layer by
+    /// layer, and each layer's next forward pass waits for its own.
+    pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> Result<usize> {
         let mode = self.host_optimizer;
-        self.layers
-            .par_iter_mut()
-            .map(|l| l.store.step(mode, lr, scale as f32, cfg))
-            .sum()
+        let Some(workers) = self.workers.as_ref().filter(|_| self.async_host) else {
+            self.settle()?;
+            return Ok(self
+                .layers
+                .par_iter_mut()
+                .map(|l| l.store.step(mode, lr, scale as f32, cfg))
+                .sum());
+        };
+        let mut rows = 0;
+        for l in &mut self.layers {
+            l.settle()?;
+            rows += l.store.prepare_step(mode);
+            let cfg = *cfg;
+            l.send_away(&workers.optim, false, move |store| {
+                store.step(mode, lr, scale as f32, &cfg);
+                None
+            });
+        }
+        Ok(rows)
     }
 
     pub fn store_bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|l| (l.store.keys.len() + l.store.values.len()) as u64 * 4)
-            .sum()
+        (self.layers.len() * 2 * self.shape.neurons * self.shape.d) as u64 * 4
     }
 
     pub fn accumulator_bytes(&self) -> u64 {
@@ -522,7 +651,7 @@ impl MeftAdapter {
     }
 
     pub fn moment_bytes(&self) -> u64 {
-        self.layers.iter().map(|l| l.store.moment_bytes()).sum()
+        self.layers.iter().map(|l| l.moment_bytes()).sum()
     }
 
     /// Forward passes kept for a backward that has not run yet.
@@ -533,8 +662,32 @@ impl MeftAdapter {
 
 impl Hooks for MeftAdapter {
     fn ffn(&mut self, layer: usize, u: &Tensor) -> Result<Option<Tensor>> {
-        match self.slot_of_layer.get(layer).copied().flatten() {
-            Some(slot) => Ok(Some(self.forward_layer(slot, u)?)),
+        let slot_at = |l: usize| self.slot_of_layer.get(l).copied().flatten();
+        let own = slot_at(layer);
+        let ahead = match self.pre_retrieval {
+            0 => None,
+            p => slot_at(layer + p),
+        };
+        let mut host_q = None;
+        if self.pre_retrieval > 0 {
+            if layer == 0 {
+                // A new forward pass: rows picked early for an earlier one
+                // that stopped short are not this one's.
+                self.drop_preselections()?;
+            }
+            if let Some(target) = ahead {
+                // This layer's input crosses once, for its own selection
+                // and the early one.
+                let (b, s, d) = u.dims3()?;
+                let q = u.reshape((b * s, d))?;
+                let li = self.layers[own.unwrap_or(target)].layer;
+                let queries = self.link.to_host::<f32>(li, Kind::Queries, &q.detach())?;
+                self.preselect(target, &q, queries.clone())?;
+                host_q = Some(queries);
+            }
+        }
+        match own {
+            Some(slot) => Ok(Some(self.forward_layer(slot, u, host_q)?)),
             None => Ok(None),
         }
     }

@@ -31,6 +31,10 @@ impl MeftAdapter {
     /// Every layer's keys, values, per-row step counts and AdamW moments,
     /// named `meft.<layer>.*`, borrowed into `w` (nothing is copied).
     pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) {
+        debug_assert!(
+            self.layers.iter().all(|l| l.away.is_none()),
+            "a store is away: settle before saving"
+        );
         let d = self.shape.d;
         for l in &self.layers {
             let p = format!("meft.{}", l.layer);

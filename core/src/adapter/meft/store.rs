@@ -58,6 +58,11 @@ impl HostStore {
         }
     }
 
+    /// What a layer holds while a host worker has its store: no rows.
+    pub(super) fn placeholder(moments: MomentDtype) -> Self {
+        Self::with_moments(0, 0, Vec::new(), Vec::new(), moments)
+    }
+
     pub fn key_row(&self, j: usize) -> &[f32] {
         &self.keys[j * self.d..(j + 1) * self.d]
     }
@@ -151,15 +156,31 @@ impl HostStore {
         self.mom_slot[r] as usize
     }
 
+    /// The rows a step of `mode` updates, in the order it updates them.
+    fn step_rows(&self, mode: HostOptimizer) -> Vec<usize> {
+        match mode {
+            HostOptimizer::Lazy => self.acc_rows.iter().map(|&r| r as usize).collect(),
+            HostOptimizer::Dense => (0..self.m).collect(),
+        }
+    }
+
+    /// Give every row the next step of `mode` updates its moments now, in
+    /// the order the step would, so the store's size after the step is
+    /// known before the step runs (elsewhere); returns the rows it updates.
+    pub fn prepare_step(&mut self, mode: HostOptimizer) -> usize {
+        let rows = self.step_rows(mode);
+        for &r in &rows {
+            self.moment_slot(r);
+        }
+        rows.len()
+    }
+
     /// One AdamW step; returns how many rows were updated. Accumulators are
     /// cleared afterwards.
     pub fn step(&mut self, mode: HostOptimizer, lr: f64, scale: f32, cfg: &AdamWConfig) -> usize {
         let d = self.d;
         let zeros = vec![0f32; 2 * d];
-        let rows: Vec<usize> = match mode {
-            HostOptimizer::Lazy => self.acc_rows.iter().map(|&r| r as usize).collect(),
-            HostOptimizer::Dense => (0..self.m).collect(),
-        };
+        let rows = self.step_rows(mode);
         let mut scratch = Vec::new();
         for &r in &rows {
             let slot = self.moment_slot(r);

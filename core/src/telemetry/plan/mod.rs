@@ -293,7 +293,7 @@ fn plan_meft(
     let model = input.model;
     let d = model.hidden_size as u64;
     let n = input.tokens_per_micro_batch;
-    let layers = cfg.layers.resolve(model.num_layers)?;
+    let layers = cfg.resolve_layers(model.num_layers)?;
     let la = layers.len() as u64;
     let m = cfg.neurons as u64;
     let k = cfg.top_k as u64;
@@ -337,6 +337,18 @@ fn plan_meft(
     let mut rows = 0u64;
     let mut accumulators = 0u64;
     let mut t = Traffic::default();
+    // A layer's input crosses for its own selection, or (pre-retrieval p)
+    // for the selection of layer l + p; a layer whose rows were picked
+    // early needs none of its own.
+    let adapter = |l: usize| layers.contains(&l);
+    let pre = cfg.pre_retrieval;
+    let query_layers = (0..model.num_layers)
+        .filter(|&l| match pre {
+            0 => adapter(l),
+            p => (adapter(l) && l < p) || adapter(l + p),
+        })
+        .count() as u64;
+    t[Kind::Queries] = bytes(&[query_layers, n, d, F32, accumulation])?;
     for &u in &unions {
         rows = sum([rows, bytes(&[u, row, row_copies])?])?;
         // Rows touched by any of the step's micro-batches keep an accumulator.
@@ -345,7 +357,6 @@ fn plan_meft(
         let mut per_micro = Traffic::default();
         per_micro[Kind::Ids] = bytes(&[u, U32])?;
         per_micro[Kind::Map] = bytes(&[picks, U32])?;
-        per_micro[Kind::Queries] = bytes(&[n, d, F32])?;
         // Expert ids (u32) and their gate values (f32).
         per_micro[Kind::Routing] = bytes(&[n, probe, U32 + F32])?;
         add_scaled(&mut t, &per_micro, accumulation)?;
