@@ -4,8 +4,8 @@
 
 pub mod moments;
 
-use crate::checkpoint::{CheckpointReader, CheckpointWriter};
-use candle_core::{Result, Tensor, Var};
+use crate::checkpoint::{Buffer, CheckpointReader, CheckpointWriter};
+use candle_core::{DType, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -47,35 +47,62 @@ pub fn adamw_row(
     let bc2_sqrt = bc2.sqrt() as f32;
     let eps = cfg.eps as f32;
     let decay = 1.0 - (lr * cfg.weight_decay) as f32;
-    for i in 0..param.len() {
-        let g = grad[i] * scale;
-        m[i] = b1 * m[i] + (1.0 - b1) * g;
-        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-        let denom = v[i].sqrt() / bc2_sqrt + eps;
-        param[i] = param[i] * decay - step_size * m[i] / denom;
+    // Zipped rather than indexed, so the loop has no bounds checks and
+    // vectorises.
+    let lanes = param
+        .iter_mut()
+        .zip(grad)
+        .zip(m.iter_mut())
+        .zip(v.iter_mut());
+    for (((p, &g), m), v) in lanes {
+        let g = g * scale;
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        let denom = v.sqrt() / bc2_sqrt + eps;
+        *p = *p * decay - step_size * *m / denom;
     }
 }
 
 /// AdamW over candle `Var`s on the compute device.
 pub struct DeviceAdamW {
     pub vars: Vec<(String, Var)>,
-    pub m: Vec<Tensor>,
-    pub v: Vec<Tensor>,
+    moments: Vec<Moments>,
     pub step: u64,
     pub cfg: AdamWConfig,
 }
 
+/// One variable's first and second moments.
+enum Moments {
+    /// On the compute device (or in the variable's own dtype), updated by
+    /// tensor ops.
+    Tensors { m: Tensor, v: Tensor },
+    /// An f32 variable on the CPU: the moments are plain buffers and one
+    /// pass updates them and the variable in place, with [`adamw_row`],
+    /// the host rows' own update.
+    InPlace { m: Vec<f32>, v: Vec<f32> },
+}
+
 impl DeviceAdamW {
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let m = vars
+        let moments = vars
             .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
+            .map(|(_, v)| {
+                let t = v.as_tensor();
+                Ok(if t.device().is_cpu() && t.dtype() == DType::F32 {
+                    let n = t.elem_count();
+                    Moments::InPlace {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                    }
+                } else {
+                    let m = t.zeros_like()?;
+                    Moments::Tensors { v: m.clone(), m }
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let v = m.clone();
         Ok(Self {
             vars,
-            m,
-            v,
+            moments,
             step: 0,
             cfg,
         })
@@ -87,11 +114,19 @@ impl DeviceAdamW {
 
     /// The variables, their moments (`opt.m.*`, `opt.v.*`) and the step
     /// count into a checkpoint.
-    pub fn save(&self, w: &mut CheckpointWriter) -> Result<()> {
-        for (i, (name, var)) in self.vars.iter().enumerate() {
+    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) -> Result<()> {
+        for ((name, var), mom) in self.vars.iter().zip(&self.moments) {
             w.add_tensor(name.clone(), var.as_tensor())?;
-            w.add_tensor(format!("opt.m.{name}"), &self.m[i])?;
-            w.add_tensor(format!("opt.v.{name}"), &self.v[i])?;
+            match mom {
+                Moments::Tensors { m, v } => {
+                    w.add_tensor(format!("opt.m.{name}"), m)?;
+                    w.add_tensor(format!("opt.v.{name}"), v)?;
+                }
+                Moments::InPlace { m, v } => {
+                    w.add(format!("opt.m.{name}"), var.dims(), Buffer::F32(m));
+                    w.add(format!("opt.v.{name}"), var.dims(), Buffer::F32(v));
+                }
+            }
         }
         w.meta.insert("opt_step".into(), self.step.to_string());
         Ok(())
@@ -100,10 +135,18 @@ impl DeviceAdamW {
     /// Read back what [`DeviceAdamW::save`] wrote, shapes checked.
     pub fn restore(&mut self, r: &mut CheckpointReader) -> anyhow::Result<()> {
         restore_vars(&self.vars, r)?;
-        for (i, (name, var)) in self.vars.iter().enumerate() {
+        for ((name, var), mom) in self.vars.iter().zip(&mut self.moments) {
             let (shape, dev) = (var.dims().to_vec(), var.device().clone());
-            self.m[i] = r.tensor(&format!("opt.m.{name}"), &shape, &dev)?;
-            self.v[i] = r.tensor(&format!("opt.v.{name}"), &shape, &dev)?;
+            match mom {
+                Moments::Tensors { m, v } => {
+                    *m = r.tensor(&format!("opt.m.{name}"), &shape, &dev)?;
+                    *v = r.tensor(&format!("opt.v.{name}"), &shape, &dev)?;
+                }
+                Moments::InPlace { m, v } => {
+                    r.read_into(&format!("opt.m.{name}"), &shape, m)?;
+                    r.read_into(&format!("opt.v.{name}"), &shape, v)?;
+                }
+            }
         }
         self.step = r.meta_u64("opt_step")?;
         Ok(())
@@ -127,20 +170,35 @@ impl DeviceAdamW {
     /// each multiplied by `scale` (the clipping coefficient).
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64, scale: f64) -> Result<()> {
         self.step += 1;
-        let c = &self.cfg;
+        let c = self.cfg;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        for (i, (_, var)) in self.vars.iter().enumerate() {
+        for (i, ((_, var), mom)) in self.vars.iter().zip(&mut self.moments).enumerate() {
             let Some(g) = grads.get(i).and_then(|g| g.as_ref()) else {
                 continue;
             };
             // Detached: a gradient can carry the graph that computed it, and
             // the moments would hold every step's graph alive through it.
-            let g = (g.detach() * scale)?;
-            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
-            let update = ((&m / bc1)? / denom)?;
+            let g = g.detach();
+            let (m, v) = match mom {
+                Moments::InPlace { m, v } => {
+                    let op = InPlaceAdamW {
+                        moments: std::sync::Mutex::new((m, v)),
+                        step: self.step as u32,
+                        lr,
+                        scale: scale as f32,
+                        cfg: c,
+                    };
+                    var.as_tensor().inplace_op2(&g.contiguous()?, &op)?;
+                    continue;
+                }
+                Moments::Tensors { m, v } => (m, v),
+            };
+            let g = (g * scale)?;
+            let m_new = ((&*m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            let v_new = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let denom = ((&v_new / bc2)?.sqrt()? + c.eps)?;
+            let update = ((&m_new / bc1)? / denom)?;
             let p = var.as_tensor();
             let decayed = if c.weight_decay != 0.0 {
                 (p * (1.0 - lr * c.weight_decay))?
@@ -148,9 +206,62 @@ impl DeviceAdamW {
                 p.clone()
             };
             var.set(&(decayed - (update * lr)?)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            *m = m_new;
+            *v = v_new;
         }
+        Ok(())
+    }
+}
+
+/// One AdamW update of an f32 CPU variable and its moments, in place and
+/// in one pass, chunk by chunk in parallel.
+struct InPlaceAdamW<'a> {
+    moments: std::sync::Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    step: u32,
+    lr: f64,
+    scale: f32,
+    cfg: AdamWConfig,
+}
+
+impl candle_core::InplaceOp2 for InPlaceAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<()> {
+        use candle_core::CpuStorage::F32;
+        use rayon::prelude::*;
+        let (F32(param), F32(grad)) = (s1, s2) else {
+            candle_core::bail!("adamw-in-place: f32 only");
+        };
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("adamw-in-place: contiguous tensors only");
+        };
+        let mut guard = match self.moments.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (m, v) = &mut *guard;
+        let (param, grad) = (&mut param[p0..p1], &grad[g0..g1]);
+        if param.len() != grad.len() || m.len() != param.len() || v.len() != param.len() {
+            candle_core::bail!("adamw-in-place: sizes differ");
+        }
+        const CHUNK: usize = 1 << 14;
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                adamw_row(p, g, m, v, self.step, self.lr, self.scale, &self.cfg);
+            });
         Ok(())
     }
 }
@@ -207,6 +318,45 @@ mod tests {
         assert_eq!(clip_coefficient(0.5, 1.0), 1.0);
         assert!((clip_coefficient(4.0, 1.0) - 0.25).abs() < 1e-6);
         assert_eq!(clip_coefficient(4.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn device_adamw_in_place_matches_the_tensor_ops() {
+        // An f32 CPU variable is updated in place; an f64 one by tensor ops.
+        let dev = candle_core::Device::Cpu;
+        let p0 = [1.0f64, -1.0, 0.5, 2.0];
+        let grads = [[0.3f64, -2.0, 0.0, 1e-3], [-0.1, 0.5, 0.2, -4.0]];
+        let run = |dtype: DType, steps: usize| -> Vec<f64> {
+            let var = Var::from_tensor(
+                &Tensor::new(&p0, &dev)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap_or_else(|_| unreachable!()),
+            )
+            .unwrap_or_else(|_| unreachable!());
+            let mut opt = DeviceAdamW::new(vec![("p".into(), var.clone())], AdamWConfig::default())
+                .unwrap_or_else(|_| unreachable!());
+            for (i, g) in grads.iter().enumerate().take(steps) {
+                let g = Tensor::new(g, &dev)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap_or_else(|_| unreachable!());
+                opt.step(&[Some(g)], 0.1, [1.0, 0.5][i])
+                    .unwrap_or_else(|_| unreachable!());
+            }
+            var.as_tensor()
+                .to_dtype(DType::F64)
+                .and_then(|t| t.to_vec1())
+                .unwrap_or_else(|_| unreachable!())
+        };
+        // Step 1 moves each weight by lr against its gradient's sign; a zero
+        // gradient leaves it.
+        let one = run(DType::F32, 1);
+        for (a, b) in one.iter().zip([0.9, -0.9, 0.5, 1.9]) {
+            assert!((a - b).abs() < 1e-5, "{one:?}");
+        }
+        let (in_place, ops) = (run(DType::F32, 2), run(DType::F64, 2));
+        for (a, b) in in_place.iter().zip(&ops) {
+            assert!((a - b).abs() < 1e-5, "{in_place:?} vs {ops:?}");
+        }
     }
 
     #[test]
