@@ -349,17 +349,17 @@ fn model_section(
                 // each the input's and the weight's gradient backward.
                 let flops = 12.0 * tokens * (cfg.hidden_size * c.m * cfg.num_layers) as f64;
                 let floor = flops / (sgemm_gflops * 1e9);
+                let added = (c.timing.min - lora).max(1e-9);
                 s.row(
                     format!("  {}: its own matmuls", c.label),
                     format!(
-                        "{:.2} GFLOP per step, {:.3} s at the sgemm rate, at {:.0} % of it (the base's rate here) {:.3} s: LoRA + that ≥ {:.2}× LoRA",
+                        "{:.2} GFLOP per step; its part of the step (over LoRA's) runs at {:.1} GFLOP/s ({:.0} % of sgemm); at the sgemm rate it would be ≥ {:.2}× LoRA",
                         flops / 1e9,
-                        floor,
-                        100.0 * roof_gflops / sgemm_gflops,
-                        flops / (roof_gflops * 1e9),
-                        (lora + flops / (roof_gflops * 1e9)) / lora
+                        flops / added / 1e9,
+                        100.0 * flops / added / 1e9 / sgemm_gflops,
+                        (lora + floor) / lora
                     ),
-                    "computed: 12·N·d·M·layers FLOPs over measured rates",
+                    "computed: 12·N·d·M·layers FLOPs over the measured times",
                 );
             }
             for &(kind, m, max) in limits {

@@ -483,6 +483,17 @@ fn plan_meft(
             "rows cross once per micro-batch ({accumulation} per step); the dense offload moves the adapter once per step; method.meft.row_cache keeps them on the device across micro-batches"
         ));
     }
+    if pre > 0 {
+        p.notes.push(format!(
+            "pre-retrieval {pre}: layer i's rows are picked by layer i−{pre}'s input; inputs cross at {query_layers} of {} layers",
+            model.num_layers
+        ));
+    }
+    if cfg.async_host_optim {
+        p.notes.push(
+            "the host optimizer runs behind the next forward pass (async_host_optim); the bytes are the same".into(),
+        );
+    }
     Ok(adapter)
 }
 
