@@ -335,3 +335,27 @@ fn a_checkpoint_of_another_shape_names_the_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn a_run_whose_data_will_not_load_reports_it_and_leaves_no_directory() {
+    // The watcher (the setup screen, say) gets the reason as an event; the
+    // run directory goes, since nothing in it was trained.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let mut exp = tiny("meft", 2);
+    exp.data.train = root.path().join("absent.jsonl").display().to_string();
+    let mut h = meft::train::start(exp, dir.clone(), false).unwrap();
+    let events: Vec<Event> = h.events.iter().collect();
+    if let Some(t) = h.thread.take() {
+        t.join().unwrap();
+    }
+    let error = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(error.contains("absent.jsonl"), "{error}");
+    assert!(!dir.exists(), "{:?}", std::fs::read_dir(&dir).map(|d| d.count()));
+}

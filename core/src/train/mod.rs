@@ -333,6 +333,7 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
             let failed = tx.clone();
             let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
             sampler.stop();
+            let refused = result.is_err();
             if let Err(e) = result {
                 let ev = match e.downcast_ref::<Diverged>() {
                     Some(d) => Event::Diverged {
@@ -349,6 +350,11 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
             drop(failed);
             let _ = hub.join();
             drop(lock);
+            // A run whose data or model would not load never started: its
+            // watcher has the reason, and nothing of it stays on disk.
+            if refused {
+                forget_unstarted(&dir, resume);
+            }
         })?;
     Ok(RunHandle {
         events: ui_rx,
