@@ -242,6 +242,10 @@ enum Command {
         /// with -quick for the quick grid).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Remove each run's checkpoints once it has finished (the report
+        /// needs only its log and summary; unfinished runs keep theirs).
+        #[arg(long)]
+        drop_checkpoints: bool,
     },
     /// Runs side by side: a table of what each cost and scored, and their
     /// loss curves overlaid in a chart.
@@ -427,8 +431,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { runs, out } => compare(&runs, &out),
-        Command::Study { study, quick, out } => {
-            meft::study_run::run(&study, quick, out)?;
+        Command::Study {
+            study,
+            quick,
+            out,
+            drop_checkpoints,
+        } => {
+            meft::study_run::run(&study, quick, out, drop_checkpoints)?;
             Ok(())
         }
         Command::Generate {

@@ -15,8 +15,14 @@ pub fn default_out(s: &study::Study, quick: bool) -> PathBuf {
     Path::new("runs").join(name)
 }
 
-/// Run the study at `spec` into `out` and write its report there.
-pub fn run(spec: &Path, quick: bool, out: Option<PathBuf>) -> Result<Report> {
+/// Run the study at `spec` into `out` and write its report there; with
+/// `drop_checkpoints`, each finished run's checkpoints go once it is done.
+pub fn run(
+    spec: &Path,
+    quick: bool,
+    out: Option<PathBuf>,
+    drop_checkpoints: bool,
+) -> Result<Report> {
     let s = study::Study::load(spec)?;
     let out = out.unwrap_or_else(|| default_out(&s, quick));
     let plan = study::plan(&s, quick, &out)?;
@@ -38,6 +44,7 @@ pub fn run(spec: &Path, quick: bool, out: Option<PathBuf>) -> Result<Report> {
         }
     }
     let started = std::time::Instant::now();
+    let mut freed = 0u64;
     for (i, run) in plan.runs.iter().enumerate() {
         let g = &s.groups[run.group];
         let p = &s.points[run.point];
@@ -80,6 +87,15 @@ pub fn run(spec: &Path, quick: bool, out: Option<PathBuf>) -> Result<Report> {
             ),
         };
         println!("{what}: {result} ({how})");
+        if drop_checkpoints {
+            freed += study::drop_checkpoints(run)?;
+        }
+    }
+    if drop_checkpoints {
+        println!(
+            "checkpoints of finished runs removed: {} freed",
+            crate::units::bytes(freed)
+        );
     }
     let report = study::report(&s, &plan, quick, &out);
     write(&report, &out)?;

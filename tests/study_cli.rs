@@ -14,6 +14,10 @@ use std::path::Path;
 const FACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/study/facts.toml");
 
 fn study(dir: &Path, study: &Path, out: &Path) -> (i32, String, String) {
+    study_with(dir, study, out, &[])
+}
+
+fn study_with(dir: &Path, study: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
     let out = meft_bin()
         .current_dir(dir)
         .args([
@@ -22,6 +26,7 @@ fn study(dir: &Path, study: &Path, out: &Path) -> (i32, String, String) {
             "--out",
             out.to_str().unwrap(),
         ])
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -159,6 +164,28 @@ fn a_two_point_study_reports_its_runs_and_reuses_them() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
     assert_eq!(again, json);
+
+    // Dropping the finished runs' checkpoints keeps every run reusable and
+    // the report the same.
+    let run_dirs: Vec<_> = points
+        .iter()
+        .flat_map(|p| p["runs"].as_array().unwrap().clone())
+        .map(|r| out.join(r["dir"].as_str().unwrap()))
+        .collect();
+    assert!(run_dirs.iter().all(|d| d.join("checkpoints").is_dir()));
+    let (code, stdout, err) = study_with(dir.path(), &spec, &out, &["--drop-checkpoints"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(
+        stdout.contains("checkpoints of finished runs removed"),
+        "{stdout}"
+    );
+    assert!(run_dirs.iter().all(|d| !d.join("checkpoints").exists()));
+    let (code, stdout, err) = study(dir.path(), &spec, &out);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("(reused)").count(), 4, "{stdout}");
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(after, json);
 }
 
 #[test]

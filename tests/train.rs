@@ -357,5 +357,9 @@ fn a_run_whose_data_will_not_load_reports_it_and_leaves_no_directory() {
         })
         .unwrap();
     assert!(error.contains("absent.jsonl"), "{error}");
-    assert!(!dir.exists(), "{:?}", std::fs::read_dir(&dir).map(|d| d.count()));
+    assert!(
+        !dir.exists(),
+        "{:?}",
+        std::fs::read_dir(&dir).map(|d| d.count())
+    );
 }

@@ -157,6 +157,27 @@ pub fn execute(run: &PlannedRun) -> Result<Outcome> {
     }
 }
 
+/// Remove a finished run's checkpoints (its log and summary are all a
+/// report reads, and a finished run is reused, never resumed); returns the
+/// bytes freed. An unfinished run keeps them, to resume from.
+pub fn drop_checkpoints(run: &PlannedRun) -> Result<u64> {
+    let rec = RunRecord::read(&run.dir);
+    let dir = run.dir.join("checkpoints");
+    if rec.state != RunState::Finished || rec.summary.is_none() || !dir.is_dir() {
+        return Ok(0);
+    }
+    let freed = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+    Ok(freed)
+}
+
 /// The report of `study` from the runs of `plan` as they are on disk.
 pub fn report(study: &Study, plan: &Plan, quick: bool, out: &Path) -> Report {
     report::build(study, plan, quick, out)
