@@ -48,6 +48,10 @@ pub struct PointReport {
     pub runs: Vec<RunReport>,
 }
 
+/// Other processes' average busy cores from which a run's step times are
+/// marked as measured beside other work.
+pub const BUSY_CORES: f64 = 0.25;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub seed: u64,
@@ -60,6 +64,10 @@ pub struct RunReport {
     pub final_loss: Option<f64>,
     pub wall_s: Option<f64>,
     pub median_step_s: Option<f64>,
+    /// Cores other processes kept busy while it trained (its telemetry's
+    /// system load less its own), on average: its times are comparable
+    /// only where this is near 0.
+    pub other_load_cores: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +157,7 @@ pub(super) fn build(study: &Study, plan: &Plan, quick: bool, out: &Path) -> Repo
             final_loss: rec.final_loss(),
             wall_s: summary.map(|s| s.wall_s),
             median_step_s: rec.median_step_s(),
+            other_load_cores: rec.other_load_cores(),
         });
     }
     for p in groups.iter_mut().flat_map(|g| g.points.iter_mut()) {
@@ -320,7 +329,7 @@ impl Report {
         let finished = runs.iter().filter(|r| r.metric.is_some()).count();
         let _ = writeln!(
             out,
-            "{} runs, {finished} of them measured{}. Measured on {}. Every figure below comes from the runs' own logs (`events.jsonl`, in the run directories named in the last column); a point's figure is the mean over its seeds, each seed's value listed beside it.\n",
+            "{} runs, {finished} of them measured{}. Measured on {}. Every figure below comes from the runs' own logs (`events.jsonl`, in the run directories named in the last column); a point's figure is the mean over its seeds, each seed's value listed beside it. A median step marked \"beside N busy cores\" was timed while other processes kept N cores busy on average (the run's telemetry: the machine's busy cores less its own); compare step times only between unmarked runs.\n",
             runs.len(),
             if self.quick { " (the quick grid)" } else { "" },
             self.machine.as_deref().unwrap_or("an unrecorded machine")
@@ -366,8 +375,17 @@ impl Report {
                     })
                     .collect();
                 let step: Vec<f64> = p.runs.iter().filter_map(|r| r.median_step_s).collect();
+                let busy = p
+                    .runs
+                    .iter()
+                    .filter_map(|r| r.other_load_cores)
+                    .fold(0.0, f64::max);
                 let step = match step.is_empty() {
                     true => "–".to_string(),
+                    false if busy >= BUSY_CORES => format!(
+                        "{:.3} s (beside {busy:.1} busy cores)",
+                        step.iter().sum::<f64>() / step.len() as f64
+                    ),
                     false => format!("{:.3} s", step.iter().sum::<f64>() / step.len() as f64),
                 };
                 let dirs: Vec<String> = p.runs.iter().map(|r| format!("`{}`", r.dir)).collect();
@@ -410,6 +428,7 @@ mod tests {
                 final_loss: None,
                 wall_s: None,
                 median_step_s: None,
+                other_load_cores: None,
             })
             .collect();
         PointReport {

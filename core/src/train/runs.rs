@@ -66,6 +66,8 @@ pub struct RunRecord {
     step_s: Vec<f64>,
     traffic: (u64, u64),
     peak_ledger: Option<u64>,
+    /// Per telemetry sample: cores busy with other processes.
+    other_cores: Vec<f64>,
 }
 
 impl RunRecord {
@@ -89,6 +91,7 @@ impl RunRecord {
             step_s: Vec::new(),
             traffic: (0, 0),
             peak_ledger: None,
+            other_cores: Vec::new(),
         };
         let held = RunLock::ensure_free(dir).is_err();
         let log = dir.join("events.jsonl");
@@ -133,6 +136,15 @@ impl RunRecord {
                 }
                 Event::Eval(e) => self.metrics = e.metrics.clone(),
                 Event::Finished { summary } => self.summary = Some(summary.clone()),
+                // The machine's busy cores less this process's: what else
+                // ran beside it while it was timed. A first sample has no
+                // reading of the process yet (0 %).
+                Event::Telemetry(t) if t.cores > 0 && t.cpu_process_pct > 0.0 => {
+                    self.other_cores.push(
+                        (t.cpu_system_pct / 100.0 * t.cores as f64 - t.cpu_process_pct / 100.0)
+                            .max(0.0),
+                    )
+                }
                 _ => {}
             }
             if i < last_start {
@@ -213,6 +225,13 @@ impl RunRecord {
     }
 
     /// The median wall time of a recorded step, in seconds.
+    /// Cores other processes kept busy while the run trained, on average
+    /// over its telemetry samples (None without samples).
+    pub fn other_load_cores(&self) -> Option<f64> {
+        let v = &self.other_cores;
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
     pub fn median_step_s(&self) -> Option<f64> {
         let mut t = self.step_s.clone();
         t.sort_by(f64::total_cmp);
@@ -531,6 +550,41 @@ mod tests {
         assert_eq!(r.median_step_s(), Some(0.25));
         assert_eq!(r.bytes_per_step(), Some((1024.0, 2048.0)));
         assert_eq!(r.peak_device_ledger(), Some(3 << 20));
+    }
+
+    #[test]
+    fn other_processes_load_is_the_machine_s_less_the_run_s() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("busy");
+        let sample = |system: f64, process: f64| {
+            Event::Telemetry(crate::event::TelemetrySample {
+                t_ms: 0,
+                rss: 0,
+                sys_used: 0,
+                sys_total: 0,
+                cpu_process_pct: process,
+                cpu_system_pct: system,
+                cores: 2,
+                gpus: Vec::new(),
+                gpu_unavailable: None,
+            })
+        };
+        // The first sample has no process reading and is left out; then 2
+        // cores at 75 % = 1.5 busy, 1.0 of them this run's: 0.5 others';
+        // at 50 % with the run on 1.2 cores (sampling skew): none.
+        let exp = Experiment::default();
+        write_log(
+            &dir,
+            &[
+                started(&exp),
+                sample(90.0, 0.0),
+                sample(75.0, 100.0),
+                sample(50.0, 120.0),
+            ],
+        );
+        assert_eq!(RunRecord::read(&dir).other_load_cores(), Some(0.25));
+        write_log(&dir, &[started(&exp)]);
+        assert_eq!(RunRecord::read(&dir).other_load_cores(), None);
     }
 
     #[test]
