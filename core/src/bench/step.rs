@@ -218,6 +218,9 @@ fn model_section(
     reps: usize,
     sgemm_gflops: f64,
     parallel: bool,
+    // Whether the frozen base's targets (its share of sgemm, LoRA over it)
+    // are this model's: the issue sets them at the SmolLM2 shape.
+    base_targets: bool,
     limits: &[(MethodKind, usize, f64)],
 ) -> anyhow::Result<Section> {
     let mut s = Section::new(&title);
@@ -239,10 +242,12 @@ fn model_section(
         ),
         "measured; FLOPs by formula",
     );
-    s.check(
-        "frozen base forward + backward ≥ 70 % of sgemm GFLOP/s",
-        gflops >= 0.7 * sgemm_gflops,
-    );
+    if base_targets {
+        s.check(
+            "frozen base forward + backward ≥ 70 % of sgemm GFLOP/s",
+            gflops >= 0.7 * sgemm_gflops,
+        );
+    }
     s.figure("base_s", base.median);
     s.figure("base_gflops", gflops);
     let (roof_s, roof_flops) = matmul_roof(&cfg, batch.tokens(), reps, &model.device)?;
@@ -335,7 +340,9 @@ fn model_section(
             format!("{:.2}×", lora / base.min),
             "measured, fastest repeats",
         );
-        s.check("LoRA ≤ 1.1× the frozen base", lora <= 1.1 * base.min);
+        if base_targets {
+            s.check("LoRA ≤ 1.1× the frozen base", lora <= 1.1 * base.min);
+        }
         for c in cases.iter().filter(|c| c.kind != MethodKind::Lora) {
             let r = c.timing.min / lora;
             s.row(
@@ -479,6 +486,7 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
         if opts.quick { 5 } else { 10 },
         sgemm_gflops,
         true,
+        false,
         &[
             (MethodKind::Parallel, 4096, 2.5),
             (MethodKind::Meft, 4096, 1.2),
@@ -549,6 +557,7 @@ pub fn sections(opts: &Options, sgemm_gflops: f64) -> anyhow::Result<Vec<Section
         64,
         if opts.quick { 2 } else { 3 },
         sgemm_gflops,
+        true,
         true,
         &[
             (MethodKind::Meft, 4096, 1.3),
