@@ -76,9 +76,20 @@ fn host_state(t: &mut meft::train::trainer::Trainer) -> Vec<Vec<f32>> {
 
 #[test]
 fn the_host_optimizer_behind_the_next_forward_pass_is_the_same_run_bit_for_bit() {
-    for mode in [HostOptimizer::Lazy, HostOptimizer::Dense] {
+    // Each host optimizer; and with pre-retrieval on in both runs, over
+    // adapter layers listed out of order, with the row cache.
+    for (mode, early) in [
+        (HostOptimizer::Lazy, false),
+        (HostOptimizer::Dense, false),
+        (HostOptimizer::Lazy, true),
+    ] {
         let mut exp = tiny(5);
         exp.method.meft.host_optimizer = mode;
+        if early {
+            exp.method.meft.pre_retrieval = 1;
+            exp.method.meft.layers = meft::config::Layers::List(vec![3, 1, 2]);
+            exp.method.meft.row_cache = 256;
+        }
         let dir = tempfile::tempdir().unwrap();
         let (mut off, rx_off) = trainer(&exp, &dir.path().join("off"));
         exp.method.meft.async_host_optim = true;
@@ -133,22 +144,62 @@ fn the_host_optimizer_behind_the_next_forward_pass_is_the_same_run_bit_for_bit()
 
 #[test]
 fn a_run_with_the_host_optimizer_behind_resumes_like_one_without() {
-    let mut exp = tiny(4);
-    exp.method.meft.async_host_optim = true;
-    exp.train.checkpoint_every = 2;
+    // Off: 4 steps straight. On: 2 steps, a checkpoint, and a fresh trainer
+    // that restores it and trains 2 more. The same losses and state.
+    let exp = tiny(4);
     let dir = tempfile::tempdir().unwrap();
-    let (mut a, rx) = trainer(&exp, dir.path());
+    let (mut off, rx_off) = trainer(&exp, &dir.path().join("off"));
     for _ in 0..4 {
-        a.train_step().unwrap();
+        off.train_step().unwrap();
     }
-    let losses: Vec<u64> = step_events(&rx).iter().map(|s| s.loss.to_bits()).collect();
+    let want: Vec<u64> = step_events(&rx_off)
+        .iter()
+        .map(|s| s.loss.to_bits())
+        .collect();
+    let mut on_exp = exp.clone();
+    on_exp.method.meft.async_host_optim = true;
+    let on_dir = dir.path().join("on");
+    let (mut a, rx_a) = trainer(&on_exp, &on_dir);
+    a.train_step().unwrap();
+    a.train_step().unwrap();
     a.checkpoint().unwrap();
-    let (_, path) = meft::checkpoint::latest(&dir.path().join("checkpoints")).unwrap();
-    // Restore the step-4 checkpoint into a fresh trainer: the same state.
-    let (mut b, _rx) = trainer(&exp, dir.path());
-    assert_eq!(b.restore(&path).unwrap(), 4);
-    assert_eq!(host_state(&mut a), host_state(&mut b));
-    assert_eq!(losses.len(), 4);
+    let (_, path) = meft::checkpoint::latest(&on_dir.join("checkpoints")).unwrap();
+    let (mut b, rx_b) = trainer(&on_exp, &on_dir);
+    assert_eq!(b.restore(&path).unwrap(), 2);
+    b.train_step().unwrap();
+    b.train_step().unwrap();
+    let got: Vec<u64> = step_events(&rx_a)
+        .iter()
+        .chain(&step_events(&rx_b))
+        .map(|s| s.loss.to_bits())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(host_state(&mut b), host_state(&mut off));
+}
+
+#[test]
+fn a_worker_that_fails_on_a_store_stops_the_layer_for_good() {
+    let dev = Device::Cpu;
+    let mut ad = two_layers(1);
+    // Too few keys: the selection on the worker panics.
+    ad.layers[1].store.keys.truncate(8);
+    let u = Tensor::from_vec(
+        meft::rng::normal_vec(&mut meft::rng::seeded(1), 3 * 8, 1.0),
+        (1, 3, 8),
+        &dev,
+    )
+    .unwrap();
+    ad.ffn(0, &u).unwrap();
+    let err = ad.ffn(1, &u).unwrap_err().to_string();
+    assert!(err.contains("adapter layer 1"), "{err}");
+    // The layer has its store back, and every later use fails: no pass
+    // goes on with an empty one, and no checkpoint is written of it.
+    assert_eq!(ad.layers[1].store.m, 64);
+    assert!(ad.ffn(0, &u).is_err());
+    assert!(ad.ffn(1, &u).is_err());
+    assert!(ad.settle().is_err());
+    let mut w = meft::checkpoint::CheckpointWriter::new();
+    assert!(ad.save(&mut w).is_err());
 }
 
 /// A two-layer adapter with full routing over small random rows.

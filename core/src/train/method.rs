@@ -209,9 +209,10 @@ impl Method {
     }
 
     /// Host state into a checkpoint (device variables are the loop's).
-    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) {
-        if let Some(m) = self.meft() {
-            m.save(w);
+    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) -> anyhow::Result<()> {
+        match self.meft() {
+            Some(m) => m.save(w),
+            None => Ok(()),
         }
     }
 

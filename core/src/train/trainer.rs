@@ -393,7 +393,7 @@ impl Trainer {
         }
         let mut w = CheckpointWriter::new();
         self.opt.save(&mut w)?;
-        self.method.save(&mut w);
+        self.method.save(&mut w)?;
         let pos = self.batcher.position();
         w.meta.insert("step".into(), self.step.to_string());
         w.meta.insert("epoch".into(), pos.epoch.to_string());

@@ -126,6 +126,8 @@ pub struct MeftLayer {
     /// Rows a worker picked for this layer's next forward pass, from an
     /// earlier layer's input.
     preselected: Option<Selection>,
+    /// A worker failed on the store: the layer cannot go on.
+    failed: bool,
 }
 
 impl MeftLayer {
@@ -216,6 +218,7 @@ impl MeftAdapter {
                 last_union: 0,
                 away: None,
                 preselected: None,
+                failed: false,
             });
         }
         Ok(Self {
@@ -261,7 +264,7 @@ impl MeftAdapter {
     /// their layer.
     fn drop_preselections(&mut self) -> Result<()> {
         for l in &mut self.layers {
-            if l.selecting() {
+            if l.selecting() || l.failed {
                 l.settle()?;
             }
             l.preselected = None;
@@ -352,8 +355,13 @@ impl MeftAdapter {
         let Some(workers) = &self.workers else {
             return Ok(());
         };
+        // The selection follows the optimizer's update of the layer if that
+        // is still running: nothing here waits for it.
         let layer = &mut self.layers[slot];
-        layer.settle()?;
+        if layer.failed {
+            // Says why: a worker failed on these rows before.
+            layer.settle()?;
+        }
         layer.preselected = None;
         layer.send_away(&workers.select, true, move |store| {
             Some(select(store, &shape, &queries, &experts, &gates))
@@ -383,6 +391,7 @@ impl MeftAdapter {
         let q = u.reshape((n, d))?;
         let link = self.link.clone();
         let training = self.training;
+        let picked_early = early.is_some();
         let (logits, sel) = match early {
             // Picked by an earlier layer's input: the gates are this one's.
             Some(sel) => (self.logits(slot, &q, training)?, sel),
@@ -495,7 +504,10 @@ impl MeftAdapter {
             for (&m, &o) in sel.map.iter().zip(&sel.scores) {
                 if (m as usize) < u_len {
                     st.counts[sel.union[m as usize] as usize] += 1;
-                    if st.act_values.len() < 1 << 16 {
+                    // Rows picked early were scored with an earlier
+                    // layer's input: those scores are not this layer's
+                    // activations, so only the picks are counted.
+                    if !picked_early && st.act_values.len() < 1 << 16 {
                         st.act_values.push(o.max(0.0));
                     }
                 }
@@ -618,17 +630,20 @@ impl MeftAdapter {
     /// layer, and each layer's next forward pass waits for its own.
     pub fn host_step(&mut self, lr: f64, scale: f64, cfg: &AdamWConfig) -> Result<usize> {
         let mode = self.host_optimizer;
+        self.settle()?;
         let Some(workers) = self.workers.as_ref().filter(|_| self.async_host) else {
-            self.settle()?;
             return Ok(self
                 .layers
                 .par_iter_mut()
                 .map(|l| l.store.step(mode, lr, scale as f32, cfg))
                 .sum());
         };
+        // In the order the next forward pass reaches the layers.
+        let mut order: Vec<usize> = (0..self.layers.len()).collect();
+        order.sort_by_key(|&i| self.layers[i].layer);
         let mut rows = 0;
-        for l in &mut self.layers {
-            l.settle()?;
+        for i in order {
+            let l = &mut self.layers[i];
             rows += l.store.prepare_step(mode);
             let cfg = *cfg;
             l.send_away(&workers.optim, false, move |store| {

@@ -77,6 +77,8 @@ impl Workers {
 pub(super) struct Back {
     pub store: HostStore,
     pub selection: Option<Selection>,
+    /// The work panicked: the store is as the panic left it.
+    pub failed: bool,
 }
 
 /// A layer's store while a worker has it.
@@ -92,15 +94,26 @@ pub(super) struct Away {
 
 impl MeftLayer {
     /// Hand the store to `worker`, which runs `work` on it; the layer holds
-    /// a placeholder until [`MeftLayer::settle`].
+    /// a placeholder until [`MeftLayer::settle`]. When another worker has
+    /// the store now, the new work follows that worker's without this
+    /// thread waiting for it.
     pub(super) fn send_away<F>(&mut self, worker: &Worker, selecting: bool, work: F)
     where
         F: FnOnce(&mut HostStore) -> Option<Selection> + Send + 'static,
     {
-        let moment_bytes = self.store.moment_bytes();
-        let moment_rows = self.store.rows_with_moments();
-        let placeholder = HostStore::placeholder(self.store.moment_dtype());
-        let mut store = std::mem::replace(&mut self.store, placeholder);
+        let (from, moment_bytes, moment_rows) = match self.away.take() {
+            Some(old) => (Err(old.rx), old.moment_bytes, old.moment_rows),
+            None => {
+                let bytes = self.store.moment_bytes();
+                let rows = self.store.rows_with_moments();
+                let placeholder = HostStore::placeholder(self.store.moment_dtype());
+                (
+                    Ok(std::mem::replace(&mut self.store, placeholder)),
+                    bytes,
+                    rows,
+                )
+            }
+        };
         let (tx, rx) = channel();
         self.away = Some(Away {
             rx,
@@ -109,31 +122,86 @@ impl MeftLayer {
             selecting,
         });
         worker.run(Box::new(move || {
-            let selection = work(&mut store);
+            let (mut store, failed) = match from {
+                Ok(store) => (store, false),
+                Err(rx) => match rx.recv() {
+                    Ok(back) => (back.store, back.failed),
+                    // Lost already: the layer's settle says so.
+                    Err(_) => return,
+                },
+            };
+            // A panic in the work still hands the store back, marked, so
+            // the layer never goes on with a placeholder.
+            let done = match failed {
+                true => Err(()),
+                false => {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut store)))
+                        .map_err(|_| ())
+                }
+            };
+            let back = match done {
+                Ok(selection) => Back {
+                    store,
+                    selection,
+                    failed: false,
+                },
+                Err(()) => Back {
+                    store,
+                    selection: None,
+                    failed: true,
+                },
+            };
             // The adapter may be gone (a run that stopped): nothing waits.
-            let _ = tx.send(Back { store, selection });
+            let _ = tx.send(back);
         }));
     }
 
     /// Wait for the store to come back from a worker (at once when it is
     /// here); a selection it made is kept for this layer's forward pass.
+    /// Once a worker has failed on the store, every call fails.
     pub fn settle(&mut self) -> Result<()> {
+        if self.failed {
+            candle_core::bail!(
+                "adapter layer {}: a host worker failed on its rows",
+                self.layer
+            );
+        }
         let Some(away) = self.away.take() else {
             return Ok(());
         };
-        match away.rx.recv() {
-            Ok(back) => {
+        let back = away.rx.recv();
+        if let Ok(b) = &back {
+            self.failed = b.failed;
+        }
+        match back {
+            Ok(back) if !back.failed => {
                 self.store = back.store;
                 if back.selection.is_some() {
                     self.preselected = back.selection;
                 }
                 Ok(())
             }
-            Err(_) => candle_core::bail!(
-                "adapter layer {}: the host worker stopped without handing its rows back",
-                self.layer
-            ),
+            Ok(back) => {
+                self.store = back.store;
+                candle_core::bail!(
+                    "adapter layer {}: a host worker failed on its rows",
+                    self.layer
+                )
+            }
+            Err(_) => {
+                self.failed = true;
+                candle_core::bail!(
+                    "adapter layer {}: the host worker stopped without handing its rows back",
+                    self.layer
+                )
+            }
         }
+    }
+
+    /// Whether the store is here and whole (not with a worker, no worker
+    /// failed on it).
+    pub fn is_settled(&self) -> bool {
+        self.away.is_none() && !self.failed
     }
 
     /// Whether a worker is selecting this layer's rows now.

@@ -30,11 +30,15 @@ pub const HISTOGRAM_WINDOW: u32 = 5;
 impl MeftAdapter {
     /// Every layer's keys, values, per-row step counts and AdamW moments,
     /// named `meft.<layer>.*`, borrowed into `w` (nothing is copied).
-    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) {
-        debug_assert!(
-            self.layers.iter().all(|l| l.away.is_none()),
-            "a store is away: settle before saving"
-        );
+    /// Fails when a store is with a host worker (settle first) or a worker
+    /// failed on it: a checkpoint is only ever of whole stores.
+    pub fn save<'a>(&'a self, w: &mut CheckpointWriter<'a>) -> Result<()> {
+        if let Some(l) = self.layers.iter().find(|l| !l.is_settled()) {
+            anyhow::bail!(
+                "adapter layer {}: its rows are not settled; no checkpoint is written",
+                l.layer
+            );
+        }
         let d = self.shape.d;
         for l in &self.layers {
             let p = format!("meft.{}", l.layer);
@@ -64,6 +68,7 @@ impl MeftAdapter {
                 }
             }
         }
+        Ok(())
     }
 
     /// Read what [`MeftAdapter::save`] wrote straight into the stores.
