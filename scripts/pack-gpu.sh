@@ -2,8 +2,8 @@
 # Pack the meft binary for a GPU machine that has no Rust toolchain: build
 # it with `--features cuda` (or take one built already), strip it into the
 # repository root as ./meft (git-ignored, with ./meft.build saying what it
-# is), gzip it into .gpu/ for the trip, and print its size and how a
-# session runs scripts/gpu-check.sh there.
+# is), gzip it into .gpu/ for the trip, and print its size and how to run
+# scripts/gpu-check.sh there.
 #
 #   scripts/pack-gpu.sh            # eval "$(scripts/cuda-toolchain.sh)", then cargo build
 #   scripts/pack-gpu.sh BINARY     # pack BINARY as it is

@@ -88,7 +88,7 @@ pub fn run(
         };
         println!("{what}: {result} ({how})");
         if drop_checkpoints {
-            freed += study::drop_checkpoints(run)?;
+            freed += study::drop_checkpoints(&rec)?;
         }
     }
     if drop_checkpoints {

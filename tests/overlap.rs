@@ -6,7 +6,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{all_events, trainer};
 use meft::adapter::meft::{
     device_output, gather_kv, select, HostOptimizer, MeftAdapter, MeftShape, Routing,
 };
@@ -17,36 +20,11 @@ use meft::optim::moments::MomentDtype;
 use std::sync::mpsc::Receiver;
 
 fn tiny(steps: usize) -> Experiment {
-    let mut e = Experiment {
-        name: "test-overlap".into(),
-        ..Default::default()
-    };
-    e.model.reference = "embedded:tiny-random".into();
-    e.data.train = "synth:entities=30,seed=5".into();
-    e.method.kind = "meft".parse().unwrap();
-    e.method.meft.neurons = 1024;
-    e.method.meft.top_k = 16;
-    e.method.meft.probe = 4;
-    e.train.steps = steps;
-    e.train.batch = 8;
+    let mut e = common::tiny("meft", steps);
     e.train.micro_batch = 4;
-    e.train.lr = 1e-2;
-    e.train.cutoff_len = 48;
-    e.train.checkpoint_every = 0;
     e.eval.limit = 2;
     e.eval.max_new_tokens = 3;
     e
-}
-
-fn trainer(
-    exp: &Experiment,
-    dir: &std::path::Path,
-) -> (meft::train::trainer::Trainer, Receiver<Event>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (_ctl, ctl_rx) = std::sync::mpsc::channel();
-    let loaded = meft::train::load_base(exp).unwrap();
-    let t = meft::train::trainer::Trainer::new(exp.clone(), loaded, dir, tx, ctl_rx).unwrap();
-    (t, rx)
 }
 
 fn step_events(rx: &Receiver<Event>) -> Vec<StepEvent> {
@@ -310,11 +288,7 @@ fn a_forward_pass_that_stops_short_leaves_no_early_rows_for_the_next() {
 
 /// A headless run to its end: its step events and its summary.
 fn run(exp: Experiment, dir: &std::path::Path) -> (Vec<StepEvent>, meft::event::Summary) {
-    let mut h = meft::train::start(exp, dir.to_path_buf(), false).unwrap();
-    let events: Vec<Event> = h.events.iter().collect();
-    if let Some(t) = h.thread.take() {
-        t.join().unwrap();
-    }
+    let events = all_events(meft::train::start(exp, dir.to_path_buf(), false).unwrap());
     let mut steps = Vec::new();
     let mut summary = None;
     for e in events {

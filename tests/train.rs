@@ -4,39 +4,15 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{all_events, tiny, trainer};
 use meft::config::Experiment;
 use meft::event::{Event, StepEvent, Summary};
 
-fn tiny(kind: &str, steps: usize) -> Experiment {
-    let mut e = Experiment {
-        name: format!("test-{kind}"),
-        ..Default::default()
-    };
-    e.model.reference = "embedded:tiny-random".into();
-    e.data.train = "synth:entities=30,seed=5".into();
-    e.method.kind = kind.parse().unwrap();
-    e.method.meft.neurons = 1024;
-    e.method.meft.top_k = 16;
-    e.method.meft.probe = 4;
-    e.method.parallel.size = 1024;
-    e.train.steps = steps;
-    e.train.batch = 8;
-    e.train.micro_batch = 8;
-    e.train.lr = 1e-2;
-    e.train.cutoff_len = 48;
-    e.train.checkpoint_every = 0;
-    e.eval.limit = 4;
-    e.eval.max_new_tokens = 4;
-    e
-}
-
 /// Run to the end; every event in order.
 fn run(exp: Experiment, dir: &std::path::Path, resume: bool) -> Vec<Event> {
-    let mut h = meft::train::start(exp, dir.to_path_buf(), resume).unwrap();
-    let events: Vec<Event> = h.events.iter().collect();
-    if let Some(t) = h.thread.take() {
-        t.join().unwrap();
-    }
+    let events = all_events(meft::train::start(exp, dir.to_path_buf(), resume).unwrap());
     if let Some(e) = events
         .iter()
         .find(|e| matches!(e, Event::Failed { .. } | Event::Diverged { .. }))
@@ -246,21 +222,6 @@ fn a_half_precision_base_trains_and_halves_the_base_bytes() {
     }
 }
 
-/// A trainer for `exp` writing into `dir`, with its event stream.
-fn trainer(
-    exp: &Experiment,
-    dir: &std::path::Path,
-) -> (
-    meft::train::trainer::Trainer,
-    std::sync::mpsc::Receiver<Event>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (_ctl, ctl_rx) = std::sync::mpsc::channel();
-    let loaded = meft::train::load_base(exp).unwrap();
-    let t = meft::train::trainer::Trainer::new(exp.clone(), loaded, dir, tx, ctl_rx).unwrap();
-    (t, rx)
-}
-
 #[test]
 fn a_checkpoint_round_trips_every_tensor_in_each_moment_dtype() {
     for moments in ["f32", "bf16", "q8"] {
@@ -344,11 +305,7 @@ fn a_run_whose_data_will_not_load_reports_it_and_leaves_no_directory() {
     let dir = root.path().join("run");
     let mut exp = tiny("meft", 2);
     exp.data.train = root.path().join("absent.jsonl").display().to_string();
-    let mut h = meft::train::start(exp, dir.clone(), false).unwrap();
-    let events: Vec<Event> = h.events.iter().collect();
-    if let Some(t) = h.thread.take() {
-        t.join().unwrap();
-    }
+    let events = all_events(meft::train::start(exp, dir.clone(), false).unwrap());
     let error = events
         .iter()
         .find_map(|e| match e {

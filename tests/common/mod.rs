@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 
@@ -30,4 +32,52 @@ pub const CHAT_FRANCE: &str =
 
 pub fn meft_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_meft"))
+}
+
+/// A small training experiment of method `kind` on the embedded tiny model.
+pub fn tiny(kind: &str, steps: usize) -> meft::config::Experiment {
+    let mut e = meft::config::Experiment {
+        name: format!("test-{kind}"),
+        ..Default::default()
+    };
+    e.model.reference = "embedded:tiny-random".into();
+    e.data.train = "synth:entities=30,seed=5".into();
+    e.method.kind = kind.parse().unwrap();
+    e.method.meft.neurons = 1024;
+    e.method.meft.top_k = 16;
+    e.method.meft.probe = 4;
+    e.method.parallel.size = 1024;
+    e.train.steps = steps;
+    e.train.batch = 8;
+    e.train.micro_batch = 8;
+    e.train.lr = 1e-2;
+    e.train.cutoff_len = 48;
+    e.train.checkpoint_every = 0;
+    e.eval.limit = 4;
+    e.eval.max_new_tokens = 4;
+    e
+}
+
+/// A trainer for `exp` writing into `dir`, with its event stream.
+pub fn trainer(
+    exp: &meft::config::Experiment,
+    dir: &std::path::Path,
+) -> (
+    meft::train::trainer::Trainer,
+    std::sync::mpsc::Receiver<meft::event::Event>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (_ctl, ctl_rx) = std::sync::mpsc::channel();
+    let loaded = meft::train::load_base(exp).unwrap();
+    let t = meft::train::trainer::Trainer::new(exp.clone(), loaded, dir, tx, ctl_rx).unwrap();
+    (t, rx)
+}
+
+/// Every event a started run sends, in order, once its thread is done.
+pub fn all_events(mut h: meft::train::RunHandle) -> Vec<meft::event::Event> {
+    let events = h.events.iter().collect();
+    if let Some(t) = h.thread.take() {
+        t.join().unwrap();
+    }
+    events
 }

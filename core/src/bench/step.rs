@@ -219,7 +219,7 @@ fn model_section(
     sgemm_gflops: f64,
     parallel: bool,
     // Whether the frozen base's targets (its share of sgemm, LoRA over it)
-    // are this model's: the issue sets them at the SmolLM2 shape.
+    // are this model's: they are set at the SmolLM2 shape.
     base_targets: bool,
     limits: &[(MethodKind, usize, f64)],
 ) -> anyhow::Result<Section> {

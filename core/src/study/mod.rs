@@ -160,9 +160,8 @@ pub fn execute(run: &PlannedRun) -> Result<Outcome> {
 /// Remove a finished run's checkpoints (its log and summary are all a
 /// report reads, and a finished run is reused, never resumed); returns the
 /// bytes freed. An unfinished run keeps them, to resume from.
-pub fn drop_checkpoints(run: &PlannedRun) -> Result<u64> {
-    let rec = RunRecord::read(&run.dir);
-    let dir = run.dir.join("checkpoints");
+pub fn drop_checkpoints(rec: &RunRecord) -> Result<u64> {
+    let dir = rec.dir.join("checkpoints");
     if rec.state != RunState::Finished || rec.summary.is_none() || !dir.is_dir() {
         return Ok(0);
     }

@@ -380,13 +380,16 @@ impl Report {
                     .iter()
                     .filter_map(|r| r.other_load_cores)
                     .fold(0.0, f64::max);
+                let beside = match busy >= BUSY_CORES {
+                    true => format!(" (beside {busy:.1} busy cores)"),
+                    false => String::new(),
+                };
                 let step = match step.is_empty() {
                     true => "–".to_string(),
-                    false if busy >= BUSY_CORES => format!(
-                        "{:.3} s (beside {busy:.1} busy cores)",
+                    false => format!(
+                        "{:.3} s{beside}",
                         step.iter().sum::<f64>() / step.len() as f64
                     ),
-                    false => format!("{:.3} s", step.iter().sum::<f64>() / step.len() as f64),
                 };
                 let dirs: Vec<String> = p.runs.iter().map(|r| format!("`{}`", r.dir)).collect();
                 let _ = writeln!(

@@ -405,14 +405,9 @@ pub fn run_with(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
-    let summary = match watch_with(handle, dir, quiet) {
-        Ok(s) => s,
-        Err(e) => {
-            // Its data or model would not load: the trainer never started.
-            super::forget_unstarted(dir, resume);
-            return Err(e);
-        }
-    };
+    // A run whose data or model would not load has removed its directory
+    // by the time this returns (the trainer thread does, and it is joined).
+    let summary = watch_with(handle, dir, quiet)?;
     if let Some(sig) = stop_signal::received() {
         println!(
             "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",

@@ -280,7 +280,7 @@ pub fn start(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandl
 /// A new run that never started (its device, data or model would not
 /// load; no `run_started` in its log) is removed: nothing in it was
 /// trained. A directory another process holds is left alone.
-pub fn forget_unstarted(dir: &Path, resume: bool) {
+fn forget_unstarted(dir: &Path, resume: bool) {
     if resume || !dir.is_dir() || RunLock::ensure_free(dir).is_err() {
         return;
     }

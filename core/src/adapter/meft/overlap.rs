@@ -132,24 +132,20 @@ impl MeftLayer {
             };
             // A panic in the work still hands the store back, marked, so
             // the layer never goes on with a placeholder.
-            let done = match failed {
-                true => Err(()),
-                false => {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut store)))
-                        .map_err(|_| ())
-                }
+            let run = |store: &mut HostStore| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store)))
             };
-            let back = match done {
-                Ok(selection) => Back {
-                    store,
-                    selection,
-                    failed: false,
+            let (selection, failed) = match failed {
+                true => (None, true),
+                false => match run(&mut store) {
+                    Ok(selection) => (selection, false),
+                    Err(_) => (None, true),
                 },
-                Err(()) => Back {
-                    store,
-                    selection: None,
-                    failed: true,
-                },
+            };
+            let back = Back {
+                store,
+                selection,
+                failed,
             };
             // The adapter may be gone (a run that stopped): nothing waits.
             let _ = tx.send(back);
@@ -160,42 +156,26 @@ impl MeftLayer {
     /// here); a selection it made is kept for this layer's forward pass.
     /// Once a worker has failed on the store, every call fails.
     pub fn settle(&mut self) -> Result<()> {
+        if let Some(away) = self.away.take() {
+            match away.rx.recv() {
+                Ok(back) => {
+                    self.store = back.store;
+                    self.failed = back.failed;
+                    if back.selection.is_some() {
+                        self.preselected = back.selection;
+                    }
+                }
+                // The worker died before handing the store back.
+                Err(_) => self.failed = true,
+            }
+        }
         if self.failed {
             candle_core::bail!(
                 "adapter layer {}: a host worker failed on its rows",
                 self.layer
             );
         }
-        let Some(away) = self.away.take() else {
-            return Ok(());
-        };
-        let back = away.rx.recv();
-        if let Ok(b) = &back {
-            self.failed = b.failed;
-        }
-        match back {
-            Ok(back) if !back.failed => {
-                self.store = back.store;
-                if back.selection.is_some() {
-                    self.preselected = back.selection;
-                }
-                Ok(())
-            }
-            Ok(back) => {
-                self.store = back.store;
-                candle_core::bail!(
-                    "adapter layer {}: a host worker failed on its rows",
-                    self.layer
-                )
-            }
-            Err(_) => {
-                self.failed = true;
-                candle_core::bail!(
-                    "adapter layer {}: the host worker stopped without handing its rows back",
-                    self.layer
-                )
-            }
-        }
+        Ok(())
     }
 
     /// Whether the store is here and whole (not with a worker, no worker
