@@ -63,8 +63,8 @@ fn micro_batch(ad: &mut MeftAdapter, tokens: &[(usize, usize)]) {
     let w: Vec<f32> = (0..n * 4).map(|i| 0.5 - 0.125 * i as f32).collect();
     let w = Tensor::from_vec(w, (1, n, 4), &Device::Cpu).unwrap();
     let out = ad.ffn(0, q.as_tensor()).unwrap().unwrap();
-    let g = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
-    ad.collect_grads(&g).unwrap();
+    let _grads = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    ad.collect_grads().unwrap();
 }
 
 /// Two micro-batches (unions {0, 1, 2} and {2, 3}); the step's traffic,

@@ -114,11 +114,16 @@ fn paper_memory_and_traffic_story() {
         .find(|l| l.starts_with("On 24 GiB"))
         .expect(&out);
     eprintln!("{verdict}");
-    // On a GPU the composed MEFT layer keeps every layer's rows and their
-    // gradients until the backward pass ends: at the paper's union that is
-    // 1.7 GiB over the card, and half the dense adapter's need.
+    // On a GPU the rows are f16 like the base and each layer's row
+    // gradients leave the device as its backward makes them: the paper's
+    // setting fits even with every row in flight, in under half the dense
+    // adapter's need.
     assert!(
-        verdict.contains("25.7 GiB at the paper's union (does not fit)"),
+        verdict.contains("MEFT needs 20.2 GiB at worst-case unions (fits)"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("18.3 GiB at the paper's union (fits)"),
         "{verdict}"
     );
     assert!(

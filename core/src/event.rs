@@ -336,6 +336,11 @@ pub struct LedgerEvent {
     /// The process's heap around this step, counted by the allocator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap: Option<HeapReading>,
+    /// The compute device's used memory, measured (NVML, the whole GPU),
+    /// at its most after this step's backward passes; absent on the CPU
+    /// or without a driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_used: Option<u64>,
 }
 
 /// The process's Rust heap (every allocation through the global allocator),
@@ -392,7 +397,14 @@ pub struct Summary {
     pub wall_s: f64,
     pub h2d_per_step: f64,
     pub d2h_per_step: f64,
+    /// The largest device ledger: base and trainable measured from their
+    /// tensors, the other categories modelled (the planner's formulas at
+    /// the run's shapes and unions).
     pub peak_device_ledger: u64,
+    /// The compute device's used memory at its most, measured (NVML, the
+    /// whole GPU); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_used: Option<u64>,
     /// Tokens trained on over the whole run (padding excluded).
     #[serde(default)]
     pub tokens: u64,

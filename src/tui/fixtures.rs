@@ -135,6 +135,7 @@ pub fn ledger(step: u64) -> Event {
         device,
         host,
         heap: None,
+        device_used: None,
     })
 }
 
@@ -211,6 +212,7 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
                 h2d_per_step: last.traffic.h2d() as f64,
                 d2h_per_step: last.traffic.d2h() as f64,
                 peak_device_ledger: 282 * MIB,
+                peak_device_used: None,
                 tokens: 2048 * steps,
                 peak_host_ledger: 0,
                 median_step_s: 0.25,

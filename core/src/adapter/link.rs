@@ -29,11 +29,10 @@ impl Link {
         g[layer][kind] += bytes;
     }
 
-    /// Count a buffer that a device-side computation wrote straight into
-    /// host memory (the fused CPU kernel's row gradients) and hand it on.
-    pub fn arrived<T: WithDType>(&self, layer: usize, kind: Kind, v: Vec<T>) -> Vec<T> {
-        self.record(layer, kind, (std::mem::size_of::<T>() * v.len()) as u64);
-        v
+    /// Count `bytes` that crossed without a buffer of their own here (the
+    /// fused CPU kernel's row gradients, in the rows' dtype on the device).
+    pub fn count(&self, layer: usize, kind: Kind, bytes: u64) {
+        self.record(layer, kind, bytes);
     }
 
     /// Copy a device tensor into a host vector of `T` (4-byte f32 or u32).

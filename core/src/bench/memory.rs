@@ -4,7 +4,7 @@
 use super::{time, Options, Section};
 use crate::adapter::meft::{HostOptimizer, HostStore};
 use crate::config::{Experiment, MethodKind, MomentDtype};
-use crate::event::{Category, Kind};
+use crate::event::Category;
 use crate::model::shapes::builtin_shape;
 use crate::optim::AdamWConfig;
 use crate::telemetry::{plan, PlanInput, PAPER_UNION_FRACTION};
@@ -124,19 +124,27 @@ pub fn planned() -> anyhow::Result<Section> {
     let mut s = Section::new("Planned: traffic and device memory");
     let llama = builtin_shape("llama-7b").ok_or_else(|| anyhow::anyhow!("llama-7b shape"))?;
     // The paper's traffic setting: LLaMA-7B, M 6144, batch 2 × 256.
+    // An f16 base, so the rows cross in f16 (method.meft.row_dtype's default).
     let mut exp = Experiment::default();
     exp.model.device = "cuda:0".into();
+    exp.model.dtype = crate::config::BaseDtype::F16;
     exp.method.meft.neurons = 6144;
     exp.method.meft.top_k = 64;
     exp.train.batch = 2;
     exp.train.micro_batch = 2;
     exp.train.cutoff_len = 256;
     let union = vec![(PAPER_UNION_FRACTION * 6144.0).round() as u64; 32];
-    let p = plan(&PlanInput {
-        union_sizes: Some(&union),
-        base_dtype_bytes: 2,
-        ..PlanInput::new(&exp, &llama)
-    })?;
+    let plan_rows = |exp: &Experiment| {
+        plan(&PlanInput {
+            union_sizes: Some(&union),
+            base_dtype_bytes: 2,
+            ..PlanInput::new(exp, &llama)
+        })
+    };
+    let mut f32_rows = exp.clone();
+    f32_rows.method.meft.row_dtype = Some(crate::config::BaseDtype::F32);
+    let p32 = plan_rows(&f32_rows)?;
+    let p = plan_rows(&exp)?;
     let r = p.offload_ratio().unwrap_or(f64::NAN);
     s.row(
         "MEFT / dense offload, paper traffic setting",
@@ -146,7 +154,16 @@ pub fn planned() -> anyhow::Result<Section> {
             bytes(p.traffic.h2d() + p.traffic.d2h()),
             bytes(p.dense_offload)
         ),
-        "planned at the paper's union (0.56·M), rows counted both ways",
+        "planned at the paper's union (0.56·M), rows in f16 counted both ways, the offload in f32",
+    );
+    s.row(
+        "  the same with rows in f32",
+        format!(
+            "{} ({} per step)",
+            ratio(p32.offload_ratio().unwrap_or(f64::NAN)),
+            bytes(p32.traffic.h2d() + p32.traffic.d2h()),
+        ),
+        "planned; method.meft.row_dtype = \"f32\"",
     );
     s.check(
         "MEFT bytes per step ≤ 0.3× a dense offload (paper traffic setting)",
@@ -155,15 +172,14 @@ pub fn planned() -> anyhow::Result<Section> {
     s.figure("paper_traffic_ratio", r);
     // The paper's own figure (0.56× the parameters against 2× for the
     // dense offload) counts MEFT's row copy one way and the offload's both.
-    let grads = p.traffic[Kind::Grads];
-    let once = (p.traffic.h2d() + p.traffic.d2h() - grads) as f64 / p.dense_offload as f64;
+    let once = crate::telemetry::plan::paper_counted_ratio(&p, 2).unwrap_or(f64::NAN);
     s.row(
         "  the same, counted as the paper counts",
         format!(
-            "{} (rows one way, as its Eq. 8; the offload both ways): the paper's 0.56 / 2 = 0.28×",
+            "{} (parameters: rows one way, as its Eq. 8; the offload both ways): the paper's 0.56 / 2 = 0.28×",
             ratio(once)
         ),
-        "planned; the row above is the like-for-like figure",
+        "planned; the rows above are the like-for-like byte figures",
     );
     s.figure("paper_traffic_ratio_paper_counting", once);
     // The paper's NQ setting: batch 64 in micro-batches of 1.

@@ -124,7 +124,7 @@ pub(super) fn train_step(
                 });
             }
         }
-        method.after_backward(&g)?;
+        method.after_backward()?;
     }
     method.end_micro_batches()?;
     opt.step(&grads, 1e-4, 1.0)?;

@@ -131,6 +131,16 @@ choices! {
         ConstantWithWarmup = "constant_with_warmup",
     }
 
+    /// Which kernel computes MEFT's device half.
+    MeftKernel ("kernel") {
+        /// The fused CPU kernel on the CPU, the composed one elsewhere.
+        Auto = "auto",
+        /// One CPU op with a hand-written backward (the CPU only).
+        Fused = "fused",
+        /// Stock tensor ops, as every device runs them (the GPU path).
+        Composed = "composed",
+    }
+
     /// How evaluation decodes.
     Decoding ("decoding") { Greedy = "greedy", Beam = "beam" }
 
@@ -167,6 +177,20 @@ impl BaseDtype {
             BaseDtype::F32 => 4,
             BaseDtype::Bf16 | BaseDtype::F16 => 2,
         }
+    }
+
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            BaseDtype::F32 => candle_core::DType::F32,
+            BaseDtype::Bf16 => candle_core::DType::BF16,
+            BaseDtype::F16 => candle_core::DType::F16,
+        }
+    }
+}
+
+impl MeftKernel {
+    pub fn is_auto(&self) -> bool {
+        *self == MeftKernel::Auto
     }
 }
 

@@ -4,8 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, HostOptimizer, MethodKind, Metric, MomentDtype, Proj, Routing,
-    Schedule, Task, Template,
+    BaseDtype, Choice, Decoding, HostOptimizer, MeftKernel, MethodKind, Metric, MomentDtype, Proj,
+    Routing, Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -153,6 +153,18 @@ pub struct MeftSection {
     /// Left out of the written config when off.
     #[serde(skip_serializing_if = "is_false")]
     pub async_host_optim: bool,
+    /// The dtype gathered rows cross and live in on the device, and the
+    /// adapter's device compute runs in (the host store, its optimizer and
+    /// moments stay f32). None: the base's dtype when it is a half type,
+    /// else f32. Left out of the written config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_dtype: Option<BaseDtype>,
+    /// Which kernel computes the device half: `auto` (the fused one on the
+    /// CPU, composed elsewhere), `fused` (CPU only) or `composed` (the GPU
+    /// path, also runnable on the CPU). Left out of the written config
+    /// when auto.
+    #[serde(skip_serializing_if = "MeftKernel::is_auto")]
+    pub kernel: MeftKernel,
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -178,11 +190,32 @@ impl Default for MeftSection {
             row_cache: 0,
             pre_retrieval: 0,
             async_host_optim: false,
+            row_dtype: None,
+            kernel: MeftKernel::Auto,
         }
     }
 }
 
 impl MeftSection {
+    /// The rows' dtype on the device for a base of `base`: as set, else
+    /// the base's when it is a half type, else f32.
+    pub fn resolved_row_dtype(&self, base: BaseDtype) -> BaseDtype {
+        self.row_dtype.unwrap_or(match base {
+            BaseDtype::F32 => BaseDtype::F32,
+            half => half,
+        })
+    }
+
+    /// Whether the composed kernel computes the device half on `device`
+    /// (`cpu` or `cuda:N`).
+    pub fn composed_on(&self, device: &str) -> bool {
+        match self.kernel {
+            MeftKernel::Auto => device != "cpu",
+            MeftKernel::Fused => false,
+            MeftKernel::Composed => true,
+        }
+    }
+
     /// The adapter layers on a model of `num_layers`, with the knobs that
     /// depend on its depth checked.
     pub fn resolve_layers(&self, num_layers: usize) -> Result<Vec<usize>, ConfigError> {
@@ -641,6 +674,15 @@ impl Experiment {
             return Err(field(
                 path,
                 format!("{e} experts do not divide {} neurons; {fix}", m.neurons),
+            ));
+        }
+        if m.kernel == MeftKernel::Fused && self.model.device != "cpu" {
+            return Err(field(
+                "method.meft.kernel",
+                format!(
+                    "the fused kernel runs on the CPU only, not on {}; use \"auto\" or \"composed\"",
+                    self.model.device
+                ),
             ));
         }
         if m.probe == 0 || m.probe > e {

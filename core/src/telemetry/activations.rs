@@ -160,7 +160,7 @@ pub fn adapter_kept(model: &ModelConfig, mb: &MicroBatch, method: &AdapterKept) 
             composed,
         } => {
             let k = *top_k;
-            let per_layer = |u: u64| {
+            let per_layer = || {
                 // Router logits, the slots' gates and their index into the
                 // logits (none of it without a router), the output.
                 let router = if *experts > 0 {
@@ -169,17 +169,15 @@ pub fn adapter_kept(model: &ModelConfig, mb: &MicroBatch, method: &AdapterKept) 
                     0
                 };
                 let mut token = add(&[router, mul(&[k, F32]), mul(&[d, F32]), ffn_hook]);
-                let mut layer = 0;
                 if *composed {
-                    // The slot mask, flat indices, gathered scores, gated,
-                    // ReLU'd and masked activations (6 × K), and the N × |U|
-                    // scores, the zeros they scatter into and the scatter.
-                    token = add(&[token, mul(&[6, k, F32])]);
-                    layer = mul(&[3, n, u, F32]);
+                    // The composed op computes its output outside the graph
+                    // and recomputes what its backward needs, keeping only
+                    // the slots' map into the union (u32).
+                    token = add(&[token, mul(&[k, U32])]);
                 }
-                add(&[mul(&[n, token]), layer])
+                mul(&[n, token])
             };
-            add(&unions.iter().map(|&u| per_layer(u)).collect::<Vec<_>>())
+            add(&unions.iter().map(|_| per_layer()).collect::<Vec<_>>())
         }
         AdapterKept::Parallel { size, layers } => {
             // u·Kᵀ and its SiLU, then ·V.
@@ -295,10 +293,10 @@ mod tests {
         };
         let per_token = (16 + 4 + 4 + 128 + 128) * 4;
         assert_eq!(adapter_kept(&tiny(), &mb, &meft(false)), 2 * 8 * per_token);
-        // Composed: six more K-sized values per token, and three N × |U|.
+        // Composed: the slots' map (K u32) per token; nothing of N × |U|.
         assert_eq!(
             adapter_kept(&tiny(), &mb, &meft(true)),
-            2 * 8 * (per_token + 6 * 4 * 4) + 3 * 8 * (10 + 20) * 4
+            2 * 8 * (per_token + 4 * 4)
         );
         // Parallel Adapter of 64 in 3 layers: u·Kᵀ, SiLU, ·V and the sum.
         let parallel = AdapterKept::Parallel {

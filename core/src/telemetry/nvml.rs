@@ -93,6 +93,34 @@ impl GpuSource for NvmlSource {
     }
 }
 
+/// One GPU's used memory as the driver reports it (NVML: every process's
+/// allocations and contexts on that GPU), for a run to measure its device.
+pub struct DeviceUsed {
+    source: NvmlSource,
+    index: u32,
+}
+
+impl DeviceUsed {
+    /// NVML for the GPU of candle's `cuda:N`; None on the CPU or without a
+    /// driver (a run then has no measured device memory, and says so).
+    pub fn open(device: &candle_core::Device) -> Option<Self> {
+        let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() else {
+            return None;
+        };
+        let source = NvmlSource::open().ok()?;
+        Some(Self {
+            source,
+            index: gpu_id as u32,
+        })
+    }
+
+    /// Used bytes now.
+    pub fn used(&self) -> Option<u64> {
+        let d = self.source.nvml.device_by_index(self.index).ok()?;
+        d.memory_info().ok().map(|m| m.used)
+    }
+}
+
 /// The machine's GPU source, or why there is none ("no NVIDIA driver: …").
 pub fn open_gpu_source() -> Result<Box<dyn GpuSource>, String> {
     NvmlSource::open().map(|s| Box::new(s) as Box<dyn GpuSource>)

@@ -224,9 +224,10 @@ impl Printer {
         }
     }
 
-    /// The closing table: what the run measured, with the planner's
-    /// prediction for the same figure beside it where there is one ("–"
-    /// where the plan has none), then its metrics against the paper's.
+    /// The closing table: what the run measured (and its device ledger,
+    /// modelled, said so), with the planner's prediction for the same
+    /// figure beside it where there is one ("–" where the plan has none),
+    /// then its metrics against the paper's.
     pub fn summary_table(s: &Summary, paper: Option<&crate::config::PaperFigure>) -> String {
         let planned = |key: &str| {
             s.predicted
@@ -258,7 +259,9 @@ impl Printer {
             ("host→device / step", s.h2d_per_step, "h2d_per_step"),
             ("device→host / step", s.d2h_per_step, "d2h_per_step"),
             (
-                "peak device ledger",
+                // Base and trainable measured from their tensors, the rest
+                // the planner's formulas at the run's shapes and unions.
+                "peak device ledger (modelled)",
                 s.peak_device_ledger as f64,
                 "device_ledger",
             ),
@@ -270,6 +273,13 @@ impl Printer {
         ];
         for (label, value, key) in measured {
             rows.push(row(label, bytes(value), planned(key)));
+        }
+        if let Some(used) = s.peak_device_used {
+            rows.push(row(
+                "peak device memory (NVML, measured)",
+                bytes(used as f64),
+                planned("device_ledger"),
+            ));
         }
         if let Some(c) = s.row_cache {
             rows.push(row(
@@ -314,7 +324,7 @@ impl Printer {
                 String::new(),
             ));
         }
-        let header = ["", "measured", "planned"].map(String::from);
+        let header = ["", "this run", "planned"].map(String::from);
         let table = super::runs::text_table(&header, &rows, &[false, true, true]);
         let mut out: String = table.lines().map(|l| format!("  {l}\n")).collect();
         if let Some(p) = paper {
@@ -489,19 +499,19 @@ mod tests {
             setting: "LLaMA-7B".into(),
         };
         let t = Printer::summary_table(&s, Some(&paper));
-        let want = "                                     measured  planned
-  steps                                     3
-  loss (first → final)        4.0000 → 2.5000
-  tokens/s                               1234
-  wall time                           1.500 s
-  median step                         0.250 s
-  host→device / step                    2 KiB    2 KiB
-  device→host / step                    1 KiB  1.5 KiB
-  peak device ledger                    3 MiB    4 MiB
-  peak host memory (ledger)             1 MiB        –
-  peak RSS after train                 64 MiB
-  nq_em                                0.5000
-  nq_em ours vs paper        0.5000 vs 0.4130
+        let want = "                                         this run  planned
+  steps                                         3
+  loss (first → final)            4.0000 → 2.5000
+  tokens/s                                   1234
+  wall time                               1.500 s
+  median step                             0.250 s
+  host→device / step                        2 KiB    2 KiB
+  device→host / step                        1 KiB  1.5 KiB
+  peak device ledger (modelled)             3 MiB    4 MiB
+  peak host memory (ledger)                 1 MiB        –
+  peak RSS after train                     64 MiB
+  nq_em                                    0.5000
+  nq_em ours vs paper            0.5000 vs 0.4130
   paper: LLaMA-7B
 ";
         assert_eq!(t, want, "\n{t}");

@@ -61,7 +61,11 @@ impl Method {
                     &dev,
                 )?
                 .with_row_cache(m.row_cache)
-                .with_overlap(m.pre_retrieval, m.async_host_optim);
+                .with_overlap(m.pre_retrieval, m.async_host_optim)
+                .with_device_path(
+                    m.composed_on(&exp.model.device),
+                    m.resolved_row_dtype(exp.model.dtype).dtype(),
+                )?;
                 let vars = ad.device_vars();
                 (Method::Meft(Box::new(ad)), vars)
             }
@@ -137,9 +141,9 @@ impl Method {
 
     /// After a micro-batch's backward pass: MEFT's row gradients go to the
     /// host accumulators.
-    pub fn after_backward(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+    pub fn after_backward(&mut self) -> Result<()> {
         match self {
-            Method::Meft(m) => m.collect_grads(grads),
+            Method::Meft(m) => m.collect_grads(),
             _ => Ok(()),
         }
     }

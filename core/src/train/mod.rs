@@ -367,11 +367,7 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
 /// The experiment's base model on its device, in its dtype.
 pub fn load_base(exp: &Experiment) -> Result<crate::model::LoadedModel> {
     let device = crate::model::load::device_of(&exp.model.device)?;
-    let dtype = match exp.model.dtype {
-        crate::config::BaseDtype::F32 => candle_core::DType::F32,
-        crate::config::BaseDtype::Bf16 => candle_core::DType::BF16,
-        crate::config::BaseDtype::F16 => candle_core::DType::F16,
-    };
+    let dtype = exp.model.dtype.dtype();
     let reference = crate::model::ModelRef::parse(&exp.model.reference)
         .map_err(|e| anyhow::anyhow!("model.reference: {e}"))?;
     Ok(crate::model::load::load_model_as(

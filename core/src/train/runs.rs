@@ -519,6 +519,7 @@ mod tests {
                     device,
                     host: Default::default(),
                     heap: None,
+                    device_used: None,
                 }),
                 step(2, 3.0, 300.0),
                 step(3, 2.5, 200.0),

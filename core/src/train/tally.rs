@@ -27,6 +27,8 @@ pub struct Tally {
     /// Host gradient accumulators at their fullest in the last step.
     pub accumulator_bytes: u64,
     pub peak_device: u64,
+    /// The device's used memory at its most, measured (absent on the CPU).
+    pub peak_device_used: Option<u64>,
     pub peak_host: u64,
     pub heap_peak: u64,
     pub step_heap_growth: u64,
@@ -120,6 +122,7 @@ impl Tally {
             h2d_per_step: self.traffic.h2d() as f64 / n,
             d2h_per_step: self.traffic.d2h() as f64 / n,
             peak_device_ledger: self.peak_device,
+            peak_device_used: self.peak_device_used,
             tokens: self.tokens,
             peak_host_ledger: self.peak_host,
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),

@@ -43,6 +43,8 @@ pub struct Trainer {
     /// Said once at the start (records the cut-off shortens, memory the
     /// plan may need beyond what is free).
     warnings: Vec<String>,
+    /// The device's used memory, measured, on a GPU with a driver.
+    device_used: Option<crate::telemetry::nvml::DeviceUsed>,
 }
 
 impl Trainer {
@@ -80,7 +82,9 @@ impl Trainer {
                 exp.train.cutoff_len
             )
         });
+        let device_used = crate::telemetry::nvml::DeviceUsed::open(&model.device);
         Ok(Self {
+            device_used,
             exp,
             model,
             tokenizer,
@@ -254,6 +258,7 @@ impl Trainer {
         let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1);
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars.len()];
         let (mut loss_sum, mut tokens) = (0f64, 0u64);
+        let mut device_used: Option<u64> = None;
         self.method.set_train(true);
         self.method.begin_step(true)?;
         for micro in 0..accum {
@@ -282,7 +287,11 @@ impl Trainer {
                     });
                 }
             }
-            self.method.after_backward(&g)?;
+            self.method.after_backward()?;
+            // While the micro-batch's graph and gradients are still alive.
+            if let Some(d) = &self.device_used {
+                device_used = device_used.max(d.used());
+            }
         }
         self.method.end_micro_batches()?;
         // Global norm over device parameters and host rows together.
@@ -345,11 +354,13 @@ impl Trainer {
         let device = self.device_ledger();
         let host = self.method.host_ledger(self.tally.accumulator_bytes);
         self.tally.add_ledgers(&device, &host, &heap);
+        self.tally.peak_device_used = self.tally.peak_device_used.max(device_used);
         self.emit(Event::Ledger(LedgerEvent {
             step: self.step,
             device,
             host,
             heap: Some(heap),
+            device_used,
         }));
         if self.step.is_multiple_of(5) || self.step == 1 || self.step == self.total {
             for h in self.method.histograms(self.step) {

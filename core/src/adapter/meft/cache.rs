@@ -70,7 +70,10 @@ impl RowCache {
 
     /// Bytes the cache holds on the device (rows and their gradients).
     pub fn device_bytes(&self) -> u64 {
-        let t = |t: &Option<Tensor>| t.as_ref().map_or(0, |t| t.elem_count() as u64 * 4);
+        let t = |t: &Option<Tensor>| {
+            t.as_ref()
+                .map_or(0, |t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+        };
         t(&self.rows) + t(&self.grads)
     }
 
@@ -104,13 +107,13 @@ impl RowCache {
         p
     }
 
-    fn ensure(&mut self, device: &Device) -> Result<()> {
+    /// Rows in `dtype` (the rows' on the device), summed gradients in f32.
+    fn ensure(&mut self, device: &Device, dtype: DType) -> Result<()> {
+        if self.rows.as_ref().is_some_and(|r| r.dtype() != dtype) {
+            self.rows = None;
+        }
         if self.rows.is_none() {
-            self.rows = Some(Tensor::zeros(
-                (self.capacity, self.width),
-                DType::F32,
-                device,
-            )?);
+            self.rows = Some(Tensor::zeros((self.capacity, self.width), dtype, device)?);
         }
         if self.grads.is_none() {
             self.grads = Some(Tensor::zeros(
@@ -122,7 +125,7 @@ impl RowCache {
         Ok(())
     }
 
-    /// The union's rows (|U| × 2d, f32) from the cache and `crossed` (the
+    /// The union's rows (|U| × 2d, in `crossed`'s dtype) from the cache and `crossed` (the
     /// rows of `p.miss_pos`, in that order, already on the device); the
     /// admitted ones are written into their slots. `slots` and `order` are
     /// the index vectors the host sends: the cached positions' slots, and
@@ -134,7 +137,7 @@ impl RowCache {
         slots: &Tensor,
         order: &Tensor,
     ) -> Result<Tensor> {
-        self.ensure(&crossed.device().clone())?;
+        self.ensure(&crossed.device().clone(), crossed.dtype())?;
         let Some(rows) = &self.rows else {
             candle_core::bail!("row cache: not allocated");
         };
@@ -150,7 +153,7 @@ impl RowCache {
             parts.push(crossed.narrow(0, p.admitted, uncached)?);
         }
         match parts.len() {
-            0 => Tensor::zeros((0, self.width), DType::F32, crossed.device()),
+            0 => Tensor::zeros((0, self.width), crossed.dtype(), crossed.device()),
             1 => parts[0].index_select(order, 0),
             _ => Tensor::cat(&parts, 0)?.index_select(order, 0),
         }

@@ -49,20 +49,8 @@ pub fn device_output_traced(
     if u == 0 {
         return keep(q.zeros_like()?);
     }
-    let dev = q.device();
-    // Empty slots (map = |U|) point at row 0 and are masked out, so the rows
-    // are used where they lie, never copied.
-    let valid = keep(map.lt(u as u32)?.to_dtype(q.dtype())?.reshape((n, k))?)?;
-    let base = keep(
-        (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)? * u as f64)?.reshape((n, 1))?,
-    )?;
-    // Slot (t, i) as a flat index t·|U| + map[t, i] into N × |U|.
-    let flat = keep(
-        (map.to_dtype(DType::F64)?.reshape((n, k))? * valid.to_dtype(DType::F64)?)?
-            .broadcast_add(&base)?
-            .flatten_all()?
-            .to_dtype(DType::U32)?,
-    )?;
+    let (valid, flat) = slot_index(map, n, k, u, q.dtype())?;
+    let (valid, flat) = (keep(valid)?, keep(flat)?);
     let scores = keep(q.matmul(&rows_k.t()?)?)?;
     let s = keep(
         scores
@@ -74,11 +62,219 @@ pub fn device_output_traced(
     // index_add rather than scatter_add: candle's scatter_add backward
     // mis-shapes the gradient of its destination.
     let spread = keep(
-        Tensor::zeros(n * u, a.dtype(), dev)?
+        Tensor::zeros(n * u, a.dtype(), q.device())?
             .index_add(&flat, &a.flatten_all()?, 0)?
             .reshape((n, u))?,
     )?;
     keep(spread.matmul(rows_v)?)
+}
+
+/// Each of the N × K slots' validity (1 where it holds a row, 0 for an
+/// empty one, in `dtype`) and its flat index t·|U| + map[t, i] into an
+/// N × |U| matrix; empty slots (map = |U|) point at row 0 and are masked
+/// out, so the rows are used where they lie, never copied.
+fn slot_index(
+    map: &Tensor,
+    n: usize,
+    k: usize,
+    u: usize,
+    dtype: DType,
+) -> Result<(Tensor, Tensor)> {
+    let dev = map.device();
+    let valid = map.lt(u as u32)?.to_dtype(dtype)?.reshape((n, k))?;
+    let base =
+        (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)? * u as f64)?.reshape((n, 1))?;
+    let flat = (map.to_dtype(DType::F64)?.reshape((n, k))? * valid.to_dtype(DType::F64)?)?
+        .broadcast_add(&base)?
+        .flatten_all()?
+        .to_dtype(DType::U32)?;
+    Ok((valid, flat))
+}
+
+/// [`device_output`]'s gradients, written out: for the output gradient
+/// `go` (N × d), the gradients of q (N × d), of the gates (N × K) and of
+/// the rows (|U| × 2d, each row's key then its value). A slot counts only
+/// where its gated score is positive, as ReLU's gradient has it. Stock
+/// tensor ops only, so every device runs it; the largest intermediate is
+/// N × |U|.
+pub fn device_output_grads(
+    q: &Tensor,
+    rows: &Tensor,
+    map: &Tensor,
+    gates: &Tensor,
+    go: &Tensor,
+    k: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, d) = q.dims2()?;
+    let u = rows.dim(0)?;
+    let dev = q.device();
+    if u == 0 {
+        return Ok((q.zeros_like()?, gates.zeros_like()?, rows.zeros_like()?));
+    }
+    let (rk, rv) = (rows.narrow(1, 0, d)?, rows.narrow(1, d, d)?);
+    let (valid, flat) = slot_index(map, n, k, u, q.dtype())?;
+    let gather =
+        |m: &Tensor| -> Result<Tensor> { m.flatten_all()?.index_select(&flat, 0)?.reshape((n, k)) };
+    let spread = |slots: &Tensor| -> Result<Tensor> {
+        Tensor::zeros(n * u, slots.dtype(), dev)?
+            .index_add(&flat, &slots.flatten_all()?, 0)?
+            .reshape((n, u))
+    };
+    let s = gather(&q.matmul(&rk.t()?)?)?;
+    let z = (gates * &s)?;
+    let live = (z.gt(0f64)?.to_dtype(q.dtype())? * &valid)?;
+    let a = (z.relu()? * &valid)?;
+    // Values: Σ_t a_tj δ_t; the slots' activation gradients from δ·v_j.
+    let dv = spread(&a)?.t()?.matmul(go)?;
+    let dz = (gather(&go.matmul(&rv.t()?)?)? * live)?;
+    let dgates = (&dz * &s)?;
+    let ds = spread(&(dz * gates)?)?;
+    let dq = ds.matmul(&rk)?;
+    let dk = ds.t()?.matmul(q)?;
+    Ok((dq, dgates, Tensor::cat(&[&dk, &dv], 1)?))
+}
+
+/// The composed adapter output over (q, gates), its value computed by
+/// [`device_output`] in the rows' dtype, in a graph node whose backward
+/// computes [`device_output_grads`] and hands the rows' gradient to
+/// `route` at once. The rows are held by the node, not the graph, and
+/// dropped as their gradient leaves: at most one layer's rows gradient is
+/// on the device at a time, and each layer's rows are freed as the
+/// backward pass passes it. q and gates are widened or narrowed to the
+/// rows' dtype for the compute and the result comes back in q's.
+pub(super) fn streamed_rows(
+    q: &Tensor,
+    rows: Tensor,
+    map: Tensor,
+    gates: &Tensor,
+    k: usize,
+    route: GradRoute,
+) -> Result<Tensor> {
+    let (_, d) = q.dims2()?;
+    let rd = rows.dtype();
+    let value = device_output(
+        &q.detach().to_dtype(rd)?,
+        &rows.narrow(1, 0, d)?,
+        &rows.narrow(1, d, d)?,
+        &map,
+        &gates.detach().to_dtype(rd)?,
+        k,
+    )?
+    .to_dtype(q.dtype())?
+    .contiguous()?;
+    let op = Streamed {
+        value: std::sync::Mutex::new(Some(value)),
+        rows: std::sync::Mutex::new(Some(rows)),
+        map,
+        k,
+        route,
+    };
+    q.apply_op2(gates, op)
+}
+
+struct Streamed {
+    /// The forward's output, handed to the graph node once.
+    value: std::sync::Mutex<Option<Tensor>>,
+    /// |U| × 2d in the rows' dtype, until the backward pass takes them.
+    rows: std::sync::Mutex<Option<Tensor>>,
+    map: Tensor,
+    k: usize,
+    route: GradRoute,
+}
+
+fn take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    match m.lock() {
+        Ok(mut g) => g.take(),
+        Err(p) => p.into_inner().take(),
+    }
+}
+
+impl Streamed {
+    fn value(&self) -> Result<Tensor> {
+        match take(&self.value) {
+            Some(v) => Ok(v),
+            None => candle_core::bail!("streamed MEFT op: its forward ran twice"),
+        }
+    }
+}
+
+impl candle_core::CustomOp2 for Streamed {
+    fn name(&self) -> &'static str {
+        "meft-streamed-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let v = self.value()?;
+        let (st, l) = v.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(c) if l.is_contiguous() && l.start_offset() == 0 => {
+                Ok((c.try_clone(l)?, l.shape().clone()))
+            }
+            _ => candle_core::bail!("streamed MEFT op: a contiguous CPU value expected"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let v = self.value()?;
+        let (st, l) = v.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cuda(c) if l.is_contiguous() && l.start_offset() == 0 => {
+                Ok((c.try_clone(l)?, l.shape().clone()))
+            }
+            _ => candle_core::bail!("streamed MEFT op: a contiguous CUDA value expected"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        gates: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(rows) = take(&self.rows) else {
+            candle_core::bail!("streamed MEFT op: its backward ran twice");
+        };
+        let rd = rows.dtype();
+        let (dq, dg, drows) = device_output_grads(
+            &q.detach().to_dtype(rd)?,
+            &rows,
+            &self.map,
+            &gates.detach().to_dtype(rd)?,
+            &grad.to_dtype(rd)?,
+            self.k,
+        )?;
+        drop(rows);
+        let r = &self.route;
+        if r.to_host {
+            r.crossed(&drows)?;
+        } else {
+            r.keep(drows);
+        }
+        // Only what depends on a trainable value takes a gradient (the first
+        // adapter layer's input does not).
+        let dq = q.track_op().then(|| dq.to_dtype(q.dtype())).transpose()?;
+        let dg = gates
+            .track_op()
+            .then(|| dg.to_dtype(gates.dtype()))
+            .transpose()?;
+        Ok((dq, dg))
+    }
 }
 
 /// The device computation of [`device_output`] as one fused CPU op over
@@ -268,16 +464,19 @@ impl FusedRows {
         let dkv = match &self.route {
             Some(r) => {
                 let b: Vec<f32> = b.into_iter().map(|x| x.to_f32().unwrap_or(0.0)).collect();
-                r.sink.push(r.slot, b);
+                r.arrived(b);
                 None
             }
             None => Some(Tensor::from_vec(b, kv.shape(), dev)?),
         };
-        Ok((
-            Some(Tensor::from_vec(a, q.shape(), dev)?),
-            dkv,
-            Some(Tensor::from_vec(c, g.shape(), dev)?),
-        ))
+        // Only what depends on a trainable value takes a gradient (the first
+        // adapter layer's input does not).
+        let tracked = |t: &Tensor, v: Vec<T>| {
+            t.track_op()
+                .then(|| Tensor::from_vec(v, t.shape(), dev))
+                .transpose()
+        };
+        Ok((tracked(q, a)?, dkv, tracked(g, c)?))
     }
 }
 

@@ -12,7 +12,7 @@ mod state;
 mod store;
 
 pub use cache::{CacheCounts, RowCache};
-pub use kernel::{device_output, device_output_traced, fused_output};
+pub use kernel::{device_output, device_output_grads, device_output_traced, fused_output};
 pub use select::{gather_kv, select, Selection};
 pub use state::{StepStats, HISTOGRAM_WINDOW};
 pub use store::HostStore;
@@ -48,32 +48,32 @@ impl MeftShape {
 struct Pending {
     layer_slot: usize,
     union: Vec<u32>,
-    /// |U| × 2d, each row's key then its value, as a variable when the
-    /// composed path's gradient lands in candle's gradient store; None when
-    /// the fused kernel sends it to the [`RowGradSink`].
-    rows: Option<Var>,
     /// With the row cache: where the union's rows came from, and the cached
     /// positions' slots on the device.
     cached: Option<(cache::Placement, Tensor)>,
 }
 
-/// Row gradients that the fused kernel's backward pass hands to the host as
-/// it computes them, by adapter layer slot, so they never sit in candle's
-/// gradient store until the whole backward pass is done.
+/// Row gradients that a layer's backward pass hands on as it computes
+/// them, by adapter layer slot, so they never sit in candle's gradient
+/// store until the whole backward pass is done: on the host already (the
+/// fused kernel's, or the composed path's once they crossed), or on the
+/// device for the row cache to sum.
 #[derive(Clone, Default)]
 pub struct RowGradSink(Arc<std::sync::Mutex<Vec<SlotGrads>>>);
 
 /// An adapter layer slot and its rows' gradients (|U| × 2d).
-type SlotGrads = (usize, Vec<f32>);
+type SlotGrads = (usize, RowGrad);
 
 /// A layer's row gradients where a backward pass left them.
 enum RowGrad {
+    /// On the device, f32 or the rows' dtype.
     Device(Tensor),
+    /// On the host in f32, counted as they crossed.
     Host(Vec<f32>),
 }
 
 impl RowGradSink {
-    fn push(&self, slot: usize, g: Vec<f32>) {
+    fn push(&self, slot: usize, g: RowGrad) {
         let mut v = match self.0.lock() {
             Ok(v) => v,
             Err(p) => p.into_inner(),
@@ -81,7 +81,7 @@ impl RowGradSink {
         v.push((slot, g));
     }
 
-    fn take(&self, slot: usize) -> Option<Vec<f32>> {
+    fn take(&self, slot: usize) -> Option<RowGrad> {
         let mut v = match self.0.lock() {
             Ok(v) => v,
             Err(p) => p.into_inner(),
@@ -98,12 +98,90 @@ impl RowGradSink {
     }
 }
 
-/// Where the fused kernel's backward sends a layer's row gradients (they
-/// are counted as they are collected).
+/// Where a layer's backward pass sends its rows' gradients, counting what
+/// crosses to the host in the rows' dtype on the device.
 #[derive(Clone)]
 struct GradRoute {
     sink: RowGradSink,
     slot: usize,
+    layer: usize,
+    link: Arc<Link>,
+    row_dtype: DType,
+    /// The gradients cross to the host at once; false with a row cache,
+    /// whose rows' gradients sum on the device until the step's
+    /// micro-batches end.
+    to_host: bool,
+}
+
+impl GradRoute {
+    /// Gradients the fused kernel computed straight into host memory (f32),
+    /// as they would cross in the rows' dtype (counted when they cross now).
+    fn arrived(&self, mut g: Vec<f32>) {
+        match self.row_dtype {
+            DType::BF16 => g
+                .par_iter_mut()
+                .for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+            DType::F16 => g
+                .par_iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+            _ => {}
+        }
+        if self.to_host {
+            let bytes = (g.len() * self.row_dtype.size_in_bytes()) as u64;
+            self.link.count(self.layer, Kind::Grads, bytes);
+        }
+        self.sink.push(self.slot, RowGrad::Host(g));
+    }
+
+    /// Device gradients copied to the host now, in their own dtype.
+    fn crossed(&self, g: &Tensor) -> Result<()> {
+        let g = grads_to_host(&self.link, self.layer, g)?;
+        self.sink.push(self.slot, RowGrad::Host(g));
+        Ok(())
+    }
+
+    /// Device gradients left on the device (for the row cache).
+    fn keep(&self, g: Tensor) {
+        self.sink.push(self.slot, RowGrad::Device(g));
+    }
+}
+
+/// Half-precision values as f32, in parallel.
+fn widen<T: num_traits::ToPrimitive + Sync>(v: &[T]) -> Vec<f32> {
+    v.par_iter().map(|x| x.to_f32().unwrap_or(0.0)).collect()
+}
+
+/// A device tensor of row gradients brought to the host in its own dtype
+/// (counted by the Link at that size) and widened to f32 there.
+fn grads_to_host(link: &Link, layer: usize, g: &Tensor) -> Result<Vec<f32>> {
+    Ok(match g.dtype() {
+        DType::BF16 => widen(&link.to_host::<half::bf16>(layer, Kind::Grads, g)?),
+        DType::F16 => widen(&link.to_host::<half::f16>(layer, Kind::Grads, g)?),
+        _ => link.to_host::<f32>(layer, Kind::Grads, g)?,
+    })
+}
+
+/// Host rows (f32) copied to the device in `dtype`: narrowed on the host
+/// first, so what crosses, and what the Link counts, is the smaller size.
+fn rows_to_device(
+    link: &Link,
+    layer: usize,
+    kv: Vec<f32>,
+    shape: (usize, usize),
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
+    match dtype {
+        DType::BF16 => {
+            let h: Vec<half::bf16> = kv.par_iter().map(|&x| half::bf16::from_f32(x)).collect();
+            link.to_device(layer, Kind::Rows, h, shape, dev)
+        }
+        DType::F16 => {
+            let h: Vec<half::f16> = kv.par_iter().map(|&x| half::f16::from_f32(x)).collect();
+            link.to_device(layer, Kind::Rows, h, shape, dev)
+        }
+        _ => link.to_device::<f32, _>(layer, Kind::Rows, kv, shape, dev),
+    }
 }
 
 /// Pick statistics over a window, for the activation histograms.
@@ -161,6 +239,11 @@ pub struct MeftAdapter {
     async_host: bool,
     /// The host workers, when either overlap knob is on.
     workers: Option<overlap::Workers>,
+    /// The composed kernel computes the device half (else the fused CPU one).
+    composed: bool,
+    /// The gathered rows' dtype on the device: F32 (the compute then runs
+    /// in the FFN input's dtype), BF16 or F16.
+    row_dtype: DType,
 }
 
 impl MeftAdapter {
@@ -237,7 +320,34 @@ impl MeftAdapter {
             pre_retrieval: 0,
             async_host: false,
             workers: None,
+            composed: !device.is_cpu(),
+            row_dtype: DType::F32,
         })
+    }
+
+    /// The device path: the composed kernel (any device) or the fused one
+    /// (the CPU only), and the dtype the gathered rows cross and live in on
+    /// the device (F32, BF16 or F16; the host store stays f32).
+    pub fn with_device_path(mut self, composed: bool, row_dtype: DType) -> Result<Self> {
+        if !composed && !self.device.is_cpu() {
+            candle_core::bail!("method.meft.kernel: the fused kernel runs on the CPU only");
+        }
+        if !matches!(row_dtype, DType::F32 | DType::BF16 | DType::F16) {
+            candle_core::bail!("method.meft.row_dtype: f32, bf16 or f16, not {row_dtype:?}");
+        }
+        self.composed = composed;
+        self.row_dtype = row_dtype;
+        Ok(self)
+    }
+
+    /// Whether the composed kernel computes the device half.
+    pub fn composed(&self) -> bool {
+        self.composed
+    }
+
+    /// The gathered rows' dtype on the device.
+    pub fn row_dtype(&self) -> DType {
+        self.row_dtype
     }
 
     /// The paper's overlap: select each layer's rows from the FFN input
@@ -408,6 +518,7 @@ impl MeftAdapter {
         let layer = &self.layers[slot];
         let u_len = sel.union.len();
         let dev = &self.device;
+        let rd = self.row_dtype;
         let (rows, cached) = match self.caches.get_mut(slot).filter(|_| training) {
             Some(cache) => {
                 // Only rows the cache does not hold cross; the device puts
@@ -415,8 +526,7 @@ impl MeftAdapter {
                 let p = cache.place(&sel.union);
                 let miss: Vec<u32> = p.miss_pos.iter().map(|&i| sel.union[i as usize]).collect();
                 let kv = gather_kv(&layer.store, &miss);
-                let crossed =
-                    link.to_device::<f32, _>(li, Kind::Rows, kv, (miss.len(), 2 * d), dev)?;
+                let crossed = rows_to_device(&link, li, kv, (miss.len(), 2 * d), rd, dev)?;
                 let (slots, order) = cache::index_vectors(&p, u_len);
                 let n_slots = slots.len();
                 let slots = link.to_device::<u32, _>(li, Kind::Ids, slots, n_slots, dev)?;
@@ -426,21 +536,32 @@ impl MeftAdapter {
             }
             None => {
                 let kv = gather_kv(&layer.store, &sel.union);
-                let rows = link.to_device::<f32, _>(li, Kind::Rows, kv, (u_len, 2 * d), dev)?;
+                let rows = rows_to_device(&link, li, kv, (u_len, 2 * d), rd, dev)?;
                 (rows, None)
             }
         };
-        let rows = rows.to_dtype(u.dtype())?;
+        // Half-precision rows are the compute's dtype; f32 rows follow the
+        // input's (f32, or f64 in tests). The fused kernel computes in the
+        // input's dtype over rows that crossed in theirs.
+        let fused = !self.composed;
+        let compute = match rd {
+            DType::F32 => u.dtype(),
+            _ if fused => u.dtype(),
+            half => half,
+        };
+        let rows = rows.to_dtype(compute)?;
         let ids = link.to_device::<u32, _>(li, Kind::Ids, sel.union.clone(), u_len, dev)?;
         let map = link.to_device::<u32, _>(li, Kind::Map, sel.map.clone(), n * k, dev)?;
-        // Only a training pass keeps the rows for a backward pass. The fused
-        // kernel sends their gradient to the host itself; the composed path
-        // needs them as a variable to find it in the gradient store.
-        let fused = dev.is_cpu();
-        let var = (training && !fused)
-            .then(|| Var::from_tensor(&rows))
-            .transpose()?;
-        let rows = var.as_ref().map_or(rows, |v| v.as_tensor().clone());
+        // Only a training pass sends the rows' gradient anywhere; either
+        // kernel hands it on as its backward pass makes it.
+        let route = training.then(|| GradRoute {
+            sink: self.sink.clone(),
+            slot,
+            layer: li,
+            link: link.clone(),
+            row_dtype: rd,
+            to_host: cached.is_none(),
+        });
         let gates = match &logits {
             // On the CPU the device is the host: each slot's flat index
             // t·E + e into the logits comes straight from the map.
@@ -481,18 +602,25 @@ impl MeftAdapter {
                     .index_select(&idx, 0)?
                     .reshape((n, k))?
             }
+            // Full routing has no router: the gates are ones. While
+            // training they are a variable, so the kernel's node is part of
+            // the graph even where nothing before it is (the first adapter
+            // layer's input depends on no trainable value): its backward
+            // pass is what brings the rows' gradients.
+            None if training => Var::ones((n, k), u.dtype(), dev)?.as_tensor().clone(),
             None => Tensor::ones((n, k), u.dtype(), dev)?,
         };
-        let out = if fused {
-            let route = training.then(|| GradRoute {
-                sink: self.sink.clone(),
-                slot,
-            });
-            kernel::fused_rows(&q, &rows, &gates, Arc::new(sel.map.clone()), k, route)?
-        } else {
-            let rk = rows.narrow(1, 0, d)?;
-            let rv = rows.narrow(1, d, d)?;
-            device_output(&q, &rk, &rv, &map, &gates, k)?
+        let out = match route {
+            _ if fused => {
+                kernel::fused_rows(&q, &rows, &gates, Arc::new(sel.map.clone()), k, route)?
+            }
+            Some(route) => kernel::streamed_rows(&q, rows, map, &gates, k, route)?,
+            None => {
+                let (qc, gc) = (q.to_dtype(compute)?, gates.to_dtype(compute)?);
+                let rk = rows.narrow(1, 0, d)?;
+                let rv = rows.narrow(1, d, d)?;
+                device_output(&qc, &rk, &rv, &map, &gc, k)?.to_dtype(q.dtype())?
+            }
         };
         let layer = &mut self.layers[slot];
         layer.last_union = u_len;
@@ -518,7 +646,6 @@ impl MeftAdapter {
             self.pending.push(Pending {
                 layer_slot: slot,
                 union: sel.union,
-                rows: var,
                 cached,
             });
         }
@@ -529,26 +656,25 @@ impl MeftAdapter {
     /// the host and add them to the accumulators; with the row cache, the
     /// cached rows' gradients add up on the device until
     /// [`MeftAdapter::end_micro_batches`].
-    pub fn collect_grads(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+    pub fn collect_grads(&mut self) -> Result<()> {
         for p in std::mem::take(&mut self.pending) {
             let layer = &mut self.layers[p.layer_slot];
             layer.settle()?;
             let li = layer.layer;
             let w = 2 * layer.store.d;
-            // The rows' gradient where the backward pass left it: in the
-            // gradient store (composed path) or handed to the host by the
-            // fused kernel; zero when nothing depended on the rows.
-            let g = match &p.rows {
-                Some(rows) => grads.get(rows.as_tensor()).cloned().map(RowGrad::Device),
-                None => self.sink.take(p.layer_slot).map(RowGrad::Host),
-            };
+            // The rows' gradient where the backward pass left it: on the
+            // host already, or on the device for the row cache; zero when
+            // nothing depended on the rows (it would have crossed as zeros).
+            let g = self.sink.take(p.layer_slot);
             let Some((placement, slots)) = p.cached else {
                 let g = match g {
-                    Some(RowGrad::Device(t)) => self.link.to_host::<f32>(li, Kind::Grads, &t)?,
-                    Some(RowGrad::Host(v)) => self.link.arrived(li, Kind::Grads, v),
-                    None => self
-                        .link
-                        .arrived(li, Kind::Grads, vec![0f32; p.union.len() * w]),
+                    Some(RowGrad::Device(t)) => grads_to_host(&self.link, li, &t)?,
+                    Some(RowGrad::Host(v)) => v,
+                    None => {
+                        let bytes = p.union.len() * w * self.row_dtype.size_in_bytes();
+                        self.link.count(li, Kind::Grads, bytes as u64);
+                        vec![0f32; p.union.len() * w]
+                    }
                 };
                 layer.store.accumulate(&p.union, g);
                 continue;
@@ -571,8 +697,8 @@ impl MeftAdapter {
             }
             let direct = placement.direct_pos();
             if !direct.is_empty() {
-                let gd = pick(Kind::Ids, direct)?;
-                let gd = self.link.to_host::<f32>(li, Kind::Grads, &gd)?;
+                let gd = pick(Kind::Ids, direct)?.to_dtype(self.row_dtype)?;
+                let gd = grads_to_host(&self.link, li, &gd)?;
                 let rows: Vec<u32> = direct.iter().map(|&i| p.union[i as usize]).collect();
                 layer.store.accumulate(&rows, gd);
             }
@@ -589,7 +715,7 @@ impl MeftAdapter {
             if let Some((ids, g)) = cache.drain()? {
                 let layer = &mut self.layers[slot];
                 layer.settle()?;
-                let g = self.link.to_host::<f32>(layer.layer, Kind::Grads, &g)?;
+                let g = grads_to_host(&self.link, layer.layer, &g.to_dtype(self.row_dtype)?)?;
                 layer.store.accumulate(&ids, g);
             }
         }

@@ -12,7 +12,7 @@
 
 mod report;
 
-pub use report::{report, Observed, PAPER_UNION_FRACTION};
+pub use report::{paper_counted_ratio, report, Observed, PAPER_UNION_FRACTION};
 
 use super::activations::{adapter_kept, backward_working_set, base_kept, AdapterKept, MicroBatch};
 use crate::config::{ConfigError, Experiment, HostOptimizer, MethodKind, Routing};
@@ -98,6 +98,19 @@ pub struct Plan {
     pub gpu_mem: Option<u64>,
     /// device_total ≤ gpu_mem, when gpu_mem is given.
     pub fits: Option<bool>,
+    /// gpu_mem − device_total (negative when it does not fit), when gpu_mem
+    /// is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<i64>,
+    /// The largest |U| per adapter layer (every layer alike) that still fits
+    /// gpu_mem (MEFT, when gpu_mem is given; None when none does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest_union: Option<u64>,
+    /// The longest train.cutoff_len that still fits gpu_mem at this
+    /// micro-batch, the unions scaled with it (when gpu_mem is given; None
+    /// when even the shortest does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_cutoff: Option<u64>,
     /// The assumptions behind the figures, one line each.
     pub notes: Vec<String>,
 }
@@ -126,8 +139,19 @@ fn sum<I: IntoIterator<Item = u64>>(items: I) -> Result<u64, PlanError> {
         .ok_or(PlanError::TooLarge)
 }
 
-/// Predict device memory, host memory and traffic for `input`.
+/// Predict device memory, host memory and traffic for `input`, and with a
+/// device size, the margin: headroom, the largest union and the longest
+/// cutoff that fit.
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
+    let mut p = plan_at(input)?;
+    if let Some(gpu) = input.gpu_mem {
+        margin(input, gpu, &mut p)?;
+    }
+    Ok(p)
+}
+
+/// The plan's figures, without the margin.
+fn plan_at(input: &PlanInput) -> Result<Plan, PlanError> {
     let exp = input.exp;
     exp.validate()?;
     if !(1..=8).contains(&input.base_dtype_bytes) {
@@ -150,7 +174,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         tokens: n,
         seq: input.seq_len.max(1),
         base_bytes: input.base_dtype_bytes,
-        cpu: !composed_path(input),
+        cpu: !composed_base(input),
     };
     let activations = base_kept(model, &mb);
     if activations == u64::MAX {
@@ -168,6 +192,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         host_total: 0,
         gpu_mem: input.gpu_mem,
         fits: None,
+        headroom: None,
+        largest_union: None,
+        longest_cutoff: None,
         notes: Vec::new(),
     };
     let base = bytes(&[base_params, input.base_dtype_bytes])?;
@@ -240,13 +267,32 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
             }
             _ => model.num_layers,
         } as u64;
-        let working = backward_working_set(model, &mb, adapter / hooked.max(1));
+        // The composed MEFT layer's backward computes its gradients over
+        // one layer's union at a time, first in its layer's backward (the
+        // adapter's output joins the layer's last), so before the layer's
+        // own gradients pile up: whichever is larger.
+        let surge = match exp.method.kind {
+            MethodKind::Meft if meft_composed(input) => {
+                let u = p_unions(input).into_iter().max().unwrap_or(0);
+                // candle's CPU matmuls widen half-precision operands to f32.
+                let rb = match exp.model.device.as_str() {
+                    "cpu" => F32,
+                    _ => row_bytes(input),
+                };
+                meft_backward_surge(n, model.hidden_size as u64, u, rb)?
+            }
+            _ => 0,
+        };
+        let working = backward_working_set(model, &mb, adapter / hooked.max(1)).max(surge);
         let grads = p.device.get(&Category::Grads).copied().unwrap_or(0);
-        let row_grads = match composed_path(input) {
-            true => p.device.get(&Category::Rows).copied().unwrap_or(0) / 2,
+        let row_grads = if input.exp.model.device == "cpu" {
             // On the CPU the row gradients land in the host accumulators,
             // which are the same memory.
-            false => p.host.get(&Category::Accumulators).copied().unwrap_or(0),
+            p.host.get(&Category::Accumulators).copied().unwrap_or(0)
+        } else {
+            // Off the CPU they leave the device as each layer makes them,
+            // except the row cache's, which sum on the device.
+            row_cache_grads(input)?
         };
         let beyond = working.saturating_sub(sum([grads, row_grads])?);
         if beyond > 0 {
@@ -261,10 +307,109 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     p.device_total = sum(p.device.values().copied())?;
     p.host_total = sum(p.host.values().copied())?;
     p.fits = input.gpu_mem.map(|gpu| p.device_total <= gpu);
-    if exp.method.kind == MethodKind::Meft && p.fits == Some(false) {
-        largest_union_note(input, &mut p)?;
-    }
     Ok(p)
+}
+
+/// The largest value in `lo..=hi` for which `fits` holds, when `fits` is
+/// monotone (true up to some value, false beyond); None when not even `lo`.
+fn largest_fitting(
+    lo: u64,
+    hi: u64,
+    mut fits: impl FnMut(u64) -> Result<bool, PlanError>,
+) -> Result<Option<u64>, PlanError> {
+    if !fits(lo)? {
+        return Ok(None);
+    }
+    let (mut good, mut bad) = (lo, hi.saturating_add(1));
+    if fits(hi)? {
+        return Ok(Some(hi));
+    }
+    bad = bad.min(hi);
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if fits(mid)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(Some(good))
+}
+
+/// The longest cutoff searched for.
+const MAX_CUTOFF: u64 = 1 << 20;
+
+/// How much room the plan leaves on a `gpu`-byte card: the headroom, and
+/// the largest union (MEFT) and the longest cutoff that still fit.
+fn margin(input: &PlanInput, gpu: u64, p: &mut Plan) -> Result<(), PlanError> {
+    let exp = input.exp;
+    let need = p.device_total;
+    p.headroom = Some(gpu as i64 - need.min(i64::MAX as u64) as i64);
+    let fits = |i: &PlanInput| -> Result<bool, PlanError> {
+        match plan_at(i) {
+            Ok(q) => Ok(q.device_total <= gpu),
+            Err(PlanError::TooLarge) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    if exp.method.kind == MethodKind::Meft {
+        let cfg = &exp.method.meft;
+        let la = cfg.resolve_layers(input.model.num_layers)?.len();
+        let worst = (cfg.neurons as u64).min(
+            input
+                .tokens_per_micro_batch
+                .saturating_mul(cfg.top_k as u64),
+        );
+        p.largest_union = largest_fitting(0, worst, |u| {
+            let unions = vec![u; la];
+            fits(&PlanInput {
+                union_sizes: Some(&unions),
+                ..*input
+            })
+        })?;
+        p.notes.push(match p.largest_union {
+            None => "does not fit even with no rows in flight".to_string(),
+            Some(u) if u >= worst => format!(
+                "fits at any union: the largest a micro-batch can pick, min(M, N·K) = {worst} rows per layer"
+            ),
+            Some(u) => format!(
+                "fits while |U| ≤ {u} rows per layer ({:.0} % of M)",
+                100.0 * u as f64 / cfg.neurons.max(1) as f64
+            ),
+        });
+    }
+    // Longer sequences at the same micro-batch; given unions keep their
+    // share of what a micro-batch can pick.
+    let micro = exp.train.micro_batch.max(1) as u64;
+    let seq_now = input.seq_len.max(1);
+    p.longest_cutoff = largest_fitting(4, MAX_CUTOFF, |c| {
+        let unions: Option<Vec<u64>> = input.union_sizes.map(|u| {
+            u.iter()
+                .map(|&x| ((x as f64) * c as f64 / seq_now as f64).round() as u64)
+                .collect()
+        });
+        fits(&PlanInput {
+            tokens_per_micro_batch: micro.saturating_mul(c),
+            seq_len: c,
+            union_sizes: unions.as_deref(),
+            ..*input
+        })
+    })?;
+    p.notes.push(match p.longest_cutoff {
+        None => "does not fit even at train.cutoff_len 4".to_string(),
+        Some(c) if c >= MAX_CUTOFF => {
+            format!("fits at every train.cutoff_len up to {MAX_CUTOFF} (micro-batch {micro})")
+        }
+        Some(c) => format!(
+            "fits while train.cutoff_len ≤ {c} at micro-batch {micro}{}",
+            if input.union_sizes.is_some() {
+                " (the given unions scaled with the sequence)"
+            } else {
+                " (worst-case unions)"
+            }
+        ),
+    });
+    Ok(())
 }
 
 /// Device-side trainable parameters (given as a count), their gradients and
@@ -325,14 +470,20 @@ fn plan_meft(
         }
     };
 
-    // The fused CPU kernel hands each layer's row gradients to the host as
-    // the backward pass computes them; the composed path leaves them in the
-    // gradient store, so rows and their gradients are both resident until
-    // the backward pass is done.
-    let row_copies = if composed_path(input) { 2 } else { 1 };
+    // Both kernels hand each layer's row gradients on as the backward pass
+    // makes them, and the composed one frees the layer's rows then too; the
+    // rows of every layer are resident at the forward pass's end. With the
+    // row cache a layer's gradients stay on the device for the cache to sum
+    // until the backward pass is done.
+    let composed = meft_composed(input);
+    let rb = row_bytes(input);
+    // What crosses per row either way, and what a row takes on the device:
+    // the fused kernel computes in f32 over rows that crossed in `rb`.
+    let row = bytes(&[2, d, rb])?;
+    let resident = bytes(&[2, d, if composed { rb } else { F32 }])?;
+    let row_copies = if composed && cfg.row_cache > 0 { 2 } else { 1 };
     // The router is the only MEFT parameter on the device; it trains there.
     let router_params = bytes(&[la, experts, d])?;
-    let row = bytes(&[2, d, F32])?;
     let cache = (cfg.row_cache as u64).min(m);
     let mut rows = 0u64;
     let mut accumulators = 0u64;
@@ -349,11 +500,12 @@ fn plan_meft(
         })
         .count() as u64;
     t[Kind::Queries] = bytes(&[query_layers, n, d, F32, accumulation])?;
+    let host_row = bytes(&[2, d, F32])?;
     for &u in &unions {
-        rows = sum([rows, bytes(&[u, row, row_copies])?])?;
+        rows = sum([rows, bytes(&[u, resident, row_copies])?])?;
         // Rows touched by any of the step's micro-batches keep an accumulator.
         let touched = m.min(u.saturating_mul(accumulation));
-        accumulators = sum([accumulators, bytes(&[touched, row])?])?;
+        accumulators = sum([accumulators, bytes(&[touched, host_row])?])?;
         let mut per_micro = Traffic::default();
         per_micro[Kind::Ids] = bytes(&[u, U32])?;
         per_micro[Kind::Map] = bytes(&[picks, U32])?;
@@ -374,8 +526,8 @@ fn plan_meft(
         };
         t[Kind::Ids] = sum([t[Kind::Ids], bytes(&[cache_ids, U32])?])?;
         if cache > 0 {
-            // The cache's rows and their summed gradients.
-            rows = sum([rows, bytes(&[cache, row, 2])?])?;
+            // The cache's rows (in their dtype) and their summed gradients (f32).
+            rows = sum([rows, bytes(&[cache, row])?, bytes(&[cache, host_row])?])?;
         }
     }
     if full_routing {
@@ -389,7 +541,7 @@ fn plan_meft(
     p.traffic = t;
     p.dense_offload = bytes(&[2, la, 2, m, d, F32])?;
 
-    let store = bytes(&[la, m, row])?;
+    let store = bytes(&[la, m, host_row])?;
     let moments = cfg.moments;
     p.host.insert(Category::Store, store);
     let lazy = cfg.host_optimizer == HostOptimizer::Lazy;
@@ -409,7 +561,7 @@ fn plan_meft(
         tokens: n,
         seq: input.seq_len.max(1),
         base_bytes: input.base_dtype_bytes,
-        cpu: !composed_path(input),
+        cpu: !composed_base(input),
     };
     let adapter = adapter_kept(
         model,
@@ -418,7 +570,7 @@ fn plan_meft(
             top_k: k,
             experts,
             unions: &unions,
-            composed: composed_path(input),
+            composed,
         },
     );
     p.host.insert(Category::Accumulators, accumulators);
@@ -463,10 +615,25 @@ fn plan_meft(
         "host moments ({}) are sized for {sized}; accumulators hold the rows touched over {over}",
         moments.name()
     ));
-    p.notes.push(
-        "traffic counts the row copy both ways (rows up, their gradients down); the paper's Eq. 8 counts it once"
-            .into(),
-    );
+    p.notes.push(format!(
+        "traffic counts the row copy both ways (rows up, their gradients down) at {rb} bytes per value ({}); the paper's Eq. 8 counts it once",
+        row_dtype_name(input)
+    ));
+    p.notes.push(format!(
+        "device kernel: {}; each layer's row gradients leave the device as its backward pass makes them{}",
+        if composed {
+            "composed from stock tensor ops (the GPU path)"
+        } else {
+            "the fused CPU op"
+        },
+        if composed && cache > 0 {
+            " (the row cache's stay on the device until the backward pass ends)"
+        } else if composed {
+            ", and its rows are freed then"
+        } else {
+            ""
+        }
+    ));
     if cache > 0 {
         let how = match input.cache_hit_rate {
             Some(h) => format!("the run's measured hit rate {:.1} %", 100.0 * h),
@@ -475,8 +642,8 @@ fn plan_meft(
             ),
         };
         p.notes.push(format!(
-            "row cache of {cache} rows per layer on the device ({} with their gradients): a cached row crosses once per step and its gradient once; traffic from {how}",
-            crate::units::bytes(bytes(&[cache, row, 2, la])?)
+            "row cache of {cache} rows per layer on the device ({} with their summed gradients in f32): a cached row crosses once per step and its gradient once; traffic from {how}",
+            crate::units::bytes(bytes(&[cache, sum([row, host_row])?, la])?)
         ));
     } else if accumulation > 1 {
         p.notes.push(format!(
@@ -557,57 +724,53 @@ fn add_scaled(t: &mut Traffic, o: &Traffic, times: u64) -> Result<(), PlanError>
     Ok(())
 }
 
-/// When MEFT does not fit, say how large a union per layer would.
-fn largest_union_note(input: &PlanInput, p: &mut Plan) -> Result<(), PlanError> {
-    let Some(gpu) = input.gpu_mem else {
-        return Ok(());
-    };
-    let cfg = &input.exp.method.meft;
-    let la = cfg.layers.resolve(input.model.num_layers)?.len() as u64;
-    let (n, d) = (input.tokens_per_micro_batch, input.model.hidden_size as u64);
-    let composed = composed_path(input);
-    // What grows with |U|: the rows and their gradients, and on the
-    // composed path the N × |U| scores, the zeros and their scatter. The
-    // backward surge shrinks as row gradients grow; leaving it in errs on
-    // the safe side.
-    let rows = p.device.get(&Category::Rows).copied().unwrap_or(0);
-    let adapter = p
-        .device
-        .get(&Category::AdapterActivations)
-        .copied()
-        .unwrap_or(0);
-    let per_row_layer = sum([
-        bytes(&[2, d, F32, if composed { 2 } else { 1 }])?,
-        if composed { bytes(&[3, n, F32])? } else { 0 },
-    ])?;
-    let unions_now = if composed {
-        sum(p_unions(input)
-            .iter()
-            .map(|&u| u.saturating_mul(3 * n * F32)))?
-    } else {
-        0
-    };
-    let fixed = p.device_total - rows - unions_now.min(adapter);
-    let per_row = bytes(&[la, per_row_layer])?;
-    let room = gpu.saturating_sub(fixed) / per_row.max(1);
-    if room == 0 {
-        p.notes.push(format!(
-            "does not fit even with no rows in flight: everything but rows needs {}",
-            crate::units::bytes(fixed)
-        ));
-    } else {
-        p.notes.push(format!(
-            "fits while |U| ≤ {room} rows per layer ({:.0} % of M)",
-            100.0 * room as f64 / cfg.neurons.max(1) as f64
-        ));
-    }
-    Ok(())
+/// Off the CPU, attention and the loss are composed from stock tensor ops;
+/// on the CPU fused kernels compute them.
+fn composed_base(input: &PlanInput) -> bool {
+    input.exp.model.device != "cpu"
 }
 
-/// Off the CPU, attention and the MEFT layer are composed from stock tensor
-/// ops; on the CPU fused kernels compute them.
-fn composed_path(input: &PlanInput) -> bool {
-    input.exp.model.device != "cpu"
+/// Whether the composed MEFT kernel computes the device half
+/// (`method.meft.kernel`).
+fn meft_composed(input: &PlanInput) -> bool {
+    input.exp.method.meft.composed_on(&input.exp.model.device)
+}
+
+/// Bytes per value of the gathered rows on the device and across the link.
+fn row_bytes(input: &PlanInput) -> u64 {
+    let cfg = &input.exp.method.meft;
+    cfg.resolved_row_dtype(input.exp.model.dtype).bytes()
+}
+
+fn row_dtype_name(input: &PlanInput) -> &'static str {
+    let cfg = &input.exp.method.meft;
+    cfg.resolved_row_dtype(input.exp.model.dtype).name()
+}
+
+/// The row cache's gradients that stay on the device through the backward
+/// pass on the composed path: every layer's union, in the rows' dtype.
+fn row_cache_grads(input: &PlanInput) -> Result<u64, PlanError> {
+    let cfg = &input.exp.method.meft;
+    if input.exp.method.kind != MethodKind::Meft || cfg.row_cache == 0 || !meft_composed(input) {
+        return Ok(0);
+    }
+    let d = input.model.hidden_size as u64;
+    sum(p_unions(input)
+        .into_iter()
+        .map(|u| u.saturating_mul(2 * d * row_bytes(input))))
+}
+
+/// What the composed MEFT layer's backward pass holds at once for a union
+/// of `u` rows, in `rb` bytes per value: two N × |U| matrices (an
+/// activation spread and its sum), the rows' key and value gradients and
+/// their concatenation (2 × |U| × 2d), and the input, its gradient and the
+/// output gradient in the compute's dtype (3 × N × d).
+pub fn meft_backward_surge(n: u64, d: u64, u: u64, rb: u64) -> Result<u64, PlanError> {
+    sum([
+        bytes(&[2, n, u, rb])?,
+        bytes(&[2, u, 2 * d, rb])?,
+        bytes(&[3, n, d, rb])?,
+    ])
 }
 
 /// The unions a plan assumed: the given ones clamped, or the worst case.

@@ -68,18 +68,21 @@ impl Plan {
             };
             line("dense offload", self.dense_offload, verdict);
         }
+        let room = |h: Option<i64>| bytes(h.unwrap_or(0).unsigned_abs());
         let fit = match (self.gpu_mem, self.fits) {
             (Some(gpu), Some(true)) => format!(
-                "fits in {} ✓  (device {} ≤ {})",
+                "fits in {} ✓  (device {} ≤ {}, headroom {})",
                 bytes(gpu),
                 bytes(self.device_total),
-                bytes(gpu)
+                bytes(gpu),
+                room(self.headroom)
             ),
             (Some(gpu), _) => format!(
-                "does not fit in {} ✗  (device {} > {})",
+                "does not fit in {} ✗  (device {} > {}, {} over)",
                 bytes(gpu),
                 bytes(self.device_total),
-                bytes(gpu)
+                bytes(gpu),
+                room(self.headroom)
             ),
             (None, _) => format!(
                 "no device size given; the plan needs {}",
@@ -101,6 +104,15 @@ impl Plan {
 /// adapter's parameters per iteration (LLaMA-7B, M 6144, batch 2 × 256,
 /// rows counted once), i.e. |U|·2d ≈ 0.56 · 2·M·d.
 pub const PAPER_UNION_FRACTION: f64 = 0.56;
+
+/// Parameters a step's row copies carry (rows up, counted once) over the
+/// parameters a dense offload moves (all of them up and their gradients
+/// down), whatever the dtypes: the paper's way of counting.
+pub fn paper_counted_ratio(p: &Plan, row_bytes: u64) -> Option<f64> {
+    let rows = p.traffic[crate::event::Kind::Rows] as f64 / row_bytes.max(1) as f64;
+    let dense = p.dense_offload as f64 / 4.0;
+    (dense > 0.0).then(|| rows / dense)
+}
 
 /// Plan inputs measured rather than assumed: by a probe of the run's first
 /// micro-batches, or by a run.
@@ -201,9 +213,10 @@ pub fn report(
     };
     if let Some(pc) = &paper_case {
         let t = &pc.traffic;
+        let rd = exp.method.meft.resolved_row_dtype(exp.model.dtype);
         out.push_str(&format!(
             "\nAt the paper's measured union (|U| ≈ {PAPER_UNION_FRACTION} × M): device {} ({}), \
-             H→D {} · D→H {} per step = {:.2}× a dense offload of {}.\n",
+             H→D {} · D→H {} per step = {:.2}× a dense offload of {} (f32, both ways; rows in {rd}).\n",
             bytes(pc.device_total),
             verdict(pc),
             bytes(t.h2d()),
@@ -211,6 +224,12 @@ pub fn report(
             pc.offload_ratio().unwrap_or(0.0),
             bytes(pc.dense_offload),
         ));
+        if let Some(r) = paper_counted_ratio(pc, rd.bytes()) {
+            out.push_str(&format!(
+                "Counted in parameters as the paper's Eq. 8 does (rows once, the offload both ways): {r:.2}× (the paper: {PAPER_UNION_FRACTION}/2 = {:.2}×).\n",
+                PAPER_UNION_FRACTION / 2.0
+            ));
+        }
     }
     if let Some(c) = compare {
         out.push('\n');
