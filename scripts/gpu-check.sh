@@ -34,7 +34,7 @@
 #   MEFT_CHECK_SCALE   full, or dry: a few steps of smaller shapes, so that
 #                      the whole script runs on a CPU in minutes (default:
 #                      dry on the CPU, full on a GPU)
-#   MEFT_CHECK_BUDGET  seconds the steps may take together (default 440): a
+#   MEFT_CHECK_BUDGET  seconds the steps may take together (default 480): a
 #                      step is stopped when it would run past it, and steps
 #                      that find less than 10 s left are skipped
 #
@@ -50,7 +50,7 @@ bin="${MEFT_BIN:-./meft}"
 dev="${MEFT_DEVICE:-cuda:0}"
 gguf="${MEFT_SMOLLM2:-.cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
 scale="${MEFT_CHECK_SCALE:-$([ "$dev" = cpu ] && echo dry || echo full)}"
-budget="${MEFT_CHECK_BUDGET:-440}"
+budget="${MEFT_CHECK_BUDGET:-480}"
 
 die() {
   echo "$me: $*" >&2
@@ -62,9 +62,13 @@ die() {
 case "$budget" in '' | *[!0-9]*) die "MEFT_CHECK_BUDGET must be a number of seconds, got '$budget'" ;; esac
 # The sizes of each scale: steps of the tiny run and of the SmolLM2 runs,
 # the SmolLM2 runs' M, K, batch, cut-off and evaluated rows.
+# The headline runs' base (random weights made on the device), M, E, steps
+# and micro-batch.
 case "$scale" in
-  full) tiny_steps=100 smol_steps=50 smol_m=65536 smol_k=64 smol_batch=16 smol_cutoff=64 smol_eval=16 ;;
-  dry) tiny_steps=10 smol_steps=3 smol_m=4096 smol_k=32 smol_batch=4 smol_cutoff=32 smol_eval=4 ;;
+  full) tiny_steps=100 smol_steps=50 smol_m=65536 smol_k=64 smol_batch=16 smol_cutoff=64 smol_eval=16
+    big_ref=random:llama-7b big_m=8464 big_e=368 big_steps=5 big_batch=8 ;;
+  dry) tiny_steps=10 smol_steps=3 smol_m=4096 smol_k=32 smol_batch=4 smol_cutoff=32 smol_eval=4
+    big_ref=random:tiny big_m=4096 big_e=256 big_steps=2 big_batch=4 ;;
   *) die "MEFT_CHECK_SCALE must be full or dry, got '$scale'" ;;
 esac
 case "$dev" in cpu | cuda:[0-9]*) ;; *) die "MEFT_DEVICE must be cpu or cuda:N, got '$dev'" ;; esac
@@ -176,6 +180,7 @@ find_libraries
   echo "scale            $scale (tiny $tiny_steps steps; SmolLM2 $smol_steps steps, M $smol_m, K $smol_k, batch $smol_batch, cut-off $smol_cutoff)"
   echo "budget           ${budget}s"
   echo "SmolLM2          $gguf$([ -f "$gguf" ] || echo ' (absent)')"
+  echo "headline base    $big_ref (M $big_m in $big_e experts, K 64, P 8, micro-batch $big_batch, $big_steps steps)"
   echo "LD_LIBRARY_PATH  ${LD_LIBRARY_PATH:-}"
   echo
   echo "ldd $bin:"
@@ -199,6 +204,28 @@ fi
 step selftest 120 "$bin" selftest --device "$dev" --json "$out/selftest.json"
 
 train tiny-meft 120 --set "train.steps=$tiny_steps"
+
+# The paper's headline: a LLaMA-7B-shaped base with random bf16 weights made
+# on the device (no file), MEFT at the paper's setting (M 8464 in 368 experts
+# of 23 keys, K 64, P 8, all 32 layers; rows in bf16, the composed kernel),
+# a few steps; the planner's figure for it first; MEFT with the row cache,
+# LoRA and the dense Parallel Adapter of the same M beside it. The summary
+# sets NVML's peak against 24 GiB and the plan, and MEFT's step against
+# LoRA's.
+big=(
+  --set "model.reference=\"$big_ref\"" --set 'model.dtype="bf16"'
+  --set "train.steps=$big_steps" --set "train.batch=$big_batch"
+  --set "train.micro_batch=$big_batch" --set train.cutoff_len=256
+  --set 'method.meft.layers="all"' --set "method.meft.neurons=$big_m"
+  --set "method.meft.experts=$big_e" --set method.meft.top_k=64 --set method.meft.probe=8
+  --set "method.parallel.size=$big_m" --set eval.limit=1 --set eval.max_new_tokens=4
+)
+step headline-plan 30 bash -c '"$0" plan presets/example.toml "${@:2}" --gpu-mem 24GiB --json >"$1"' \
+  "$bin" "$out/headline-plan.json" "${big[@]}" --set 'method.kind="meft"' --set "model.device=\"$dev\""
+train headline-meft 150 "${big[@]}" --set 'method.kind="meft"'
+train headline-lora 90 "${big[@]}" --set 'method.kind="lora"'
+train headline-meft-cache 150 "${big[@]}" --set 'method.kind="meft"' --set "method.meft.row_cache=$big_m"
+train headline-parallel 120 "${big[@]}" --set 'method.kind="parallel"'
 
 shot_of=tiny-meft
 if [ -f "$gguf" ]; then

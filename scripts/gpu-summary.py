@@ -202,6 +202,37 @@ def main():
         say("  no SmolLM2 runs")
 
     say("")
+    base = next((l.split(None, 2)[2] for l in env if l.startswith("headline base ")), "?")
+    say(f"The headline on 24 GiB: {base}, random bf16 weights made on the device")
+    plan = read_json(os.path.join(out, "headline-plan.json"))
+    big = {k: by_name.get(f"headline-{k}") for k in ("meft", "meft-cache", "lora", "parallel")}
+    if plan or any(big.values()):
+        planned = plan["plan"]["device_total"] if plan else None
+        dense = plan["dense_parallel_adapter"]["device_total"] if plan else None
+        if plan:
+            say(f"  planned: MEFT {size(planned)} (fits 24 GiB: {plan['plan'].get('fits')}), dense Parallel Adapter"
+                f" {size(dense)} (fits: {plan['dense_parallel_adapter'].get('fits')})")
+        rows = []
+        for k, r in big.items():
+            if not r:
+                rows.append([k, "not run", "-", "-", "-", "-"])
+                continue
+            used = r.get("peak_device_used")
+            fits = "-" if used is None else ("yes" if used <= 24 << 30 else "no")
+            rows.append([k, r.state, size(used), fits,
+                         ratio(used, planned) if k.startswith("meft") else "-", secs(r.median_step)])
+        lines += table(rows, ["run", "state", "NVML peak (trainer)", "<= 24 GiB", "NVML / plan", "median step"])
+        m, l = big["meft"], big["lora"]
+        if m and l and m.median_step and l.median_step:
+            say(f"  MEFT keeps {100 * l.median_step / m.median_step:.0f} % of LoRA's speed (the paper: >= 63 %)")
+        c = big["meft-cache"]
+        if m and c and m.median_step and c.median_step:
+            say(f"  with the row cache: {secs(c.median_step)} a step, {ratio(c.median_step, m.median_step)} of without")
+        say("  NVML peak (trainer): the device's used memory read by the trainer after each backward pass")
+    else:
+        say("  not run")
+
+    say("")
     say("Device memory: NVML's used memory while training against the device ledger's peak")
     gpu_runs = [r for r in runs if r.mem_peak is not None]
     if gpu_runs:

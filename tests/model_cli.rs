@@ -185,3 +185,59 @@ fn smollm2_answers_paris() {
     );
     assert!(!text.trim().is_empty());
 }
+
+#[test]
+fn a_random_base_of_a_built_in_shape_trains_and_plans_without_a_file() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = meft_bin()
+        .args(["run", example, "--out"])
+        .arg(dir.path())
+        .args(["--set", "model.reference=\"random:tiny\""])
+        .args(["--set", "model.dtype=\"bf16\""])
+        .args(["--set", "train.steps=2", "--set", "eval.limit=1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let run = common::the_run_in(dir.path());
+    // The base is made in bf16: the tiny shape's 0.8 M parameters at 2 bytes.
+    let events = meft::train::read_events(&run).unwrap();
+    let base = events
+        .iter()
+        .find_map(|e| match e {
+            meft::event::Event::Ledger(l) => l.device.get(&meft::event::Category::Base).copied(),
+            _ => None,
+        })
+        .unwrap();
+    let params = meft::model::shapes::builtin_shape("tiny")
+        .unwrap()
+        .param_count() as u64;
+    assert_eq!(base, 2 * params);
+
+    // Planned as the shape it names.
+    let plan = |reference: &str| {
+        let out = meft_bin()
+            .args(["plan", example, "--gpu-mem", "24GiB", "--json"])
+            .args(["--set", &format!("model.reference=\"{reference}\"")])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["plan"]["device_total"].as_u64().unwrap()
+    };
+    assert_eq!(plan("random:llama-7b"), plan("builtin:llama-7b"));
+
+    // An unknown shape is one line naming the field.
+    let out = meft_bin()
+        .args(["plan", example, "--set", "model.reference=\"random:gpt-9\""])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("model.reference") && err.contains("random:gpt-9"),
+        "{err}"
+    );
+}

@@ -55,12 +55,7 @@ fn step_growth(method: &str, dtype: &str, sets: &[&str]) -> Growth {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .unwrap();
+    let run = common::the_run_in(dir.path());
     let all = ledgers(&run);
     let l = all.last().cloned().expect("a ledger event");
     let heap = l.heap.expect("the trainer reads the heap every step");

@@ -34,6 +34,16 @@ pub fn meft_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_meft"))
 }
 
+/// The one run directory `meft run --out DIR` made in `dir`.
+pub fn the_run_in(dir: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap()
+}
+
 /// A small training experiment of method `kind` on the embedded tiny model.
 pub fn tiny(kind: &str, steps: usize) -> meft::config::Experiment {
     let mut e = meft::config::Experiment {

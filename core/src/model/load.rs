@@ -35,6 +35,10 @@ pub enum ModelRef {
     Tiny,
     /// The tiny shape with deterministic seeded weights.
     TinyRandom,
+    /// A built-in shape (`random:llama-7b`) with seeded random weights made
+    /// where they live, in the base's dtype, with the tiny byte tokenizer:
+    /// the memory and speed of a large base without its file.
+    Random(String),
     Hf(PathBuf),
     Gguf(PathBuf),
 }
@@ -52,6 +56,15 @@ impl ModelRef {
                 _ => Err(bad(
                     "unknown embedded model (expected embedded:tiny or embedded:tiny-random)",
                 )),
+            };
+        }
+        if let Some(name) = s.strip_prefix("random:") {
+            return match super::shapes::builtin_shape(name) {
+                Some(_) => Ok(Self::Random(name.to_string())),
+                None => Err(bad(&format!(
+                    "unknown built-in shape (expected random: and one of {})",
+                    super::shapes::BUILTIN_SHAPES.join(", ")
+                ))),
             };
         }
         if let Some(p) = s.strip_prefix("hf:") {
@@ -85,6 +98,7 @@ impl std::fmt::Display for ModelRef {
         match self {
             Self::Tiny => write!(f, "embedded:tiny"),
             Self::TinyRandom => write!(f, "embedded:tiny-random"),
+            Self::Random(name) => write!(f, "random:{name}"),
             Self::Hf(p) => write!(f, "hf:{}", p.display()),
             Self::Gguf(p) => write!(f, "gguf:{}", p.display()),
         }
@@ -114,6 +128,7 @@ pub fn load_model_as(
             let (m, t) = tiny_random(device)?;
             (m.to_dtype(dtype)?, t)
         }
+        ModelRef::Random(name) => random_base(name, device, dtype)?,
         ModelRef::Hf(dir) => load_hf(dir, device, dtype)?,
         ModelRef::Gguf(file) => load_gguf(file, device, dtype)?,
     };
@@ -180,17 +195,67 @@ fn tiny_pretrained(device: &Device, dtype: DType) -> Result<(Model, Tokenizer), 
     Ok((model, tok))
 }
 
+/// The seed of `random:` bases.
+const RANDOM_BASE_SEED: u64 = 7_000;
+
+fn random_shape(name: &str) -> Result<ModelConfig, LoadError> {
+    super::shapes::builtin_shape(name).ok_or_else(|| LoadError::Reference {
+        reference: format!("random:{name}"),
+        msg: "unknown built-in shape".into(),
+    })
+}
+
+/// `random:NAME`: the built-in shape with seeded weights made on `device`
+/// in `dtype`, and the tiny byte tokenizer (its ids fit any vocabulary).
+fn random_base(name: &str, device: &Device, dtype: DType) -> Result<(Model, Tokenizer), LoadError> {
+    let cfg = random_shape(name)?;
+    let tok = Tokenizer::tiny(&[])?;
+    if tok.vocab_size() > cfg.vocab_size {
+        return Err(LoadError::Reference {
+            reference: format!("random:{name}"),
+            msg: format!(
+                "a vocabulary of {} is smaller than the byte tokenizer's {}",
+                cfg.vocab_size,
+                tok.vocab_size()
+            ),
+        });
+    }
+    Ok((random_model_as(&cfg, RANDOM_BASE_SEED, device, dtype)?, tok))
+}
+
 /// A model of shape `cfg` with N(0, 0.02²) weights and unit norms, seeded.
 pub fn random_model(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Model, LoadError> {
+    random_model_as(cfg, seed, device, DType::F32)
+}
+
+/// [`random_model`] with every weight made in `dtype`, one tensor at a
+/// time, so no f32 copy of the whole model exists. On the CPU the values
+/// come from the seeded host generator (the same for every dtype before
+/// rounding); on a GPU from the device's own generator, seeded, so a
+/// 7B-parameter base is made there in seconds.
+pub fn random_model_as(
+    cfg: &ModelConfig,
+    seed: u64,
+    device: &Device,
+    dtype: DType,
+) -> Result<Model, LoadError> {
     let mut rng = crate::rng::seeded(seed);
+    if !device.is_cpu() {
+        device.set_seed(seed)?;
+    }
     let mut mat = |rows: usize, cols: usize| -> Result<Tensor, LoadError> {
-        let v = crate::rng::normal_vec(&mut rng, rows * cols, 0.02);
-        Ok(Tensor::from_vec(v, (rows, cols), device)?)
+        let t = if device.is_cpu() {
+            let v = crate::rng::normal_vec(&mut rng, rows * cols, 0.02);
+            Tensor::from_vec(v, (rows, cols), device)?
+        } else {
+            Tensor::randn(0f32, 0.02, (rows, cols), device)?
+        };
+        Ok(t.to_dtype(dtype)?)
     };
     let d = cfg.hidden_size;
     let q = cfg.num_heads * cfg.head_dim;
     let kv = cfg.num_kv_heads * cfg.head_dim;
-    let ones = || Tensor::ones(d, DType::F32, device);
+    let ones = || Tensor::ones(d, dtype, device);
     let embed = mat(cfg.vocab_size, d)?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for _ in 0..cfg.num_layers {
@@ -218,7 +283,7 @@ pub fn random_model(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Mod
         norm: ones()?,
         lm_head,
         device: device.clone(),
-        dtype: DType::F32,
+        dtype,
     })
 }
 
@@ -508,6 +573,7 @@ pub fn model_shape(reference: &ModelRef) -> Result<ModelConfig, LoadError> {
         ModelRef::Tiny | ModelRef::TinyRandom => {
             Ok(tiny_config(Tokenizer::tiny(&[])?.vocab_size()))
         }
+        ModelRef::Random(name) => random_shape(name),
         ModelRef::Hf(dir) => Ok(parse_hf_config(&dir.join("config.json"))?.0),
         ModelRef::Gguf(path) => {
             let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
