@@ -138,7 +138,7 @@ pub fn device_output_grads(
 /// [`device_output`] in the rows' dtype, in a graph node whose backward
 /// computes [`device_output_grads`] and hands the rows' gradient to
 /// `route` at once. The rows are held by the node, not the graph, and
-/// dropped as their gradient leaves: at most one layer's rows gradient is
+/// dropped as their gradient leaves: at most one layer's row gradients are
 /// on the device at a time, and each layer's rows are freed as the
 /// backward pass passes it. q and gates are widened or narrowed to the
 /// rows' dtype for the compute and the result comes back in q's.

@@ -320,11 +320,11 @@ fn largest_fitting(
     if !fits(lo)? {
         return Ok(None);
     }
-    let (mut good, mut bad) = (lo, hi.saturating_add(1));
     if fits(hi)? {
         return Ok(Some(hi));
     }
-    bad = bad.min(hi);
+    // fits(good) holds, fits(bad) does not.
+    let (mut good, mut bad) = (lo, hi);
     while bad - good > 1 {
         let mid = good + (bad - good) / 2;
         if fits(mid)? {
