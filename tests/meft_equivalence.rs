@@ -334,7 +334,7 @@ fn link_counts_the_closed_form() {
     ad.collect_grads().unwrap();
     let t = ad.link.take();
     let t = &t[0];
-    assert_eq!(ad.union_log, vec![(16, 96)]);
+    assert_eq!(ad.union_log, vec![(0, 16, 96)]);
     assert_eq!(t[meft::event::Kind::Queries], 6 * 8 * 4); // N·d f32 = 192
     assert_eq!(t[meft::event::Kind::Routing], 6 * 4 * 4 + 6 * 4 * 4); // N·P ids + N·P gates = 192
     assert_eq!(t[meft::event::Kind::Rows], 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
@@ -355,8 +355,8 @@ fn lazy_and_dense_host_adamw_agree_when_every_row_is_touched() {
     let rows: Vec<u32> = (0..m as u32).collect();
     for step in 0..3 {
         let g = randn(10 + step, m * 2 * d, 1.0);
-        lazy.accumulate(&rows, g.clone());
-        dense.accumulate(&rows, g);
+        lazy.accumulate(&rows, g.clone()).unwrap();
+        dense.accumulate(&rows, g).unwrap();
         assert_eq!(lazy.step(HostOptimizer::Lazy, 0.01, 1.0, &cfg), m);
         assert_eq!(dense.step(HostOptimizer::Dense, 0.01, 1.0, &cfg), m);
     }
@@ -370,8 +370,8 @@ fn lazy_host_adamw_touches_only_the_union() {
     let (m, d) = (6, 2);
     let init = randn(3, m * d, 1.0);
     let mut store = HostStore::new(m, d, init.clone(), init.clone());
-    store.accumulate(&[1, 4], vec![1.0; 8]);
-    store.accumulate(&[4], vec![1.0; 4]);
+    store.accumulate(&[1, 4], vec![1.0; 8]).unwrap();
+    store.accumulate(&[4], vec![1.0; 4]).unwrap();
     // Row 4 was accumulated twice: its key gradient is 2, row 1's is 1.
     assert_eq!(
         store.accumulated(4).map(|g| g.0.to_vec()),
@@ -383,6 +383,11 @@ fn lazy_host_adamw_touches_only_the_union() {
     );
     assert_eq!(store.accumulator_bytes(), 2 * 2 * 2 * 4);
     assert_eq!(store.touched(), &[1, 4]);
+    // Gradients of the wrong size, or for a row the store does not have,
+    // are refused and change nothing.
+    assert!(store.accumulate(&[2], vec![1.0; 3]).is_err());
+    assert!(store.accumulate(&[6], vec![1.0; 4]).is_err());
+    assert_eq!(store.touched(), &[1, 4]);
     let updated = store.step(HostOptimizer::Lazy, 0.1, 1.0, &AdamWConfig::default());
     assert_eq!(updated, 2);
     assert_eq!(store.rows_with_moments(), 2);
@@ -392,12 +397,36 @@ fn lazy_host_adamw_touches_only_the_union() {
     }
     // Adam's first step moves each touched weight by lr (gradient sign +).
     assert!((store.keys[2] - (init[2] - 0.1)).abs() < 1e-5);
-    // Dense moves every row, including the untouched ones once they have momentum.
+    // Dense steps every row: a row touched once keeps moving by its
+    // momentum in a step that does not touch it, where lazy leaves it; a
+    // row never touched has no momentum and stays where it was.
+    let cfg = AdamWConfig::default();
+    let mut lazy = HostStore::new(m, d, init.clone(), init.clone());
     let mut dense = HostStore::new(m, d, init.clone(), init.clone());
-    assert_eq!(
-        dense.step(HostOptimizer::Dense, 0.1, 1.0, &AdamWConfig::default()),
-        m
-    );
+    for s in [&mut lazy, &mut dense] {
+        s.accumulate(&[1, 4], vec![1.0; 8]).unwrap();
+    }
+    assert_eq!(lazy.step(HostOptimizer::Lazy, 0.1, 1.0, &cfg), 2);
+    assert_eq!(dense.step(HostOptimizer::Dense, 0.1, 1.0, &cfg), m);
+    assert_eq!(lazy.keys, dense.keys);
+    let after_one = dense.keys.clone();
+    for s in [&mut lazy, &mut dense] {
+        s.accumulate(&[1], vec![1.0; 4]).unwrap();
+    }
+    assert_eq!(lazy.step(HostOptimizer::Lazy, 0.1, 1.0, &cfg), 1);
+    assert_eq!(dense.step(HostOptimizer::Dense, 0.1, 1.0, &cfg), m);
+    let row = |v: &[f32], r: usize| v[r * d..(r + 1) * d].to_vec();
+    // Row 4, untouched in step 2: lazy leaves it, dense moves it on (Adam
+    // with g = 0: m = 0.09, v ≈ 0.000999; the step is −lr·m̂/√v̂ with
+    // m̂ = 0.09/0.19, v̂ = 0.000999/0.001999: about −0.067).
+    assert_eq!(row(&lazy.keys, 4), row(&after_one, 4));
+    for (now, before) in row(&dense.keys, 4).iter().zip(row(&after_one, 4)) {
+        let moved = now - before;
+        assert!((moved + 0.067).abs() < 1e-3, "row 4 moved by {moved}");
+    }
+    // Row 0, never touched: where it started, under both.
+    assert_eq!(row(&dense.keys, 0), row(&init, 0));
+    assert_eq!(row(&lazy.keys, 0), row(&init, 0));
     let _ = DType::F32;
 }
 
@@ -653,4 +682,39 @@ fn half_precision_rows_cross_at_two_bytes_a_value() {
         );
         assert_eq!(rounded, g);
     }
+}
+
+#[test]
+fn step_statistics_land_on_their_layer_whatever_the_order() {
+    // Layers listed out of model order: slot 0 is layer 3, slot 1 layer 1,
+    // while the forward pass reaches layer 1 first.
+    let dev = Device::Cpu;
+    let loaded = load_model(&ModelRef::TinyRandom, &dev).unwrap();
+    let model = &loaded.model;
+    let shape = MeftShape {
+        d: model.config.hidden_size,
+        neurons: 256,
+        top_k: 8,
+        experts: 16,
+        probe: 4,
+        routing: Routing::KeyExperts,
+    };
+    let mut ad = tiny_adapter(shape, &[3, 1], false, DType::F32);
+    let ids = [1u32, 40, 41, 42, 43, 44, 45, 46];
+    let input = Input {
+        ids: &ids,
+        pad_mask: &[1; 8],
+        batch: 1,
+        seq: 8,
+    };
+    model.forward(&input, None, &mut ad, false).unwrap();
+    let own: Vec<u64> = ad.layers.iter().map(|l| l.last_union() as u64).collect();
+    assert_ne!(
+        own[0], own[1],
+        "the two layers' unions must differ for this test to tell"
+    );
+    let stats = ad.take_step_stats();
+    assert_eq!(stats.unions, own);
+    assert_eq!(stats.peak_unions, own);
+    assert_eq!(stats.picks, vec![8 * 8, 8 * 8]);
 }

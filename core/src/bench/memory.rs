@@ -59,7 +59,7 @@ pub fn host_optimizer(opts: &Options, memcpy_gbs: f64) -> anyhow::Result<Section
         HostStore::with_moments(m, d, random(m * d, 3), random(m * d, 4), MomentDtype::F32);
     // Every row has moments already, as after a few steps of training.
     let all: Vec<u32> = (0..m as u32).collect();
-    store.accumulate(&all, vec![1e-3; m * 2 * d]);
+    store.accumulate(&all, vec![1e-3; m * 2 * d])?;
     store.step(HostOptimizer::Dense, 1e-3, 1.0, &AdamWConfig::default());
     let rows: Vec<u32> = (0..touched as u32)
         .map(|i| i * (m / touched) as u32)
@@ -70,12 +70,12 @@ pub fn host_optimizer(opts: &Options, memcpy_gbs: f64) -> anyhow::Result<Section
     let mut dense = Vec::new();
     let reps = if opts.quick { 3 } else { 5 };
     for _ in 0..reps {
-        store.accumulate(&rows, grads.clone());
+        store.accumulate(&rows, grads.clone())?;
         let t = time(0, 1, || {
             Ok(store.step(HostOptimizer::Lazy, 1e-3, 1.0, &cfg))
         })?;
         lazy.push(t.median);
-        store.accumulate(&rows, grads.clone());
+        store.accumulate(&rows, grads.clone())?;
         let t = time(0, 1, || {
             Ok(store.step(HostOptimizer::Dense, 1e-3, 1.0, &cfg))
         })?;

@@ -225,8 +225,9 @@ pub struct MeftAdapter {
     pending: Vec<Pending>,
     sink: RowGradSink,
     slot_of_layer: Vec<Option<usize>>,
-    /// |U| and N·K per adapter layer for the last forward pass(es) since taken.
-    pub union_log: Vec<(u64, u64)>,
+    /// (adapter layer slot, |U|, N·K) of each layer's forward pass since
+    /// taken, in the order the passes reached the layers.
+    pub union_log: Vec<(usize, u64, u64)>,
     pub collect_stats: bool,
     /// Off for evaluation and generation: rows are gathered read-only and
     /// nothing is kept per forward pass, so decoding does not grow memory.
@@ -642,7 +643,7 @@ impl MeftAdapter {
             }
         }
         if training {
-            self.union_log.push((u_len as u64, (n * k) as u64));
+            self.union_log.push((slot, u_len as u64, (n * k) as u64));
             self.pending.push(Pending {
                 layer_slot: slot,
                 union: sel.union,
@@ -676,7 +677,7 @@ impl MeftAdapter {
                         vec![0f32; p.union.len() * w]
                     }
                 };
-                layer.store.accumulate(&p.union, g);
+                layer.store.accumulate(&p.union, g)?;
                 continue;
             };
             let dev = &self.device;
@@ -700,7 +701,7 @@ impl MeftAdapter {
                 let gd = pick(Kind::Ids, direct)?.to_dtype(self.row_dtype)?;
                 let gd = grads_to_host(&self.link, li, &gd)?;
                 let rows: Vec<u32> = direct.iter().map(|&i| p.union[i as usize]).collect();
-                layer.store.accumulate(&rows, gd);
+                layer.store.accumulate(&rows, gd)?;
             }
         }
         self.sink.clear();
@@ -716,7 +717,7 @@ impl MeftAdapter {
                 let layer = &mut self.layers[slot];
                 layer.settle()?;
                 let g = grads_to_host(&self.link, layer.layer, &g.to_dtype(self.row_dtype)?)?;
-                layer.store.accumulate(&ids, g);
+                layer.store.accumulate(&ids, g)?;
             }
         }
         Ok(())

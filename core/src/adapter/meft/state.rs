@@ -128,10 +128,12 @@ impl MeftAdapter {
             peak_unions: vec![0; nl],
             row_cache: self.take_cache_counts(),
         };
-        for (i, (u, p)) in self.union_log.drain(..).enumerate() {
-            s.unions[i % nl] += u;
-            s.picks[i % nl] += p;
-            s.peak_unions[i % nl] = s.peak_unions[i % nl].max(u);
+        // By slot (the configured layers' order), whatever order the
+        // forward passes reached the layers in.
+        for (slot, u, p) in self.union_log.drain(..) {
+            s.unions[slot] += u;
+            s.picks[slot] += p;
+            s.peak_unions[slot] = s.peak_unions[slot].max(u);
         }
         s
     }

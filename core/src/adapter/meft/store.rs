@@ -85,16 +85,27 @@ impl HostStore {
     /// then the value row's (rows.len() × 2d). When nothing is accumulated
     /// yet and the rows are distinct, the buffer itself becomes the
     /// accumulator, so one micro-batch per step costs no second copy.
-    pub fn accumulate(&mut self, rows: &[u32], kv: Vec<f32>) {
+    /// Fails, accumulating nothing, when `kv` is not rows.len() × 2d or a
+    /// row is not one of the store's M.
+    pub fn accumulate(&mut self, rows: &[u32], kv: Vec<f32>) -> Result<()> {
         let w = 2 * self.d;
-        debug_assert_eq!(kv.len(), rows.len() * w);
+        if kv.len() != rows.len() * w {
+            candle_core::bail!(
+                "row gradients: {} values for {} rows of {w}",
+                kv.len(),
+                rows.len()
+            );
+        }
+        if let Some(r) = rows.iter().find(|&&r| r as usize >= self.m) {
+            candle_core::bail!("row gradients: row {r} of a store of {} rows", self.m);
+        }
         if self.acc_rows.is_empty() && rows.windows(2).all(|p| p[0] < p[1]) {
             for (i, &r) in rows.iter().enumerate() {
                 self.acc_slot[r as usize] = i as u32;
             }
             self.acc_rows = rows.to_vec();
             self.acc = kv;
-            return;
+            return Ok(());
         }
         for (i, &r) in rows.iter().enumerate() {
             let r = r as usize;
@@ -110,6 +121,7 @@ impl HostStore {
                 *a += g;
             }
         }
+        Ok(())
     }
 
     pub fn accumulator_bytes(&self) -> u64 {
