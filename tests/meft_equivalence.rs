@@ -83,6 +83,18 @@ fn twins_on(
     (ad, dense)
 }
 
+/// M 256 in 16 experts of 16 keys, K 8, P 4, at width `d`.
+fn small_shape(d: usize) -> MeftShape {
+    MeftShape {
+        d,
+        neurons: 256,
+        top_k: 8,
+        experts: 16,
+        probe: 4,
+        routing: Routing::KeyExperts,
+    }
+}
+
 /// An adapter over `layers` of the 4-layer tiny model (seed 5, lazy f32
 /// host moments) on a device path.
 fn tiny_adapter(shape: MeftShape, layers: &[usize], composed: bool, dtype: DType) -> MeftAdapter {
@@ -221,14 +233,7 @@ fn whole_tiny_model_matches(composed: bool, dtype: DType, tol: f64) {
     let loaded = load_model(&ModelRef::TinyRandom, &dev).unwrap();
     let model = &loaded.model;
     let d = model.config.hidden_size;
-    let shape = MeftShape {
-        d,
-        neurons: 256,
-        top_k: 8,
-        experts: 16,
-        probe: 4,
-        routing: Routing::KeyExperts,
-    };
+    let shape = small_shape(d);
     let layers = [1usize, 3];
     let mut ad = tiny_adapter(shape.clone(), &layers, composed, dtype);
     let mut dense_layers = Vec::new();
@@ -550,14 +555,7 @@ fn decoding_keeps_no_state_per_forward_pass() {
     let dev = Device::Cpu;
     let loaded = load_model(&ModelRef::TinyRandom, &dev).unwrap();
     let model = &loaded.model;
-    let shape = MeftShape {
-        d: model.config.hidden_size,
-        neurons: 256,
-        top_k: 8,
-        experts: 16,
-        probe: 4,
-        routing: Routing::KeyExperts,
-    };
+    let shape = small_shape(model.config.hidden_size);
     let mut ad = tiny_adapter(shape, &[0, 1, 2, 3], false, DType::F32);
     let prompts = vec![vec![1u32, 40, 41, 42], vec![1u32, 50, 51]];
     let opts = |beams| GenerateOptions {
@@ -691,14 +689,7 @@ fn step_statistics_land_on_their_layer_whatever_the_order() {
     let dev = Device::Cpu;
     let loaded = load_model(&ModelRef::TinyRandom, &dev).unwrap();
     let model = &loaded.model;
-    let shape = MeftShape {
-        d: model.config.hidden_size,
-        neurons: 256,
-        top_k: 8,
-        experts: 16,
-        probe: 4,
-        routing: Routing::KeyExperts,
-    };
+    let shape = small_shape(model.config.hidden_size);
     let mut ad = tiny_adapter(shape, &[3, 1], false, DType::F32);
     let ids = [1u32, 40, 41, 42, 43, 44, 45, 46];
     let input = Input {
