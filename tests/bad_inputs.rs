@@ -191,6 +191,8 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
         (set("train.micro_batch=0"), "train.micro_batch"),
         (set("train.cutoff_len=2"), "train.cutoff_len"),
         (set("train.clip=-1"), "train.clip"),
+        (set("train.weight_decay=-0.1"), "train.weight_decay"),
+        (set("train.weight_decay=\"lots\""), "train.weight_decay"),
         (set("train.schedule=\"cosine\""), "train.schedule"),
         (set("train.steps=\"abc\""), "train.steps"),
         (set("train.nonsense=1"), "nonsense"),

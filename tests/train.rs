@@ -320,3 +320,18 @@ fn a_run_whose_data_will_not_load_reports_it_and_leaves_no_directory() {
         std::fs::read_dir(&dir).map(|d| d.count())
     );
 }
+
+#[test]
+fn weight_decay_reaches_the_optimizers_and_stays_out_of_the_config_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = common::tiny("meft", 1);
+    assert!(!exp.to_toml().unwrap().contains("weight_decay"));
+    exp.train.weight_decay = 1e-6;
+    let text = exp.to_toml().unwrap();
+    assert!(text.contains("weight_decay = "), "{text}");
+    assert_eq!(Experiment::from_toml(&text, "t").unwrap(), exp);
+    let (t, _rx) = common::trainer(&exp, dir.path());
+    // The trainer hands this one config to the device optimizer and to the
+    // host rows' step alike.
+    assert_eq!(t.opt.cfg.weight_decay, 1e-6);
+}

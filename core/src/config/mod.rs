@@ -175,6 +175,10 @@ fn is_false(v: &bool) -> bool {
     !*v
 }
 
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
 impl Default for MeftSection {
     fn default() -> Self {
         Self {
@@ -360,6 +364,11 @@ pub struct TrainSection {
     pub cutoff_len: usize,
     pub seed: u64,
     pub clip: f64,
+    /// AdamW's decoupled weight decay, for every optimizer of the run (the
+    /// device's and the host rows'; the lazy host optimizer decays the rows
+    /// it steps). Left out of the written config when 0.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub weight_decay: f64,
     pub checkpoint_every: usize,
     /// How many checkpoints a run keeps (the newest); 0 keeps every one.
     pub keep_checkpoints: usize,
@@ -379,6 +388,7 @@ impl Default for TrainSection {
             cutoff_len: 64,
             seed: 42,
             clip: 1.0,
+            weight_decay: 0.0,
             checkpoint_every: 100,
             keep_checkpoints: 3,
             train_on_inputs: true,
@@ -607,6 +617,12 @@ impl Experiment {
         }
         if t.clip.is_nan() || t.clip < 0.0 {
             return Err(field("train.clip", "must be ≥ 0 (0 disables clipping)"));
+        }
+        if !t.weight_decay.is_finite() || !(0.0..1.0).contains(&t.weight_decay) {
+            return Err(field(
+                "train.weight_decay",
+                format!("must be in [0, 1), got {}", t.weight_decay),
+            ));
         }
         if self.eval.beams == 0 {
             return Err(field("eval.beams", "must be at least 1"));

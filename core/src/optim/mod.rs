@@ -300,6 +300,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn weight_decay_shrinks_a_row_by_lr_times_decay() {
+        // A zero gradient and fresh moments leave only the decay:
+        // p ← p · (1 − lr · wd) = 2 · (1 − 0.1 · 0.5) = 1.9.
+        let cfg = AdamWConfig {
+            weight_decay: 0.5,
+            ..AdamWConfig::default()
+        };
+        let (mut p, mut m, mut v) = (vec![2.0f32; 3], vec![0.0; 3], vec![0.0; 3]);
+        adamw_row(&mut p, &[0.0; 3], &mut m, &mut v, 1, 0.1, 1.0, &cfg);
+        assert_eq!(p, vec![1.9f32; 3]);
+        // Without decay the same step leaves it.
+        let mut q = vec![2.0f32; 3];
+        let cfg = AdamWConfig::default();
+        adamw_row(&mut q, &[0.0; 3], &mut m, &mut v, 1, 0.1, 1.0, &cfg);
+        assert_eq!(q, vec![2.0f32; 3]);
+    }
+
+    #[test]
     fn linear_schedule_by_hand() {
         // 100 steps, 2 % warm-up → 2 warm-up steps.
         let w = warmup_steps(100, 0.02);

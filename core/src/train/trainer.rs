@@ -64,7 +64,11 @@ impl Trainer {
         let train = encode_all(&exp, &train_ex, &tokenizer)?;
         let memory_warning = check_memory(&exp, &model)?;
         let (method, vars) = Method::build(&exp, &mut model)?;
-        let opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
+        let cfg = AdamWConfig {
+            weight_decay: exp.train.weight_decay,
+            ..AdamWConfig::default()
+        };
+        let opt = DeviceAdamW::new(vars, cfg)?;
         let batcher = Batcher::new(train.len(), exp.train.micro_batch, exp.train.seed)?;
         let total = exp.total_steps(train.len());
         // A record that fills the cut-off lost its end (or at least its
