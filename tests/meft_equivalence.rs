@@ -30,13 +30,9 @@ fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-/// Build an offloaded adapter and its dense twin holding the same numbers.
-fn twins(shape: &MeftShape, seed: u64) -> (MeftAdapter, DenseMeft) {
-    twins_on(shape, seed, false, DType::F32)
-}
-
-/// [`twins`] with the offloaded adapter on a device path: the composed
-/// kernel or the fused one, rows on the device in `row_dtype`.
+/// Build an offloaded adapter and its dense twin holding the same numbers,
+/// the offloaded one on a device path: the composed kernel or the fused
+/// one, rows on the device in `row_dtype`.
 fn twins_on(
     shape: &MeftShape,
     seed: u64,
@@ -322,7 +318,10 @@ fn whole_tiny_model_matches(composed: bool, dtype: DType, tol: f64) {
 #[test]
 fn link_counts_the_closed_form() {
     // M 16 in E 4 experts of 4 keys, P 4 probed, K 16: every token keeps all
-    // 16 neurons, so |U| = 16 and no slot is empty. N 6 tokens, d 8.
+    // 16 neurons, so |U| = 16 and no slot is empty. N 6 tokens, d 8. On
+    // either kernel, with the rows and their gradients in f32 (b = 4) or in
+    // bf16 (b = 2); queries, routing, ids and the map do not change.
+    use meft::event::Kind;
     let dev = Device::Cpu;
     let shape = MeftShape {
         d: 8,
@@ -332,22 +331,44 @@ fn link_counts_the_closed_form() {
         probe: 4,
         routing: Routing::KeyExperts,
     };
-    let (mut ad, _) = twins(&shape, 1);
-    let q = Tensor::from_vec(randn(2, 6 * 8, 1.0), (1, 6, 8), &dev).unwrap();
-    let out = ad.ffn(0, &q).unwrap().unwrap();
-    let _grads = out.sum_all().unwrap().backward().unwrap();
-    ad.collect_grads().unwrap();
-    let t = ad.link.take();
-    let t = &t[0];
-    assert_eq!(ad.union_log, vec![(0, 16, 96)]);
-    assert_eq!(t[meft::event::Kind::Queries], 6 * 8 * 4); // N·d f32 = 192
-    assert_eq!(t[meft::event::Kind::Routing], 6 * 4 * 4 + 6 * 4 * 4); // N·P ids + N·P gates = 192
-    assert_eq!(t[meft::event::Kind::Rows], 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
-    assert_eq!(t[meft::event::Kind::Ids], 16 * 4); // |U| u32 = 64
-    assert_eq!(t[meft::event::Kind::Map], 6 * 16 * 4); // N·K u32 = 384
-    assert_eq!(t[meft::event::Kind::Grads], 16 * 2 * 8 * 4); // |U|·2d f32 = 1024
-    assert_eq!(t.h2d(), 1024 + 64 + 384);
-    assert_eq!(t.d2h(), 192 + 192 + 1024);
+    for (composed, dtype) in [
+        (false, DType::F32),
+        (true, DType::F32),
+        (false, DType::BF16),
+        (true, DType::BF16),
+    ] {
+        let tag = format!("composed {composed} {dtype:?}");
+        let b = dtype.size_in_bytes() as u64;
+        let (mut ad, _) = twins_on(&shape, 1, composed, dtype);
+        let q = Tensor::from_vec(randn(2, 6 * 8, 1.0), (1, 6, 8), &dev).unwrap();
+        let out = ad.ffn(0, &q).unwrap().unwrap();
+        let _grads = out.sum_all().unwrap().backward().unwrap();
+        ad.collect_grads().unwrap();
+        let t = &ad.link.take()[0];
+        assert_eq!(ad.union_log, vec![(0, 16, 96)], "{tag}");
+        assert_eq!(t[Kind::Queries], 6 * 8 * 4, "{tag}"); // N·d f32 = 192
+        assert_eq!(t[Kind::Routing], 6 * 4 * 4 + 6 * 4 * 4, "{tag}"); // N·P ids + N·P gates = 192
+        assert_eq!(t[Kind::Rows], 16 * 2 * 8 * b, "{tag}"); // |U|·2d·b: 1024 in f32, 512 in bf16
+        assert_eq!(t[Kind::Ids], 16 * 4, "{tag}"); // |U| u32 = 64
+        assert_eq!(t[Kind::Map], 6 * 16 * 4, "{tag}"); // N·K u32 = 384
+        assert_eq!(t[Kind::Grads], 16 * 2 * 8 * b, "{tag}"); // |U|·2d·b
+        assert_eq!(t.h2d(), 16 * 2 * 8 * b + 64 + 384, "{tag}");
+        assert_eq!(t.d2h(), 192 + 192 + 16 * 2 * 8 * b, "{tag}");
+        if dtype == DType::BF16 {
+            // The accumulated gradients are bf16 values, widened.
+            let (gk, gv) = ad.layers[0].store.accumulated(3).unwrap();
+            let g: Vec<f32> = gk.iter().chain(gv).copied().collect();
+            assert!(g.iter().any(|x| *x != 0.0), "{tag}");
+            let t = Tensor::new(g.as_slice(), &dev).unwrap();
+            let rounded = flat(
+                &t.to_dtype(DType::BF16)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap(),
+            );
+            assert_eq!(rounded, g, "{tag}");
+        }
+    }
 }
 
 #[test]
@@ -631,54 +652,6 @@ fn full_routing_in_the_first_layer_still_gets_row_gradients() {
             })
             .sum();
         assert!(value_grad > 0.0, "composed {composed}: no value gradient");
-    }
-}
-
-#[test]
-fn half_precision_rows_cross_at_two_bytes_a_value() {
-    // As in link_counts_the_closed_form (|U| = 16, N 6, d 8), with the rows
-    // and their gradients in bf16 on either kernel: 16·2·8·2 = 512 bytes
-    // each way; queries, routing, ids and the map as before.
-    let dev = Device::Cpu;
-    let shape = MeftShape {
-        d: 8,
-        neurons: 16,
-        top_k: 16,
-        experts: 4,
-        probe: 4,
-        routing: Routing::KeyExperts,
-    };
-    for composed in [false, true] {
-        let (mut ad, _) = twins_on(&shape, 1, composed, DType::BF16);
-        let q = Var::from_vec(randn(2, 6 * 8, 1.0), (1, 6, 8), &dev).unwrap();
-        let out = ad.ffn(0, q.as_tensor()).unwrap().unwrap();
-        let _grads = out.sum_all().unwrap().backward().unwrap();
-        ad.collect_grads().unwrap();
-        let t = &ad.link.take()[0];
-        assert_eq!(
-            t[meft::event::Kind::Rows],
-            16 * 2 * 8 * 2,
-            "composed {composed}"
-        );
-        assert_eq!(
-            t[meft::event::Kind::Grads],
-            16 * 2 * 8 * 2,
-            "composed {composed}"
-        );
-        assert_eq!(t.h2d(), 512 + 64 + 384);
-        assert_eq!(t.d2h(), 192 + 192 + 512);
-        // The accumulated gradients are bf16 values, widened.
-        let (gk, gv) = ad.layers[0].store.accumulated(3).unwrap();
-        let g: Vec<f32> = gk.iter().chain(gv).copied().collect();
-        assert!(g.iter().any(|x| *x != 0.0));
-        let t = Tensor::new(g.as_slice(), &dev).unwrap();
-        let rounded = flat(
-            &t.to_dtype(DType::BF16)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap(),
-        );
-        assert_eq!(rounded, g);
     }
 }
 

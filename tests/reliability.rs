@@ -41,15 +41,6 @@ fn run_example(out: &str, sets: &[&str]) -> (i32, String, String) {
     run(&args)
 }
 
-fn only_run_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
-
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -117,7 +108,7 @@ fn resuming_a_finished_run_changes_nothing() {
     let out = tempfile::tempdir().unwrap();
     let (code, _, err) = run_example(out.path().to_str().unwrap(), &["train.steps=3"]);
     assert_eq!(code, 0, "{err}");
-    let dir = only_run_dir(out.path());
+    let dir = common::the_run_in(out.path());
     let before = snapshot(&dir);
     let (code, stdout, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -202,7 +193,7 @@ fn divergence_stops_at_the_step_and_keeps_a_finite_checkpoint() {
         err.contains("step 2: the last update left non-finite parameters"),
         "{err}"
     );
-    let dir = only_run_dir(out.path());
+    let dir = common::the_run_in(out.path());
     assert_eq!(
         event_types(&dir).last().map(String::as_str),
         Some("diverged")
@@ -227,7 +218,7 @@ fn a_torn_last_line_is_repaired_on_resume() {
         &["train.steps=2", "train.checkpoint_every=1"],
     );
     assert_eq!(code, 0, "{err}");
-    let dir = only_run_dir(out.path());
+    let dir = common::the_run_in(out.path());
     // A crash mid-write: half a line at the end of the log.
     let log = dir.join("events.jsonl");
     let mut text = std::fs::read_to_string(&log).unwrap();
@@ -273,7 +264,7 @@ fn a_killed_run_resumes_to_the_same_end_and_a_whole_run_summary() {
     let whole = tempfile::tempdir().unwrap();
     let (code, _, err) = run_example(whole.path().to_str().unwrap(), &sets);
     assert_eq!(code, 0, "{err}");
-    let expected = summary_json(&only_run_dir(whole.path()));
+    let expected = summary_json(&common::the_run_in(whole.path()));
 
     let out = tempfile::tempdir().unwrap();
     let mut child = spawn_run(out.path(), &sets);
@@ -393,7 +384,7 @@ fn a_full_disk_stops_the_run_with_one_line_and_no_temporary_files() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("No space left on device"), "{err}");
-    let dir = only_run_dir(root);
+    let dir = common::the_run_in(root);
     let leftovers: Vec<String> = snapshot(&dir)
         .into_iter()
         .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -443,7 +434,7 @@ fn resuming_on_changed_data_is_refused() {
         "eval.limit=1",
     ]);
     assert_eq!(code, 0, "{err}");
-    let dir = only_run_dir(&out);
+    let dir = common::the_run_in(&out);
     // Same size, other content: one letter changed.
     let text = std::fs::read_to_string(&data).unwrap();
     let i = text.find('a').unwrap();

@@ -34,14 +34,16 @@ pub fn meft_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_meft"))
 }
 
-/// The one run directory `meft run --out DIR` made in `dir`.
-pub fn the_run_in(dir: &std::path::Path) -> PathBuf {
-    std::fs::read_dir(dir)
+/// The one run directory `meft run --out DIR` made in `root`, which holds
+/// nothing else.
+pub fn the_run_in(root: &std::path::Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].is_dir(), "{entries:?}");
+    entries[0].clone()
 }
 
 /// A small training experiment of method `kind` on the embedded tiny model.

@@ -277,7 +277,7 @@ fn plan_at(input: &PlanInput) -> Result<Plan, PlanError> {
                 // candle's CPU matmuls widen half-precision operands to f32.
                 let rb = match exp.model.device.as_str() {
                     "cpu" => F32,
-                    _ => row_bytes(input),
+                    _ => row_dtype(input).bytes(),
                 };
                 meft_backward_surge(n, model.hidden_size as u64, u, rb)?
             }
@@ -476,7 +476,7 @@ fn plan_meft(
     // row cache a layer's gradients stay on the device for the cache to sum
     // until the backward pass is done.
     let composed = meft_composed(input);
-    let rb = row_bytes(input);
+    let rb = row_dtype(input).bytes();
     // What crosses per row either way, and what a row takes on the device:
     // the fused kernel computes in f32 over rows that crossed in `rb`.
     let row = bytes(&[2, d, rb])?;
@@ -617,7 +617,7 @@ fn plan_meft(
     ));
     p.notes.push(format!(
         "traffic counts the row copy both ways (rows up, their gradients down) at {rb} bytes per value ({}); the paper's Eq. 8 counts it once",
-        row_dtype_name(input)
+        row_dtype(input).name()
     ));
     p.notes.push(format!(
         "device kernel: {}; each layer's row gradients leave the device as its backward pass makes them{}",
@@ -736,15 +736,10 @@ fn meft_composed(input: &PlanInput) -> bool {
     input.exp.method.meft.composed_on(&input.exp.model.device)
 }
 
-/// Bytes per value of the gathered rows on the device and across the link.
-fn row_bytes(input: &PlanInput) -> u64 {
+/// The gathered rows' dtype on the device and across the link.
+fn row_dtype(input: &PlanInput) -> crate::config::BaseDtype {
     let cfg = &input.exp.method.meft;
-    cfg.resolved_row_dtype(input.exp.model.dtype).bytes()
-}
-
-fn row_dtype_name(input: &PlanInput) -> &'static str {
-    let cfg = &input.exp.method.meft;
-    cfg.resolved_row_dtype(input.exp.model.dtype).name()
+    cfg.resolved_row_dtype(input.exp.model.dtype)
 }
 
 /// The row cache's gradients that stay on the device through the backward
@@ -757,7 +752,7 @@ fn row_cache_grads(input: &PlanInput) -> Result<u64, PlanError> {
     let d = input.model.hidden_size as u64;
     sum(p_unions(input)
         .into_iter()
-        .map(|u| u.saturating_mul(2 * d * row_bytes(input))))
+        .map(|u| u.saturating_mul(2 * d * row_dtype(input).bytes())))
 }
 
 /// What the composed MEFT layer's backward pass holds at once for a union
