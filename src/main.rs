@@ -221,6 +221,10 @@ enum Command {
         /// Stop after this many new tokens.
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
+        /// Ask the prompt as one user turn in the model's chat markup
+        /// (ChatML, Llama 3, Gemma or [INST], recognised by its tokens).
+        #[arg(long)]
+        chat: bool,
     },
     /// Every run under a directory: method, size, steps, final loss, state
     /// and metrics, one row each.
@@ -446,11 +450,13 @@ fn run(cli: Cli) -> Result<()> {
             beams,
             repetition_penalty,
             max_new_tokens,
+            chat,
         } => {
             let opts = GenerateOptions {
                 max_new_tokens,
                 beams,
                 repetition_penalty,
+                chat,
             };
             println!("{}", complete(&model, &prompt, &opts)?);
             Ok(())

@@ -582,7 +582,7 @@ fn decoding_keeps_no_state_per_forward_pass() {
     let opts = |beams| GenerateOptions {
         max_new_tokens: 12,
         beams,
-        repetition_penalty: 1.0,
+        ..Default::default()
     };
     // A training forward keeps one entry per adapter layer for its backward.
     let input = Input {

@@ -160,6 +160,21 @@ fn smollm2_answers_paris() {
     );
     assert!(text.contains("Paris"), "greedy answer: {text}");
 
+    // The same question in the model's own markup, recognised by its tokens.
+    let out = meft_bin()
+        .args(["generate", "--model", &model, "--chat"])
+        .args(["--prompt", "What is the capital of France?"])
+        .args(["--max-new-tokens", "24"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Paris"), "--chat answer: {text}");
+
     let out = meft_bin()
         .args([
             "generate",
@@ -240,4 +255,149 @@ fn a_random_base_of_a_built_in_shape_trains_and_plans_without_a_file() {
         err.contains("model.reference") && err.contains("random:gpt-9"),
         "{err}"
     );
+}
+
+/// A GGUF file with the given metadata and one small embedding tensor.
+fn tiny_gguf(path: &Path, arch: &str, tokenizer_model: &str) {
+    use candle_core::quantized::gguf_file::Value;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let tokens = Value::Array(vec![Value::String("a".into()), Value::String("b".into())]);
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(arch.into())),
+        (
+            "tokenizer.ggml.model",
+            Value::String(tokenizer_model.into()),
+        ),
+        ("tokenizer.ggml.tokens", tokens),
+        ("llama.embedding_length", Value::U32(4)),
+        ("llama.attention.head_count", Value::U32(1)),
+        ("llama.feed_forward_length", Value::U32(8)),
+        ("llama.block_count", Value::U32(0)),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let embd =
+        candle_core::Tensor::zeros((2, 4), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+    let q = QTensor::quantize(&embd, GgmlDType::F32).unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    candle_core::quantized::gguf_file::write(&mut f, &md_refs, &[("token_embd.weight", &q)])
+        .unwrap();
+}
+
+#[test]
+fn gguf_of_an_unknown_architecture_or_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("arch.gguf");
+    tiny_gguf(&f, "gpt9", "gpt2");
+    assert_one_line_error(
+        f.to_str().unwrap(),
+        "arch.gguf",
+        "general.architecture \"gpt9\" is not supported",
+    );
+    let f = dir.path().join("tok.gguf");
+    tiny_gguf(&f, "llama", "rwkv");
+    assert_one_line_error(
+        f.to_str().unwrap(),
+        "tok.gguf",
+        "tokenizer.ggml.model \"rwkv\" is not supported",
+    );
+}
+
+#[test]
+fn config_of_an_unknown_family_or_rope_scaling_or_without_a_bias() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = good_config();
+    c["model_type"] = "falcon".into();
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    assert_one_line_error(
+        dir.path().to_str().unwrap(),
+        "config.json",
+        "model_type \"falcon\"",
+    );
+    let mut c = good_config();
+    c["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "factor": 2.0});
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    assert_one_line_error(
+        dir.path().to_str().unwrap(),
+        "config.json",
+        "rope_scaling type \"longrope\" is not supported",
+    );
+}
+
+/// A published config.json of each style, scaled down (2 layers, d 64),
+/// with seeded safetensors written here: loaded, planned and trained.
+#[test]
+fn llama32_and_qwen25_style_directories_load_plan_and_train() {
+    let tok = meft::model::Tokenizer::tiny(&[]).unwrap();
+    let v = tok.vocab_size();
+    let llama32 = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 1,
+        "eos_token_id": [2], "head_dim": 16, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 131072,
+        "mlp_bias": false, "num_attention_heads": 4, "num_hidden_layers": 2,
+        "num_key_value_heads": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-5,
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+        "use_cache": true, "vocab_size": v
+    });
+    let qwen25 = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 32768,
+        "max_window_layers": 21, "num_attention_heads": 4, "num_hidden_layers": 2,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "sliding_window": 32768, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+        "use_cache": true, "use_sliding_window": false, "vocab_size": v
+    });
+    for (name, config) in [("llama-3.2", llama32), ("qwen2.5", qwen25)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("config.json");
+        std::fs::write(&cfg_path, config.to_string()).unwrap();
+        let (shape, _, _) = meft::model::load::parse_hf_config(&cfg_path).unwrap();
+        let model = meft::model::load::random_model(&shape, 9, &candle_core::Device::Cpu).unwrap();
+        let tensors: std::collections::HashMap<_, _> = model.named_tensors().into_iter().collect();
+        candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+        tiny_tokenizer(dir.path());
+        let reference = format!("model.reference=\"hf:{}\"", dir.path().display());
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
+        let out = meft_bin()
+            .args(["plan", example, "--set", &reference])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let runs = tempfile::tempdir().unwrap();
+        for method in ["meft", "lora", "parallel"] {
+            let out = meft_bin()
+                .args(["run", example, "--out"])
+                .arg(runs.path().join(method))
+                .args([
+                    "--set",
+                    &reference,
+                    "--set",
+                    &format!("method.kind=\"{method}\""),
+                ])
+                .args(["--set", "train.steps=5", "--set", "eval.limit=1"])
+                .args(["--set", "train.checkpoint_every=0"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} {method}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let events =
+                meft::train::read_events(&common::the_run_in(&runs.path().join(method))).unwrap();
+            let steps = events
+                .iter()
+                .filter(|e| matches!(e, meft::event::Event::Step(_)))
+                .count();
+            assert_eq!(steps, 5, "{name} {method}");
+        }
+    }
 }

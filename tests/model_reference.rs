@@ -10,23 +10,6 @@ use meft::model::load::{random_model, tiny_config};
 use meft::model::{load_model, Input, ModelRef, NoHooks, Tokenizer};
 use std::collections::HashMap;
 
-fn last_logits(model: &meft::model::Model, ids: &[u32]) -> Vec<f32> {
-    let mask = vec![1u8; ids.len()];
-    let input = Input {
-        ids,
-        pad_mask: &mask,
-        batch: 1,
-        seq: ids.len(),
-    };
-    model
-        .forward(&input, None, &mut NoHooks, true)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 /// Write `model` as a Hugging Face directory (config.json, safetensors,
 /// tokenizer.json).
 fn write_hf_dir(dir: &std::path::Path, model: &meft::model::Model, tok: &Tokenizer) {
@@ -76,7 +59,7 @@ fn hf_directory_matches_candle_transformers_llama() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let got = last_logits(&ours.model, &ids);
+        let got = common::row_logits(&ours.model, &ids, true);
         assert_eq!(got.len(), want.len());
         let max_diff = got
             .iter()
@@ -120,7 +103,7 @@ fn left_padding_does_not_change_a_row() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let alone = last_logits(&loaded.model, &a);
+    let alone = common::row_logits(&loaded.model, &a, true);
     let diff = row0
         .iter()
         .zip(&alone)
@@ -138,7 +121,7 @@ fn smollm2_matches_quantized_llama() {
     let dev = Device::Cpu;
     let ours = load_model(&ModelRef::Gguf(path.clone()), &dev).unwrap();
     let ids = ours.tokenizer.encode(common::CHAT_FRANCE).unwrap();
-    let got = last_logits(&ours.model, &ids);
+    let got = common::row_logits(&ours.model, &ids, true);
 
     let mut file = std::fs::File::open(&path).unwrap();
     let ct = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();

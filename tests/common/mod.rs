@@ -9,13 +9,24 @@ use std::path::PathBuf;
 /// The tests that need it are ignored by default; run with
 /// `--include-ignored` without the file, they fail saying how to get it.
 pub fn smollm2() -> PathBuf {
-    if let Ok(p) = std::env::var("MEFT_SMOLLM2") {
+    cached_gguf("MEFT_SMOLLM2", "smollm2", "scripts/get-smollm2.sh")
+}
+
+/// The Gemma 3 270M GGUF file (`scripts/get-gemma3.sh`, or `MEFT_GEMMA3=path`).
+pub fn gemma3() -> PathBuf {
+    cached_gguf("MEFT_GEMMA3", "gemma3", "scripts/get-gemma3.sh")
+}
+
+fn cached_gguf(var: &str, cache: &str, script: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return p;
         }
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".cache")
+        .join(cache);
     std::fs::read_dir(dir)
         .ok()
         .and_then(|entries| {
@@ -24,11 +35,43 @@ pub fn smollm2() -> PathBuf {
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|x| x == "gguf"))
         })
-        .unwrap_or_else(|| panic!("SmolLM2 GGUF not found: run scripts/get-smollm2.sh"))
+        .unwrap_or_else(|| panic!("{cache} GGUF not found: run {script}"))
 }
+
+pub const GEMMA_FRANCE: &str =
+    "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n";
 
 pub const CHAT_FRANCE: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+/// Logits of one unpadded row through the frozen base (batch × seq × vocab,
+/// or the last position only), as f32 values.
+pub fn row_logits(model: &meft::model::Model, ids: &[u32], last_only: bool) -> Vec<f32> {
+    values(&row_forward(model, ids, last_only))
+}
+
+/// The logits tensor of one unpadded row through the frozen base.
+pub fn row_forward(
+    model: &meft::model::Model,
+    ids: &[u32],
+    last_only: bool,
+) -> candle_core::Tensor {
+    let mask = vec![1u8; ids.len()];
+    let input = meft::model::Input {
+        ids,
+        pad_mask: &mask,
+        batch: 1,
+        seq: ids.len(),
+    };
+    model
+        .forward(&input, None, &mut meft::model::NoHooks, last_only)
+        .unwrap()
+}
+
+/// A tensor's values, row-major, as f32.
+pub fn values(t: &candle_core::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
 
 pub fn meft_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_meft"))

@@ -11,6 +11,8 @@ pub struct GenerateOptions {
     pub beams: usize,
     /// 1.0 is no penalty.
     pub repetition_penalty: f32,
+    /// Wrap the prompt as one user turn in the model's chat markup.
+    pub chat: bool,
 }
 
 impl Default for GenerateOptions {
@@ -19,6 +21,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 64,
             beams: 1,
             repetition_penalty: 1.0,
+            chat: false,
         }
     }
 }
@@ -230,8 +233,17 @@ pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow
     let reference = super::ModelRef::parse(reference)?;
     let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
     let tok = &loaded.tokenizer;
+    let prompt = match opts.chat {
+        false => prompt.to_string(),
+        true => match tok.chat_format() {
+            Some(f) => f.user_turn(prompt),
+            None => anyhow::bail!(
+                "--chat: {reference}'s vocabulary has no chat markup (no <|im_start|>, <|eot_id|>, <start_of_turn> or [INST] tokens)"
+            ),
+        },
+    };
     let ids = tok
-        .encode_prompt(prompt)
+        .encode_prompt(&prompt)
         .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
     let out = generate(
         &loaded.model,

@@ -4,7 +4,10 @@
 
 use super::ops::RopeLayout;
 use super::tokenizer::{Tokenizer, TokenizerError};
-use super::{Arch, Layer, Linear, Model, ModelConfig};
+use super::{
+    hf_part_name, norm_offset, Arch, Layer, Linear, Model, ModelConfig, Part, RopeScaling,
+};
+use crate::config::Proj;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,21 +144,10 @@ pub fn load_model_as(
 
 /// The embedded tiny shape for a vocabulary of `vocab` tokens.
 pub fn tiny_config(vocab: usize) -> ModelConfig {
+    // ModelConfig's default is the tiny shape.
     ModelConfig {
-        arch: Arch::Llama,
         vocab_size: vocab,
-        hidden_size: 128,
-        intermediate_size: 352,
-        num_layers: 4,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 32,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_layout: RopeLayout::HalfSplit,
-        sliding_window: None,
-        tie_embeddings: true,
-        max_position_embeddings: 1024,
+        ..ModelConfig::default()
     }
 }
 
@@ -191,7 +183,7 @@ fn tiny_pretrained(device: &Device, dtype: DType) -> Result<(Model, Tokenizer), 
             .to_device(device)?;
         tensors.insert(name, t);
     }
-    let model = TensorSource { tensors, origin }.build(&cfg, &hf_name, device)?;
+    let model = TensorSource { tensors, origin }.build(&cfg, Naming::Hf, 0.0, device)?;
     Ok((model, tok))
 }
 
@@ -253,22 +245,34 @@ pub fn random_model_as(
         Ok(t.to_dtype(dtype)?)
     };
     let d = cfg.hidden_size;
-    let q = cfg.num_heads * cfg.head_dim;
-    let kv = cfg.num_kv_heads * cfg.head_dim;
-    let ones = || Tensor::ones(d, dtype, device);
+    let ones = |n: usize| Tensor::ones(n, dtype, device);
     let embed = mat(cfg.vocab_size, d)?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for _ in 0..cfg.num_layers {
+        let mut lin = |p: Proj| -> Result<Linear, LoadError> {
+            let (fan_in, fan_out) = cfg.projection_shape(p);
+            let w = mat(fan_out as usize, fan_in as usize)?;
+            let b = match cfg.has_bias(p) {
+                true => Some(mat(1, fan_out as usize)?.squeeze(0)?),
+                false => None,
+            };
+            Ok(Linear::frozen(w).with_bias(b))
+        };
+        let opt = |on: bool, n: usize| on.then(|| ones(n)).transpose();
         layers.push(Layer {
-            attn_norm: ones()?,
-            q_proj: Linear::frozen(mat(q, d)?),
-            k_proj: Linear::frozen(mat(kv, d)?),
-            v_proj: Linear::frozen(mat(kv, d)?),
-            o_proj: Linear::frozen(mat(d, q)?),
-            ffn_norm: ones()?,
-            gate_proj: Linear::frozen(mat(cfg.intermediate_size, d)?),
-            up_proj: Linear::frozen(mat(cfg.intermediate_size, d)?),
-            down_proj: Linear::frozen(mat(d, cfg.intermediate_size)?),
+            attn_norm: ones(d)?,
+            q_proj: lin(Proj::QProj)?,
+            k_proj: lin(Proj::KProj)?,
+            v_proj: lin(Proj::VProj)?,
+            o_proj: lin(Proj::OProj)?,
+            ffn_norm: ones(d)?,
+            gate_proj: lin(Proj::GateProj)?,
+            up_proj: lin(Proj::UpProj)?,
+            down_proj: lin(Proj::DownProj)?,
+            q_norm: opt(cfg.qk_norm, cfg.head_dim)?,
+            k_norm: opt(cfg.qk_norm, cfg.head_dim)?,
+            post_attn_norm: opt(cfg.post_norms, d)?,
+            post_ffn_norm: opt(cfg.post_norms, d)?,
         });
     }
     let lm_head = if cfg.tie_embeddings {
@@ -280,11 +284,108 @@ pub fn random_model_as(
         config: cfg.clone(),
         embed,
         layers,
-        norm: ones()?,
+        norm: ones(d)?,
         lm_head,
         device: device.clone(),
         dtype,
     })
+}
+
+/// How a file names a model's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    Hf,
+    Gguf,
+}
+
+impl Naming {
+    fn global(self, what: &str) -> &'static str {
+        match (self, what) {
+            (Self::Hf, "embed") => "model.embed_tokens.weight",
+            (Self::Hf, "norm") => "model.norm.weight",
+            (Self::Hf, _) => "lm_head.weight",
+            (Self::Gguf, "embed") => "token_embd.weight",
+            (Self::Gguf, "norm") => "output_norm.weight",
+            (Self::Gguf, _) => "output.weight",
+        }
+    }
+
+    fn part(self, arch: Arch, layer: usize, part: Part) -> String {
+        match self {
+            Self::Hf => hf_part_name(arch, layer, part),
+            Self::Gguf => gguf_part_name(layer, part),
+        }
+    }
+}
+
+/// A layer tensor's name in a GGUF file (llama.cpp's names, the same for
+/// every family).
+fn gguf_part_name(layer: usize, part: Part) -> String {
+    let p = format!("blk.{layer}");
+    let proj = |pr: Proj| match pr {
+        Proj::QProj => "attn_q",
+        Proj::KProj => "attn_k",
+        Proj::VProj => "attn_v",
+        Proj::OProj => "attn_output",
+        Proj::GateProj => "ffn_gate",
+        Proj::UpProj => "ffn_up",
+        Proj::DownProj => "ffn_down",
+    };
+    match part {
+        Part::AttnNorm => format!("{p}.attn_norm.weight"),
+        Part::FfnNorm => format!("{p}.ffn_norm.weight"),
+        Part::QNorm => format!("{p}.attn_q_norm.weight"),
+        Part::KNorm => format!("{p}.attn_k_norm.weight"),
+        Part::PostAttnNorm => format!("{p}.post_attention_norm.weight"),
+        Part::PostFfnNorm => format!("{p}.post_ffw_norm.weight"),
+        Part::Weight(pr) => format!("{p}.{}.weight", proj(pr)),
+        Part::Bias(pr) => format!("{p}.{}.bias", proj(pr)),
+    }
+}
+
+/// Every tensor of `model` under its GGUF name, as llama.cpp stores it: the
+/// LLaMA family's q and k rows in the interleaved RoPE layout, Gemma's norms
+/// as 1 + w (as the model holds them).
+pub fn gguf_tensors(model: &Model) -> Result<Vec<(String, Tensor)>, LoadError> {
+    let cfg = &model.config;
+    let interleave =
+        matches!(cfg.arch, Arch::Llama | Arch::Mistral) && cfg.rope_layout == RopeLayout::HalfSplit;
+    // Rows i and i + head_dim/2 of each head become rows 2i and 2i + 1.
+    let permute = |t: &Tensor, heads: usize| -> Result<Tensor, LoadError> {
+        let hd = cfg.head_dim;
+        let rest: Vec<usize> = t.dims()[1..].to_vec();
+        let mut shape = vec![heads, 2, hd / 2];
+        shape.extend(&rest);
+        let mut flat = vec![heads * hd];
+        flat.extend(&rest);
+        Ok(t.reshape(shape)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape(flat)?)
+    };
+    let mut out = vec![(
+        Naming::Gguf.global("embed").to_string(),
+        model.embed.clone(),
+    )];
+    for (i, l) in model.layers.iter().enumerate() {
+        for (part, t) in l.parts() {
+            let heads = match part {
+                Part::Weight(Proj::QProj) | Part::Bias(Proj::QProj) => Some(cfg.num_heads),
+                Part::Weight(Proj::KProj) | Part::Bias(Proj::KProj) => Some(cfg.num_kv_heads),
+                _ => None,
+            };
+            let t = match heads.filter(|_| interleave) {
+                Some(h) => permute(t, h)?,
+                None => t.clone(),
+            };
+            out.push((gguf_part_name(i, part), t));
+        }
+    }
+    out.push((Naming::Gguf.global("norm").to_string(), model.norm.clone()));
+    if let Some(h) = &model.lm_head {
+        out.push((Naming::Gguf.global("head").to_string(), h.weight.clone()));
+    }
+    Ok(out)
 }
 
 /// Looks tensors up by name and checks their shapes, whatever file they came from.
@@ -295,10 +396,14 @@ struct TensorSource<'a> {
 
 impl TensorSource<'_> {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, LoadError> {
-        let t = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| file_err(self.origin, format!("missing tensor {name}")))?;
+        // A multimodal checkpoint keeps its decoder under `language_model.`.
+        let t = match self.tensors.remove(name) {
+            Some(t) => t,
+            None => self
+                .tensors
+                .remove(&format!("language_model.{name}"))
+                .ok_or_else(|| file_err(self.origin, format!("missing tensor {name}")))?,
+        };
         if t.dims() != shape {
             return Err(file_err(
                 self.origin,
@@ -308,37 +413,79 @@ impl TensorSource<'_> {
         Ok(t)
     }
 
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+            || self.tensors.contains_key(&format!("language_model.{name}"))
+    }
+
+    /// The model of shape `cfg` from the tensors a file named its way. Norm
+    /// weights stored as offsets from one (Gemma in Hugging Face files) get
+    /// `norm_offset` added.
     fn build(
         mut self,
         cfg: &ModelConfig,
-        names: &dyn Fn(&str, Option<usize>) -> String,
+        naming: Naming,
+        norm_offset: f64,
         device: &Device,
     ) -> Result<Model, LoadError> {
         let d = cfg.hidden_size;
-        let q = cfg.num_heads * cfg.head_dim;
-        let kv = cfg.num_kv_heads * cfg.head_dim;
-        let f = cfg.intermediate_size;
-        let embed = self.take(&names("embed", None), &[cfg.vocab_size, d])?;
+        let hd = cfg.head_dim;
+        let embed = self.take(naming.global("embed"), &[cfg.vocab_size, d])?;
         let embed_dtype = embed.dtype();
+        let norm = |src: &mut Self, name: &str, n: usize| -> Result<Tensor, LoadError> {
+            let t = src.take(name, &[n])?;
+            Ok(match norm_offset {
+                0.0 => t,
+                off => t.affine(1.0, off)?,
+            })
+        };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
-            let n = |k: &str| names(k, Some(i));
+            let n = |part: Part| naming.part(cfg.arch, i, part);
+            let lin = |src: &mut Self, p: Proj| -> Result<Linear, LoadError> {
+                let (fan_in, fan_out) = cfg.projection_shape(p);
+                let w = src.take(&n(Part::Weight(p)), &[fan_out as usize, fan_in as usize])?;
+                let b = match cfg.has_bias(p) {
+                    true => Some(src.take(&n(Part::Bias(p)), &[fan_out as usize])?),
+                    false => None,
+                };
+                Ok(Linear::frozen(w).with_bias(b))
+            };
+            let q_proj = lin(&mut self, Proj::QProj)?;
+            let k_proj = lin(&mut self, Proj::KProj)?;
+            let v_proj = lin(&mut self, Proj::VProj)?;
+            let o_proj = lin(&mut self, Proj::OProj)?;
+            let gate_proj = lin(&mut self, Proj::GateProj)?;
+            let up_proj = lin(&mut self, Proj::UpProj)?;
+            let down_proj = lin(&mut self, Proj::DownProj)?;
+            let opt = |src: &mut Self, on: bool, part: Part, len: usize| match on {
+                true => norm(src, &n(part), len).map(Some),
+                false => Ok(None),
+            };
+            let q_norm = opt(&mut self, cfg.qk_norm, Part::QNorm, hd)?;
+            let k_norm = opt(&mut self, cfg.qk_norm, Part::KNorm, hd)?;
+            let post_attn_norm = opt(&mut self, cfg.post_norms, Part::PostAttnNorm, d)?;
+            let post_ffn_norm = opt(&mut self, cfg.post_norms, Part::PostFfnNorm, d)?;
             layers.push(Layer {
-                attn_norm: self.take(&n("attn_norm"), &[d])?,
-                q_proj: Linear::frozen(self.take(&n("q"), &[q, d])?),
-                k_proj: Linear::frozen(self.take(&n("k"), &[kv, d])?),
-                v_proj: Linear::frozen(self.take(&n("v"), &[kv, d])?),
-                o_proj: Linear::frozen(self.take(&n("o"), &[d, q])?),
-                ffn_norm: self.take(&n("ffn_norm"), &[d])?,
-                gate_proj: Linear::frozen(self.take(&n("gate"), &[f, d])?),
-                up_proj: Linear::frozen(self.take(&n("up"), &[f, d])?),
-                down_proj: Linear::frozen(self.take(&n("down"), &[d, f])?),
+                attn_norm: norm(&mut self, &n(Part::AttnNorm), d)?,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                ffn_norm: norm(&mut self, &n(Part::FfnNorm), d)?,
+                gate_proj,
+                up_proj,
+                down_proj,
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                post_ffn_norm,
             });
         }
-        let norm = self.take(&names("norm", None), &[d])?;
-        let head_name = names("head", None);
-        let lm_head = if self.tensors.contains_key(&head_name) && !cfg.tie_embeddings {
-            Some(Linear::frozen(self.take(&head_name, &[cfg.vocab_size, d])?))
+        let final_norm = norm(&mut self, naming.global("norm"), d)?;
+        let head_name = naming.global("head");
+        let lm_head = if self.contains(head_name) && !cfg.tie_embeddings {
+            Some(Linear::frozen(self.take(head_name, &[cfg.vocab_size, d])?))
         } else {
             None
         };
@@ -346,7 +493,7 @@ impl TensorSource<'_> {
             config: cfg.clone(),
             embed,
             layers,
-            norm,
+            norm: final_norm,
             lm_head,
             device: device.clone(),
             dtype: embed_dtype,
@@ -356,44 +503,42 @@ impl TensorSource<'_> {
     }
 }
 
-fn hf_name(k: &str, layer: Option<usize>) -> String {
-    let p = format!("model.layers.{}", layer.unwrap_or(0));
-    match k {
-        "embed" => "model.embed_tokens.weight".into(),
-        "norm" => "model.norm.weight".into(),
-        "head" => "lm_head.weight".into(),
-        "attn_norm" => format!("{p}.input_layernorm.weight"),
-        "ffn_norm" => format!("{p}.post_attention_layernorm.weight"),
-        "q" | "k" | "v" | "o" => format!("{p}.self_attn.{k}_proj.weight"),
-        _ => format!("{p}.mlp.{k}_proj.weight"),
-    }
-}
-
-fn gguf_name(k: &str, layer: Option<usize>) -> String {
-    let p = format!("blk.{}", layer.unwrap_or(0));
-    match k {
-        "embed" => "token_embd.weight".into(),
-        "norm" => "output_norm.weight".into(),
-        "head" => "output.weight".into(),
-        "attn_norm" => format!("{p}.attn_norm.weight"),
-        "ffn_norm" => format!("{p}.ffn_norm.weight"),
-        "q" => format!("{p}.attn_q.weight"),
-        "k" => format!("{p}.attn_k.weight"),
-        "v" => format!("{p}.attn_v.weight"),
-        "o" => format!("{p}.attn_output.weight"),
-        _ => format!("{p}.ffn_{k}.weight"),
-    }
-}
-
-/// A Hugging Face `config.json` for `cfg`, the inverse of [`parse_hf_config`].
+/// A Hugging Face `config.json` for `cfg`, the inverse of [`parse_hf_config`]
+/// (with the fields candle-transformers' own configs require).
 pub fn hf_config_json(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> serde_json::Value {
-    let (arch, model_type) = match cfg.arch {
-        Arch::Llama => ("LlamaForCausalLM", "llama"),
-        Arch::Mistral => ("MistralForCausalLM", "mistral"),
+    let arch = match cfg.arch {
+        Arch::Llama => "LlamaForCausalLM",
+        Arch::Mistral => "MistralForCausalLM",
+        Arch::Qwen2 => "Qwen2ForCausalLM",
+        Arch::Qwen3 => "Qwen3ForCausalLM",
+        Arch::Gemma3 => "Gemma3ForCausalLM",
     };
-    serde_json::json!({
+    let rope_scaling = match &cfg.rope_scaling {
+        None | Some(RopeScaling::Factors { .. }) => serde_json::Value::Null,
+        Some(RopeScaling::Linear { factor }) => {
+            serde_json::json!({"rope_type": "linear", "factor": factor})
+        }
+        Some(RopeScaling::Dynamic { factor }) => {
+            serde_json::json!({"rope_type": "dynamic", "factor": factor})
+        }
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => serde_json::json!({
+            "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+    };
+    let act = match cfg.activation {
+        super::ops::Activation::Silu => "silu",
+        super::ops::Activation::GeluTanh => "gelu_pytorch_tanh",
+    };
+    let mut j = serde_json::json!({
         "architectures": [arch],
-        "model_type": model_type,
+        "model_type": cfg.arch.model_type(),
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_layers,
@@ -403,19 +548,117 @@ pub fn hf_config_json(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> 
         "vocab_size": cfg.vocab_size,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
+        "rope_scaling": rope_scaling,
         "sliding_window": cfg.sliding_window,
         "max_position_embeddings": cfg.max_position_embeddings,
         "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": act,
+        "attention_bias": cfg.o_bias,
         "bos_token_id": bos,
         "eos_token_id": eos,
-    })
+    });
+    let extra = match cfg.arch {
+        Arch::Qwen2 | Arch::Qwen3 => serde_json::json!({
+            "use_sliding_window": false,
+            "sliding_window": cfg.sliding_window.unwrap_or(cfg.max_position_embeddings),
+            "max_window_layers": cfg.num_layers,
+        }),
+        Arch::Gemma3 => serde_json::json!({
+            "hidden_activation": act,
+            "query_pre_attn_scalar": cfg.query_pre_attn_scalar.unwrap_or(cfg.head_dim as f64) as u64,
+            "sliding_window": cfg.sliding_window.unwrap_or(cfg.max_position_embeddings),
+            "sliding_window_pattern": cfg.sliding_window_pattern.unwrap_or(1),
+            "rope_local_base_freq": cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
+            "final_logit_softcapping": cfg.final_logit_softcapping,
+            "attn_logit_softcapping": cfg.attn_logit_softcapping,
+        }),
+        _ => serde_json::json!({}),
+    };
+    if let (Some(j), Some(extra)) = (j.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            j.insert(k.clone(), v.clone());
+        }
+    }
+    j
 }
 
-/// Parse a Hugging Face `config.json` (llama and mistral architectures).
+/// `rope_scaling` of a Hugging Face config: `None` for none or "default".
+fn parse_rope_scaling(
+    v: &serde_json::Value,
+    path: &Path,
+) -> Result<Option<RopeScaling>, LoadError> {
+    let Some(rs) = v.get("rope_scaling").filter(|x| !x.is_null()) else {
+        return Ok(None);
+    };
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(|x| x.as_str())
+        .unwrap_or("");
+    let num = |k: &str| -> Result<f64, LoadError> {
+        rs.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
+            file_err(
+                path,
+                format!("rope_scaling of type {kind:?} needs a number \"{k}\""),
+            )
+        })
+    };
+    Ok(Some(match kind {
+        "default" => return Ok(None),
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
+        "dynamic" => RopeScaling::Dynamic {
+            factor: num("factor")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+        },
+        other => {
+            return Err(file_err(
+                path,
+                format!(
+                "rope_scaling type {other:?} is not supported (expected linear, dynamic or llama3)"
+            ),
+            ))
+        }
+    }))
+}
+
+/// Parse a Hugging Face `config.json`: the llama, mistral, qwen2, qwen3 and
+/// gemma3 families.
 pub fn parse_hf_config(path: &Path) -> Result<(ModelConfig, Option<u32>, Option<u32>), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
-    let v: serde_json::Value =
+    let top: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| file_err(path, format!("not valid JSON: {e}")))?;
+    let model_type = top
+        .get("model_type")
+        .and_then(|x| x.as_str())
+        .unwrap_or("llama");
+    // A multimodal Gemma 3 keeps its decoder's config under text_config.
+    let v = match (model_type, top.get("text_config")) {
+        ("gemma3", Some(tc)) if tc.is_object() => tc,
+        _ => &top,
+    };
+    let arch = match model_type {
+        "llama" => Arch::Llama,
+        "mistral" => Arch::Mistral,
+        "qwen2" => Arch::Qwen2,
+        "qwen3" => Arch::Qwen3,
+        "gemma3" | "gemma3_text" => Arch::Gemma3,
+        other => {
+            return Err(file_err(
+                path,
+                format!(
+                    "model_type {other:?} is not supported (expected llama, mistral, qwen2, qwen3, gemma3 or gemma3_text)"
+                ),
+            ))
+        }
+    };
+    let gemma = arch == Arch::Gemma3;
     let req = |k: &str| -> Result<usize, LoadError> {
         v.get(k)
             .and_then(|x| x.as_u64())
@@ -424,31 +667,11 @@ pub fn parse_hf_config(path: &Path) -> Result<(ModelConfig, Option<u32>, Option<
     };
     let opt_u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
     let opt_f = |k: &str| v.get(k).and_then(|x| x.as_f64());
-    let model_type = v
-        .get("model_type")
-        .and_then(|x| x.as_str())
-        .unwrap_or("llama");
-    let arch = match model_type {
-        "llama" => Arch::Llama,
-        "mistral" => Arch::Mistral,
-        other => {
-            return Err(file_err(
-                path,
-                format!(
-                    "model_type {other:?} is not supported (expected \"llama\" or \"mistral\")"
-                ),
-            ))
-        }
-    };
-    if let Some(rs) = v.get("rope_scaling").filter(|x| !x.is_null()) {
-        return Err(file_err(
-            path,
-            format!("rope_scaling {rs} is not supported"),
-        ));
-    }
+    let opt_b = |k: &str| v.get(k).and_then(|x| x.as_bool());
     let hidden = req("hidden_size")?;
     let heads = req("num_attention_heads")?;
-    if heads == 0 || hidden % heads != 0 && opt_u("head_dim").is_none() {
+    let head_dim = opt_u("head_dim").or(gemma.then_some(256));
+    if heads == 0 || hidden % heads != 0 && head_dim.is_none() {
         return Err(file_err(
             path,
             "num_attention_heads must divide hidden_size",
@@ -461,36 +684,102 @@ pub fn parse_hf_config(path: &Path) -> Result<(ModelConfig, Option<u32>, Option<
             "num_key_value_heads must divide num_attention_heads",
         ));
     }
+    let act_key = if gemma {
+        "hidden_activation"
+    } else {
+        "hidden_act"
+    };
+    let activation = match v.get(act_key).and_then(|x| x.as_str()) {
+        None if gemma => super::ops::Activation::GeluTanh,
+        None => super::ops::Activation::Silu,
+        Some(name) => super::ops::Activation::from_hf(name).ok_or_else(|| {
+            file_err(
+                path,
+                format!("{act_key} {name:?} is not supported (expected silu or gelu_pytorch_tanh)"),
+            )
+        })?,
+    };
+    if opt_b("mlp_bias") == Some(true) {
+        return Err(file_err(path, "mlp_bias true is not supported"));
+    }
+    if matches!(arch, Arch::Qwen2 | Arch::Qwen3) && opt_b("use_sliding_window") == Some(true) {
+        return Err(file_err(path, "use_sliding_window true is not supported"));
+    }
+    let attention_bias = opt_b("attention_bias").unwrap_or(false);
+    // Gemma 3 names its global layers: every Nth, or a `layer_types` list.
+    let num_layers = req("num_hidden_layers")?;
+    let pattern = match (gemma, v.get("layer_types").and_then(|x| x.as_array())) {
+        (false, _) => None,
+        (true, None) => Some(opt_u("sliding_window_pattern").unwrap_or(6)),
+        (true, Some(types)) => {
+            let global: Vec<bool> = types
+                .iter()
+                .map(|t| t.as_str() == Some("full_attention"))
+                .collect();
+            let p = global
+                .iter()
+                .position(|g| *g)
+                .map_or(num_layers + 1, |i| i + 1);
+            if global.len() != num_layers
+                || global
+                    .iter()
+                    .enumerate()
+                    .any(|(i, g)| *g != ((i + 1) % p == 0))
+            {
+                return Err(file_err(
+                    path,
+                    "layer_types: only every-Nth-layer-global patterns are supported",
+                ));
+            }
+            Some(p)
+        }
+    };
     let cfg = ModelConfig {
         arch,
         vocab_size: req("vocab_size")?,
         hidden_size: hidden,
         intermediate_size: req("intermediate_size")?,
-        num_layers: req("num_hidden_layers")?,
+        num_layers,
         num_heads: heads,
         num_kv_heads: kv_heads,
-        head_dim: opt_u("head_dim").unwrap_or(hidden / heads),
+        head_dim: head_dim.unwrap_or(hidden / heads),
         rms_norm_eps: opt_f("rms_norm_eps").unwrap_or(1e-6),
-        rope_theta: opt_f("rope_theta").unwrap_or(10_000.0),
+        rope_theta: opt_f("rope_theta").unwrap_or(if gemma { 1e6 } else { 10_000.0 }),
         rope_layout: RopeLayout::HalfSplit,
-        sliding_window: if arch == Arch::Mistral {
-            opt_u("sliding_window")
+        sliding_window: match arch {
+            Arch::Mistral => opt_u("sliding_window"),
+            Arch::Gemma3 => Some(opt_u("sliding_window").unwrap_or(4096)),
+            _ => None,
+        },
+        tie_embeddings: opt_b("tie_word_embeddings")
+            .or(top.get("tie_word_embeddings").and_then(|x| x.as_bool()))
+            .unwrap_or(gemma),
+        max_position_embeddings: opt_u("max_position_embeddings").unwrap_or(4096),
+        rope_scaling: parse_rope_scaling(v, path)?,
+        qkv_bias: arch == Arch::Qwen2 || attention_bias,
+        o_bias: arch != Arch::Qwen2 && attention_bias,
+        qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
+        post_norms: gemma,
+        embed_scale: gemma,
+        activation,
+        query_pre_attn_scalar: if gemma {
+            Some(opt_f("query_pre_attn_scalar").unwrap_or(256.0))
         } else {
             None
         },
-        tie_embeddings: v
-            .get("tie_word_embeddings")
-            .and_then(|x| x.as_bool())
-            .unwrap_or(false),
-        max_position_embeddings: opt_u("max_position_embeddings").unwrap_or(4096),
+        sliding_window_pattern: pattern,
+        rope_local_theta: gemma.then(|| opt_f("rope_local_base_freq").unwrap_or(10_000.0)),
+        final_logit_softcapping: opt_f("final_logit_softcapping"),
+        attn_logit_softcapping: opt_f("attn_logit_softcapping"),
     };
+    let id = |x: &serde_json::Value| x.as_u64().map(|x| x as u32);
     let bos = v
         .get("bos_token_id")
-        .and_then(|x| x.as_u64())
-        .map(|x| x as u32);
-    let eos = match v.get("eos_token_id") {
-        Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
-        Some(x) => x.as_u64().map(|x| x as u32),
+        .or(top.get("bos_token_id"))
+        .and_then(id);
+    let eos = match v.get("eos_token_id").or(top.get("eos_token_id")) {
+        Some(serde_json::Value::Array(a)) => a.first().and_then(id),
+        Some(x) => id(x),
         None => None,
     };
     Ok((cfg, bos, eos))
@@ -562,9 +851,36 @@ fn load_hf(dir: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenize
         tensors,
         origin: &origin,
     };
-    let model = src.build(&cfg, &hf_name, device)?;
-    let tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), bos, eos)?;
+    let model = src.build(&cfg, Naming::Hf, norm_offset(cfg.arch), device)?;
+    let mut tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), bos, eos)?;
+    // Every end-of-sequence id the checkpoint names stops generation (Llama
+    // 3 lists three: end of text, end of message, end of turn).
+    for file in ["config.json", "generation_config.json"] {
+        for id in eos_ids(&dir.join(file)) {
+            if !tokenizer.stop_ids.contains(&id) {
+                tokenizer.stop_ids.push(id);
+            }
+        }
+    }
     Ok((model, tokenizer))
+}
+
+/// The `eos_token_id`s a JSON file names (one or a list); none when the file
+/// or the key is absent.
+fn eos_ids(path: &Path) -> Vec<u32> {
+    let v: Option<serde_json::Value> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let eos = v.as_ref().and_then(|v| v.get("eos_token_id")).cloned();
+    match eos {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        Some(x) => x.as_u64().map(|x| x as u32).into_iter().collect(),
+        None => Vec::new(),
+    }
 }
 
 /// The shape of a model without loading its weights.
@@ -579,16 +895,16 @@ pub fn model_shape(reference: &ModelRef) -> Result<ModelConfig, LoadError> {
             let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
             let ct = candle_core::quantized::gguf_file::Content::read(&mut file)
                 .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
-            let tokenizer = Tokenizer::from_gguf(&ct.metadata, path)?;
-            gguf_config(&ct, path, tokenizer.vocab_size())
+            gguf_config(&ct, path)
         }
     }
 }
 
+/// The shape of a GGUF model from its metadata (`general.architecture` and
+/// that architecture's keys, as llama.cpp writes them).
 fn gguf_config(
     ct: &candle_core::quantized::gguf_file::Content,
     path: &Path,
-    vocab: usize,
 ) -> Result<ModelConfig, LoadError> {
     let md = &ct.metadata;
     let arch = md
@@ -599,13 +915,19 @@ fn gguf_config(
     let model_arch = match arch.as_str() {
         "llama" => Arch::Llama,
         "mistral" => Arch::Mistral,
+        "qwen2" => Arch::Qwen2,
+        "qwen3" => Arch::Qwen3,
+        "gemma3" => Arch::Gemma3,
         other => {
             return Err(file_err(
                 path,
-                format!("architecture {other:?} is not supported (expected llama or mistral)"),
+                format!(
+                    "general.architecture {other:?} is not supported (expected llama, mistral, qwen2, qwen3 or gemma3)"
+                ),
             ))
         }
     };
+    let gemma = model_arch == Arch::Gemma3;
     let key = |k: &str| format!("{arch}.{k}");
     let get_u = |k: &str| -> Result<usize, LoadError> {
         md.get(&key(k))
@@ -620,6 +942,30 @@ fn gguf_config(
     let get_f = |k: &str| md.get(&key(k)).and_then(|v| v.to_f32().ok()).map(f64::from);
     let hidden = get_u("embedding_length")?;
     let heads = get_u("attention.head_count")?;
+    let head_dim = get_u("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let vocab = match ct.tensor_infos.get("token_embd.weight") {
+        Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+        None => return Err(file_err(path, "missing tensor token_embd.weight")),
+    };
+    let rope_scaling = match md
+        .get(&key("rope.scaling.type"))
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+    {
+        None | Some("none") => None,
+        Some("linear") => Some(RopeScaling::Linear {
+            factor: get_f("rope.scaling.factor").unwrap_or(1.0),
+        }),
+        Some(other) => {
+            return Err(file_err(
+                path,
+                format!(
+                    "{} {other:?} is not supported (expected linear)",
+                    key("rope.scaling.type")
+                ),
+            ))
+        }
+    };
     Ok(ModelConfig {
         arch: model_arch,
         vocab_size: vocab,
@@ -628,13 +974,38 @@ fn gguf_config(
         num_layers: get_u("block_count")?,
         num_heads: heads,
         num_kv_heads: get_u("attention.head_count_kv").unwrap_or(heads),
-        head_dim: get_u("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        head_dim,
         rms_norm_eps: get_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-        rope_theta: get_f("rope.freq_base").unwrap_or(10_000.0),
-        rope_layout: RopeLayout::Interleaved,
-        sliding_window: None,
+        rope_theta: get_f("rope.freq_base").unwrap_or(if gemma { 1e6 } else { 10_000.0 }),
+        // llama.cpp permutes LLaMA's q and k into the interleaved layout;
+        // the NeoX-style families keep Hugging Face's halves.
+        rope_layout: match model_arch {
+            Arch::Llama | Arch::Mistral => RopeLayout::Interleaved,
+            _ => RopeLayout::HalfSplit,
+        },
+        sliding_window: match gemma {
+            true => Some(get_u("attention.sliding_window").unwrap_or(4096)),
+            false => None,
+        },
         tie_embeddings: !ct.tensor_infos.contains_key("output.weight"),
         max_position_embeddings: get_u("context_length").unwrap_or(4096),
+        rope_scaling,
+        qkv_bias: model_arch == Arch::Qwen2 || ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
+        o_bias: ct.tensor_infos.contains_key("blk.0.attn_output.bias"),
+        qk_norm: matches!(model_arch, Arch::Qwen3 | Arch::Gemma3),
+        post_norms: gemma,
+        embed_scale: gemma,
+        activation: match gemma {
+            true => super::ops::Activation::GeluTanh,
+            false => super::ops::Activation::Silu,
+        },
+        query_pre_attn_scalar: gemma.then_some(head_dim as f64),
+        // llama.cpp's Gemma 3: every sixth layer global, local RoPE base 10⁴,
+        // unless the file says otherwise.
+        sliding_window_pattern: gemma.then(|| get_u("attention.sliding_window_type").unwrap_or(6)),
+        rope_local_theta: gemma.then(|| get_f("rope.local_freq_base").unwrap_or(10_000.0)),
+        final_logit_softcapping: get_f("final_logit_softcapping"),
+        attn_logit_softcapping: get_f("attn_logit_softcapping"),
     })
 }
 
@@ -643,8 +1014,8 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<(Model, Token
     let mut file = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
     let ct = gguf_file::Content::read(&mut file)
         .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
+    let mut cfg = gguf_config(&ct, path)?;
     let tokenizer = Tokenizer::from_gguf(&ct.metadata, path)?;
-    let cfg = gguf_config(&ct, path, tokenizer.vocab_size())?;
     let mut tensors = HashMap::new();
     for name in ct.tensor_infos.keys() {
         let q = ct
@@ -657,11 +1028,19 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<(Model, Token
             .to_device(device)?;
         tensors.insert(name.clone(), t);
     }
+    // Llama 3.x's frequency scaling, as llama.cpp stores it: one divisor per
+    // frequency.
+    if let Some(f) = tensors.remove("rope_freqs.weight") {
+        cfg.rope_scaling = Some(RopeScaling::Factors {
+            factors: f.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+        });
+    }
     let src = TensorSource {
         tensors,
         origin: path,
     };
-    let model = src.build(&cfg, &gguf_name, device)?;
+    // llama.cpp's converter already stores Gemma's norms as 1 + w.
+    let model = src.build(&cfg, Naming::Gguf, 0.0, device)?;
     Ok((model, tokenizer))
 }
 

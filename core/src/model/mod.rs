@@ -22,15 +22,67 @@ use std::sync::Arc;
 pub use load::{load_model, LoadedModel, ModelRef};
 pub use tokenizer::Tokenizer;
 
-/// Which decoder family a checkpoint belongs to.
+/// Which decoder family a checkpoint belongs to. One decoder serves them all:
+/// a family is a set of switches on [`ModelConfig`] (biases, q/k norms,
+/// post-norms, the gate's activation, local/global attention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Llama,
     Mistral,
+    Qwen2,
+    Qwen3,
+    Gemma3,
 }
 
-/// The shape of a decoder, whatever file it came from.
+impl Arch {
+    /// Hugging Face's `model_type` of the family.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3_text",
+        }
+    }
+
+    /// Where an adapter's FFN hook reads and writes on this family, in words.
+    pub fn ffn_attach(self) -> &'static str {
+        match self {
+            Self::Gemma3 => {
+                "in parallel with each FFN: reads the pre-FFN norm's output, adds to the FFN's output before the post-FFN norm"
+            }
+            _ => "in parallel with each FFN: reads the post-attention norm's output, adds to the FFN's output",
+        }
+    }
+}
+
+/// How a checkpoint stretches its rotary frequencies past the length it was
+/// pretrained on (Hugging Face's `rope_scaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear { factor: f64 },
+    /// NTK-aware: the base grows with the sequence once it passes
+    /// `max_position_embeddings`.
+    Dynamic { factor: f64 },
+    /// Llama 3.x: low frequencies divided by `factor`, high ones kept, a
+    /// smooth blend between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+    /// One divisor per frequency (a GGUF file's `rope_freqs.weight`).
+    Factors { factors: Vec<f64> },
+}
+
+/// The shape of a decoder, whatever file it came from. Fields after
+/// `max_position_embeddings` are a family's switches; each defaults to the
+/// LLaMA behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -47,6 +99,85 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub tie_embeddings: bool,
     pub max_position_embeddings: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Biases on the q, k and v projections (Qwen2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qkv_bias: bool,
+    /// A bias on the output projection (LLaMA's `attention_bias`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub o_bias: bool,
+    /// RMSNorm over each head's queries and keys before RoPE (Qwen3, Gemma 3).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
+    /// RMSNorms on the attention's and the FFN's outputs before each residual
+    /// add (Gemma 3).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub post_norms: bool,
+    /// Embeddings multiplied by √hidden_size (Gemma).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embed_scale: bool,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub activation: ops::Activation,
+    /// Attention scores scaled by 1/√this instead of 1/√head_dim (Gemma).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Every Nth layer attends globally and the others within
+    /// `sliding_window` (Gemma 3: 6); `None`: every layer alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window_pattern: Option<usize>,
+    /// The RoPE base of the local (sliding-window) layers (Gemma 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_local_theta: Option<f64>,
+    /// `cap·tanh(x/cap)` on the final logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    /// `cap·tanh(x/cap)` on the scaled attention scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+impl Default for ModelConfig {
+    /// A LLaMA-shaped placeholder (the embedded tiny model's numbers): fill
+    /// in the rest with struct-update syntax.
+    fn default() -> Self {
+        Self {
+            arch: Arch::Llama,
+            vocab_size: 259,
+            hidden_size: 128,
+            intermediate_size: 352,
+            num_layers: 4,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 32,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_layout: RopeLayout::HalfSplit,
+            sliding_window: None,
+            tie_embeddings: true,
+            max_position_embeddings: 1024,
+            rope_scaling: None,
+            qkv_bias: false,
+            o_bias: false,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: false,
+            activation: ops::Activation::Silu,
+            query_pre_attn_scalar: None,
+            sliding_window_pattern: None,
+            rope_local_theta: None,
+            final_logit_softcapping: None,
+            attn_logit_softcapping: None,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -70,13 +201,105 @@ impl ModelConfig {
         let d = self.hidden_size;
         let kv = self.num_kv_heads * self.head_dim;
         let q = self.num_heads * self.head_dim;
-        let per_layer = d * q + 2 * d * kv + q * d + 3 * d * self.intermediate_size + 2 * d;
+        let mut per_layer = d * q + 2 * d * kv + q * d + 3 * d * self.intermediate_size + 2 * d;
+        if self.qkv_bias {
+            per_layer += q + 2 * kv;
+        }
+        if self.o_bias {
+            per_layer += d;
+        }
+        if self.qk_norm {
+            per_layer += 2 * self.head_dim;
+        }
+        if self.post_norms {
+            per_layer += 2 * d;
+        }
         let head = if self.tie_embeddings {
             0
         } else {
             self.vocab_size * d
         };
         self.vocab_size * d + self.num_layers * per_layer + d + head
+    }
+
+    /// Whether projection `p` has a bias.
+    pub fn has_bias(&self, p: Proj) -> bool {
+        match p {
+            Proj::QProj | Proj::KProj | Proj::VProj => self.qkv_bias,
+            Proj::OProj => self.o_bias,
+            _ => false,
+        }
+    }
+
+    /// Whether layer `li` attends within a window (Gemma 3's local layers,
+    /// every layer of a sliding-window Mistral).
+    pub fn is_local(&self, li: usize) -> bool {
+        self.sliding_window.is_some()
+            && self
+                .sliding_window_pattern
+                .is_none_or(|p| !(li + 1).is_multiple_of(p))
+    }
+
+    /// The attention window of layer `li`: `None` attends to every earlier key.
+    pub fn layer_window(&self, li: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.is_local(li))
+    }
+
+    /// The scale of the attention scores.
+    pub fn attn_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64)
+            .sqrt()
+    }
+
+    /// RoPE's inverse frequencies for layer `li` (head_dim / 2 of them) when
+    /// the longest sequence in the batch is `seq_len` positions long. Gemma
+    /// 3's local layers use their own base and no scaling.
+    pub fn inv_freq(&self, li: usize, seq_len: usize) -> Vec<f64> {
+        let hd = self.head_dim;
+        let local = self.rope_local_theta.filter(|_| self.is_local(li));
+        let mut theta = local.unwrap_or(self.rope_theta);
+        let scaling = self.rope_scaling.as_ref().filter(|_| local.is_none());
+        if let Some(RopeScaling::Dynamic { factor }) = scaling {
+            let max = self.max_position_embeddings.max(1) as f64;
+            if seq_len as f64 > max && hd > 2 {
+                let grow = factor * seq_len as f64 / max - (factor - 1.0);
+                theta *= grow.powf(hd as f64 / (hd as f64 - 2.0));
+            }
+        }
+        let base = (0..hd / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / hd as f64));
+        match scaling {
+            None | Some(RopeScaling::Dynamic { .. }) => base.collect(),
+            Some(RopeScaling::Linear { factor }) => base.map(|f| f / factor).collect(),
+            Some(RopeScaling::Factors { factors }) => base
+                .zip(factors.iter().chain(std::iter::repeat(&1.0)))
+                .map(|(f, d)| f / d)
+                .collect(),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let old = *original_max_position_embeddings as f64;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+            }
+        }
     }
 }
 
@@ -86,6 +309,8 @@ impl ModelConfig {
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor,
+    /// Added to every output row (Qwen2's q/k/v projections).
+    pub bias: Option<Tensor>,
     pub trainable: bool,
 }
 
@@ -93,11 +318,25 @@ impl Linear {
     pub fn frozen(weight: Tensor) -> Self {
         Self {
             weight,
+            bias: None,
             trainable: false,
         }
     }
 
+    pub fn with_bias(mut self, bias: Option<Tensor>) -> Self {
+        self.bias = bias;
+        self
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.product(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
         if self.trainable {
             let dims = x.dims().to_vec();
             let Some((&last, lead)) = dims.split_last() else {
@@ -120,9 +359,10 @@ pub use crate::config::Proj;
 /// Where an adapter plugs into the decoder. Every method defaults to "no
 /// change", so the frozen base is `&mut NoHooks`.
 pub trait Hooks {
-    /// Called with the FFN input `u` (the post-attention RMSNorm output, shape
-    /// batch × seq × d); a returned tensor of the same shape is added to the
-    /// FFN output.
+    /// Called with the FFN input `u` (the output of the norm before the FFN,
+    /// shape batch × seq × d); a returned tensor of the same shape is added to
+    /// the FFN output (before the post-FFN norm on families that have one,
+    /// so the adapter runs in parallel with the FFN on every family).
     fn ffn(&mut self, _layer: usize, _u: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
@@ -131,6 +371,14 @@ pub trait Hooks {
     /// projection's output shape is added to its output.
     fn proj(&mut self, _layer: usize, _proj: Proj, _x: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+}
+
+/// The offset of a family's stored norm weights (see [`Model::norm_offset`]).
+pub fn norm_offset(arch: Arch) -> f64 {
+    match arch {
+        Arch::Gemma3 => 1.0,
+        _ => 0.0,
     }
 }
 
@@ -149,6 +397,131 @@ pub struct Layer {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// Per-head RMSNorm weights of queries and keys (head_dim each).
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// RMSNorms on the attention's and the FFN's outputs (Gemma 3).
+    pub post_attn_norm: Option<Tensor>,
+    pub post_ffn_norm: Option<Tensor>,
+}
+
+/// What a layer's tensor is, for naming it in a file and for treating norms
+/// alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    AttnNorm,
+    FfnNorm,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    PostFfnNorm,
+    Weight(Proj),
+    Bias(Proj),
+}
+
+impl Part {
+    pub fn is_norm(self) -> bool {
+        !matches!(self, Self::Weight(_) | Self::Bias(_))
+    }
+}
+
+impl Layer {
+    /// Every tensor of the layer with what it is, in a fixed order.
+    pub fn parts(&self) -> Vec<(Part, &Tensor)> {
+        let mut out = vec![(Part::AttnNorm, &self.attn_norm)];
+        for (p, lin) in self.linears() {
+            out.push((Part::Weight(p), &lin.weight));
+            if let Some(b) = &lin.bias {
+                out.push((Part::Bias(p), b));
+            }
+        }
+        for (part, t) in [
+            (Part::QNorm, &self.q_norm),
+            (Part::KNorm, &self.k_norm),
+            (Part::PostAttnNorm, &self.post_attn_norm),
+        ] {
+            out.extend(t.as_ref().map(|t| (part, t)));
+        }
+        out.push((Part::FfnNorm, &self.ffn_norm));
+        out.extend(self.post_ffn_norm.as_ref().map(|t| (Part::PostFfnNorm, t)));
+        out
+    }
+
+    /// The same as [`Layer::parts`], mutable.
+    pub fn parts_mut(&mut self) -> Vec<(Part, &mut Tensor)> {
+        let mut out = vec![(Part::AttnNorm, &mut self.attn_norm)];
+        for (p, lin) in [
+            (Proj::QProj, &mut self.q_proj),
+            (Proj::KProj, &mut self.k_proj),
+            (Proj::VProj, &mut self.v_proj),
+            (Proj::OProj, &mut self.o_proj),
+            (Proj::GateProj, &mut self.gate_proj),
+            (Proj::UpProj, &mut self.up_proj),
+            (Proj::DownProj, &mut self.down_proj),
+        ] {
+            out.push((Part::Weight(p), &mut lin.weight));
+            if let Some(b) = lin.bias.as_mut() {
+                out.push((Part::Bias(p), b));
+            }
+        }
+        for (part, t) in [
+            (Part::QNorm, &mut self.q_norm),
+            (Part::KNorm, &mut self.k_norm),
+            (Part::PostAttnNorm, &mut self.post_attn_norm),
+        ] {
+            out.extend(t.as_mut().map(|t| (part, t)));
+        }
+        out.push((Part::FfnNorm, &mut self.ffn_norm));
+        out.extend(self.post_ffn_norm.as_mut().map(|t| (Part::PostFfnNorm, t)));
+        out
+    }
+
+    /// The seven projections with their names.
+    pub fn linears(&self) -> [(Proj, &Linear); 7] {
+        [
+            (Proj::QProj, &self.q_proj),
+            (Proj::KProj, &self.k_proj),
+            (Proj::VProj, &self.v_proj),
+            (Proj::OProj, &self.o_proj),
+            (Proj::GateProj, &self.gate_proj),
+            (Proj::UpProj, &self.up_proj),
+            (Proj::DownProj, &self.down_proj),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
+}
+
+/// A layer tensor's name in a Hugging Face checkpoint of family `arch`.
+pub fn hf_part_name(arch: Arch, layer: usize, part: Part) -> String {
+    let p = format!("model.layers.{layer}");
+    let proj = |pr: Proj| match pr {
+        Proj::QProj | Proj::KProj | Proj::VProj | Proj::OProj => {
+            format!("self_attn.{}", pr.name())
+        }
+        _ => format!("mlp.{}", pr.name()),
+    };
+    match part {
+        Part::AttnNorm => format!("{p}.input_layernorm.weight"),
+        Part::FfnNorm if arch == Arch::Gemma3 => format!("{p}.pre_feedforward_layernorm.weight"),
+        Part::FfnNorm => format!("{p}.post_attention_layernorm.weight"),
+        Part::PostAttnNorm => format!("{p}.post_attention_layernorm.weight"),
+        Part::PostFfnNorm => format!("{p}.post_feedforward_layernorm.weight"),
+        Part::QNorm => format!("{p}.self_attn.q_norm.weight"),
+        Part::KNorm => format!("{p}.self_attn.k_norm.weight"),
+        Part::Weight(pr) => format!("{p}.{}.weight", proj(pr)),
+        Part::Bias(pr) => format!("{p}.{}.bias", proj(pr)),
+    }
 }
 
 /// Keys and values of earlier positions, per layer, for generation.
@@ -222,29 +595,32 @@ pub struct Model {
 }
 
 impl Model {
-    /// Every base tensor with its Hugging Face name.
+    /// Gemma keeps its norm weights as offsets from one (`x·(1 + w)`); the
+    /// model holds `1 + w` and files hold `w`.
+    pub fn norm_offset(&self) -> f64 {
+        norm_offset(self.config.arch)
+    }
+
+    /// Every base tensor with its Hugging Face name, as a Hugging Face
+    /// checkpoint of the family stores it.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let off = self.norm_offset();
+        let file = |t: &Tensor, norm: bool| -> Tensor {
+            match norm && off != 0.0 {
+                true => t.affine(1.0, -off).unwrap_or_else(|_| t.clone()),
+                false => t.clone(),
+            }
+        };
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
         for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), l.attn_norm.clone()));
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                l.ffn_norm.clone(),
-            ));
-            for (name, lin) in [
-                ("self_attn.q_proj", &l.q_proj),
-                ("self_attn.k_proj", &l.k_proj),
-                ("self_attn.v_proj", &l.v_proj),
-                ("self_attn.o_proj", &l.o_proj),
-                ("mlp.gate_proj", &l.gate_proj),
-                ("mlp.up_proj", &l.up_proj),
-                ("mlp.down_proj", &l.down_proj),
-            ] {
-                out.push((format!("{p}.{name}.weight"), lin.weight.clone()));
+            for (part, t) in l.parts() {
+                out.push((
+                    hf_part_name(self.config.arch, i, part),
+                    file(t, part.is_norm()),
+                ));
             }
         }
-        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        out.push(("model.norm.weight".to_string(), file(&self.norm, true)));
         if let Some(h) = &self.lm_head {
             out.push(("lm_head.weight".to_string(), h.weight.clone()));
         }
@@ -256,26 +632,16 @@ impl Model {
         let lin = |l: &Linear| -> Result<Linear> {
             Ok(Linear {
                 weight: l.weight.to_dtype(dtype)?,
+                bias: l.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
                 trainable: l.trainable,
             })
         };
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(Layer {
-                    attn_norm: l.attn_norm.to_dtype(dtype)?,
-                    q_proj: lin(&l.q_proj)?,
-                    k_proj: lin(&l.k_proj)?,
-                    v_proj: lin(&l.v_proj)?,
-                    o_proj: lin(&l.o_proj)?,
-                    ffn_norm: l.ffn_norm.to_dtype(dtype)?,
-                    gate_proj: lin(&l.gate_proj)?,
-                    up_proj: lin(&l.up_proj)?,
-                    down_proj: lin(&l.down_proj)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut layers = self.layers.clone();
+        for l in layers.iter_mut() {
+            for (_, t) in l.parts_mut() {
+                *t = t.to_dtype(dtype)?;
+            }
+        }
         Ok(Self {
             config: self.config.clone(),
             embed: self.embed.to_dtype(dtype)?,
@@ -287,7 +653,7 @@ impl Model {
         })
     }
 
-    /// Turn every projection weight into a trainable `Var` (full
+    /// Turn every projection weight (and bias) into a trainable `Var` (full
     /// fine-tuning). Embedding and norms stay as they are unless
     /// `all` is set, in which case they become `Var`s too.
     pub fn make_trainable(&mut self, all: bool) -> Result<Vec<(String, Var)>> {
@@ -302,25 +668,14 @@ impl Model {
             var_of("model.embed_tokens.weight".into(), &mut self.embed)?;
             var_of("model.norm.weight".into(), &mut self.norm)?;
         }
+        let arch = self.config.arch;
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let p = format!("model.layers.{i}");
-            if all {
-                var_of(format!("{p}.input_layernorm.weight"), &mut l.attn_norm)?;
-                var_of(
-                    format!("{p}.post_attention_layernorm.weight"),
-                    &mut l.ffn_norm,
-                )?;
+            for (part, t) in l.parts_mut() {
+                if all || !part.is_norm() {
+                    var_of(hf_part_name(arch, i, part), t)?;
+                }
             }
-            for (name, lin) in [
-                ("self_attn.q_proj", &mut l.q_proj),
-                ("self_attn.k_proj", &mut l.k_proj),
-                ("self_attn.v_proj", &mut l.v_proj),
-                ("self_attn.o_proj", &mut l.o_proj),
-                ("mlp.gate_proj", &mut l.gate_proj),
-                ("mlp.up_proj", &mut l.up_proj),
-                ("mlp.down_proj", &mut l.down_proj),
-            ] {
-                var_of(format!("{p}.{name}.weight"), &mut lin.weight)?;
+            for lin in l.linears_mut() {
                 lin.trainable = true;
             }
         }
@@ -403,26 +758,56 @@ impl Model {
             key_mask.extend_from_slice(&input.pad_mask[r * s..(r + 1) * s]);
         }
         cache.key_mask = key_mask;
-        let mask = self.attention_mask(&cache.key_mask, &positions, b, s, past)?;
+        // One mask per attention window and one frequency table per RoPE
+        // kind among the layers (two of each on Gemma 3, one elsewhere).
+        let longest = positions.iter().max().map_or(0, |&p| p as usize + 1);
+        let mut masks: Vec<(Option<usize>, AttentionMask)> = Vec::new();
+        let mut freqs: Vec<(bool, Arc<Vec<f64>>)> = Vec::new();
+        let mut per_layer = Vec::with_capacity(cfg.num_layers);
+        for li in 0..cfg.num_layers {
+            let window = cfg.layer_window(li);
+            let mi = match masks.iter().position(|(w, _)| *w == window) {
+                Some(i) => i,
+                None => {
+                    let m = self.attention_mask(&cache.key_mask, b, s, past, window)?;
+                    masks.push((window, m));
+                    masks.len() - 1
+                }
+            };
+            let local = cfg.is_local(li) && cfg.rope_local_theta.is_some();
+            let fi = match freqs.iter().position(|(l, _)| *l == local) {
+                Some(i) => i,
+                None => {
+                    freqs.push((local, Arc::new(cfg.inv_freq(li, longest))));
+                    freqs.len() - 1
+                }
+            };
+            per_layer.push((mi, fi));
+        }
         let positions = Arc::new(positions);
 
         let ids = Tensor::from_vec(input.ids.to_vec(), (b, s), &self.device)?;
         let mut h = self.embed.embedding_lookup(&ids)?;
+        if cfg.embed_scale {
+            h = (h * (cfg.hidden_size as f64).sqrt())?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
-            h = self.layer_forward(
-                li,
-                layer,
-                &h,
-                &mask,
-                &positions,
-                &mut cache.layers[li],
-                hooks,
-            )?;
+            let (mi, fi) = per_layer[li];
+            let at = Positions {
+                mask: &masks[mi].1,
+                positions: &positions,
+                inv_freq: &freqs[fi].1,
+            };
+            h = self.layer_forward(li, layer, &h, &at, &mut cache.layers[li], hooks)?;
         }
         let h = if last_only { h.narrow(1, s - 1, 1)? } else { h };
         let h = self.norm(&h, &self.norm, self.norm.is_variable())?;
         // Logits leave in f32: the loss and sampling want full precision.
-        ops::widen(&self.head(&h)?)
+        let logits = ops::widen(&self.head(&h)?)?;
+        match cfg.final_logit_softcapping {
+            Some(cap) => softcap(&logits, cap),
+            None => Ok(logits),
+        }
     }
 
     /// Additive mask (batch × seq × keys): 0 where a query may look, -inf
@@ -430,13 +815,12 @@ impl Model {
     fn attention_mask(
         &self,
         key_mask: &[u8],
-        positions: &[u32],
         b: usize,
         s: usize,
         past: usize,
+        window: Option<usize>,
     ) -> Result<AttentionMask> {
         let t = past + s;
-        let window = self.config.sliding_window;
         let mut m = vec![0f32; b * s * t];
         for r in 0..b {
             for i in 0..s {
@@ -450,7 +834,6 @@ impl Model {
                 }
             }
         }
-        let _ = positions;
         // The CPU applies it inside its softmax kernel; other devices add
         // it as a tensor.
         let tensor = match self.device.is_cpu() {
@@ -465,14 +848,12 @@ impl Model {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         li: usize,
         l: &Layer,
         h: &Tensor,
-        mask: &AttentionMask,
-        positions: &Arc<Vec<u32>>,
+        at: &Positions,
         kv: &mut Option<(Tensor, Tensor)>,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
@@ -492,14 +873,21 @@ impl Model {
                 None => Ok(y),
             }
         };
-        let q = proj(hooks, Proj::QProj, &l.q_proj, &x)?;
-        let k = proj(hooks, Proj::KProj, &l.k_proj, &x)?;
-        let v = proj(hooks, Proj::VProj, &l.v_proj, &x)?;
-        let q = q.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, s, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, s, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = ops::rope(&q, positions, cfg.rope_theta, cfg.rope_layout)?;
-        let k = ops::rope(&k, positions, cfg.rope_theta, cfg.rope_layout)?;
+        // Queries and keys per head, normed over head_dim where the family
+        // does so (before RoPE).
+        let heads = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            let y = y.reshape((b, s, n, hd))?;
+            let y = match norm {
+                Some(w) => self.norm(&y, w, w.is_variable())?,
+                None => y,
+            };
+            y.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(proj(hooks, Proj::QProj, &l.q_proj, &x)?, nh, &l.q_norm)?;
+        let k = heads(proj(hooks, Proj::KProj, &l.k_proj, &x)?, nkv, &l.k_norm)?;
+        let v = heads(proj(hooks, Proj::VProj, &l.v_proj, &x)?, nkv, &None)?;
+        let q = ops::rope(&q, at.positions, at.inv_freq, cfg.rope_layout)?;
+        let k = ops::rope(&k, at.positions, at.inv_freq, cfg.rope_layout)?;
         let (k, v) = match kv.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -509,10 +897,14 @@ impl Model {
         let group = nh / nkv;
         // Grouped-query attention: each KV head serves `group` query heads.
         let q = q.reshape((b, nkv, group * s, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?.reshape((b, nh, s, t))?;
-        let probs = match &mask.tensor {
-            None => ops::masked_softmax(&scores, &mask.values, scale)?,
+        let mut scale = cfg.attn_scale();
+        let mut scores = q.matmul(&k.t()?)?.reshape((b, nh, s, t))?;
+        if let Some(cap) = cfg.attn_logit_softcapping {
+            scores = softcap(&(scores * scale)?, cap)?;
+            scale = 1.0;
+        }
+        let probs = match &at.mask.tensor {
+            None => ops::masked_softmax(&scores, &at.mask.values, scale)?,
             Some(m) => ops::softmax_last_dim(&(scores * scale)?.broadcast_add(m)?)?,
         };
         let ctx = probs.reshape((b, nkv, group * s, t))?.matmul(&v)?;
@@ -522,21 +914,45 @@ impl Model {
             .contiguous()?
             .reshape((b, s, nh * hd))?;
         let attn = proj(hooks, Proj::OProj, &l.o_proj, &ctx)?;
+        let attn = match &l.post_attn_norm {
+            Some(w) => self.norm(&attn, w, w.is_variable())?,
+            None => attn,
+        };
         let h = (h + attn)?;
         let u = self.norm(&h, &l.ffn_norm, l.ffn_norm.is_variable())?;
         let gate = proj(hooks, Proj::GateProj, &l.gate_proj, &u)?;
         let up = proj(hooks, Proj::UpProj, &l.up_proj, &u)?;
-        let act = ops::silu_mul(&gate, &up)?;
+        let act = ops::gated_mul(&gate, &up, cfg.activation)?;
         let ffn = proj(hooks, Proj::DownProj, &l.down_proj, &act)?;
-        let out = (h + ffn)?;
-        match hooks.ffn(li, &ops::widen(&u)?)? {
-            Some(a) => {
-                let a = a.to_dtype(out.dtype())?;
-                out + a
+        let adapter = match hooks.ffn(li, &ops::widen(&u)?)? {
+            Some(a) => Some(a.to_dtype(ffn.dtype())?),
+            None => None,
+        };
+        match (&l.post_ffn_norm, adapter) {
+            (None, None) => h + ffn,
+            (None, Some(a)) => (h + ffn)? + a,
+            (Some(w), a) => {
+                let ffn = match a {
+                    Some(a) => (ffn + a)?,
+                    None => ffn,
+                };
+                h + self.norm(&ffn, w, w.is_variable())?
             }
-            None => Ok(out),
         }
     }
+}
+
+/// `cap · tanh(x / cap)`.
+fn softcap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    (x / cap)?.tanh()? * cap
+}
+
+/// What a layer needs of the positions: its attention mask and its RoPE
+/// frequencies (shared by the layers of one kind).
+struct Positions<'a> {
+    mask: &'a AttentionMask,
+    positions: &'a Arc<Vec<u32>>,
+    inv_freq: &'a Arc<Vec<f64>>,
 }
 
 /// The attention mask of one forward pass: its values, and on devices

@@ -1,9 +1,10 @@
 //! Model shapes without weights: the built-in table (the embedded model,
-//! SmolLM2 and the paper's 7B models) and any reference's shape read from
+//! SmolLM2, the paper's 7B models and today's common bases) and any reference's shape read from
 //! its files' metadata.
 
+use super::ops::Activation;
 use super::ops::RopeLayout;
-use super::{Arch, ModelConfig};
+use super::{Arch, ModelConfig, RopeScaling};
 
 /// The shape of a model known by name, so `meft plan` works on the paper's
 /// settings without weights.
@@ -23,6 +24,29 @@ pub fn builtin_shape(name: &str) -> Option<ModelConfig> {
         sliding_window: None,
         tie_embeddings: tied,
         max_position_embeddings: max_pos,
+        ..ModelConfig::default()
+    };
+    let llama3 = |factor| {
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        })
+    };
+    let gemma3 = |d, layers, ffn| ModelConfig {
+        arch: Arch::Gemma3,
+        head_dim: 256,
+        rms_norm_eps: 1e-6,
+        sliding_window: Some(512),
+        qk_norm: true,
+        post_norms: true,
+        embed_scale: true,
+        activation: Activation::GeluTanh,
+        query_pre_attn_scalar: Some(256.0),
+        sliding_window_pattern: Some(6),
+        rope_local_theta: Some(10_000.0),
+        ..llama(262_144, d, layers, 4, 1, ffn, true, 1e6, 32_768)
     };
     match name.strip_prefix("embedded:").unwrap_or(name) {
         "tiny" | "tiny-random" => Some(llama(259, 128, 4, 4, 2, 352, true, 10_000.0, 1024)),
@@ -36,12 +60,45 @@ pub fn builtin_shape(name: &str) -> Option<ModelConfig> {
             sliding_window: Some(4096),
             ..llama(32000, 4096, 32, 32, 8, 14336, false, 10_000.0, 32768)
         }),
+        "llama-3.1-8b" => Some(ModelConfig {
+            rope_scaling: llama3(8.0),
+            ..llama(128_256, 4096, 32, 32, 8, 14_336, false, 500_000.0, 131_072)
+        }),
+        "llama-3.2-1b" => Some(ModelConfig {
+            rope_scaling: llama3(32.0),
+            ..llama(128_256, 2048, 16, 32, 8, 8192, true, 500_000.0, 131_072)
+        }),
+        "qwen2.5-7b" => Some(ModelConfig {
+            arch: Arch::Qwen2,
+            rms_norm_eps: 1e-6,
+            qkv_bias: true,
+            ..llama(152_064, 3584, 28, 28, 4, 18_944, false, 1e6, 32_768)
+        }),
+        "qwen2.5-0.5b" => Some(ModelConfig {
+            arch: Arch::Qwen2,
+            rms_norm_eps: 1e-6,
+            qkv_bias: true,
+            ..llama(151_936, 896, 24, 14, 2, 4864, true, 1e6, 32_768)
+        }),
+        "gemma-3-1b" => Some(gemma3(1152, 26, 6912)),
+        "gemma-3-270m" => Some(gemma3(640, 18, 2048)),
         _ => None,
     }
 }
 
 /// Names [`builtin_shape`] knows.
-pub const BUILTIN_SHAPES: [&str; 4] = ["tiny", "smollm2-135m", "llama-7b", "mistral-7b"];
+pub const BUILTIN_SHAPES: [&str; 10] = [
+    "tiny",
+    "smollm2-135m",
+    "llama-7b",
+    "mistral-7b",
+    "llama-3.1-8b",
+    "llama-3.2-1b",
+    "qwen2.5-7b",
+    "qwen2.5-0.5b",
+    "gemma-3-1b",
+    "gemma-3-270m",
+];
 
 /// The shape of the model an experiment names: `builtin:NAME` (or a bare
 /// built-in name) from the table, anything else from its files' metadata,
@@ -77,6 +134,13 @@ mod tests {
         assert_eq!(count("mistral-7b"), 7_241_732_096);
         assert_eq!(count("smollm2-135m"), 134_515_008);
         assert_eq!(count("tiny"), 771_584);
+        // The published parameter counts of the newer families.
+        assert_eq!(count("llama-3.1-8b"), 8_030_261_248);
+        assert_eq!(count("llama-3.2-1b"), 1_235_814_400);
+        assert_eq!(count("qwen2.5-7b"), 7_615_616_512);
+        assert_eq!(count("qwen2.5-0.5b"), 494_032_768);
+        assert_eq!(count("gemma-3-1b"), 999_885_952);
+        assert_eq!(count("gemma-3-270m"), 268_098_176);
         assert_eq!(builtin_shape("embedded:tiny"), builtin_shape("tiny"));
         assert_eq!(shape("mistral-7b").sliding_window, Some(4096));
         assert_eq!(builtin_shape("gpt-2"), None);

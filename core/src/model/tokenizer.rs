@@ -64,18 +64,49 @@ fn added_token(id: u32, content: &str) -> Value {
            "rstrip": false, "normalized": false, "special": true})
 }
 
+/// How a byte-level BPE splits text into words before merging (llama.cpp's
+/// `tokenizer.ggml.pre`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreSplit {
+    /// GPT-2's own pattern.
+    Gpt2,
+    /// GPT-2's, every digit its own word first (SmolLM, StarCoder).
+    Digits,
+    /// A Split on this pattern, then the byte map without GPT-2's pattern.
+    Regex(&'static str),
+}
+
+/// Llama 3's pattern (llama.cpp's `llama-bpe`): digits in runs of up to three.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's: the same with every digit alone.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl PreSplit {
+    fn of_gguf(pre: &str) -> Option<Self> {
+        match pre {
+            "" | "default" | "gpt2" | "gpt-2" => Some(Self::Gpt2),
+            "smollm" | "starcoder" | "refact" | "gpt-4o" => Some(Self::Digits),
+            "llama-bpe" | "llama3" | "llama-v3" => Some(Self::Regex(LLAMA3_SPLIT)),
+            "qwen2" | "qwen" | "qwen35" => Some(Self::Regex(QWEN2_SPLIT)),
+            _ => None,
+        }
+    }
+}
+
 fn byte_level_json(
     vocab: &BTreeMap<String, u32>,
     merges: &[String],
     specials: &[(u32, String)],
-    digits_individual: bool,
+    split: PreSplit,
 ) -> Value {
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    let pre = if digits_individual {
-        json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level]})
-    } else {
-        byte_level.clone()
+    let pre = match split {
+        PreSplit::Gpt2 => byte_level.clone(),
+        PreSplit::Digits => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]}),
+        PreSplit::Regex(pattern) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
     };
     json!({
         "version": "1.0",
@@ -91,6 +122,118 @@ fn byte_level_json(
                   "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges}
     })
+}
+
+/// A SentencePiece BPE (Gemma's, LLaMA 2's) from its pieces and scores: the
+/// pieces with spaces as `▁`, merges of every pair of pieces whose
+/// concatenation is a piece, ranked by that piece's score (highest first,
+/// as SentencePiece merges), bytes not in the vocabulary through the
+/// `<0xNN>` pieces.
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    types: &[i32],
+    specials: &[(u32, String)],
+    space_prefix: bool,
+    unk: Option<String>,
+) -> Result<tokenizers::Tokenizer, String> {
+    use tokenizers::decoders::{
+        byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as DecSeq, DecoderWrapper,
+    };
+    use tokenizers::normalizers::{Prepend, Replace};
+    use tokenizers::{AddedToken, NormalizerWrapper};
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    // Control and byte pieces never come out of a merge.
+    let mergeable = |i: usize| matches!(types.get(i).copied().unwrap_or(1), 1 | 4);
+    let mut merges: Vec<(f32, u32, String, String)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        if !mergeable(i) || piece.chars().nth(1).is_none() {
+            continue;
+        }
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                if mergeable(li as usize) && mergeable(ri as usize) {
+                    merges.push((
+                        scores.get(i).copied().unwrap_or(0.0),
+                        i as u32,
+                        l.into(),
+                        r.into(),
+                    ));
+                }
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let merges: Vec<(String, String)> = merges.into_iter().map(|(_, _, l, r)| (l, r)).collect();
+    let mut builder = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(u) = unk {
+        builder = builder.unk_token(u);
+    }
+    let bpe = builder.build().map_err(|e| e.to_string())?;
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    let replace = Replace::new(" ", "\u{2581}").map_err(|e| e.to_string())?;
+    let normalizer: NormalizerWrapper = match space_prefix {
+        true => tokenizers::normalizers::Sequence::new(vec![
+            Prepend::new("\u{2581}".into()).into(),
+            replace.into(),
+        ])
+        .into(),
+        false => replace.into(),
+    };
+    tok.with_normalizer(Some(normalizer));
+    let unspace = tokenizers::decoders::strip::Strip::new(' ', usize::from(space_prefix), 0);
+    let decoders: Vec<DecoderWrapper> = vec![
+        tokenizers::normalizers::Replace::new("\u{2581}", " ")
+            .map_err(|e| e.to_string())?
+            .into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+        unspace.into(),
+    ];
+    tok.with_decoder(Some(DecSeq::new(decoders)));
+    let added: Vec<AddedToken> = specials
+        .iter()
+        .map(|(_, c)| AddedToken::from(c.clone(), true).normalized(false))
+        .collect();
+    tok.add_special_tokens(&added);
+    Ok(tok)
+}
+
+/// The turn markup of a chat model's family, recognised by its special
+/// tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatFormat {
+    /// `<|im_start|>role … <|im_end|>` (SmolLM2, Qwen).
+    ChatMl,
+    /// `<|start_header_id|>role<|end_header_id|> … <|eot_id|>` (Llama 3).
+    Llama3,
+    /// `<start_of_turn>user … <end_of_turn>`, the reply's role `model` (Gemma).
+    Gemma,
+    /// `[INST] … [/INST]` (Mistral, LLaMA 2 chat).
+    Inst,
+}
+
+impl ChatFormat {
+    /// One user turn and the opening of the assistant's reply, ready to be
+    /// continued (BOS is the tokenizer's to add).
+    pub fn user_turn(self, text: &str) -> String {
+        match self {
+            Self::ChatMl => format!("<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"),
+            Self::Llama3 => format!(
+                "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            Self::Gemma => format!("<start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n"),
+            Self::Inst => format!("[INST] {text} [/INST]"),
+        }
+    }
 }
 
 /// Special tokens of the embedded tiny vocabulary.
@@ -135,7 +278,7 @@ impl Tokenizer {
             vocab.entry(merged).or_insert(id);
             merge_lines.push(format!("{a} {b}"));
         }
-        let j = byte_level_json(&vocab, &merge_lines, &specials, false);
+        let j = byte_level_json(&vocab, &merge_lines, &specials, PreSplit::Gpt2);
         let inner = tokenizers::Tokenizer::from_bytes(j.to_string().as_bytes())
             .map_err(|e| TokenizerError::Other(format!("tiny vocabulary: {e}")))?;
         Ok(Self::from_inner(inner, Some(1), Some(2), Some(0)))
@@ -173,7 +316,10 @@ impl Tokenizer {
         Ok(t)
     }
 
-    /// A byte-level BPE rebuilt from GGUF metadata (`tokenizer.ggml.*`).
+    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`): a
+    /// byte-level BPE (`gpt2`, with llama.cpp's pre-tokenizer names) or a
+    /// SentencePiece BPE (`llama`: Gemma, LLaMA 2), with the file's own
+    /// special tokens and end-of-turn ids.
     pub fn from_gguf(
         md: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
         path: &Path,
@@ -185,47 +331,79 @@ impl Tokenizer {
         let get_str = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
         let get_u32 = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
         let model = get_str("tokenizer.ggml.model").unwrap_or_default();
-        if model != "gpt2" {
-            return Err(err(format!(
-                "tokenizer model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
-            )));
-        }
-        let tokens = md
+        let tokens: Vec<String> = md
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
-            .ok_or_else(|| err("missing tokenizer.ggml.tokens".into()))?;
+            .ok_or_else(|| err("missing tokenizer.ggml.tokens".into()))?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.to_string()
+                    .cloned()
+                    .map_err(|_| err(format!("tokenizer.ggml.tokens: token {i} is not a string")))
+            })
+            .collect::<Result<_, _>>()?;
         let types: Vec<i32> = md
             .get("tokenizer.ggml.token_type")
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
             .unwrap_or_default();
-        let merges: Vec<String> = md
-            .get("tokenizer.ggml.merges")
-            .and_then(|v| v.to_vec().ok())
-            .map(|v| {
-                v.iter()
-                    .filter_map(|x| x.to_string().ok().cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut vocab = BTreeMap::new();
-        let mut specials = Vec::new();
-        for (i, t) in tokens.iter().enumerate() {
-            let s = t
-                .to_string()
-                .map_err(|_| err(format!("token {i} is not a string")))?
-                .clone();
-            // Type 3 is a control token (e.g. <|im_start|>); 4 user-defined.
-            if matches!(types.get(i), Some(3) | Some(4)) {
-                specials.push((i as u32, s.clone()));
+        // Type 3 is a control token (<|im_start|>, <start_of_turn>), 4 a
+        // user-defined one: both are matched whole in the text, as llama.cpp
+        // does.
+        let specials: Vec<(u32, String)> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
+            .map(|(i, t)| (i as u32, t.clone()))
+            .collect();
+        let inner = match model.as_str() {
+            "gpt2" => {
+                let merges: Vec<String> = md
+                    .get("tokenizer.ggml.merges")
+                    .and_then(|v| v.to_vec().ok())
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.to_string().ok().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let vocab: BTreeMap<String, u32> = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.clone(), i as u32))
+                    .collect();
+                let pre = get_str("tokenizer.ggml.pre").unwrap_or_default();
+                let split = PreSplit::of_gguf(&pre).ok_or_else(|| {
+                    err(format!(
+                        "tokenizer.ggml.pre {pre:?} is not supported (expected default, gpt2, smollm, starcoder, llama-bpe or qwen2)"
+                    ))
+                })?;
+                let j = byte_level_json(&vocab, &merges, &specials, split);
+                tokenizers::Tokenizer::from_bytes(j.to_string().as_bytes())
+                    .map_err(|e| err(format!("cannot build the tokenizer: {e}")))?
             }
-            vocab.insert(s, i as u32);
-        }
-        let pre = get_str("tokenizer.ggml.pre").unwrap_or_default();
-        let digits = matches!(pre.as_str(), "smollm" | "starcoder" | "refact" | "gpt-4o");
-        let j = byte_level_json(&vocab, &merges, &specials, digits);
-        let inner = tokenizers::Tokenizer::from_bytes(j.to_string().as_bytes())
-            .map_err(|e| err(format!("cannot build the tokenizer: {e}")))?;
+            "llama" => {
+                let scores: Vec<f32> = md
+                    .get("tokenizer.ggml.scores")
+                    .and_then(|v| v.to_vec().ok())
+                    .map(|v| v.iter().map(|x| x.to_f32().unwrap_or(0.0)).collect())
+                    .ok_or_else(|| err("missing tokenizer.ggml.scores".into()))?;
+                let space_prefix = md
+                    .get("tokenizer.ggml.add_space_prefix")
+                    .and_then(|v| v.to_bool().ok())
+                    .unwrap_or(true);
+                let unk = get_u32("tokenizer.ggml.unknown_token_id")
+                    .and_then(|i| tokens.get(i as usize).cloned());
+                sentencepiece_bpe(&tokens, &scores, &types, &specials, space_prefix, unk)
+                    .map_err(|e| err(format!("cannot build the tokenizer: {e}")))?
+            }
+            other => {
+                return Err(err(format!(
+                    "tokenizer.ggml.model {other:?} is not supported (expected \"gpt2\", byte-level BPE, or \"llama\", SentencePiece)"
+                )))
+            }
+        };
         let bos = get_u32("tokenizer.ggml.bos_token_id");
         let eos = get_u32("tokenizer.ggml.eos_token_id");
         let pad = get_u32("tokenizer.ggml.padding_token_id");
@@ -233,7 +411,12 @@ impl Tokenizer {
         t.add_bos = md
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+            .unwrap_or(model == "llama");
+        for k in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            if let Some(id) = get_u32(k).filter(|id| !t.stop_ids.contains(id)) {
+                t.stop_ids.push(id);
+            }
+        }
         t.add_chat_stops();
         Ok(t)
     }
@@ -242,6 +425,7 @@ impl Tokenizer {
         for name in [
             "<|im_end|>",
             "<|eot_id|>",
+            "<end_of_turn>",
             "<|end_of_text|>",
             "</s>",
             "<|endoftext|>",
@@ -251,6 +435,22 @@ impl Tokenizer {
                     self.stop_ids.push(id);
                 }
             }
+        }
+    }
+
+    /// The chat markup this vocabulary's special tokens belong to, if any.
+    pub fn chat_format(&self) -> Option<ChatFormat> {
+        let has = |t: &str| self.inner.token_to_id(t).is_some();
+        if has("<|im_start|>") && has("<|im_end|>") {
+            Some(ChatFormat::ChatMl)
+        } else if has("<|start_header_id|>") && has("<|eot_id|>") {
+            Some(ChatFormat::Llama3)
+        } else if has("<start_of_turn>") && has("<end_of_turn>") {
+            Some(ChatFormat::Gemma)
+        } else if has("[INST]") && has("[/INST]") {
+            Some(ChatFormat::Inst)
+        } else {
+            None
         }
     }
 

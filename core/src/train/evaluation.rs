@@ -38,6 +38,7 @@ pub fn evaluate(
             1
         },
         repetition_penalty: exp.eval.repetition_penalty as f32,
+        chat: false,
     };
     let (task, template) = (exp.data.task, exp.data.template);
     method.set_train(false);

@@ -188,20 +188,27 @@ pub enum RopeLayout {
 
 /// Rotary position embedding on `x` of shape (batch, heads, seq, head_dim),
 /// with an explicit position per (batch, seq) entry so left-padded rows start
-/// counting at their first real token.
+/// counting at their first real token, and one inverse frequency per pair of
+/// dimensions (head_dim / 2 of them: the base's, after any rope scaling).
 pub fn rope(
     x: &Tensor,
     positions: &Arc<Vec<u32>>,
-    theta: f64,
+    inv_freq: &Arc<Vec<f64>>,
     layout: RopeLayout,
 ) -> Result<Tensor> {
     let (b, _h, s, hd) = x.dims4()?;
     if positions.len() != b * s {
         candle_core::bail!("rope: {} positions for {b}×{s} tokens", positions.len());
     }
+    if inv_freq.len() * 2 != hd {
+        candle_core::bail!(
+            "rope: {} frequencies for a head of {hd} dimensions",
+            inv_freq.len()
+        );
+    }
     let op = RopeOp {
         positions: positions.clone(),
-        theta,
+        inv_freq: inv_freq.clone(),
         layout,
         inverse: false,
     };
@@ -237,7 +244,7 @@ pub fn rope(
 #[derive(Clone)]
 struct RopeOp {
     positions: Arc<Vec<u32>>,
-    theta: f64,
+    inv_freq: Arc<Vec<f64>>,
     layout: RopeLayout,
     inverse: bool,
 }
@@ -246,13 +253,11 @@ impl RopeOp {
     /// cos and sin per (batch, seq, pair), computed in f64.
     fn tables(&self, b: usize, s: usize, hd: usize) -> (Vec<f64>, Vec<f64>) {
         let half = hd / 2;
-        let inv_freq: Vec<f64> = (0..half)
-            .map(|i| 1.0 / self.theta.powf((2 * i) as f64 / hd as f64))
-            .collect();
+        let inv_freq = &self.inv_freq;
         let mut cos = Vec::with_capacity(b * s * half);
         let mut sin = Vec::with_capacity(b * s * half);
         for &p in self.positions.iter() {
-            for f in &inv_freq {
+            for f in inv_freq.iter() {
                 let a = p as f64 * f;
                 cos.push(a.cos());
                 sin.push(if self.inverse { -a.sin() } else { a.sin() });

@@ -12,7 +12,7 @@ mod attention;
 mod loss;
 mod norm;
 
-pub use activation::{silu, silu_mul};
+pub use activation::{gated_mul, silu, silu_mul, Activation};
 pub use attention::{masked_softmax, rope, softmax_last_dim, RopeLayout};
 pub use loss::cross_entropy;
 pub use norm::rms_norm;
@@ -259,6 +259,14 @@ mod tests {
         same(&[&g, &u], &fused, &composed);
         let fused = silu(g.as_tensor())?;
         same(&[&g], &fused, &g.as_tensor().silu()?);
+        let fused = gated_mul(g.as_tensor(), u.as_tensor(), Activation::GeluTanh)?;
+        // GELU's tanh form from stock ops (candle's own gelu backward rounds
+        // its constants): 0.5·g·(1 + tanh(√(2/π)(g + 0.044715 g³))).
+        let gt = g.as_tensor();
+        let inner =
+            ((gt + ((gt.sqr()? * gt)? * 0.044_715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+        let gelu = ((gt * 0.5)? * (inner.tanh()? + 1.0)?)?;
+        same(&[&g, &u], &fused, &(gelu * u.as_tensor())?);
         Ok(())
     }
 

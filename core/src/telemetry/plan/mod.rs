@@ -198,6 +198,13 @@ fn plan_at(input: &PlanInput) -> Result<Plan, PlanError> {
         notes: Vec::new(),
     };
     let base = bytes(&[base_params, input.base_dtype_bytes])?;
+    if matches!(exp.method.kind, MethodKind::Meft | MethodKind::Parallel) {
+        p.notes.push(format!(
+            "base family {}: the adapter sits {}",
+            model.arch.model_type(),
+            model.arch.ffn_attach()
+        ));
+    }
     let adapter = match exp.method.kind {
         MethodKind::Meft => plan_meft(input, accumulation, base, &mut p)?,
         MethodKind::Parallel => {
