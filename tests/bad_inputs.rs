@@ -203,7 +203,8 @@ fn every_entry_point_rejects_bad_input_in_one_line() {
         (set("eval.decoding=\"sample\""), "eval.decoding"),
         (set("eval.repetition_penalty=0"), "eval.repetition_penalty"),
         (set("data.task=\"mmlu\""), "data.task"),
-        (set("data.template=\"chatml\""), "data.template"),
+        (set("data.template=\"chatml2\""), "data.template"),
+        (set("data.template=\"model\""), "data.template"),
         (set("data.train=\"synth:entities=abc\""), "data.train"),
         (set("data.train=\"synth:colour=3\""), "data.train"),
         (

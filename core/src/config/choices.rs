@@ -160,8 +160,14 @@ choices! {
     }
 
     /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
-    /// (`Q: … / A: …`) suits small models that cannot afford a long preamble.
-    Template ("template") { Alpaca = "alpaca", Plain = "plain" }
+    /// (`Q: … / A: …`) suits small models that cannot afford a long preamble;
+    /// `Model` is the checkpoint's own chat template, and the rest are the
+    /// built-in chat templates of their families (the record one user turn,
+    /// its answer the assistant's).
+    Template ("template") {
+        Alpaca = "alpaca", Plain = "plain", Model = "model", Chatml = "chatml",
+        Llama3 = "llama3", Gemma = "gemma", Mistral = "mistral",
+    }
 
     /// The metrics by name (DATA.md): the standard ones and the paper's.
     Metric ("metric") {

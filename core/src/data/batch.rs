@@ -5,7 +5,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::prompt::{eval_prompt, training_parts, Template};
+use super::prompt::{as_messages, eval_prompt, training_parts, Template};
 use super::{DataError, Example};
 
 /// What batching needs from a tokenizer; the model's tokenizer implements it.
@@ -15,6 +15,13 @@ pub trait TextEncoder {
     fn bos_id(&self) -> Option<u32>;
     fn eos_id(&self) -> Option<u32>;
     fn pad_id(&self) -> u32;
+    /// The chat template `template` names for this tokenizer's model.
+    fn chat(&self, template: Template) -> anyhow::Result<super::chat::ChatTemplate> {
+        anyhow::bail!(
+            "data.template = \"{}\" needs the model's tokenizer",
+            template.name()
+        )
+    }
 }
 
 impl TextEncoder for crate::model::Tokenizer {
@@ -33,6 +40,25 @@ impl TextEncoder for crate::model::Tokenizer {
     }
     fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+    fn chat(&self, template: Template) -> anyhow::Result<super::chat::ChatTemplate> {
+        use super::chat::{builtin, ChatTemplate};
+        let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
+        let (bos, eos) = (text(self.bos_id), text(self.eos_id));
+        Ok(match template {
+            Template::Model => match &self.chat_template {
+                Some(source) => ChatTemplate::new(source, "of the model", &bos, &eos)?,
+                None => anyhow::bail!(
+                    "data.template = \"model\": the model has no chat template (name one of chatml, llama3, gemma, mistral)"
+                ),
+            },
+            named => ChatTemplate::new(
+                builtin(named.name()).unwrap_or_default(),
+                named.name(),
+                &bos,
+                &eos,
+            )?,
+        })
     }
 }
 
@@ -66,6 +92,11 @@ pub fn encode_example<E: TextEncoder + ?Sized>(
     if cutoff_len == 0 {
         anyhow::bail!("cutoff_len must be at least 1 token");
     }
+    if template.is_chat() {
+        let chat = enc.chat(template)?;
+        let messages = as_messages(&ex.instruction, ex.input.as_deref(), Some(&ex.target));
+        return encode_segments(&chat.segments(&messages)?, enc, cutoff_len, train_on_inputs);
+    }
     let parts = training_parts(template, &ex.instruction, ex.input.as_deref(), &ex.target);
     // Prompt and answer are tokenized apart so the mask boundary falls exactly
     // between them, whatever merges the tokenizer would make across it.
@@ -96,6 +127,44 @@ pub fn encode_example<E: TextEncoder + ?Sized>(
     Ok(Encoded { ids, loss_mask })
 }
 
+/// Tokenizes a rendered conversation for training, piece by piece so each
+/// mask boundary falls exactly where a piece ends: the trained pieces (the
+/// assistant turns with their closing markup) are targets, the rest only when
+/// `train_on_inputs`. BOS is added when the checkpoint expects it and the
+/// template did not write it; no EOS is added (each turn's closing markup is
+/// its stop). Cut to `cutoff_len` tokens.
+pub fn encode_segments<E: TextEncoder + ?Sized>(
+    segments: &[super::chat::Segment],
+    enc: &E,
+    cutoff_len: usize,
+    train_on_inputs: bool,
+) -> anyhow::Result<Encoded> {
+    if cutoff_len == 0 {
+        anyhow::bail!("cutoff_len must be at least 1 token");
+    }
+    let mut ids = Vec::new();
+    let mut loss_mask = Vec::new();
+    for seg in segments {
+        let piece = enc.encode(&seg.text)?;
+        loss_mask.extend(std::iter::repeat_n(
+            u8::from(seg.trained || train_on_inputs),
+            piece.len(),
+        ));
+        ids.extend(piece);
+    }
+    if let Some(bos) = enc.bos_id().filter(|b| ids.first() != Some(b)) {
+        ids.insert(0, bos);
+        loss_mask.insert(0, 0);
+    }
+    // Nothing predicts the first token.
+    if let Some(first) = loss_mask.first_mut() {
+        *first = 0;
+    }
+    ids.truncate(cutoff_len);
+    loss_mask.truncate(cutoff_len);
+    Ok(Encoded { ids, loss_mask })
+}
+
 /// Tokenizes the evaluation prompt of a record: BOS then the prompt, no
 /// targets.
 pub fn encode_eval_prompt<E: TextEncoder + ?Sized>(
@@ -103,8 +172,17 @@ pub fn encode_eval_prompt<E: TextEncoder + ?Sized>(
     template: Template,
     enc: &E,
 ) -> anyhow::Result<Encoded> {
-    let mut ids: Vec<u32> = enc.bos_id().into_iter().collect();
-    ids.extend(enc.encode(&eval_prompt(template, &ex.instruction, ex.input.as_deref()))?);
+    let text = match template.is_chat() {
+        true => enc.chat(template)?.render(
+            &as_messages(&ex.instruction, ex.input.as_deref(), None),
+            true,
+        )?,
+        false => eval_prompt(template, &ex.instruction, ex.input.as_deref()),
+    };
+    let mut ids = enc.encode(&text)?;
+    if let Some(bos) = enc.bos_id().filter(|b| ids.first() != Some(b)) {
+        ids.insert(0, bos);
+    }
     let loss_mask = vec![0; ids.len()];
     Ok(Encoded { ids, loss_mask })
 }

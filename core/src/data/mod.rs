@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod batch;
+pub mod chat;
 pub mod formats;
 pub mod prompt;
 pub mod spec;

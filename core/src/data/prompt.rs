@@ -2,6 +2,14 @@
 //! into model text, for training and for evaluation.
 
 pub use crate::config::Template;
+use crate::data::chat::{Message, Role};
+
+impl Template {
+    /// Whether the template is a chat template (rendered by Jinja).
+    pub fn is_chat(self) -> bool {
+        !matches!(self, Self::Alpaca | Self::Plain)
+    }
+}
 
 /// A training text split where the loss mask changes: `prompt` is what the
 /// model is given, `answer` what it should produce. `prompt + answer` is the
@@ -43,7 +51,21 @@ fn plain_prompt(instruction: &str, input: Option<&str>) -> String {
     }
 }
 
-/// The training text for one record, split into prompt and answer.
+/// The record as a conversation: one user turn (the context, if any, then
+/// the instruction) and the answer as the assistant's turn when given.
+pub fn as_messages(instruction: &str, input: Option<&str>, answer: Option<&str>) -> Vec<Message> {
+    let user = match input {
+        Some(input) => format!("{input}\n\n{instruction}"),
+        None => instruction.to_string(),
+    };
+    let mut out = vec![Message::new(Role::User, user)];
+    out.extend(answer.map(|a| Message::new(Role::Assistant, a)));
+    out
+}
+
+/// The training text for one record, split into prompt and answer (the
+/// fixed-wording templates; chat templates render through
+/// [`crate::data::chat`]).
 pub fn training_parts(
     template: Template,
     instruction: &str,
@@ -57,7 +79,8 @@ pub fn training_parts(
         },
         // The space belongs to the answer so the evaluation prompt is exactly
         // the training prompt and a tokenizer sees " word" as it learned it.
-        Template::Plain => PromptParts {
+        // (Chat templates are rendered by the encoder; they never get here.)
+        _ => PromptParts {
             prompt: plain_prompt(instruction, input),
             answer: if answer.is_empty() {
                 String::new()
@@ -74,7 +97,7 @@ pub fn eval_prompt(template: Template, instruction: &str, input: Option<&str>) -
         // The paper's evaluation template has one more space after the
         // response cue than its training template.
         Template::Alpaca => format!("{} ", alpaca_prompt(instruction, input)),
-        Template::Plain => plain_prompt(instruction, input),
+        _ => plain_prompt(instruction, input),
     }
 }
 
@@ -117,12 +140,14 @@ mod tests {
     fn template_names() {
         assert_eq!("plain".parse::<Template>().ok(), Some(Template::Plain));
         assert_eq!(
-            "chatml"
+            "chatml2"
                 .parse::<Template>()
                 .err()
                 .map(|e| e.to_string())
                 .as_deref(),
-            Some(r#"unknown template "chatml", expected one of: alpaca, plain"#)
+            Some(
+                r#"unknown template "chatml2", expected one of: alpaca, plain, model, chatml, llama3, gemma, mistral"#
+            )
         );
         assert_eq!(
             serde_json::to_string(&Template::Alpaca).ok().as_deref(),

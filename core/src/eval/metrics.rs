@@ -45,7 +45,9 @@ pub fn extract_answer(template: Template, output: &str) -> String {
             Some(answer) => answer.trim().to_string(),
             None => output.trim().to_string(),
         },
-        Template::Plain => {
+        // A chat reply is what the model said before its end-of-turn token.
+        t if t.is_chat() => output.trim().to_string(),
+        _ => {
             let after = if let Some(rest) = output.strip_prefix("A:") {
                 rest
             } else if let Some(at) = output.find("\nA:") {

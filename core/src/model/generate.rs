@@ -233,18 +233,19 @@ pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow
     let reference = super::ModelRef::parse(reference)?;
     let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
     let tok = &loaded.tokenizer;
-    let prompt = match opts.chat {
-        false => prompt.to_string(),
-        true => match tok.chat_format() {
-            Some(f) => f.user_turn(prompt),
-            None => anyhow::bail!(
-                "--chat: {reference}'s vocabulary has no chat markup (no <|im_start|>, <|eot_id|>, <start_of_turn> or [INST] tokens)"
-            ),
-        },
-    };
-    let ids = tok
-        .encode_prompt(&prompt)
-        .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
+    let ids = match opts.chat {
+        false => tok.encode_prompt(prompt),
+        true => {
+            let Some(chat) = tok.chat()? else {
+                anyhow::bail!(
+                    "--chat: {reference} has no chat template and its vocabulary no chat markup (no <|im_start|>, <|eot_id|>, <start_of_turn> or [INST] tokens)"
+                );
+            };
+            let user = [crate::data::chat::Message::new(crate::data::chat::Role::User, prompt)];
+            tok.encode_rendered(&chat.render(&user, true)?)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
     let out = generate(
         &loaded.model,
         &[ids],

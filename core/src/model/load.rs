@@ -853,6 +853,7 @@ fn load_hf(dir: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenize
     };
     let model = src.build(&cfg, Naming::Hf, norm_offset(cfg.arch), device)?;
     let mut tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), bos, eos)?;
+    tokenizer.chat_template = hf_chat_template(dir)?;
     // Every end-of-sequence id the checkpoint names stops generation (Llama
     // 3 lists three: end of text, end of message, end of turn).
     for file in ["config.json", "generation_config.json"] {
@@ -863,6 +864,35 @@ fn load_hf(dir: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenize
         }
     }
     Ok((model, tokenizer))
+}
+
+/// A Hugging Face checkpoint's chat template: `chat_template.jinja`, or
+/// `tokenizer_config.json`'s `chat_template` (one string, or a list of named
+/// ones of which "default" is taken).
+fn hf_chat_template(dir: &Path) -> Result<Option<String>, LoadError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| file_err(&jinja, e));
+    }
+    let path = dir.join("tokenizer_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| file_err(&path, format!("not valid JSON: {e}")))?;
+    Ok(match v.get("chat_template") {
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(serde_json::Value::Array(named)) => named
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or(named.first())
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    })
 }
 
 /// The `eos_token_id`s a JSON file names (one or a list); none when the file

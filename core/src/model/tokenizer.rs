@@ -24,6 +24,9 @@ pub struct Tokenizer {
     pub add_bos: bool,
     /// Ids that end generation (EOS plus e.g. a chat end-of-turn marker).
     pub stop_ids: Vec<u32>,
+    /// The checkpoint's own Jinja chat template (GGUF
+    /// `tokenizer.chat_template`, or `tokenizer_config.json`'s).
+    pub chat_template: Option<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -222,16 +225,13 @@ pub enum ChatFormat {
 }
 
 impl ChatFormat {
-    /// One user turn and the opening of the assistant's reply, ready to be
-    /// continued (BOS is the tokenizer's to add).
-    pub fn user_turn(self, text: &str) -> String {
+    /// The built-in template of the family (`crate::data::chat::builtin`).
+    pub fn builtin(self) -> &'static str {
         match self {
-            Self::ChatMl => format!("<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"),
-            Self::Llama3 => format!(
-                "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-            ),
-            Self::Gemma => format!("<start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n"),
-            Self::Inst => format!("[INST] {text} [/INST]"),
+            Self::ChatMl => "chatml",
+            Self::Llama3 => "llama3",
+            Self::Gemma => "gemma",
+            Self::Inst => "mistral",
         }
     }
 }
@@ -254,6 +254,7 @@ impl Tokenizer {
             pad_id,
             add_bos: bos_id.is_some(),
             stop_ids: eos_id.into_iter().collect(),
+            chat_template: None,
         }
     }
 
@@ -412,6 +413,7 @@ impl Tokenizer {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(model == "llama");
+        t.chat_template = get_str("tokenizer.chat_template");
         for k in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = get_u32(k).filter(|id| !t.stop_ids.contains(id)) {
                 t.stop_ids.push(id);
@@ -436,6 +438,25 @@ impl Tokenizer {
                 }
             }
         }
+    }
+
+    /// The chat template to render conversations with: the checkpoint's own
+    /// when it has one, else the built-in of the family its special tokens
+    /// belong to; `None` for a vocabulary without chat markup.
+    pub fn chat(
+        &self,
+    ) -> Result<Option<crate::data::chat::ChatTemplate>, crate::data::chat::ChatError> {
+        use crate::data::chat::{builtin, ChatTemplate};
+        let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
+        let (bos, eos) = (text(self.bos_id), text(self.eos_id));
+        if let Some(source) = &self.chat_template {
+            return ChatTemplate::new(source, "of the model", &bos, &eos).map(Some);
+        }
+        let Some(format) = self.chat_format() else {
+            return Ok(None);
+        };
+        let name = format.builtin();
+        ChatTemplate::new(builtin(name).unwrap_or_default(), name, &bos, &eos).map(Some)
     }
 
     /// The chat markup this vocabulary's special tokens belong to, if any.
@@ -476,6 +497,18 @@ impl Tokenizer {
         }
         ids.extend(self.encode(text)?);
         Ok(ids)
+    }
+
+    /// Token ids of a rendered chat template: BOS first when the checkpoint
+    /// expects it and the template did not write it itself.
+    pub fn encode_rendered(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let ids = self.encode(text)?;
+        match (self.add_bos, self.bos_id) {
+            (true, Some(b)) if ids.first() != Some(&b) => {
+                Ok(std::iter::once(b).chain(ids).collect())
+            }
+            _ => Ok(ids),
+        }
     }
 
     /// Text of `ids`, special tokens included, so decode(encode(s)) == s.
