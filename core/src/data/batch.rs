@@ -42,22 +42,12 @@ impl TextEncoder for crate::model::Tokenizer {
         self.pad_id
     }
     fn chat(&self, template: Template) -> anyhow::Result<super::chat::ChatTemplate> {
-        use super::chat::{builtin, ChatTemplate};
-        let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
-        let (bos, eos) = (text(self.bos_id), text(self.eos_id));
         Ok(match template {
-            Template::Model => match &self.chat_template {
-                Some(source) => ChatTemplate::new(source, "of the model", &bos, &eos)?,
-                None => anyhow::bail!(
-                    "data.template = \"model\": the model has no chat template (name one of chatml, llama3, gemma, mistral)"
-                ),
-            },
-            named => ChatTemplate::new(
-                builtin(named.name()).unwrap_or_default(),
-                named.name(),
-                &bos,
-                &eos,
-            )?,
+            Template::Model if self.chat_template.is_none() => anyhow::bail!(
+                "data.template = \"model\": the model has no chat template (name one of chatml, llama3, gemma, mistral)"
+            ),
+            Template::Model => self.chat_template_named(None)?,
+            named => self.chat_template_named(Some(named.name()))?,
         })
     }
 }

@@ -446,17 +446,31 @@ impl Tokenizer {
     pub fn chat(
         &self,
     ) -> Result<Option<crate::data::chat::ChatTemplate>, crate::data::chat::ChatError> {
+        match (&self.chat_template, self.chat_format()) {
+            (Some(_), _) => self.chat_template_named(None).map(Some),
+            (None, Some(format)) => self.chat_template_named(Some(format.builtin())).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The built-in chat template `name` with this vocabulary's BOS and EOS
+    /// texts, or with `None` the checkpoint's own (empty when it has none).
+    pub fn chat_template_named(
+        &self,
+        name: Option<&str>,
+    ) -> Result<crate::data::chat::ChatTemplate, crate::data::chat::ChatError> {
         use crate::data::chat::{builtin, ChatTemplate};
         let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
         let (bos, eos) = (text(self.bos_id), text(self.eos_id));
-        if let Some(source) = &self.chat_template {
-            return ChatTemplate::new(source, "of the model", &bos, &eos).map(Some);
+        match name {
+            None => ChatTemplate::new(
+                self.chat_template.as_deref().unwrap_or_default(),
+                "of the model",
+                &bos,
+                &eos,
+            ),
+            Some(n) => ChatTemplate::new(builtin(n).unwrap_or_default(), n, &bos, &eos),
         }
-        let Some(format) = self.chat_format() else {
-            return Ok(None);
-        };
-        let name = format.builtin();
-        ChatTemplate::new(builtin(name).unwrap_or_default(), name, &bos, &eos).map(Some)
     }
 
     /// The chat markup this vocabulary's special tokens belong to, if any.
