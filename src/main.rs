@@ -20,7 +20,8 @@ struct Cli {
 enum DataCommand {
     /// Write a synthetic dataset in a task's real format (train and test files).
     Synth {
-        /// The dataset whose format to write: nq, squad, gsm8k or toolbench.
+        /// The format to write: nq, squad, gsm8k, metamath, toolbench, alpaca,
+        /// sharegpt, messages or text.
         #[arg(long)]
         task: meft::data::Task,
         /// Entities in the generated world (each gives a few records).
@@ -42,13 +43,35 @@ enum DataCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Load a dataset file and report its records, or the first bad one.
+    /// Load a dataset file and report its records, or the first bad one;
+    /// then its length in the model's tokens against the cut-off and its
+    /// first record as the model sees it, trained spans marked.
     Check {
-        /// The format to read the file as: nq, squad, gsm8k or toolbench.
+        /// The format to read the file as: nq, squad, gsm8k, metamath,
+        /// toolbench, alpaca, sharegpt, messages or text (JSON, JSONL or
+        /// Parquet).
         #[arg(long)]
         format: meft::data::Task,
         /// The dataset file to check.
         file: std::path::PathBuf,
+        /// Take model, template, cut-off and column names from this
+        /// experiment file.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// The model whose tokenizer measures the records (default: the
+        /// config's, else embedded:tiny).
+        #[arg(long)]
+        model: Option<String>,
+        /// The template the records are rendered with (alpaca, plain,
+        /// model, chatml, llama3, gemma, mistral).
+        #[arg(long)]
+        template: Option<meft::config::Template>,
+        /// The cut-off the lengths are measured against (train.cutoff_len).
+        #[arg(long)]
+        cutoff_len: Option<usize>,
+        /// A column of the user's file: KEY=NAME, as data.columns.KEY.
+        #[arg(long = "column", value_name = "KEY=NAME")]
+        columns: Vec<String>,
     },
 }
 
@@ -592,9 +615,37 @@ fn data_command(command: DataCommand) -> Result<()> {
             let report = meft::data::synth::write(task, &spec, &out)?;
             println!("{report}");
         }
-        DataCommand::Check { format, file } => {
-            let report = meft::data::check(format, &file)?;
+        DataCommand::Check {
+            format,
+            file,
+            config,
+            model,
+            template,
+            cutoff_len,
+            columns,
+        } => {
+            let mut exp = match &config {
+                Some(path) => meft::config::Experiment::load(path)?,
+                None => meft::config::Experiment::default(),
+            };
+            exp.data.task = format;
+            let mut sets: Vec<String> = columns
+                .iter()
+                .map(|c| match c.split_once('=') {
+                    Some((k, v)) => Ok(format!("data.columns.{}={v:?}", k.trim())),
+                    None => anyhow::bail!("--column: expected KEY=NAME, got {c:?}"),
+                })
+                .collect::<Result<_>>()?;
+            sets.extend(model.map(|m| format!("model.reference={m:?}")));
+            sets.extend(template.map(|t| format!("data.template={:?}", t.name())));
+            sets.extend(cutoff_len.map(|c| format!("train.cutoff_len={c}")));
+            let exp = exp.apply_sets(&sets)?;
+            exp.validate()?;
+            let report = meft::data::check_with(format, &file, &exp.data.columns)?;
             println!("{report}");
+            let tokenizer = meft::train::load_base(&exp)?.tokenizer;
+            let tokens = meft::data::inspect::token_report(&exp, &file, &tokenizer)?;
+            println!("{tokens}");
         }
     }
     Ok(())

@@ -5,17 +5,8 @@
 
 mod common;
 
-use common::meft_bin;
+use common::run;
 use std::path::Path;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = meft_bin().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn one_line_exit_2(args: &[&str], says: &str) {
     let (code, _, err) = run(args);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::meft_bin;
+use common::{meft_bin, run};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -21,15 +21,6 @@ const QUICK: [&str; 6] = [
     "--set",
     "eval.max_new_tokens=4",
 ];
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = meft_bin().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `meft run` on the quick example into `out`, with `--set` for each of `sets`.
 fn run_example(out: &str, sets: &[&str]) -> (i32, String, String) {

@@ -5,16 +5,7 @@
 
 mod common;
 
-use common::meft_bin;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = meft_bin().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/example.toml");
 

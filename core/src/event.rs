@@ -357,6 +357,14 @@ pub struct HeapReading {
 pub struct EvalEvent {
     pub step: u64,
     pub n: u64,
+    /// Which rows were scored: the test split (at the end, or on demand) or
+    /// the validation rows (every `train.eval_every` steps).
+    #[serde(default, skip_serializing_if = "EvalSplit::is_test")]
+    pub split: EvalSplit,
+    /// The mean loss over the scored rows' target tokens (validation, and
+    /// raw text's held-out test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
     pub metrics: BTreeMap<String, f64>,
     /// A few (question, prediction, gold) triples to show.
     pub samples: Vec<(String, String, String)>,
@@ -364,6 +372,21 @@ pub struct EvalEvent {
     /// from logs written before scores were recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_scores: Vec<BTreeMap<String, f64>>,
+}
+
+/// The rows an evaluation scored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    #[default]
+    Test,
+    Validation,
+}
+
+impl EvalSplit {
+    pub fn is_test(&self) -> bool {
+        *self == EvalSplit::Test
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,6 +451,10 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_cache: Option<CacheCounts>,
     pub metrics: BTreeMap<String, f64>,
+    /// The validation loss at each `train.eval_every` step (empty without
+    /// validation rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_loss: Vec<(u64, f64)>,
     /// Predicted values from the planner where known.
     pub predicted: BTreeMap<String, f64>,
 }

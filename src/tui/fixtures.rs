@@ -148,6 +148,8 @@ pub fn eval(step: u64, em: f64) -> Event {
     Event::Eval(EvalEvent {
         step,
         n: 100,
+        split: Default::default(),
+        loss: None,
         metrics,
         samples: vec![
             (
@@ -213,6 +215,7 @@ pub fn run_events(steps: u64, finish: bool) -> Vec<Event> {
                 d2h_per_step: last.traffic.d2h() as f64,
                 peak_device_ledger: 282 * MIB,
                 peak_device_used: None,
+                validation_loss: Vec::new(),
                 tokens: 2048 * steps,
                 peak_host_ledger: 0,
                 median_step_s: 0.25,
@@ -262,6 +265,8 @@ pub fn recorded_run(
     v.push(Event::Eval(EvalEvent {
         step: total,
         n: 4,
+        split: Default::default(),
+        loss: None,
         metrics: metrics.clone(),
         samples: Vec::new(),
         sample_scores: Vec::new(),

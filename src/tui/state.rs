@@ -55,9 +55,12 @@ pub enum Happening {
     Started {
         resumed_from: Option<u64>,
     },
+    /// An evaluation: of the test split, or of the validation rows
+    /// (`validation`), their loss among the metrics.
     Eval {
         n: u64,
         metrics: BTreeMap<String, f64>,
+        validation: bool,
     },
     /// One decoded example of an evaluation; `scores` is None in logs
     /// written before per-sample scores were recorded.
@@ -244,7 +247,13 @@ impl DashboardState {
                     e.step,
                     Happening::Eval {
                         n: e.n,
-                        metrics: e.metrics.clone(),
+                        metrics: e
+                            .loss
+                            .map(|l| ("loss".to_string(), l))
+                            .into_iter()
+                            .chain(e.metrics.clone())
+                            .collect(),
+                        validation: e.split == crate::event::EvalSplit::Validation,
                     },
                 );
                 for (i, (prompt, answer, gold)) in e.samples.iter().enumerate() {

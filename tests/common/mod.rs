@@ -77,6 +77,16 @@ pub fn meft_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_meft"))
 }
 
+/// The binary run with `args`: its exit code, stdout and stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = meft_bin().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The one run directory `meft run --out DIR` made in `root`, which holds
 /// nothing else.
 pub fn the_run_in(root: &std::path::Path) -> PathBuf {

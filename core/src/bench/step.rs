@@ -64,7 +64,7 @@ impl BenchBatch {
         exp.train.cutoff_len = cutoff;
         let (train, _) = crate::data::spec::load_data(&exp)?;
         let take = &train[..(count * rows).min(train.len())];
-        let encoded = crate::data::spec::encode_all(&exp, take, tokenizer)?;
+        let encoded = crate::data::spec::encode_all(&exp, take, tokenizer, None)?;
         Ok(encoded
             .chunks(rows.max(1))
             .map(|c| Self(Batch::left_padded(c, tokenizer.pad_id)))

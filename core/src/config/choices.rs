@@ -153,10 +153,20 @@ choices! {
         GateProj = "gate_proj", UpProj = "up_proj", DownProj = "down_proj",
     }
 
-    /// The tasks of the paper, named as on the command line and in presets.
+    /// What a data file holds: the paper's five benchmark formats, then
+    /// the general ones people bring (instruction records, conversations,
+    /// raw text), named as on the command line and in presets.
     Task ("task") {
         Nq = "nq", Squad = "squad", Gsm8k = "gsm8k", MetaMath = "metamath",
         ToolBench = "toolbench",
+        /// instruction / input / output records (optional system, history).
+        Alpaca = "alpaca",
+        /// `conversations` of `from` / `value` turns.
+        ShareGpt = "sharegpt",
+        /// OpenAI-style `messages` of `role` / `content` turns.
+        Messages = "messages",
+        /// Raw text for continued pretraining, packed into cut-off blocks.
+        Text = "text",
     }
 
     /// Which wording wraps an instruction. `Alpaca` is the paper's; `Plain`
@@ -174,6 +184,9 @@ choices! {
         SquadEm = "squad_em", SquadF1 = "squad_f1", NqEm = "nq_em",
         Gsm8kAcc = "gsm8k_acc", ContainsCs = "contains_cs", ContainsCi = "contains_ci",
         MetamathAcc = "metamath_acc", ToolIou = "tool_iou",
+        /// Open-ended answers: bag-of-words F1, longest-common-subsequence
+        /// F-measure, and 4-gram BLEU with NIST smoothing.
+        TokenF1 = "token_f1", RougeL = "rouge_l", Bleu4 = "bleu_4",
     }
 }
 
@@ -209,7 +222,21 @@ impl Task {
             Task::Squad => vec![Metric::SquadEm, Metric::SquadF1, Metric::ContainsCi],
             Task::Gsm8k | Task::MetaMath => vec![Metric::Gsm8kAcc, Metric::MetamathAcc],
             Task::ToolBench => vec![Metric::ToolIou],
+            Task::Alpaca | Task::ShareGpt | Task::Messages => {
+                vec![Metric::TokenF1, Metric::RougeL, Metric::Bleu4]
+            }
+            // Raw text is scored by its held-out loss, not by answers.
+            Task::Text => vec![],
         }
+    }
+
+    /// A conversation or instruction format (its records may carry a
+    /// system message and earlier turns), as opposed to a benchmark's.
+    pub fn is_general(self) -> bool {
+        matches!(
+            self,
+            Task::Alpaca | Task::ShareGpt | Task::Messages | Task::Text
+        )
     }
 }
 

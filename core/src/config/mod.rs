@@ -87,6 +87,16 @@ pub struct DataSection {
     /// A file, a `synth:` spec, or empty for the synthetic test split.
     pub eval: String,
     pub template: Template,
+    /// Rows scored for validation loss during training (every
+    /// `train.eval_every` steps): a file in the task's format, or
+    /// `split:F` for a seeded share F of the training file, held out of
+    /// training. Empty: none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub validation: String,
+    /// Where each field of the format sits in the user's records, when
+    /// their columns are named otherwise (as LLaMA-Factory's dataset_info).
+    #[serde(skip_serializing_if = "Columns::is_empty")]
+    pub columns: Columns,
 }
 
 impl Default for DataSection {
@@ -96,7 +106,58 @@ impl Default for DataSection {
             train: "synth:entities=200,seed=7".into(),
             eval: String::new(),
             template: Template::Plain,
+            validation: String::new(),
+            columns: Columns::default(),
         }
+    }
+}
+
+/// The user's column names for the fields of the general formats; each one
+/// left out keeps the format's own name (given after it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Columns {
+    /// alpaca `instruction`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// alpaca `input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// alpaca `output`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// alpaca and sharegpt `system`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// alpaca `history`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// sharegpt `conversations`, messages `messages`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<String>,
+    /// text `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A turn's speaker key: sharegpt `from`, messages `role`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_tag: Option<String>,
+    /// A turn's text key: sharegpt `value`, messages `content`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_tag: Option<String>,
+    /// The user's speaker name: sharegpt `human`, messages `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_tag: Option<String>,
+    /// The assistant's speaker name: sharegpt `gpt`, messages `assistant`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assistant_tag: Option<String>,
+    /// The system's speaker name: `system`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_tag: Option<String>,
+}
+
+impl Columns {
+    pub fn is_empty(&self) -> bool {
+        *self == Columns::default()
     }
 }
 
@@ -373,6 +434,11 @@ pub struct TrainSection {
     /// How many checkpoints a run keeps (the newest); 0 keeps every one.
     pub keep_checkpoints: usize,
     pub train_on_inputs: bool,
+    /// Every this many steps the validation rows (`data.validation`) are
+    /// scored: their loss, and with `eval.limit` the task's metrics. 0:
+    /// never.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub eval_every: usize,
 }
 
 impl Default for TrainSection {
@@ -392,6 +458,7 @@ impl Default for TrainSection {
             checkpoint_every: 100,
             keep_checkpoints: 3,
             train_on_inputs: true,
+            eval_every: 0,
         }
     }
 }
@@ -507,6 +574,9 @@ impl Experiment {
         let mut doc = toml::Value::try_from(self).map_err(|e| ConfigError::Io(e.to_string()))?;
         let parts: Vec<&str> = path.split('.').collect();
         let mut node = &mut doc;
+        // A section left out of the text while empty (data.columns) is made
+        // on the way down; an unknown one is refused as the value goes in.
+        let mut made = false;
         for (i, p) in parts.iter().enumerate() {
             let Some(table) = node.as_table_mut() else {
                 return Err(field(path, "not a table"));
@@ -514,7 +584,7 @@ impl Experiment {
             if i + 1 == parts.len() {
                 // A knob left out of the text while off is still a field:
                 // the sections refuse unknown ones as the value goes in.
-                let absent = !table.contains_key(*p) && path != "paper";
+                let absent = (made || !table.contains_key(*p)) && path != "paper";
                 let shown = match &value {
                     toml::Value::String(s) => s.clone(),
                     v => v.to_string(),
@@ -533,6 +603,10 @@ impl Experiment {
                         None => field(path, expected(&shown, &msg)),
                     }
                 });
+            }
+            if i > 0 && !table.contains_key(*p) {
+                made = true;
+                table.insert((*p).to_string(), toml::Value::Table(Default::default()));
             }
             node = table
                 .get_mut(*p)
@@ -622,6 +696,23 @@ impl Experiment {
             return Err(field(
                 "train.weight_decay",
                 format!("must be in [0, 1), got {}", t.weight_decay),
+            ));
+        }
+        if let Some(share) = self.data.validation.strip_prefix("split:") {
+            match share.trim().parse::<f64>() {
+                Ok(f) if f > 0.0 && f < 1.0 => {}
+                _ => {
+                    return Err(field(
+                        "data.validation",
+                        format!("split:F needs a share F strictly between 0 and 1, got {share:?}"),
+                    ))
+                }
+            }
+        }
+        if t.eval_every > 0 && self.data.validation.is_empty() {
+            return Err(field(
+                "train.eval_every",
+                "needs validation rows: set data.validation to a file or to split:F (say split:0.05)",
             ));
         }
         if self.eval.beams == 0 {

@@ -5,7 +5,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::prompt::{as_messages, eval_prompt, training_parts, Template};
+use super::prompt::{as_messages, eval_prompt, flat_input, training_parts, Template};
 use super::{DataError, Example};
 
 /// What batching needs from a tokenizer; the model's tokenizer implements it.
@@ -16,7 +16,10 @@ pub trait TextEncoder {
     fn eos_id(&self) -> Option<u32>;
     fn pad_id(&self) -> u32;
     /// The chat template `template` names for this tokenizer's model.
-    fn chat(&self, template: Template) -> anyhow::Result<super::chat::ChatTemplate> {
+    fn chat(
+        &self,
+        template: Template,
+    ) -> anyhow::Result<std::sync::Arc<super::chat::ChatTemplate>> {
         anyhow::bail!(
             "data.template = \"{}\" needs the model's tokenizer",
             template.name()
@@ -41,7 +44,10 @@ impl TextEncoder for crate::model::Tokenizer {
     fn pad_id(&self) -> u32 {
         self.pad_id
     }
-    fn chat(&self, template: Template) -> anyhow::Result<super::chat::ChatTemplate> {
+    fn chat(
+        &self,
+        template: Template,
+    ) -> anyhow::Result<std::sync::Arc<super::chat::ChatTemplate>> {
         Ok(match template {
             Template::Model if self.chat_template.is_none() => anyhow::bail!(
                 "data.template = \"model\": the model has no chat template (name one of chatml, llama3, gemma, mistral)"
@@ -84,10 +90,11 @@ pub fn encode_example<E: TextEncoder + ?Sized>(
     }
     if template.is_chat() {
         let chat = enc.chat(template)?;
-        let messages = as_messages(&ex.instruction, ex.input.as_deref(), Some(&ex.target));
+        let messages = as_messages(ex, true);
         return encode_segments(&chat.segments(&messages)?, enc, cutoff_len, train_on_inputs);
     }
-    let parts = training_parts(template, &ex.instruction, ex.input.as_deref(), &ex.target);
+    let input = flat_input(ex);
+    let parts = training_parts(template, &ex.instruction, input.as_deref(), &ex.target);
     // Prompt and answer are tokenized apart so the mask boundary falls exactly
     // between them, whatever merges the tokenizer would make across it.
     let prompt = enc.encode(&parts.prompt)?;
@@ -155,6 +162,38 @@ pub fn encode_segments<E: TextEncoder + ?Sized>(
     Ok(Encoded { ids, loss_mask })
 }
 
+/// Raw documents as training blocks: each document's tokens followed by
+/// EOS, all of them end to end, cut into rows of `cutoff_len` tokens (the
+/// last one shorter), every token a target. BOS, when the checkpoint
+/// expects one, opens each block.
+pub fn pack_documents<E: TextEncoder + ?Sized>(
+    docs: &[Example],
+    enc: &E,
+    cutoff_len: usize,
+) -> anyhow::Result<Vec<Encoded>> {
+    let bos = enc.bos_id();
+    let body = cutoff_len
+        .checked_sub(usize::from(bos.is_some()))
+        .filter(|&b| b >= 2)
+        .ok_or_else(|| anyhow::anyhow!("cutoff_len must be at least 3 tokens to pack text"))?;
+    let mut stream = Vec::new();
+    for doc in docs {
+        stream.extend(enc.encode(&doc.target)?);
+        stream.extend(enc.eos_id());
+    }
+    let blocks = stream
+        .chunks(body)
+        .filter(|c| c.len() >= 2)
+        .map(|c| {
+            let ids: Vec<u32> = bos.into_iter().chain(c.iter().copied()).collect();
+            let mut loss_mask = vec![1; ids.len()];
+            loss_mask[0] = 0;
+            Encoded { ids, loss_mask }
+        })
+        .collect();
+    Ok(blocks)
+}
+
 /// Tokenizes the evaluation prompt of a record: BOS then the prompt, no
 /// targets.
 pub fn encode_eval_prompt<E: TextEncoder + ?Sized>(
@@ -163,11 +202,8 @@ pub fn encode_eval_prompt<E: TextEncoder + ?Sized>(
     enc: &E,
 ) -> anyhow::Result<Encoded> {
     let text = match template.is_chat() {
-        true => enc.chat(template)?.render(
-            &as_messages(&ex.instruction, ex.input.as_deref(), None),
-            true,
-        )?,
-        false => eval_prompt(template, &ex.instruction, ex.input.as_deref()),
+        true => enc.chat(template)?.render(&as_messages(ex, false), true)?,
+        false => eval_prompt(template, &ex.instruction, flat_input(ex).as_deref()),
     };
     let mut ids = enc.encode(&text)?;
     if let Some(bos) = enc.bos_id().filter(|b| ids.first() != Some(b)) {
@@ -351,6 +387,8 @@ mod tests {
             input: None,
             target: target.into(),
             gold: vec![target.into()],
+            messages: Vec::new(),
+            line: 0,
         }
     }
 

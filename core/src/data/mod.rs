@@ -10,6 +10,7 @@ pub mod answer;
 pub mod batch;
 pub mod chat;
 pub mod formats;
+pub mod inspect;
 pub mod prompt;
 pub mod spec;
 pub mod synth;
@@ -19,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use formats::load;
+pub use formats::{for_each_example, load, load_with};
 
-pub use crate::config::Task;
+pub use crate::config::{Columns, Task};
 
 /// One training or evaluation record, whatever file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,16 @@ pub struct Example {
     /// What the metrics compare a prediction against; empty for an
     /// unanswerable SQuAD v2 question.
     pub gold: Vec<String>,
+    /// The whole conversation, for records that are more than one question
+    /// and its answer (a system message, earlier turns): `instruction` is
+    /// then its last user turn and `target` its last assistant turn, which
+    /// ends it. Empty for single-turn records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<chat::Message>,
+    /// The 1-based line (JSONL, JSON) or row (Parquet) the record starts
+    /// on, for messages about it; 0 when unknown.
+    #[serde(skip)]
+    pub line: usize,
 }
 
 /// Everything that can go wrong reading, writing or checking data. Every
@@ -126,19 +137,27 @@ impl fmt::Display for CheckReport {
 /// Loads `path` as `task` and summarises it; any bad record is reported the
 /// same way `load` reports it.
 pub fn check(task: Task, path: &Path) -> Result<CheckReport, DataError> {
-    let examples = load(task, path)?;
-    let records = examples.len();
-    let golds = examples.iter().map(|e| e.gold.len());
-    let gold_min = golds.clone().min().unwrap_or(0);
-    let gold_max = golds.clone().max().unwrap_or(0);
-    let gold_sum: usize = golds.sum();
-    let target_chars: usize = examples.iter().map(|e| e.target.chars().count()).sum();
+    check_with(task, path, &Columns::default())
+}
+
+/// [`check`] with the user's column names, one record in memory at a time.
+pub fn check_with(task: Task, path: &Path, columns: &Columns) -> Result<CheckReport, DataError> {
+    let (mut records, mut gold_sum, mut target_chars) = (0usize, 0usize, 0usize);
+    let (mut gold_min, mut gold_max) = (usize::MAX, 0usize);
+    for_each_example(task, path, columns, &mut |e| {
+        records += 1;
+        gold_sum += e.gold.len();
+        gold_min = gold_min.min(e.gold.len());
+        gold_max = gold_max.max(e.gold.len());
+        target_chars += e.target.chars().count();
+        Ok(())
+    })?;
     let denom = records.max(1) as f64;
     Ok(CheckReport {
         task,
         path: path.to_path_buf(),
         records,
-        gold_min,
+        gold_min: if records == 0 { 0 } else { gold_min },
         gold_mean: gold_sum as f64 / denom,
         gold_max,
         target_chars_mean: target_chars as f64 / denom,
@@ -164,7 +183,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                r#"unknown task "squad2", expected one of: nq, squad, gsm8k, metamath, toolbench"#
+                r#"unknown task "squad2", expected one of: nq, squad, gsm8k, metamath, toolbench, alpaca, sharegpt, messages, text"#
             )
         );
     }

@@ -3,6 +3,7 @@
 
 pub use crate::config::Template;
 use crate::data::chat::{Message, Role};
+use crate::data::Example;
 
 impl Template {
     /// Whether the template is a chat template (rendered by Jinja).
@@ -51,16 +52,47 @@ fn plain_prompt(instruction: &str, input: Option<&str>) -> String {
     }
 }
 
-/// The record as a conversation: one user turn (the context, if any, then
-/// the instruction) and the answer as the assistant's turn when given.
-pub fn as_messages(instruction: &str, input: Option<&str>, answer: Option<&str>) -> Vec<Message> {
-    let user = match input {
+/// A user turn's text: the context, if any, then the instruction.
+pub fn user_text(instruction: &str, input: Option<&str>) -> String {
+    match input {
         Some(input) => format!("{input}\n\n{instruction}"),
         None => instruction.to_string(),
+    }
+}
+
+/// The record as a conversation: its own turns when it has them, else one
+/// user turn and the answer as the assistant's; without its last
+/// (assistant) turn unless `with_answer`.
+pub fn as_messages(ex: &Example, with_answer: bool) -> Vec<Message> {
+    let mut out = if ex.messages.is_empty() {
+        vec![
+            Message::new(Role::User, user_text(&ex.instruction, ex.input.as_deref())),
+            Message::new(Role::Assistant, ex.target.clone()),
+        ]
+    } else {
+        ex.messages.clone()
     };
-    let mut out = vec![Message::new(Role::User, user)];
-    out.extend(answer.map(|a| Message::new(Role::Assistant, a)));
+    if !with_answer {
+        out.pop();
+    }
     out
+}
+
+/// The context a fixed-wording template is given: the record's input, after
+/// the earlier turns of its conversation (its system message, then each
+/// question and answer) as a transcript.
+pub fn flat_input(ex: &Example) -> Option<String> {
+    let earlier = ex.messages.len().saturating_sub(2);
+    let mut parts: Vec<String> = ex.messages[..earlier]
+        .iter()
+        .map(|m| match m.role {
+            Role::System => m.content.clone(),
+            Role::User => format!("User: {}", m.content),
+            Role::Assistant => format!("Assistant: {}", m.content),
+        })
+        .collect();
+    parts.extend(ex.input.clone());
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 /// The training text for one record, split into prompt and answer (the

@@ -73,12 +73,62 @@ pub fn data_files(exp: &Experiment) -> Result<(Task, PathBuf, Option<PathBuf>)> 
     Ok((task, train, test))
 }
 
-/// Train and test examples of the config's data section.
-pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
+/// The records of a run: what it trains on, what it is validated on
+/// during training (`data.validation`), and what it is tested on at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Splits {
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+    pub test: Vec<Example>,
+    /// The file each split came from (the training file for a `split:`
+    /// validation), for messages about a record.
+    pub train_path: PathBuf,
+    pub validation_path: Option<PathBuf>,
+}
+
+/// The share `split:F` names, if `data.validation` is one.
+pub fn split_share(spec: &str) -> Option<f64> {
+    spec.strip_prefix("split:")?.trim().parse().ok()
+}
+
+/// Splits `share` of `examples` off for validation, by a seeded draw that
+/// depends only on `seed` and the number of records, so a resumed run
+/// holds out exactly the same rows. Both parts keep the file's order.
+pub fn split_off(
+    examples: Vec<Example>,
+    share: f64,
+    seed: u64,
+) -> Result<(Vec<Example>, Vec<Example>)> {
+    let n = examples.len();
+    let n_val = ((share * n as f64).round() as usize).max(1);
+    anyhow::ensure!(
+        n_val < n,
+        "data.validation: split:{share} of {n} records leaves none to train on"
+    );
+    let order = crate::data::batch::epoch_order(n, seed ^ 0x7661_6c69_6461_7465, 0);
+    let mut held = vec![false; n];
+    for &i in &order[..n_val] {
+        held[i] = true;
+    }
+    let (mut train, mut val) = (Vec::with_capacity(n - n_val), Vec::with_capacity(n_val));
+    for (ex, h) in examples.into_iter().zip(held) {
+        if h {
+            val.push(ex);
+        } else {
+            train.push(ex);
+        }
+    }
+    Ok((train, val))
+}
+
+/// Every split of the config's data section.
+pub fn load_splits(exp: &Experiment) -> Result<Splits> {
     let (task, train_path, test_path) = data_files(exp)?;
-    let train = crate::data::load(task, &train_path)?;
+    let columns = &exp.data.columns;
+    let load = |p: &std::path::Path| crate::data::load_with(task, p, columns);
+    let train = load(&train_path)?;
     let test = match &test_path {
-        Some(p) => crate::data::load(task, p)?,
+        Some(p) => load(p)?,
         None => Vec::new(),
     };
     anyhow::ensure!(
@@ -86,15 +136,46 @@ pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
         "data.train: no training records in {}",
         train_path.display()
     );
-    Ok((train, test))
+    let spec = exp.data.validation.as_str();
+    let (train, validation, validation_path) = match split_share(spec) {
+        _ if spec.is_empty() => (train, Vec::new(), None),
+        Some(share) => {
+            let (train, val) = split_off(train, share, exp.train.seed)?;
+            (train, val, Some(train_path.clone()))
+        }
+        None => {
+            let path = PathBuf::from(spec);
+            (train, load(&path)?, Some(path))
+        }
+    };
+    Ok(Splits {
+        train,
+        validation,
+        test,
+        train_path,
+        validation_path,
+    })
 }
 
-/// Training examples as the run's template and cut-off encode them.
+/// Train and test examples of the config's data section (the training
+/// rows without those `data.validation` holds out).
+pub fn load_data(exp: &Experiment) -> Result<(Vec<Example>, Vec<Example>)> {
+    let s = load_splits(exp)?;
+    Ok((s.train, s.test))
+}
+
+/// Records as the run's template and cut-off encode them for training (raw
+/// text packed into `cutoff_len` blocks). A record that cannot be encoded
+/// (a chat template that refuses it) is named by its file and line.
 pub fn encode_all(
     exp: &Experiment,
     examples: &[Example],
     tokenizer: &crate::model::Tokenizer,
+    file: Option<&std::path::Path>,
 ) -> Result<Vec<Encoded>> {
+    if exp.data.task == Task::Text {
+        return crate::data::batch::pack_documents(examples, tokenizer, exp.train.cutoff_len);
+    }
     let template = exp.data.template;
     examples
         .iter()
@@ -106,6 +187,14 @@ pub fn encode_all(
                 exp.train.cutoff_len,
                 exp.train.train_on_inputs,
             )
+            .map_err(|err| {
+                let at = match (file, e.line) {
+                    (Some(f), l) if l > 0 => format!("{}:{l}", f.display()),
+                    (Some(f), _) => format!("{} record {}", f.display(), e.id),
+                    (None, _) => format!("record {}", e.id),
+                };
+                anyhow::anyhow!("{at}: {err:#}")
+            })
         })
         .collect()
 }

@@ -32,6 +32,9 @@ impl Metric {
             Metric::ContainsCi => contains_ci(pred, gold),
             Metric::MetamathAcc => metamath_acc(pred, gold),
             Metric::ToolIou => tool_iou(pred, gold),
+            Metric::TokenF1 => squad_f1(pred, gold),
+            Metric::RougeL => rouge_l(pred, gold),
+            Metric::Bleu4 => bleu_4(pred, gold),
         }
     }
 }
@@ -139,6 +142,115 @@ fn token_f1(pred: &str, gold: &str) -> f64 {
 
 pub fn squad_f1(pred: &str, gold: &[String]) -> f64 {
     max_over(gold, |g| token_f1(pred, g))
+}
+
+/// rouge-score's tokens: lower-cased, every run of characters other than
+/// ASCII letters and digits a separator (no stemming).
+fn rouge_tokens(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Length of the longest common subsequence.
+fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    let mut prev = vec![0usize; b.len() + 1];
+    let mut cur = vec![0usize; b.len() + 1];
+    for x in a {
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                cur[j].max(prev[j + 1])
+            };
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// ROUGE-L F-measure as rouge-score's `rougeL` computes it for one
+/// reference: LCS over tokens, precision against the prediction, recall
+/// against the reference, their harmonic mean; the best over the golds.
+pub fn rouge_l(pred: &str, gold: &[String]) -> f64 {
+    let p = rouge_tokens(pred);
+    max_over(gold, |g| {
+        let r = rouge_tokens(g);
+        if p.is_empty() || r.is_empty() {
+            return 0.0;
+        }
+        let lcs = lcs_len(&p, &r) as f64;
+        if lcs == 0.0 {
+            return 0.0;
+        }
+        let (precision, recall) = (lcs / p.len() as f64, lcs / r.len() as f64);
+        2.0 * precision * recall / (precision + recall)
+    })
+}
+
+/// Sentence BLEU-4 as LLaMA-Factory reports it: NLTK's `sentence_bleu` over
+/// the characters of the prediction against the characters of each gold
+/// (all golds are references), uniform weights, `SmoothingFunction().method3`
+/// (a zero n-gram precision becomes 1 / (2^k · count), k counting the zeros
+/// so far), and the brevity penalty against the closest reference length.
+pub fn bleu_4(pred: &str, gold: &[String]) -> f64 {
+    let hyp: Vec<char> = pred.chars().collect();
+    let refs: Vec<Vec<char>> = gold.iter().map(|g| g.chars().collect()).collect();
+    if refs.is_empty() {
+        return bool_score(hyp.is_empty());
+    }
+    let mut log_sum = 0.0;
+    let mut zeros = 0;
+    for n in 1..=4usize {
+        let grams = |s: &[char]| -> HashMap<Vec<char>, usize> {
+            let mut m = HashMap::new();
+            for w in s.windows(n) {
+                *m.entry(w.to_vec()).or_insert(0) += 1;
+            }
+            m
+        };
+        let counts = grams(&hyp);
+        let mut max_ref: HashMap<Vec<char>, usize> = HashMap::new();
+        for r in &refs {
+            for (g, c) in grams(r) {
+                let e = max_ref.entry(g).or_insert(0);
+                *e = (*e).max(c);
+            }
+        }
+        let clipped: usize = counts
+            .iter()
+            .map(|(g, &c)| c.min(max_ref.get(g).copied().unwrap_or(0)))
+            .sum();
+        let denom = counts.values().sum::<usize>().max(1);
+        // NLTK: no matching unigram at all scores 0 whatever the smoothing.
+        if n == 1 && clipped == 0 {
+            return 0.0;
+        }
+        let p = if clipped == 0 {
+            zeros += 1;
+            1.0 / (2f64.powi(zeros) * denom as f64)
+        } else {
+            clipped as f64 / denom as f64
+        };
+        log_sum += 0.25 * p.ln();
+    }
+    let c = hyp.len();
+    // The reference length closest to the prediction's, the shorter on a tie.
+    let r = refs
+        .iter()
+        .map(Vec::len)
+        .min_by_key(|&l| (l.abs_diff(c), l))
+        .unwrap_or(0);
+    let bp = if c > r {
+        1.0
+    } else if c == 0 {
+        0.0
+    } else {
+        (1.0 - r as f64 / c as f64).exp()
+    };
+    bp * log_sum.exp()
 }
 
 pub fn nq_em(pred: &str, gold: &[String]) -> f64 {
@@ -350,5 +462,46 @@ mod tests {
             "Odile Marsk"
         );
         assert_eq!(extract_answer(Template::Plain, "A: 1871"), "1871");
+    }
+
+    /// Values from the reference implementations: the SQuAD v1.1 script's
+    /// f1_score, rouge-score's rougeL and NLTK's sentence_bleu with
+    /// method3 over characters, written by `scripts/golden-metrics.py`.
+    #[test]
+    fn open_ended_metrics_match_their_reference_implementations() {
+        #[derive(serde::Deserialize)]
+        struct Case {
+            pred: String,
+            gold: Vec<String>,
+            token_f1: f64,
+            rouge_l: f64,
+            bleu_4: f64,
+        }
+        let cases: Vec<Case> =
+            serde_json::from_str(include_str!("../../../tests/golden/metrics-open.json"))
+                .unwrap_or_else(|e| panic!("golden: {e}"));
+        assert!(cases.len() >= 10);
+        for c in &cases {
+            for (metric, want) in [
+                (Metric::TokenF1, c.token_f1),
+                (Metric::RougeL, c.rouge_l),
+                (Metric::Bleu4, c.bleu_4),
+            ] {
+                let got = metric.score(&c.pred, &c.gold);
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "{metric} of {:?} against {:?}: {got}, the reference says {want}",
+                    c.pred,
+                    c.gold
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rouge_l_by_hand() {
+        // LCS of "a b c d" and "a c d e" is "a c d": P = R = 3/4.
+        assert!(close(rouge_l("a b c d", &["a c d e".to_string()]), 0.75));
+        assert_eq!(rouge_l("", &["a".to_string()]), 0.0);
     }
 }

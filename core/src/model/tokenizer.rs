@@ -3,8 +3,9 @@
 //! three end up as one [`Tokenizer`] that knows its BOS, EOS and pad ids.
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -27,6 +28,9 @@ pub struct Tokenizer {
     /// The checkpoint's own Jinja chat template (GGUF
     /// `tokenizer.chat_template`, or `tokenizer_config.json`'s).
     pub chat_template: Option<String>,
+    /// Chat templates compiled so far, by name (the model's own by its
+    /// text): a run compiles each once, however many records it renders.
+    compiled: Arc<Mutex<HashMap<String, Arc<crate::data::chat::ChatTemplate>>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -255,6 +259,7 @@ impl Tokenizer {
             add_bos: bos_id.is_some(),
             stop_ids: eos_id.into_iter().collect(),
             chat_template: None,
+            compiled: Default::default(),
         }
     }
 
@@ -445,7 +450,7 @@ impl Tokenizer {
     /// belong to; `None` for a vocabulary without chat markup.
     pub fn chat(
         &self,
-    ) -> Result<Option<crate::data::chat::ChatTemplate>, crate::data::chat::ChatError> {
+    ) -> Result<Option<Arc<crate::data::chat::ChatTemplate>>, crate::data::chat::ChatError> {
         match (&self.chat_template, self.chat_format()) {
             (Some(_), _) => self.chat_template_named(None).map(Some),
             (None, Some(format)) => self.chat_template_named(Some(format.builtin())).map(Some),
@@ -458,19 +463,34 @@ impl Tokenizer {
     pub fn chat_template_named(
         &self,
         name: Option<&str>,
-    ) -> Result<crate::data::chat::ChatTemplate, crate::data::chat::ChatError> {
+    ) -> Result<Arc<crate::data::chat::ChatTemplate>, crate::data::chat::ChatError> {
         use crate::data::chat::{builtin, ChatTemplate};
+        let key = match name {
+            Some(n) => n.to_string(),
+            None => format!(
+                "model:{}",
+                self.chat_template.as_deref().unwrap_or_default()
+            ),
+        };
+        // A poisoned lock only means another thread panicked mid-insert:
+        // the map itself is still whole.
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = compiled.get(&key) {
+            return Ok(t.clone());
+        }
         let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
         let (bos, eos) = (text(self.bos_id), text(self.eos_id));
-        match name {
+        let template = Arc::new(match name {
             None => ChatTemplate::new(
                 self.chat_template.as_deref().unwrap_or_default(),
                 "of the model",
                 &bos,
                 &eos,
-            ),
-            Some(n) => ChatTemplate::new(builtin(n).unwrap_or_default(), n, &bos, &eos),
-        }
+            )?,
+            Some(n) => ChatTemplate::new(builtin(n).unwrap_or_default(), n, &bos, &eos)?,
+        });
+        compiled.insert(key, template.clone());
+        Ok(template)
     }
 
     /// The chat markup this vocabulary's special tokens belong to, if any.

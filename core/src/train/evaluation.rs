@@ -5,13 +5,50 @@
 //! runs it on a checkpoint without building a trainer.
 
 use super::method::Method;
-use crate::config::Experiment;
+use crate::config::{Experiment, Task};
+use crate::data::batch::{Batch, Encoded};
 use crate::data::Example;
-use crate::event::EvalEvent;
+use crate::event::{EvalEvent, EvalSplit};
 use crate::model::generate::GenerateOptions;
-use crate::model::{Model, Tokenizer};
+use crate::model::{Input, Model, Tokenizer};
 use anyhow::Result;
+use candle_core::DType;
 use std::collections::BTreeMap;
+
+/// The mean next-token loss over the target tokens of `rows`, in batches of
+/// `micro_batch`, the method in evaluation mode (no dropout, no routing
+/// noise), nothing learned. None when no row has a target.
+pub fn heldout_loss(
+    model: &Model,
+    method: &mut Method,
+    rows: &[Encoded],
+    micro_batch: usize,
+    pad_id: u32,
+) -> Result<Option<f64>> {
+    method.set_train(false);
+    let mut run = || -> Result<Option<f64>> {
+        let (mut sum, mut count) = (0f64, 0usize);
+        for chunk in rows.chunks(micro_batch.max(1)) {
+            let batch = Batch::left_padded(chunk, pad_id);
+            let input = Input {
+                ids: &batch.ids,
+                pad_mask: &batch.attn_mask,
+                batch: batch.batch,
+                seq: batch.seq,
+            };
+            let logits = model.forward(&input, None, method, false)?;
+            let (loss, n) = super::objective::masked_loss(&logits, &batch)?;
+            sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * n as f64;
+            count += n;
+        }
+        Ok((count > 0).then(|| sum / count as f64))
+    };
+    let out = run();
+    // Nothing of this pass is a training step's.
+    let _ = method.take_step_stats();
+    method.set_train(true);
+    out
+}
 
 /// None when there is no test split.
 pub fn evaluate(
@@ -24,6 +61,26 @@ pub fn evaluate(
 ) -> Result<Option<EvalEvent>> {
     if test.is_empty() {
         return Ok(None);
+    }
+    if exp.data.task == Task::Text {
+        // Raw text has no answers to decode: its held-out loss is its score.
+        let rows = crate::data::batch::pack_documents(test, tokenizer, exp.train.cutoff_len)?;
+        let loss = heldout_loss(
+            model,
+            method,
+            &rows,
+            exp.train.micro_batch,
+            tokenizer.pad_id,
+        )?;
+        return Ok(Some(EvalEvent {
+            step,
+            n: rows.len() as u64,
+            split: EvalSplit::Test,
+            loss,
+            metrics: loss.map(|l| ("loss".to_string(), l)).into_iter().collect(),
+            samples: Vec::new(),
+            sample_scores: Vec::new(),
+        }));
     }
     let limit = match exp.eval.limit {
         0 => test.len(),
@@ -80,6 +137,8 @@ pub fn evaluate(
     Ok(Some(EvalEvent {
         step,
         n: examples.len() as u64,
+        split: Default::default(),
+        loss: None,
         metrics,
         samples,
         sample_scores,

@@ -2,7 +2,7 @@
 //! plain lines otherwise, and a closing summary table), and the signals
 //! that stop a headless run safely.
 
-use crate::event::{Event, Sink, StepEvent, Summary};
+use crate::event::{EvalSplit, Event, Sink, StepEvent, Summary};
 use anyhow::Result;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -188,13 +188,18 @@ impl Printer {
                 }
             }
             Event::Eval(e) => {
-                let m: Vec<String> = e
-                    .metrics
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.4}"))
+                let loss = e.loss.filter(|_| !e.metrics.contains_key("loss"));
+                let m: Vec<String> = loss
+                    .map(|l| format!("loss {l:.4}"))
+                    .into_iter()
+                    .chain(e.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")))
                     .collect();
+                let split = match e.split {
+                    EvalSplit::Test => "eval",
+                    EvalSplit::Validation => "validation",
+                };
                 self.line(&format!(
-                    "eval at step {} on {} rows: {}",
+                    "{split} at step {} on {} rows: {}",
                     e.step,
                     e.n,
                     m.join(" · ")

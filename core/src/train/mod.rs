@@ -416,6 +416,14 @@ fn data_prints(exp: &Experiment) -> Result<Vec<DataPrint>> {
     if let Some(t) = &test {
         now.push(data_print("data.eval", t)?);
     }
+    // A `split:` validation is drawn from the training file, printed above.
+    let validation = &exp.data.validation;
+    if !validation.is_empty() && crate::data::spec::split_share(validation).is_none() {
+        now.push(data_print(
+            "data.validation",
+            std::path::Path::new(validation),
+        )?);
+    }
     Ok(now)
 }
 

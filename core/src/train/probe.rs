@@ -46,7 +46,7 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
     let loaded = super::load_base(exp)?;
     let (train_ex, _) = load_data(exp)?;
     let tokenizer = loaded.tokenizer;
-    let encoded = encode_all(exp, &train_ex, &tokenizer)?;
+    let encoded = encode_all(exp, &train_ex, &tokenizer, None)?;
     let mut model = loaded.model;
     let (mut method, _) = Method::build(exp, &mut model)?;
     method.set_train(false);

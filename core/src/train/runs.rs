@@ -7,7 +7,7 @@
 
 use super::RunLock;
 use crate::config::{Experiment, MethodKind, PaperFigure};
-use crate::event::{read_events, Event, RunInfo, Summary};
+use crate::event::{read_events, EvalSplit, Event, RunInfo, Summary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -58,8 +58,10 @@ pub struct RunRecord {
     pub exp: Option<Experiment>,
     /// (step, loss) of every recorded step, in order.
     pub losses: Vec<(u64, f64)>,
-    /// The latest evaluation's metrics.
+    /// The latest test evaluation's metrics.
     pub metrics: BTreeMap<String, f64>,
+    /// (step, loss) of the latest validation.
+    pub validation: Option<(u64, f64)>,
     pub summary: Option<Summary>,
     /// Why the log could not be read, for an unreadable run.
     pub problem: Option<String>,
@@ -86,6 +88,7 @@ impl RunRecord {
             exp: Experiment::load(&dir.join("config.toml")).ok(),
             losses: Vec::new(),
             metrics: BTreeMap::new(),
+            validation: None,
             summary: None,
             problem: None,
             step_s: Vec::new(),
@@ -108,6 +111,20 @@ impl RunRecord {
             Err(e) => rec.problem = Some(crate::fsx::error_line(&e)),
         }
         rec
+    }
+
+    /// The latest validation loss, then the test metrics, each as
+    /// "name value".
+    pub fn metric_items(&self) -> Vec<String> {
+        self.validation
+            .map(|(_, l)| format!("val_loss {}", decimal(l)))
+            .into_iter()
+            .chain(
+                self.metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", decimal(*v))),
+            )
+            .collect()
     }
 
     fn take(&mut self, events: &[Event], held: bool) {
@@ -133,6 +150,9 @@ impl RunRecord {
                 Event::Ledger(l) => {
                     let total: u64 = l.device.values().sum();
                     self.peak_ledger = Some(self.peak_ledger.unwrap_or(0).max(total));
+                }
+                Event::Eval(e) if e.split == EvalSplit::Validation => {
+                    self.validation = e.loss.map(|l| (e.step, l)).or(self.validation);
                 }
                 Event::Eval(e) => self.metrics = e.metrics.clone(),
                 Event::Finished { summary } => self.summary = Some(summary.clone()),
@@ -346,11 +366,7 @@ pub fn runs_table(records: &[RunRecord]) -> String {
                 (None, None) => ABSENT.to_string(),
                 (d, t) => format!("{}/{}", d.unwrap_or(0), or_absent(t, |t| t.to_string())),
             };
-            let metrics: Vec<String> = r
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k} {}", decimal(*v)))
-                .collect();
+            let metrics = r.metric_items();
             vec![
                 r.name.clone(),
                 or_absent(r.method(), |m| m),
@@ -418,6 +434,11 @@ pub fn compare_table(records: &[RunRecord]) -> String {
         or_absent(r.median_step_s(), |s| format!("{s:.3} s"))
     });
     row("final loss", &|r| or_absent(r.final_loss(), decimal));
+    if records.iter().any(|r| r.validation.is_some()) {
+        row("validation loss", &|r| {
+            or_absent(r.validation, |(step, l)| format!("{} @{step}", decimal(l)))
+        });
+    }
     let mut names: Vec<&String> = records.iter().flat_map(|r| r.metrics.keys()).collect();
     names.sort();
     names.dedup();
@@ -527,6 +548,8 @@ mod tests {
                 Event::Eval(EvalEvent {
                     step: 4,
                     n: 2,
+                    split: Default::default(),
+                    loss: None,
                     metrics: [("nq_em".to_string(), 0.5)].into(),
                     samples: vec![],
                     sample_scores: vec![],

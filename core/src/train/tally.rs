@@ -34,6 +34,8 @@ pub struct Tally {
     pub step_heap_growth: u64,
     pub rss_peaks: BTreeMap<String, u64>,
     pub metrics: BTreeMap<String, f64>,
+    /// (step, validation loss) at each validation.
+    pub validation_loss: Vec<(u64, f64)>,
     /// Consecutive steps whose gradient norm was exactly 0.
     pub zero_grad_steps: u64,
     /// The row cache's hits and misses so far.
@@ -131,6 +133,7 @@ impl Tally {
             step_heap_growth: self.step_heap_growth,
             row_cache: (self.row_cache != CacheCounts::default()).then_some(self.row_cache),
             metrics: self.metrics.clone(),
+            validation_loss: self.validation_loss.clone(),
             predicted,
         }
     }

@@ -10,7 +10,7 @@ use super::Control;
 use crate::checkpoint::{CheckpointReader, CheckpointWriter};
 use crate::config::Experiment;
 use crate::data::batch::{Batch, Batcher, Encoded, Position};
-use crate::data::spec::{encode_all, load_data};
+use crate::data::spec::{encode_all, load_splits};
 use crate::data::Example;
 use crate::event::*;
 use crate::model::{Input, LoadedModel, Model};
@@ -33,6 +33,10 @@ pub struct Trainer {
     pub opt: DeviceAdamW,
     pub train: Vec<Encoded>,
     pub test: Vec<Example>,
+    /// The validation rows, as records (for task metrics) and encoded as
+    /// training encodes them (for their loss).
+    pub validation: Vec<Example>,
+    pub validation_rows: Vec<Encoded>,
     pub batcher: Batcher,
     pub step: u64,
     pub total: u64,
@@ -60,8 +64,15 @@ impl Trainer {
             tokenizer,
             ..
         } = loaded;
-        let (train_ex, test) = load_data(&exp)?;
-        let train = encode_all(&exp, &train_ex, &tokenizer)?;
+        let splits = load_splits(&exp)?;
+        let train = encode_all(&exp, &splits.train, &tokenizer, Some(&splits.train_path))?;
+        let validation_rows = encode_all(
+            &exp,
+            &splits.validation,
+            &tokenizer,
+            splits.validation_path.as_deref(),
+        )?;
+        let (test, validation) = (splits.test, splits.validation);
         let memory_warning = check_memory(&exp, &model)?;
         let (method, vars) = Method::build(&exp, &mut model)?;
         let cfg = AdamWConfig {
@@ -86,6 +97,20 @@ impl Trainer {
                 exp.train.cutoff_len
             )
         });
+        // A row whose targets all fall past the cut-off teaches nothing.
+        let untrained = train.iter().filter(|e| !e.loss_mask.contains(&1)).count();
+        anyhow::ensure!(
+            untrained < train.len(),
+            "train.cutoff_len: no training row keeps a target token within its first {} tokens; raise it (meft data check --model shows the lengths)",
+            exp.train.cutoff_len
+        );
+        let untrained_warning = (untrained > 0).then(|| {
+            format!(
+                "warning: {untrained} of {} training records have no target token within train.cutoff_len = {}: they teach nothing",
+                train.len(),
+                exp.train.cutoff_len
+            )
+        });
         let device_used = crate::telemetry::nvml::DeviceUsed::open(&model.device);
         Ok(Self {
             device_used,
@@ -96,6 +121,8 @@ impl Trainer {
             opt,
             train,
             test,
+            validation,
+            validation_rows,
             batcher,
             step: 0,
             total,
@@ -103,7 +130,11 @@ impl Trainer {
             tally: Tally::default(),
             events,
             control,
-            warnings: cutoff_warning.into_iter().chain(memory_warning).collect(),
+            warnings: cutoff_warning
+                .into_iter()
+                .chain(untrained_warning)
+                .chain(memory_warning)
+                .collect(),
         })
     }
 
@@ -219,6 +250,10 @@ impl Trainer {
                 break;
             }
             self.train_step()?;
+            let every = self.exp.train.eval_every as u64;
+            if every > 0 && self.step.is_multiple_of(every) {
+                self.validate()?;
+            }
             let every = self.exp.train.checkpoint_every as u64;
             if every > 0 && self.step.is_multiple_of(every) && self.step < self.total {
                 self.checkpoint()?;
@@ -389,6 +424,50 @@ impl Trainer {
             self.tally.metrics = ev.metrics.clone();
             self.emit(Event::Eval(ev));
         }
+        Ok(())
+    }
+
+    /// Score the validation rows: their loss, and with `eval.limit` the
+    /// task's metrics on the first `eval.limit` of them. The test split is
+    /// not touched.
+    pub fn validate(&mut self) -> Result<()> {
+        if self.validation_rows.is_empty() {
+            return Ok(());
+        }
+        self.method.settle()?;
+        let loss = super::evaluation::heldout_loss(
+            &self.model,
+            &mut self.method,
+            &self.validation_rows,
+            self.exp.train.micro_batch,
+            self.tokenizer.pad_id,
+        )?;
+        let scored = match self.exp.eval.limit > 0 && !self.exp.data.task.metrics().is_empty() {
+            true => super::evaluation::evaluate(
+                &self.exp,
+                &self.model,
+                &self.tokenizer,
+                &mut self.method,
+                &self.validation,
+                self.step,
+            )?,
+            false => None,
+        };
+        let mut ev = scored.unwrap_or(EvalEvent {
+            step: self.step,
+            n: self.validation.len() as u64,
+            split: EvalSplit::Validation,
+            loss: None,
+            metrics: Default::default(),
+            samples: Vec::new(),
+            sample_scores: Vec::new(),
+        });
+        ev.split = EvalSplit::Validation;
+        ev.loss = loss;
+        if let Some(l) = loss {
+            self.tally.validation_loss.push((self.step, l));
+        }
+        self.emit(Event::Eval(ev));
         Ok(())
     }
 

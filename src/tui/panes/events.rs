@@ -146,8 +146,12 @@ fn describe(entry: &LogEntry, theme: &Theme) -> (&'static str, Style, Vec<Row>) 
                 text,
             )],
         ),
-        Happening::Eval { n, metrics } => (
-            "eval",
+        Happening::Eval {
+            n,
+            metrics,
+            validation,
+        } => (
+            if *validation { "val" } else { "eval" },
             theme.eval(),
             vec![(
                 "",

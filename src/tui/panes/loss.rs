@@ -1,9 +1,11 @@
 //! Loss: the raw per-step loss as dots, its smoothed (EMA) curve in
-//! braille, evaluations marked as blocks on the curve. Each has its own
-//! glyph, so they read apart without colour. `y` switches to a log scale,
+//! braille, the validation loss (every `train.eval_every` steps) as its own
+//! line of bars, test evaluations marked as blocks on the curve. Each has its
+//! own glyph, so they read apart without colour. `y` switches to a log scale,
 //! `t` puts wall time on the x axis instead of steps.
 
 use super::frame;
+use crate::event::EvalSplit;
 use crate::tui::state::DashboardState;
 use crate::tui::units::{duration, value};
 use ratatui::buffer::Buffer;
@@ -17,6 +19,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Widget};
 pub const RAW_GLYPH: &str = "•";
 pub const EMA_GLYPH: &str = "⠤";
 pub const EVAL_GLYPH: &str = "█";
+pub const VAL_GLYPH: &str = "▄";
 
 pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     let theme = &state.view.theme;
@@ -65,9 +68,20 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
         .iter()
         .filter_map(|p| Some((x_of(p.step, p.wall_ms), y_of(p.ema)?)))
         .collect();
+    // The validation loss at each validation, placed at its step.
+    let validation: Vec<(f64, f64)> = state
+        .evals
+        .iter()
+        .filter(|e| e.split == EvalSplit::Validation)
+        .filter_map(|e| {
+            let at = state.steps.iter().rev().find(|p| p.step <= e.step)?;
+            Some((x_of(at.step, at.wall_ms), y_of(e.loss?)?))
+        })
+        .collect();
     let evals: Vec<(f64, f64)> = state
         .evals
         .iter()
+        .filter(|e| e.split == EvalSplit::Test)
         .filter_map(|e| {
             let at = state.steps.iter().rev().find(|p| p.step <= e.step)?;
             let v = e
@@ -94,7 +108,25 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             Span::styled(value(last.ema), theme.value()),
         ],
     ];
-    if let Some(e) = state.evals.last() {
+    let last_val = state
+        .evals
+        .iter()
+        .rev()
+        .find(|e| e.split == EvalSplit::Validation)
+        .and_then(|e| Some((e.step, e.loss?)));
+    if let Some((step, loss)) = last_val {
+        items.push(vec![
+            Span::styled(format!("{VAL_GLYPH} val "), theme.eval()),
+            Span::styled(value(loss), theme.value()),
+            Span::styled(format!(" @{step}"), theme.source()),
+        ]);
+    }
+    if let Some(e) = state
+        .evals
+        .iter()
+        .rev()
+        .find(|e| e.split == EvalSplit::Test)
+    {
         let mut spans = vec![Span::styled(format!("{EVAL_GLYPH} eval"), theme.eval())];
         let mut len = 6;
         let at = format!(" @{}", e.step);
@@ -134,7 +166,7 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
     };
 
     let (x_lo, x_hi) = bounds(raw.iter().map(|p| p.0));
-    let (mut y_lo, mut y_hi) = bounds(raw.iter().chain(ema.iter()).map(|p| p.1));
+    let (mut y_lo, mut y_hi) = bounds(raw.iter().chain(&ema).chain(&validation).map(|p| p.1));
     let pad = ((y_hi - y_lo) * 0.05).max(1e-9);
     y_lo -= pad;
     y_hi += pad;
@@ -162,6 +194,11 @@ pub fn render(state: &DashboardState, area: Rect, buf: &mut Buffer) {
             .graph_type(GraphType::Line)
             .style(theme.smoothed())
             .data(&ema),
+        Dataset::default()
+            .marker(Marker::Bar)
+            .graph_type(GraphType::Line)
+            .style(theme.eval())
+            .data(&validation),
         Dataset::default()
             .marker(Marker::Block)
             .graph_type(GraphType::Scatter)

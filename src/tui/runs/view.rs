@@ -108,10 +108,7 @@ fn cells(r: &RunRecord) -> [String; 7] {
 }
 
 fn metric_items(r: &RunRecord) -> Vec<String> {
-    r.metrics
-        .iter()
-        .map(|(k, v)| format!("{k} {}", decimal(*v)))
-        .collect()
+    r.metric_items()
 }
 
 /// As many items as fit in `width`, joined by ` · `, and `+N` for the rest.

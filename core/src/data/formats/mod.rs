@@ -1,13 +1,20 @@
 //! The official file shapes of each task (NQ-open, SQuAD v1.1 / v2.0 nested
-//! and flattened, GSM8K, MetaMathQA, ToolBench query files): one file per
-//! format with its rows, its loader into `Example`s and its writer. This file
-//! holds what they share: dispatch by task, reading JSONL and JSON documents,
-//! reporting a bad record as `FILE:LINE: expected …`, and writing atomically.
+//! and flattened, GSM8K, MetaMathQA, ToolBench query files) and the general
+//! ones (alpaca, sharegpt, messages, text): one file per format with its
+//! rows, its loader into `Example`s and its writer. This file holds what they
+//! share: dispatch by task, reading JSONL, JSON documents and Parquet,
+//! the user's column names, conversations, reporting a bad record as
+//! `FILE:LINE: expected …`, and writing atomically.
 
+pub(crate) mod alpaca;
 pub(crate) mod gsm8k;
+pub(crate) mod messages;
 pub(crate) mod metamath;
 pub(crate) mod nq;
+pub(crate) mod parquet;
+pub(crate) mod sharegpt;
 pub(crate) mod squad;
+pub(crate) mod text;
 pub(crate) mod toolbench;
 
 use std::fs::File;
@@ -17,16 +24,31 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{DataError, Example, Task};
+use super::chat::{Message, Role};
+use super::{Columns, DataError, Example, Task};
 
 /// Reads `path` in the official shape of `task`.
 pub fn load(task: Task, path: &Path) -> Result<Vec<Example>, DataError> {
+    load_with(task, path, &Columns::default())
+}
+
+/// Reads `path` in the shape of `task`, the general formats' fields under
+/// the user's column names.
+pub fn load_with(task: Task, path: &Path, columns: &Columns) -> Result<Vec<Example>, DataError> {
     let examples = match task {
         Task::Nq => nq::load(path)?,
         Task::Squad => squad::load(path)?,
         Task::Gsm8k => gsm8k::load(path)?,
         Task::MetaMath => metamath::load(path)?,
         Task::ToolBench => toolbench::load(path)?,
+        _ => {
+            let mut out = Vec::new();
+            for_each_example(task, path, columns, &mut |e| {
+                out.push(e);
+                Ok(())
+            })?;
+            return Ok(out);
+        }
     };
     if examples.is_empty() {
         return Err(DataError::NoRecords {
@@ -37,6 +59,41 @@ pub fn load(task: Task, path: &Path) -> Result<Vec<Example>, DataError> {
     Ok(examples)
 }
 
+/// Calls `each` with every record of `path` in file order. The general
+/// formats stream, one record in memory at a time (a JSON array is read
+/// whole, as it must be parsed whole); the benchmark formats are loaded
+/// first.
+pub fn for_each_example(
+    task: Task,
+    path: &Path,
+    columns: &Columns,
+    each: &mut dyn FnMut(Example) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let mut n = 0;
+    let mut counted = |e: Example| {
+        n += 1;
+        each(e)
+    };
+    match task {
+        Task::Alpaca => alpaca::for_each(path, columns, &mut counted)?,
+        Task::ShareGpt => sharegpt::for_each(path, columns, &mut counted)?,
+        Task::Messages => messages::for_each(path, columns, &mut counted)?,
+        Task::Text => text::for_each(path, columns, &mut counted)?,
+        _ => {
+            for e in load_with(task, path, columns)? {
+                counted(e)?;
+            }
+        }
+    }
+    if n == 0 {
+        return Err(DataError::NoRecords {
+            path: path.to_path_buf(),
+            expected: expected_for(task).to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn expected_for(task: Task) -> &'static str {
     match task {
         Task::Nq => nq::EXPECTED,
@@ -44,6 +101,10 @@ fn expected_for(task: Task) -> &'static str {
         Task::Gsm8k => gsm8k::EXPECTED,
         Task::MetaMath => metamath::EXPECTED,
         Task::ToolBench => toolbench::EXPECTED,
+        Task::Alpaca => alpaca::EXPECTED,
+        Task::ShareGpt => sharegpt::EXPECTED,
+        Task::Messages => messages::EXPECTED,
+        Task::Text => text::EXPECTED,
     }
 }
 
@@ -131,15 +192,275 @@ pub(crate) fn parse_line<T: DeserializeOwned>(
     serde_json::from_str(line).map_err(|e| record_error(path, line_no, expected, json_detail(&e)))
 }
 
-/// Calls `each` with (line number, record) for every record of a JSONL file.
+/// Calls `each` with (line number, record) for every record of a JSONL file
+/// (or row number, record for a Parquet file).
 fn for_each_record<T: DeserializeOwned>(
     path: &Path,
     expected: &str,
     mut each: impl FnMut(usize, T) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
+    if parquet::is_parquet(path) {
+        return parquet::for_each_row(path, expected, &[], |row, value| {
+            each(row, from_value(path, row, expected, value)?)
+        });
+    }
     for_each_line(path, expected, |line_no, line| {
         each(line_no, parse_line(path, line_no, line, expected)?)
     })
+}
+
+fn from_value<T: DeserializeOwned>(
+    path: &Path,
+    line: usize,
+    expected: &str,
+    value: serde_json::Value,
+) -> Result<T, DataError> {
+    serde_json::from_value(value).map_err(|e| record_error(path, line, expected, json_detail(&e)))
+}
+
+/// Whether the file's first non-blank character opens a JSON array.
+fn starts_array(path: &Path) -> Result<bool, DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    loop {
+        let buf = reader.fill_buf().map_err(|e| DataError::io(path, e))?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let skip = buf
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace() || matches!(b, 0xef | 0xbb | 0xbf))
+            .count();
+        if skip < buf.len() {
+            return Ok(buf[skip] == b'[');
+        }
+        let n = buf.len();
+        reader.consume(n);
+    }
+}
+
+/// Calls `each` with (line or row, record) for every record of `path`,
+/// whatever holds it: a Parquet file (whose schema must have the
+/// `required` columns: (setting, column)), a JSON array, or JSONL.
+fn for_each_value(
+    path: &Path,
+    expected: &str,
+    required: &[(String, String)],
+    mut each: impl FnMut(usize, serde_json::Value) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    if parquet::is_parquet(path) {
+        return parquet::for_each_row(path, expected, required, each);
+    }
+    if starts_array(path)? {
+        for (line, value) in read_array::<serde_json::Value>(path, expected)? {
+            each(line, value)?;
+        }
+        return Ok(());
+    }
+    for_each_record(path, expected, each)
+}
+
+/// A record's fields under the names the format reads them by: each column
+/// the user named (`data.columns.KEY = "theirs"`) moved to the format's own
+/// name. A required column missing from a record is an error; an optional
+/// one is simply absent.
+fn mapped(
+    path: &Path,
+    line: usize,
+    expected: &str,
+    value: serde_json::Value,
+    mapping: &[Mapping],
+) -> Result<serde_json::Value, DataError> {
+    let serde_json::Value::Object(mut obj) = value else {
+        return Err(record_error(path, line, expected, "not a JSON object"));
+    };
+    for &Mapping {
+        key,
+        ours,
+        theirs,
+        required,
+    } in mapping
+    {
+        let Some(theirs) = theirs.filter(|t| t.as_str() != ours) else {
+            continue;
+        };
+        match obj.remove(theirs.as_str()) {
+            Some(v) => {
+                obj.insert(ours.to_string(), v);
+            }
+            None if !required => {}
+            None => {
+                return Err(record_error(
+                    path,
+                    line,
+                    expected,
+                    format!("missing column {theirs:?} (data.columns.{key})"),
+                ))
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(obj))
+}
+
+/// One field of a general format: its `data.columns` key, the format's own
+/// name for it, the user's name if they gave one, and whether every record
+/// must have it.
+#[derive(Clone, Copy)]
+struct Mapping<'a> {
+    key: &'static str,
+    ours: &'static str,
+    theirs: Option<&'a String>,
+    required: bool,
+}
+
+impl<'a> Mapping<'a> {
+    fn required(key: &'static str, ours: &'static str, theirs: &'a Option<String>) -> Self {
+        Mapping {
+            key,
+            ours,
+            theirs: theirs.as_ref(),
+            required: true,
+        }
+    }
+
+    fn optional(key: &'static str, ours: &'static str, theirs: &'a Option<String>) -> Self {
+        Mapping {
+            required: false,
+            ..Mapping::required(key, ours, theirs)
+        }
+    }
+}
+
+/// The columns a Parquet file of a mapped format must have: (where the
+/// name comes from, the name).
+fn required_columns(mapping: &[Mapping]) -> Vec<(String, String)> {
+    mapping
+        .iter()
+        .filter(|m| m.required)
+        .map(|m| match m.theirs {
+            Some(theirs) => (format!("data.columns.{}", m.key), theirs.clone()),
+            None => ("the format's own name".to_string(), m.ours.to_string()),
+        })
+        .collect()
+}
+
+/// Every record of a general format, its fields moved to the format's own
+/// names and read as `T`, with its line.
+fn for_each_mapped<T: DeserializeOwned>(
+    path: &Path,
+    expected: &str,
+    mapping: &[Mapping],
+    mut each: impl FnMut(usize, T) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    for_each_value(path, expected, &required_columns(mapping), |line, value| {
+        let value = mapped(path, line, expected, value, mapping)?;
+        each(line, from_value(path, line, expected, value)?)
+    })
+}
+
+/// How a conversation format spells its turns: the keys of a turn and the
+/// speaker names.
+pub(crate) struct Tags {
+    pub role: String,
+    pub content: String,
+    pub user: Vec<String>,
+    pub assistant: Vec<String>,
+    pub system: String,
+}
+
+impl Tags {
+    fn role_of(&self, name: &str) -> Option<Role> {
+        if self.user.iter().any(|u| u == name) {
+            Some(Role::User)
+        } else if self.assistant.iter().any(|a| a == name) {
+            Some(Role::Assistant)
+        } else if name == self.system {
+            Some(Role::System)
+        } else {
+            None
+        }
+    }
+
+    fn names(&self) -> String {
+        let mut all: Vec<&str> = self.user.iter().map(String::as_str).collect();
+        all.extend(self.assistant.iter().map(String::as_str));
+        all.push(&self.system);
+        all.join(", ")
+    }
+}
+
+/// The turns of one conversation, checked: every turn a known speaker with
+/// text, at least one turn, the last the assistant's (what is trained and
+/// what evaluation compares against). A system message given beside the
+/// turns comes first.
+fn conversation(
+    path: &Path,
+    line: usize,
+    expected: &str,
+    turns: &[serde_json::Value],
+    tags: &Tags,
+    system: Option<String>,
+) -> Result<Vec<Message>, DataError> {
+    let err = |detail: String| record_error(path, line, expected, detail);
+    if turns.is_empty() {
+        return Err(err("empty conversation: no turns".into()));
+    }
+    let mut out: Vec<Message> = system
+        .filter(|s| !s.is_empty())
+        .map(|s| Message::new(Role::System, s))
+        .into_iter()
+        .collect();
+    for (i, turn) in turns.iter().enumerate() {
+        let n = i + 1;
+        let field = |key: &str| -> Result<String, DataError> {
+            match turn.get(key) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(err(format!(
+                    "turn {n}: {key:?} must be a string, got {other}"
+                ))),
+                None => Err(err(format!("turn {n}: missing {key:?}"))),
+            }
+        };
+        let speaker = field(&tags.role)?;
+        let Some(role) = tags.role_of(&speaker) else {
+            return Err(err(format!(
+                "turn {n}: unknown role {speaker:?} (expected one of: {})",
+                tags.names()
+            )));
+        };
+        out.push(Message::new(role, field(&tags.content)?));
+    }
+    match out.last().map(|m| m.role) {
+        Some(Role::Assistant) => Ok(out),
+        _ => Err(err(
+            "the conversation does not end with an assistant turn (the answer it trains on)".into(),
+        )),
+    }
+}
+
+/// A conversation as a record: its last user turn the instruction, its
+/// last assistant turn the target and the gold answer.
+fn conversation_example(id: String, task: Task, line: usize, messages: Vec<Message>) -> Example {
+    let target = messages
+        .last()
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
+    let instruction = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
+    Example {
+        id,
+        task,
+        instruction,
+        input: None,
+        gold: vec![target.clone()],
+        target,
+        messages,
+        line,
+    }
 }
 
 fn read_document(path: &Path, expected: &str) -> Result<String, DataError> {
@@ -222,6 +543,14 @@ fn read_array<T: DeserializeOwned>(
     path: &Path,
     expected: &str,
 ) -> Result<Vec<(usize, T)>, DataError> {
+    if parquet::is_parquet(path) {
+        let mut rows = Vec::new();
+        parquet::for_each_row(path, expected, &[], |row, value| {
+            rows.push((row, from_value(path, row, expected, value)?));
+            Ok(())
+        })?;
+        return Ok(rows);
+    }
     let text = read_document(path, expected)?;
     let rows: Vec<T> = parse_document(path, &text, expected)?;
     let lines = object_lines(&text, 1);
@@ -272,6 +601,8 @@ fn closed_book(
         input: None,
         target,
         gold,
+        messages: Vec::new(),
+        line: 0,
     }
 }
 

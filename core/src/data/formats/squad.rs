@@ -91,6 +91,10 @@ enum SquadShape {
 /// tells them apart (a pretty-printed document opens with a bare `{`, a
 /// one-line document has a `data` key, a row has neither).
 fn squad_shape(path: &Path) -> Result<SquadShape, DataError> {
+    // Hugging Face's SQuAD Parquet holds the flattened rows.
+    if super::parquet::is_parquet(path) {
+        return Ok(SquadShape::RowLines);
+    }
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut first = String::new();
     for line in BufReader::new(file).lines() {

@@ -11,6 +11,7 @@
 //! which the format files under `crate::data::formats` write.
 
 mod arithmetic;
+mod general;
 mod names;
 mod questions;
 mod tools;
@@ -30,7 +31,9 @@ use self::questions::{knowledge_text, nq_rows, squad_doc};
 use self::tools::{catalogue, tool_queries};
 use self::world::stream_seed;
 pub use self::world::{corpus_text, world, Attribute, Entity, Fact, World};
-use super::formats::{self, gsm8k, metamath, nq, squad, toolbench};
+use super::formats::{
+    self, alpaca, gsm8k, messages, metamath, nq, sharegpt, squad, text, toolbench,
+};
 use super::{DataError, Task};
 
 /// Size knobs of a world.
@@ -159,8 +162,10 @@ impl fmt::Display for SynthReport {
 /// File names `write` uses for a task's train and test splits.
 pub fn file_names(task: Task) -> (&'static str, &'static str) {
     match task {
-        Task::Nq | Task::Gsm8k => ("train.jsonl", "test.jsonl"),
-        Task::Squad | Task::MetaMath | Task::ToolBench => ("train.json", "test.json"),
+        Task::Nq | Task::Gsm8k | Task::Messages | Task::Text => ("train.jsonl", "test.jsonl"),
+        Task::Squad | Task::MetaMath | Task::ToolBench | Task::Alpaca | Task::ShareGpt => {
+            ("train.json", "test.json")
+        }
     }
 }
 
@@ -209,6 +214,10 @@ pub fn write(task: Task, spec: &WorldSpec, out: &Path) -> Result<SynthReport, Da
                 tool_queries(&world, spec, &catalogue, &mut rng),
             )?
         }
+        Task::Alpaca => write_splits(alpaca::write, paths, general::alpaca_rows(&world))?,
+        Task::ShareGpt => write_splits(sharegpt::write, paths, general::sharegpt_rows(&world))?,
+        Task::Messages => write_splits(messages::write, paths, general::message_rows(&world))?,
+        Task::Text => write_splits(text::write, paths, general::text_rows(&world))?,
     };
     Ok(SynthReport {
         task,
@@ -313,6 +322,12 @@ mod tests {
             (Task::Gsm8k, 30, 7),
             (Task::MetaMath, 30, 7),
             (Task::ToolBench, 30, 7),
+            (Task::Alpaca, facts * 3, facts),
+            // two facts per conversation
+            (Task::ShareGpt, facts / 2 * 3, facts / 2),
+            (Task::Messages, facts / 2 * 3, facts / 2),
+            // one biography per person, a quarter held out
+            (Task::Text, 30, 7),
         ];
         for (task, n_train, n_test) in expected {
             let (_dir, report) = written(task, &spec)?;
@@ -327,7 +342,10 @@ mod tests {
             let train_ids: HashSet<&str> = train.iter().map(|e| e.id.as_str()).collect();
             assert_eq!(train_ids.len(), n_train, "{task} ids are unique");
             assert!(
-                train.iter().chain(&test).all(|e| !e.gold.is_empty()),
+                train
+                    .iter()
+                    .chain(&test)
+                    .all(|e| !e.gold.is_empty() || task == Task::Text),
                 "{task}"
             );
         }
