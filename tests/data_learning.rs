@@ -19,7 +19,7 @@ fn experiment(task: Task, kind: &str, steps: usize) -> Experiment {
     e.data.task = task;
     e.data.train = "synth:entities=16,seed=9".into();
     e.data.template = Template::Plain;
-    e.train.train_on_inputs = false;
+    e.train.train_on_inputs = Some(false);
     e.train.lr = 3e-3;
     e.train.cutoff_len = match task {
         Task::Alpaca => 96,

@@ -70,11 +70,13 @@ fn resume_reproduces_the_loss_sequence() {
     exp.train.batch = 4;
     exp.train.micro_batch = 2; // two micro-batches per step
     exp.eval.limit = 1;
+    // A held-out share scored every other step: the resumed run must hold
+    // out the same rows (its losses and validation losses are the same).
+    exp.data.validation = "split:0.2".into();
+    exp.train.eval_every = 2;
     let whole = tempfile::tempdir().unwrap();
-    let uninterrupted: Vec<f64> = steps(&run(exp.clone(), whole.path(), false))
-        .iter()
-        .map(|s| s.loss)
-        .collect();
+    let whole_events = run(exp.clone(), whole.path(), false);
+    let uninterrupted: Vec<f64> = steps(&whole_events).iter().map(|s| s.loss).collect();
     assert_eq!(uninterrupted.len(), 8);
 
     // Stop after step 3, then resume from the checkpoint written at the stop.
@@ -104,8 +106,26 @@ fn resume_reproduces_the_loss_sequence() {
     assert_eq!(resumed, uninterrupted, "stopped after {stopped_at}");
     // The run directory's log holds both parts, in order.
     let logged = meft::train::read_events(part.path()).unwrap();
-    let logged: Vec<u64> = steps(&logged).iter().map(|s| s.step).collect();
-    assert_eq!(logged, (1..=8).collect::<Vec<_>>());
+    let steps_logged: Vec<u64> = steps(&logged).iter().map(|s| s.step).collect();
+    assert_eq!(steps_logged, (1..=8).collect::<Vec<_>>());
+    let validations = |events: &[Event]| -> Vec<(u64, Option<f64>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Eval(e) if e.split == meft::event::EvalSplit::Validation => {
+                    Some((e.step, e.loss))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let want = validations(&whole_events);
+    assert_eq!(
+        want.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8]
+    );
+    assert!(want.iter().all(|v| v.1.is_some_and(f64::is_finite)));
+    assert_eq!(validations(&logged), want);
 }
 
 #[test]

@@ -433,7 +433,12 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     /// How many checkpoints a run keeps (the newest); 0 keeps every one.
     pub keep_checkpoints: usize,
-    pub train_on_inputs: bool,
+    /// Whether the prompt's tokens are targets too. Unset: yes for the
+    /// fixed-wording templates (the paper's setting), no for a chat
+    /// template (the loss on the assistant turns only) — see
+    /// [`Experiment::train_on_inputs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_on_inputs: Option<bool>,
     /// Every this many steps the validation rows (`data.validation`) are
     /// scored: their loss, and with `eval.limit` the task's metrics. 0:
     /// never.
@@ -457,7 +462,7 @@ impl Default for TrainSection {
             weight_decay: 0.0,
             checkpoint_every: 100,
             keep_checkpoints: 3,
-            train_on_inputs: true,
+            train_on_inputs: None,
             eval_every: 0,
         }
     }
@@ -627,6 +632,14 @@ impl Experiment {
             toml::Value::String(s) => s.clone(),
             v => v.to_string(),
         })
+    }
+
+    /// Whether the prompt's tokens are trained on: `train.train_on_inputs`
+    /// when set, else only for the fixed-wording templates.
+    pub fn train_on_inputs(&self) -> bool {
+        self.train
+            .train_on_inputs
+            .unwrap_or(!self.data.template.is_chat())
     }
 
     /// Check every knob that does not need the model; errors name the field.

@@ -145,7 +145,7 @@ pub fn token_report(
         model: exp.model.reference.clone(),
         template: exp.data.template.to_string(),
         cutoff_len: cutoff,
-        train_on_inputs: exp.train.train_on_inputs,
+        train_on_inputs: exp.train_on_inputs(),
         rows: lengths.len(),
         lengths: [0.0, 50.0, 90.0, 99.0, 100.0].map(|p| percentile(&lengths, p)),
         cut: if text {

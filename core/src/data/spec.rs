@@ -185,7 +185,7 @@ pub fn encode_all(
                 template,
                 tokenizer,
                 exp.train.cutoff_len,
-                exp.train.train_on_inputs,
+                exp.train_on_inputs(),
             )
             .map_err(|err| {
                 let at = match (file, e.line) {
