@@ -230,8 +230,14 @@ enum Command {
     /// Continue a prompt with a base model (greedy or beam search).
     Generate {
         /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
-        #[arg(long, default_value = "embedded:tiny")]
+        #[arg(long, default_value = "embedded:tiny", conflicts_with = "run")]
         model: String,
+        /// Decode with this run's trained adapter on its base instead.
+        #[arg(long, value_name = "RUN_DIR")]
+        run: Option<std::path::PathBuf>,
+        /// With --run: the checkpoint of this step (default: the newest).
+        #[arg(long, requires = "run")]
+        step: Option<u64>,
         /// The text to continue.
         #[arg(long)]
         prompt: String,
@@ -248,6 +254,22 @@ enum Command {
         /// (ChatML, Llama 3, Gemma or [INST], recognised by its tokens).
         #[arg(long)]
         chat: bool,
+    },
+    /// A run's trained weights in a format other tools load: LoRA as a PEFT
+    /// adapter, LoRA or full fine-tuning merged into the base (a Hugging
+    /// Face directory), MEFT or the Parallel Adapter alone.
+    Export {
+        /// The run directory.
+        run_dir: std::path::PathBuf,
+        /// The checkpoint of this step (default: the newest).
+        #[arg(long)]
+        step: Option<u64>,
+        /// peft, merged or meft.
+        #[arg(long)]
+        format: meft::config::ExportFormat,
+        /// A new (or empty) directory to write into.
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Every run under a directory: method, size, steps, final loss, state
     /// and metrics, one row each.
@@ -467,8 +489,22 @@ fn run(cli: Cli) -> Result<()> {
             meft::study_run::run(&study, quick, out, drop_checkpoints)?;
             Ok(())
         }
+        Command::Export {
+            run_dir,
+            step,
+            format,
+            out,
+        } => {
+            println!(
+                "{}",
+                meft::train::export::export(&run_dir, step, format, &out)?
+            );
+            Ok(())
+        }
         Command::Generate {
             model,
+            run,
+            step,
             prompt,
             beams,
             repetition_penalty,
@@ -481,7 +517,20 @@ fn run(cli: Cli) -> Result<()> {
                 repetition_penalty,
                 chat,
             };
-            println!("{}", complete(&model, &prompt, &opts)?);
+            let text = match run {
+                None => complete(&model, &prompt, &opts)?,
+                Some(dir) => {
+                    let mut r = meft::train::export::restore_run(&dir, step, &[])?;
+                    meft::model::generate::complete_with(
+                        &r.model,
+                        &r.tokenizer,
+                        &mut r.method,
+                        &prompt,
+                        &opts,
+                    )?
+                }
+            };
+            println!("{text}");
             Ok(())
         }
     }

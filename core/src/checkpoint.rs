@@ -521,6 +521,11 @@ pub fn remove_stray_temporaries(dir: &Path) {
     }
 }
 
+/// The steps of every complete checkpoint in `dir`, oldest first.
+pub fn steps(dir: &Path) -> Vec<u64> {
+    all(dir).into_iter().map(|(s, _)| s).collect()
+}
+
 /// The newest complete checkpoint in `dir` (temporary files are ignored).
 pub fn latest(dir: &Path) -> Option<(u64, PathBuf)> {
     all(dir).pop()

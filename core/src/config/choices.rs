@@ -179,6 +179,17 @@ choices! {
         Llama3 = "llama3", Gemma = "gemma", Mistral = "mistral",
     }
 
+    /// What `meft export` writes.
+    ExportFormat ("export format") {
+        /// LoRA as PEFT's adapter_model.safetensors and adapter_config.json.
+        Peft = "peft",
+        /// The base with the trained weights folded in, as a Hugging Face
+        /// directory.
+        Merged = "merged",
+        /// MEFT's or the Parallel Adapter's weights alone, with their shape.
+        Meft = "meft",
+    }
+
     /// The metrics by name (DATA.md): the standard ones and the paper's.
     Metric ("metric") {
         SquadEm = "squad_em", SquadF1 = "squad_f1", NqEm = "nq_em",

@@ -4,8 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, HostOptimizer, MeftKernel, MethodKind, Metric, MomentDtype, Proj,
-    Routing, Schedule, Task, Template,
+    BaseDtype, Choice, Decoding, ExportFormat, HostOptimizer, MeftKernel, MethodKind, Metric,
+    MomentDtype, Proj, Routing, Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;

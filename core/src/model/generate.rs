@@ -225,20 +225,44 @@ fn beam_search(
 /// `meft generate`: continue `prompt` with the base model `reference` on
 /// the CPU, and return the new text.
 pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow::Result<String> {
+    check_options(opts)?;
+    let reference = super::ModelRef::parse(reference)?;
+    let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
+    complete_with(
+        &loaded.model,
+        &loaded.tokenizer,
+        &mut super::NoHooks,
+        prompt,
+        opts,
+    )
+}
+
+fn check_options(opts: &GenerateOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.beams >= 1, "--beams: must be at least 1");
     anyhow::ensure!(
         opts.repetition_penalty > 0.0,
         "--repetition-penalty: must be positive"
     );
-    let reference = super::ModelRef::parse(reference)?;
-    let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
-    let tok = &loaded.tokenizer;
+    Ok(())
+}
+
+/// Continue `prompt` (as one user turn in the model's chat markup with
+/// `opts.chat`) with `model` and `hooks` (a trained adapter, or none), and
+/// return the new text.
+pub fn complete_with(
+    model: &super::Model,
+    tok: &super::Tokenizer,
+    hooks: &mut dyn super::Hooks,
+    prompt: &str,
+    opts: &GenerateOptions,
+) -> anyhow::Result<String> {
+    check_options(opts)?;
     let ids = match opts.chat {
         false => tok.encode_prompt(prompt),
         true => {
             let Some(chat) = tok.chat()? else {
                 anyhow::bail!(
-                    "--chat: {reference} has no chat template and its vocabulary no chat markup (no <|im_start|>, <|eot_id|>, <start_of_turn> or [INST] tokens)"
+                    "--chat: the model has no chat template and its vocabulary no chat markup (no <|im_start|>, <|eot_id|>, <start_of_turn> or [INST] tokens)"
                 );
             };
             let user = [crate::data::chat::Message::new(crate::data::chat::Role::User, prompt)];
@@ -246,13 +270,6 @@ pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow
         }
     }
     .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
-    let out = generate(
-        &loaded.model,
-        &[ids],
-        opts,
-        &tok.stop_ids,
-        tok.pad_id,
-        &mut super::NoHooks,
-    )?;
+    let out = generate(model, &[ids], opts, &tok.stop_ids, tok.pad_id, hooks)?;
     Ok(tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?)
 }

@@ -854,6 +854,13 @@ fn load_hf(dir: &Path, device: &Device, dtype: DType) -> Result<(Model, Tokenize
     let model = src.build(&cfg, Naming::Hf, norm_offset(cfg.arch), device)?;
     let mut tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), bos, eos)?;
     tokenizer.chat_template = hf_chat_template(dir)?;
+    // tokenizer_config.json's add_bos_token, where it says, overrides what
+    // the post-processor was seen to do.
+    if let Some(add) =
+        tokenizer_config(dir)?.and_then(|v| v.get("add_bos_token").and_then(|a| a.as_bool()))
+    {
+        tokenizer.add_bos = add && tokenizer.bos_id.is_some();
+    }
     // Every end-of-sequence id the checkpoint names stops generation (Llama
     // 3 lists three: end of text, end of message, end of turn).
     for file in ["config.json", "generation_config.json"] {
@@ -876,12 +883,9 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>, LoadError> {
             .map(Some)
             .map_err(|e| file_err(&jinja, e));
     }
-    let path = dir.join("tokenizer_config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some(v) = tokenizer_config(dir)? else {
         return Ok(None);
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| file_err(&path, format!("not valid JSON: {e}")))?;
     Ok(match v.get("chat_template") {
         Some(serde_json::Value::String(t)) => Some(t.clone()),
         Some(serde_json::Value::Array(named)) => named
@@ -893,6 +897,17 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>, LoadError> {
             .map(str::to_string),
         _ => None,
     })
+}
+
+/// A checkpoint's `tokenizer_config.json`, if it has one.
+fn tokenizer_config(dir: &Path) -> Result<Option<serde_json::Value>, LoadError> {
+    let path = dir.join("tokenizer_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| file_err(&path, format!("not valid JSON: {e}")))
 }
 
 /// The `eos_token_id`s a JSON file names (one or a list); none when the file

@@ -7,6 +7,7 @@
 //! headless printer). A slow watcher never blocks the trainer.
 
 pub mod evaluation;
+pub mod export;
 pub mod headless;
 pub mod ledger;
 pub mod method;
@@ -384,11 +385,44 @@ struct DataPrint {
     fnv1a64: String,
 }
 
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes`, continuing from `hash`.
+fn fnv1a64(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// FNV-1a 64 of a model's weights as loaded (each as f32, little-endian, in
+/// `named_tensors` order, names included): whatever file they came from,
+/// the same weights give the same print.
+pub fn weights_fingerprint(model: &crate::model::Model) -> Result<String> {
+    let mut hash = FNV_START;
+    for (name, t) in model.named_tensors() {
+        hash = fnv1a64(hash, name.as_bytes());
+        let v: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        for x in v {
+            hash = fnv1a64(hash, &x.to_le_bytes());
+        }
+    }
+    Ok(format!("{hash:016x}"))
+}
+
+/// [`weights_fingerprint`] of the run's base.
+pub fn base_fingerprint(exp: &Experiment) -> Result<String> {
+    weights_fingerprint(&load_base(exp)?.model)
+}
+
 fn data_print(field: &str, path: &Path) -> Result<DataPrint> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)
         .with_context(|| format!("{field}: {}: cannot read", path.display()))?;
-    let (mut hash, mut bytes) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    let (mut hash, mut bytes) = (FNV_START, 0u64);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f
@@ -398,9 +432,7 @@ fn data_print(field: &str, path: &Path) -> Result<DataPrint> {
             break;
         }
         bytes += n as u64;
-        for &b in &buf[..n] {
-            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
+        hash = fnv1a64(hash, &buf[..n]);
     }
     Ok(DataPrint {
         field: field.into(),
@@ -505,24 +537,10 @@ pub fn evaluate_run(
     limit: Option<usize>,
     sets: &[String],
 ) -> Result<crate::event::EvalEvent> {
-    let mut exp = Experiment::load(&run_dir.join("config.toml"))?.apply_sets(sets)?;
-    if let Some(l) = limit {
-        exp.eval.limit = l;
-    }
-    exp.validate()?;
-    let (_, ckpt) = crate::checkpoint::latest(&run_dir.join("checkpoints"))
-        .with_context(|| format!("{}: no checkpoint to evaluate", run_dir.display()))?;
-    let crate::model::LoadedModel {
-        mut model,
-        tokenizer,
-        ..
-    } = load_base(&exp)?;
-    let (_, test) = crate::data::spec::load_data(&exp)?;
-    let (mut method, vars) = method::Method::build(&exp, &mut model)?;
-    let mut r = crate::checkpoint::CheckpointReader::open(&ckpt)?;
-    crate::optim::restore_vars(&vars, &mut r)?;
-    method.restore(&mut r)?;
-    let step = r.meta_u64("step")?;
-    evaluation::evaluate(&exp, &model, &tokenizer, &mut method, &test, step)?
+    let mut sets = sets.to_vec();
+    sets.extend(limit.map(|l| format!("eval.limit={l}")));
+    let mut r = export::restore_run(run_dir, None, &sets)?;
+    let (_, test) = crate::data::spec::load_data(&r.exp)?;
+    evaluation::evaluate(&r.exp, &r.model, &r.tokenizer, &mut r.method, &test, r.step)?
         .context("the run has no test split to evaluate (set data.eval)")
 }

@@ -1,0 +1,294 @@
+//! `meft export` on tiny runs: PEFT's names, shapes and config for LoRA; the
+//! merged Hugging Face directory gives the logits of the base with the
+//! adapter on; MEFT's adapter export keeps its weights and drops its
+//! optimizer state; what cannot be written is refused in one line.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::run;
+use meft::model::{Input, ModelRef};
+use std::path::{Path, PathBuf};
+
+/// A finished tiny run of `kind` (30 steps) in `root`.
+fn tiny_run(root: &Path, kind: &str) -> PathBuf {
+    let out = root.join(format!("runs-{kind}"));
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/nq.toml");
+    let (code, _, err) = run(&[
+        "run",
+        preset,
+        "--set",
+        &format!("method.kind=\"{kind}\""),
+        "--set",
+        "train.steps=12",
+        "--set",
+        "train.checkpoint_every=6",
+        "--set",
+        "eval.limit=1",
+        "--set",
+        "method.lora.targets=[\"q_proj\", \"v_proj\", \"down_proj\"]",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    common::the_run_in(&out)
+}
+
+fn logits(model: &meft::model::Model, hooks: &mut dyn meft::model::Hooks, ids: &[u32]) -> Vec<f32> {
+    let mask = vec![1u8; ids.len()];
+    let input = Input {
+        ids,
+        pad_mask: &mask,
+        batch: 1,
+        seq: ids.len(),
+    };
+    common::values(&model.forward(&input, None, hooks, false).unwrap())
+}
+
+fn safetensors_header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    h.remove("__metadata__");
+    h
+}
+
+#[test]
+fn lora_exports_as_peft_and_merged() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tiny_run(root.path(), "lora");
+    let d = dir.display().to_string();
+
+    let peft = root.path().join("peft");
+    let (code, said, err) = run(&[
+        "export",
+        &d,
+        "--format",
+        "peft",
+        "--out",
+        &peft.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("peft export of step 12"), "{said}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 8);
+    assert_eq!(config["lora_alpha"], 16.0);
+    assert_eq!(config["lora_dropout"], 0.05);
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj", "down_proj"])
+    );
+    assert_eq!(config["base_model_name_or_path"], "embedded:tiny");
+    // The tiny base: d 128, 4 query heads and 2 KV heads of 32, FFN 352,
+    // 4 layers; A is [r, in], B is [out, r].
+    let h = safetensors_header(&peft.join("adapter_model.safetensors"));
+    assert_eq!(h.len(), 4 * 3 * 2);
+    let shape = |k: &str| h[k]["shape"].clone();
+    let l = "base_model.model.model.layers";
+    assert_eq!(
+        shape(&format!("{l}.0.self_attn.q_proj.lora_A.weight")),
+        serde_json::json!([8, 128])
+    );
+    assert_eq!(
+        shape(&format!("{l}.0.self_attn.q_proj.lora_B.weight")),
+        serde_json::json!([128, 8])
+    );
+    assert_eq!(
+        shape(&format!("{l}.3.self_attn.v_proj.lora_B.weight")),
+        serde_json::json!([64, 8])
+    );
+    assert_eq!(
+        shape(&format!("{l}.2.mlp.down_proj.lora_A.weight")),
+        serde_json::json!([8, 352])
+    );
+    assert_eq!(
+        h[&format!("{l}.1.mlp.down_proj.lora_B.weight")]["dtype"],
+        "F32"
+    );
+
+    // Merged: the base with W + (α/r)·B·A folded in gives the logits of the
+    // base with the adapter hooked on, at every position.
+    let merged = root.path().join("merged");
+    let (code, _, err) = run(&[
+        "export",
+        &d,
+        "--format",
+        "merged",
+        "--out",
+        &merged.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut r = meft::train::export::restore_run(&dir, None, &[]).unwrap();
+    let folded =
+        meft::model::load_model(&ModelRef::Hf(merged.clone()), &meft::model::Device::Cpu).unwrap();
+    let ids = r
+        .tokenizer
+        .encode_prompt("Q: where was Tova Renn born\nA:")
+        .unwrap();
+    let want = logits(&r.model, &mut r.method, &ids);
+    let got = logits(&folded.model, &mut meft::model::NoHooks, &ids);
+    let base = logits(&r.model, &mut meft::model::NoHooks, &ids);
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        max_diff(&want, &got) < 1e-4,
+        "merged vs adapter: {}",
+        max_diff(&want, &got)
+    );
+    assert!(max_diff(&want, &base) > 1e-3, "the adapter changed nothing");
+    // Through the command line: the same greedy answer, BOS and all.
+    let prompt = "Q: where was Tova Renn born\nA:";
+    let answer = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let hf = format!("hf:{}", merged.display());
+    assert_eq!(
+        answer(&[
+            "generate",
+            "--run",
+            &d,
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "8"
+        ]),
+        answer(&[
+            "generate",
+            "--model",
+            &hf,
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "8"
+        ])
+    );
+    // An earlier checkpoint, by its step.
+    let (code, said, err) = run(&[
+        "export",
+        &d,
+        "--step",
+        "6",
+        "--format",
+        "peft",
+        "--out",
+        &root.path().join("peft6").display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("of step 6"), "{said}");
+}
+
+#[test]
+fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tiny_run(root.path(), "meft");
+    let d = dir.display().to_string();
+    let out = root.path().join("adapter");
+    let (code, _, err) = run(&[
+        "export",
+        &d,
+        "--format",
+        "meft",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let h = safetensors_header(&out.join("adapter.safetensors"));
+    let mut names: Vec<&String> = h.keys().collect();
+    names.sort();
+    let want: Vec<String> = (0..4)
+        .flat_map(|l| ["keys", "router", "values"].map(|t| format!("meft.{l}.{t}")))
+        .collect();
+    assert_eq!(names, want.iter().collect::<Vec<_>>());
+    // Byte for byte the checkpoint's weights.
+    let ckpt = dir
+        .join("checkpoints")
+        .join(meft::checkpoint::file_name(12));
+    let mut r = meft::checkpoint::CheckpointReader::open(&ckpt).unwrap();
+    let mut e = meft::checkpoint::CheckpointReader::open(&out.join("adapter.safetensors")).unwrap();
+    let a = r.read_vec::<f32>("meft.2.values", &[None, None]).unwrap();
+    let b = e.read_vec::<f32>("meft.2.values", &[None, None]).unwrap();
+    assert_eq!(a, b);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter.json")).unwrap()).unwrap();
+    assert_eq!(info["method"], "meft");
+    assert_eq!(info["step"], 12);
+    assert_eq!(info["base"], "embedded:tiny");
+    assert_eq!(info["base_fnv1a64"].as_str().unwrap().len(), 16);
+
+    let one_line_2 = |args: &[&str], says: &str| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{says:?} not in {err}");
+        assert!(out.is_empty(), "{out}");
+    };
+    let fresh = |n: &str| root.path().join(n).display().to_string();
+    one_line_2(
+        &["export", &d, "--format", "merged", "--out", &fresh("m")],
+        "cannot be folded into the base",
+    );
+    one_line_2(
+        &["export", &d, "--format", "peft", "--out", &fresh("p")],
+        "export it with --format meft",
+    );
+    one_line_2(
+        &[
+            "export",
+            &d,
+            "--step",
+            "7",
+            "--format",
+            "meft",
+            "--out",
+            &fresh("s"),
+        ],
+        "has no checkpoint of that step (it has: 6, 12)",
+    );
+    one_line_2(
+        &[
+            "export",
+            &d,
+            "--format",
+            "meft",
+            "--out",
+            &out.display().to_string(),
+        ],
+        "exists and is not empty",
+    );
+    let bare = root.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(dir.join("config.toml"), bare.join("config.toml")).unwrap();
+    one_line_2(
+        &[
+            "export",
+            &bare.display().to_string(),
+            "--format",
+            "meft",
+            "--out",
+            &fresh("b"),
+        ],
+        "the run has no checkpoint",
+    );
+    // Nothing was left behind by the refusals.
+    for n in ["m", "p", "s", "b"] {
+        assert!(!root.path().join(n).exists(), "{n}");
+    }
+    let stray: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
