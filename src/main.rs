@@ -271,6 +271,18 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// A past run's events as TensorBoard event files and/or a CSV of one row
+    /// per step (what train.log writes as a run goes).
+    ExportLogs {
+        /// The run directory (holding events.jsonl).
+        run_dir: std::path::PathBuf,
+        /// A directory to write the TensorBoard event file into.
+        #[arg(long)]
+        tensorboard: Option<std::path::PathBuf>,
+        /// A new CSV file to write.
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+    },
     /// Every run under a directory: method, size, steps, final loss, state
     /// and metrics, one row each.
     Runs {
@@ -487,6 +499,20 @@ fn run(cli: Cli) -> Result<()> {
             drop_checkpoints,
         } => {
             meft::study_run::run(&study, quick, out, drop_checkpoints)?;
+            Ok(())
+        }
+        Command::ExportLogs {
+            run_dir,
+            tensorboard,
+            csv,
+        } => {
+            for path in meft::telemetry::logs::export_logs(
+                &run_dir,
+                tensorboard.as_deref(),
+                csv.as_deref(),
+            )? {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Export {

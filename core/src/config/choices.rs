@@ -179,6 +179,14 @@ choices! {
         Llama3 = "llama3", Gemma = "gemma", Mistral = "mistral",
     }
 
+    /// A log a run writes beside `events.jsonl`.
+    LogFormat ("log format") {
+        /// TensorBoard event files under RUN_DIR/tb/.
+        Tensorboard = "tensorboard",
+        /// RUN_DIR/metrics.csv, a row per step.
+        Csv = "csv",
+    }
+
     /// What `meft export` writes.
     ExportFormat ("export format") {
         /// LoRA as PEFT's adapter_model.safetensors and adapter_config.json.

@@ -4,8 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, ExportFormat, HostOptimizer, MeftKernel, MethodKind, Metric,
-    MomentDtype, Proj, Routing, Schedule, Task, Template,
+    BaseDtype, Choice, Decoding, ExportFormat, HostOptimizer, LogFormat, MeftKernel, MethodKind,
+    Metric, MomentDtype, Proj, Routing, Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -444,6 +444,10 @@ pub struct TrainSection {
     /// never.
     #[serde(skip_serializing_if = "is_zero")]
     pub eval_every: usize,
+    /// Logs written beside `events.jsonl` as the run goes: TensorBoard
+    /// event files (`RUN_DIR/tb/`) and `RUN_DIR/metrics.csv`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogFormat>,
 }
 
 impl Default for TrainSection {
@@ -464,6 +468,7 @@ impl Default for TrainSection {
             keep_checkpoints: 3,
             train_on_inputs: None,
             eval_every: 0,
+            log: Vec::new(),
         }
     }
 }

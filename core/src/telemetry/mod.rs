@@ -12,6 +12,7 @@
 
 pub mod activations;
 pub mod heap;
+pub mod logs;
 pub mod nvml;
 pub mod plan;
 pub mod sampler;

@@ -19,7 +19,7 @@ pub mod tally;
 pub mod trainer;
 
 use crate::config::Experiment;
-use crate::event::{Event, Sink, EVENT_VERSION};
+use crate::event::{Event, EVENT_VERSION};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -247,18 +247,28 @@ fn forget_after_checkpoint(run_dir: &Path) -> Result<()> {
 /// and the watcher gets a `failed` event naming the file.
 fn spawn_hub(
     run_dir: &Path,
+    logs: &[crate::config::LogFormat],
     from: Receiver<Event>,
     to: Sender<Event>,
     control: Sender<Control>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let mut log = Some(crate::event::JsonlSink::append(
-        &run_dir.join("events.jsonl"),
-    )?);
+    use crate::config::LogFormat;
+    use crate::telemetry::logs::{CsvSink, TensorBoardSink};
+    let mut sinks: Vec<Box<dyn crate::event::Sink + Send>> = vec![Box::new(
+        crate::event::JsonlSink::append(&run_dir.join("events.jsonl"))?,
+    )];
+    for format in logs {
+        sinks.push(match format {
+            LogFormat::Tensorboard => Box::new(TensorBoardSink::create(&run_dir.join("tb"))?),
+            LogFormat::Csv => Box::new(CsvSink::append(&run_dir.join("metrics.csv"))?),
+        });
+    }
+    let mut sinks = Some(sinks);
     Ok(std::thread::spawn(move || {
         for ev in from {
-            if let Some(sink) = log.as_mut() {
-                if let Err(e) = sink.handle(&ev) {
-                    log = None;
+            if let Some(all) = sinks.as_mut() {
+                if let Some(e) = all.iter_mut().find_map(|s| s.handle(&ev).err()) {
+                    sinks = None;
                     let _ = control.send(Control::Stop);
                     let _ = to.send(Event::Failed {
                         step: 0,
@@ -311,7 +321,7 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
     let (ctl_tx, ctl_rx) = channel::<Control>();
     crate::checkpoint::remove_stray_temporaries(&run_dir);
     crate::checkpoint::remove_stray_temporaries(&run_dir.join("checkpoints"));
-    let hub = spawn_hub(&run_dir, hub_rx, ui_tx, ctl_tx.clone())?;
+    let hub = spawn_hub(&run_dir, &exp.train.log, hub_rx, ui_tx, ctl_tx.clone())?;
     // The sampler drops readings rather than wait; a forwarder feeds them in.
     let (sample_tx, sample_rx) = std::sync::mpsc::sync_channel::<Event>(4);
     let sampler = crate::telemetry::spawn_sampler(
