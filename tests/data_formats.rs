@@ -466,6 +466,10 @@ fn bad_general_records_are_one_line_naming_file_and_line() {
             "train.eval_every=10",
             "train.eval_every: needs validation rows",
         ),
+        (
+            "data.columns.prompt=\"q\"",
+            "data.columns: column names map the general formats",
+        ),
     ] {
         one_line_exit_2(&["plan", example, "--set", set], &[says]);
     }

@@ -727,6 +727,15 @@ impl Experiment {
                 }
             }
         }
+        if !self.data.columns.is_empty() && !self.data.task.is_general() {
+            return Err(field(
+                "data.columns",
+                format!(
+                    "column names map the general formats (alpaca, sharegpt, messages, text); data.task \"{}\" reads its own format",
+                    self.data.task
+                ),
+            ));
+        }
         if t.eval_every > 0 && self.data.validation.is_empty() {
             return Err(field(
                 "train.eval_every",
