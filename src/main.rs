@@ -229,12 +229,18 @@ enum Command {
     },
     /// Continue a prompt with a base model (greedy or beam search).
     Generate {
-        /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path.
-        #[arg(long, default_value = "embedded:tiny", conflicts_with = "run")]
-        model: String,
+        /// embedded:tiny, embedded:tiny-random, hf:DIR, gguf:FILE, or a path
+        /// (default: embedded:tiny, or with --adapter the base it was trained on).
+        #[arg(long, conflicts_with = "run")]
+        model: Option<String>,
         /// Decode with this run's trained adapter on its base instead.
-        #[arg(long, value_name = "RUN_DIR")]
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "adapter")]
         run: Option<std::path::PathBuf>,
+        /// Decode with a `meft export --format meft` adapter (its directory
+        /// or adapter.safetensors) on --model, which must be the base it was
+        /// trained on (checked by the hash of its weights).
+        #[arg(long, value_name = "FILE")]
+        adapter: Option<std::path::PathBuf>,
         /// With --run: the checkpoint of this step (default: the newest).
         #[arg(long, requires = "run")]
         step: Option<u64>,
@@ -530,6 +536,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate {
             model,
             run,
+            adapter,
             step,
             prompt,
             beams,
@@ -543,18 +550,23 @@ fn run(cli: Cli) -> Result<()> {
                 repetition_penalty,
                 chat,
             };
-            let text = match run {
-                None => complete(&model, &prompt, &opts)?,
-                Some(dir) => {
-                    let mut r = meft::train::export::restore_run(&dir, step, &[])?;
-                    meft::model::generate::complete_with(
-                        &r.model,
-                        &r.tokenizer,
-                        &mut r.method,
-                        &prompt,
-                        &opts,
-                    )?
-                }
+            let restored = match (run, adapter) {
+                (Some(dir), _) => Some(meft::train::export::restore_run(&dir, step, &[])?),
+                (None, Some(file)) => Some(meft::train::export::restore_adapter(
+                    &file,
+                    model.as_deref(),
+                )?),
+                (None, None) => None,
+            };
+            let text = match restored {
+                None => complete(model.as_deref().unwrap_or("embedded:tiny"), &prompt, &opts)?,
+                Some(mut r) => meft::model::generate::complete_with(
+                    &r.model,
+                    &r.tokenizer,
+                    &mut r.method,
+                    &prompt,
+                    &opts,
+                )?,
             };
             println!("{text}");
             Ok(())

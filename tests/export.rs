@@ -9,7 +9,7 @@
 mod common;
 
 use common::run;
-use meft::model::{Input, ModelRef};
+use meft::model::ModelRef;
 use std::path::{Path, PathBuf};
 
 /// A finished tiny run of `kind` (30 steps) in `root`.
@@ -37,14 +37,7 @@ fn tiny_run(root: &Path, kind: &str) -> PathBuf {
 }
 
 fn logits(model: &meft::model::Model, hooks: &mut dyn meft::model::Hooks, ids: &[u32]) -> Vec<f32> {
-    let mask = vec![1u8; ids.len()];
-    let input = Input {
-        ids,
-        pad_mask: &mask,
-        batch: 1,
-        seq: ids.len(),
-    };
-    common::values(&model.forward(&input, None, hooks, false).unwrap())
+    common::values(&common::row_forward_with(model, hooks, ids, false))
 }
 
 fn safetensors_header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
@@ -227,6 +220,32 @@ fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
     assert_eq!(info["base"], "embedded:tiny");
     assert_eq!(info["base_fnv1a64"].as_str().unwrap().len(), 16);
 
+    // On its base the exported adapter answers a test question as the run's
+    // own evaluation did; the base alone answers otherwise.
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let eval = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|e| e["type"] == "eval")
+        .unwrap();
+    let (question, predicted) = (
+        eval["samples"][0][0].as_str().unwrap(),
+        eval["samples"][0][1].as_str().unwrap(),
+    );
+    let prompt = meft::data::prompt::eval_prompt(meft::config::Template::Plain, question, None);
+    let adapter = out.display().to_string();
+    let answer = |extra: &[&str]| {
+        let mut args = vec!["generate", "--prompt", &prompt, "--max-new-tokens", "16"];
+        args.extend(extra);
+        let (code, said, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        said.lines().next().unwrap_or_default().trim().to_string()
+    };
+    let tuned = answer(&["--model", "embedded:tiny", "--adapter", &adapter]);
+    assert_eq!(tuned, predicted.trim());
+    assert_eq!(answer(&["--adapter", &adapter]), tuned, "the base it names");
+    assert_ne!(answer(&["--model", "embedded:tiny"]), tuned);
+
     let one_line_2 = |args: &[&str], says: &str| {
         let (code, out, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -291,4 +310,20 @@ fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+    one_line_2(
+        &[
+            "generate",
+            "--model",
+            "embedded:tiny-random",
+            "--adapter",
+            &adapter,
+            "--prompt",
+            "x",
+        ],
+        "hashes to",
+    );
+    one_line_2(
+        &["generate", "--adapter", &fresh("none"), "--prompt", "x"],
+        "no such file",
+    );
 }

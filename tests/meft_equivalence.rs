@@ -55,8 +55,8 @@ fn twins_on(
     .unwrap();
     let keys = randn(seed + 1, m * d, 0.5);
     let values = randn(seed + 2, m * d, 0.5);
-    ad.layers[0].store.keys = keys.clone();
-    ad.layers[0].store.values = values.clone();
+    ad.layers[0].store.keys = keys.clone().into();
+    ad.layers[0].store.values = values.clone().into();
     let router = match shape.routing {
         Routing::KeyExperts => {
             let g = randn(seed + 3, shape.experts * d, 0.5);
@@ -236,7 +236,7 @@ fn whole_tiny_model_matches(composed: bool, dtype: DType, tol: f64) {
     for (slot, &l) in layers.iter().enumerate() {
         // Non-zero values so the adapter changes the loss.
         let values = randn(40 + l as u64, 256 * d, 0.05);
-        ad.layers[slot].store.values = values.clone();
+        ad.layers[slot].store.values = values.clone().into();
         let keys = ad.layers[slot].store.keys.clone();
         let router = ad.layers[slot]
             .router
@@ -247,7 +247,7 @@ fn whole_tiny_model_matches(composed: bool, dtype: DType, tol: f64) {
             .unwrap();
         dense_layers.push(DenseMeftLayer {
             layer: l,
-            keys: Var::from_vec(keys, (256, d), &dev).unwrap(),
+            keys: Var::from_vec(keys.to_vec(), (256, d), &dev).unwrap(),
             values: Var::from_vec(values, (256, d), &dev).unwrap(),
             router: Some(Var::from_tensor(&router).unwrap()),
         });

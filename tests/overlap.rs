@@ -42,8 +42,8 @@ fn host_state(t: &mut meft::train::trainer::Trainer) -> Vec<Vec<f32>> {
     let m = t.method.meft().unwrap();
     let mut out = Vec::new();
     for l in &m.layers {
-        out.push(l.store.keys.clone());
-        out.push(l.store.values.clone());
+        out.push(l.store.keys.to_vec());
+        out.push(l.store.values.to_vec());
         out.push(l.store.row_steps.iter().map(|&s| s as f32).collect());
         let (rows, moments) = l.store.moments();
         out.push(rows.iter().map(|&r| r as f32).collect());
@@ -160,7 +160,8 @@ fn a_worker_that_fails_on_a_store_stops_the_layer_for_good() {
     let dev = Device::Cpu;
     let mut ad = two_layers(1);
     // Too few keys: the selection on the worker panics.
-    ad.layers[1].store.keys.truncate(8);
+    let short = ad.layers[1].store.keys[..8].to_vec();
+    ad.layers[1].store.keys = short.into();
     let u = Tensor::from_vec(
         meft::rng::normal_vec(&mut meft::rng::seeded(1), 3 * 8, 1.0),
         (1, 3, 8),
@@ -202,8 +203,8 @@ fn two_layers(pre_retrieval: usize) -> MeftAdapter {
     .unwrap()
     .with_overlap(pre_retrieval, false);
     for (i, l) in ad.layers.iter_mut().enumerate() {
-        l.store.keys = meft::rng::normal_vec(&mut meft::rng::seeded(10 + i as u64), 64 * 8, 0.5);
-        l.store.values = meft::rng::normal_vec(&mut meft::rng::seeded(20 + i as u64), 64 * 8, 0.5);
+        l.store.keys = meft::rng::normal_vec(&mut meft::rng::seeded(10 + i as u64), 64 * 8, 0.5).into();
+        l.store.values = meft::rng::normal_vec(&mut meft::rng::seeded(20 + i as u64), 64 * 8, 0.5).into();
     }
     ad.training = false;
     ad

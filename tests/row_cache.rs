@@ -157,8 +157,8 @@ fn train(cache: usize) -> (Vec<meft::event::StepEvent>, Vec<Vec<Vec<f32>>>) {
         let m = t.method.meft().unwrap();
         let mut s = Vec::new();
         for l in &m.layers {
-            s.push(l.store.keys.clone());
-            s.push(l.store.values.clone());
+            s.push(l.store.keys.to_vec());
+            s.push(l.store.values.to_vec());
         }
         for (_, v) in &t.opt.vars {
             s.push(v.as_tensor().flatten_all().unwrap().to_vec1().unwrap());

@@ -245,8 +245,9 @@ impl<'a> CheckpointWriter<'a> {
 pub struct TensorInfo {
     pub dtype: String,
     pub shape: Vec<usize>,
-    start: u64,
-    end: u64,
+    /// Byte offsets from [`CheckpointReader::data_start`].
+    pub start: u64,
+    pub end: u64,
 }
 
 /// A checkpoint opened for reading: the header is parsed and checked
@@ -349,6 +350,12 @@ impl CheckpointReader {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the tensors' bytes start in the file (a tensor's `start` and
+    /// `end` count from here).
+    pub fn data_start(&self) -> u64 {
+        self.data_start
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

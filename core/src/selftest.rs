@@ -293,14 +293,14 @@ fn meft_on(
         // Values start at zero; random ones make the adapter change the loss
         // and give the keys and the router a gradient.
         let values = crate::rng::normal_vec(&mut crate::rng::seeded(40 + slot as u64), m * d, 0.05);
-        l.store.values = values.clone();
+        l.store.values = values.clone().into();
         let router = match &l.router {
             Some(r) => Some(Var::from_tensor(&r.as_tensor().to_device(&Device::Cpu)?)?),
             None => None,
         };
         layers.push(DenseMeftLayer {
             layer: l.layer,
-            keys: Var::from_vec(l.store.keys.clone(), (m, d), &Device::Cpu)?,
+            keys: Var::from_vec(l.store.keys.to_vec(), (m, d), &Device::Cpu)?,
             values: Var::from_vec(values, (m, d), &Device::Cpu)?,
             router,
         });

@@ -56,6 +56,16 @@ pub fn row_forward(
     ids: &[u32],
     last_only: bool,
 ) -> candle_core::Tensor {
+    row_forward_with(model, &mut meft::model::NoHooks, ids, last_only)
+}
+
+/// [`row_forward`] with `hooks` on every layer (an adapter).
+pub fn row_forward_with(
+    model: &meft::model::Model,
+    hooks: &mut dyn meft::model::Hooks,
+    ids: &[u32],
+    last_only: bool,
+) -> candle_core::Tensor {
     let mask = vec![1u8; ids.len()];
     let input = meft::model::Input {
         ids,
@@ -63,9 +73,7 @@ pub fn row_forward(
         batch: 1,
         seq: ids.len(),
     };
-    model
-        .forward(&input, None, &mut meft::model::NoHooks, last_only)
-        .unwrap()
+    model.forward(&input, None, hooks, last_only).unwrap()
 }
 
 /// A tensor's values, row-major, as f32.

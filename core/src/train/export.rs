@@ -10,7 +10,7 @@ use super::{load_base, Experiment};
 use crate::config::{MethodKind, Proj};
 use crate::model::{Model, Part, Tokenizer};
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,6 @@ pub struct Restored {
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub method: Method,
-    pub vars: Vec<(String, Var)>,
     pub step: u64,
     pub checkpoint: PathBuf,
 }
@@ -59,24 +58,18 @@ pub fn checkpoint_of(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf)
 pub fn restore_run(run_dir: &Path, step: Option<u64>, sets: &[String]) -> Result<Restored> {
     let exp = Experiment::load(&run_dir.join("config.toml"))?.apply_sets(sets)?;
     exp.validate()?;
-    let (_, checkpoint) = checkpoint_of(run_dir, step)?;
+    let (step, checkpoint) = checkpoint_of(run_dir, step)?;
     let crate::model::LoadedModel {
         mut model,
         tokenizer,
         ..
     } = load_base(&exp)?;
-    let (mut method, vars) = Method::build(&exp, &mut model)?;
-    let mut r = crate::checkpoint::CheckpointReader::open(&checkpoint)?;
-    crate::optim::restore_vars(&vars, &mut r)?;
-    method.restore(&mut r)?;
-    let step = r.meta_u64("step")?;
-    method.set_train(false);
+    let method = Method::for_decoding(&exp, &mut model, &checkpoint)?;
     Ok(Restored {
         exp,
         model,
         tokenizer,
         method,
-        vars,
         step,
         checkpoint,
     })
@@ -372,4 +365,67 @@ fn write_adapter(run_dir: &Path, step: Option<u64>, dir: &Path) -> Result<u64> {
         }),
     )?;
     Ok(step)
+}
+
+/// The weights file and the JSON of a `meft` export named by `--adapter`
+/// (the export's directory or its adapter.safetensors).
+fn adapter_files(adapter: &Path) -> Result<(PathBuf, PathBuf)> {
+    let weights = if adapter.is_dir() {
+        adapter.join("adapter.safetensors")
+    } else {
+        adapter.to_path_buf()
+    };
+    anyhow::ensure!(
+        weights.is_file(),
+        "--adapter: {}: no such file (name a `meft export --format meft` directory or its adapter.safetensors)",
+        weights.display()
+    );
+    let json = weights.with_file_name("adapter.json");
+    anyhow::ensure!(
+        json.is_file(),
+        "--adapter: {}: no adapter.json beside it, which says the adapter's shape and base",
+        weights.display()
+    );
+    Ok((weights, json))
+}
+
+/// A `meft` export's adapter on a base: `model` (the base it was trained on
+/// when None), refused unless the base's weights hash as the adapter's did.
+pub fn restore_adapter(adapter: &Path, model: Option<&str>) -> Result<Restored> {
+    let (weights, json) = adapter_files(adapter)?;
+    let bad = |what: &str| anyhow::anyhow!("--adapter: {}: {what}", json.display());
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)
+        .map_err(|e| bad(&format!("not JSON: {e}")))?;
+    let field = |key: &str| {
+        meta.get(key)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(&format!("no \"{key}\"")))
+    };
+    let mut exp = Experiment::from_toml(field("config_toml")?, &json.display().to_string())?;
+    let trained_on = field("base")?.to_string();
+    let want = field("base_fnv1a64")?.to_string();
+    if let Some(m) = model {
+        exp.model.reference = m.to_string();
+    }
+    let crate::model::LoadedModel {
+        mut model,
+        tokenizer,
+        ..
+    } = load_base(&exp)?;
+    let have = super::weights_fingerprint(&model)?;
+    anyhow::ensure!(
+        have == want,
+        "--adapter: {} was trained on {trained_on}, whose weights hash to {want}; {} hashes to {have}, a different base",
+        weights.display(),
+        exp.model.reference
+    );
+    let method = Method::for_decoding(&exp, &mut model, &weights)?;
+    Ok(Restored {
+        step: meta.get("step").and_then(|s| s.as_u64()).unwrap_or(0),
+        exp,
+        model,
+        tokenizer,
+        method,
+        checkpoint: weights,
+    })
 }

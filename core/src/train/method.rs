@@ -15,6 +15,21 @@ use crate::model::{Hooks, Model, Proj};
 use crate::optim::AdamWConfig;
 use candle_core::{Result, Tensor, Var};
 
+/// MEFT's shape on `model` and the layers it attaches to.
+fn meft_shape(exp: &Experiment, model: &Model) -> anyhow::Result<(MeftShape, Vec<usize>)> {
+    let m = &exp.method.meft;
+    let layers = m.resolve_layers(model.config.num_layers)?;
+    let shape = MeftShape {
+        d: model.config.hidden_size,
+        neurons: m.neurons,
+        top_k: m.top_k,
+        experts: m.resolved_experts(),
+        probe: m.probe,
+        routing: m.routing,
+    };
+    Ok((shape, layers))
+}
+
 pub enum Method {
     None,
     Full,
@@ -42,15 +57,7 @@ impl Method {
             }
             MethodKind::Meft => {
                 let m = &exp.method.meft;
-                let layers = m.resolve_layers(cfg.num_layers)?;
-                let shape = MeftShape {
-                    d,
-                    neurons: m.neurons,
-                    top_k: m.top_k,
-                    experts: m.resolved_experts(),
-                    probe: m.probe,
-                    routing: m.routing,
-                };
+                let (shape, layers) = meft_shape(exp, model)?;
                 let ad = MeftAdapter::new(
                     shape,
                     &layers,
@@ -95,6 +102,44 @@ impl Method {
                 (Method::Lora(lora), vars)
             }
         })
+    }
+
+    /// The method of `exp` on `model` for decoding only, its weights from
+    /// `file` (a checkpoint, or a `meft` export with no optimizer state):
+    /// MEFT's rows mapped from the file rather than read into memory, the
+    /// device variables read; evaluation mode.
+    pub fn for_decoding(
+        exp: &Experiment,
+        model: &mut Model,
+        file: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut r = CheckpointReader::open(file)?;
+        let mut method = match exp.method.kind {
+            MethodKind::Meft => {
+                let m = &exp.method.meft;
+                let (shape, layers) = meft_shape(exp, model)?;
+                let ad = MeftAdapter::mapped(
+                    shape,
+                    &layers,
+                    model.config.num_layers,
+                    &model.device,
+                    &r,
+                )?
+                .with_device_path(
+                    m.composed_on(&exp.model.device),
+                    m.resolved_row_dtype(exp.model.dtype).dtype(),
+                )?;
+                crate::optim::restore_vars(&ad.device_vars(), &mut r)?;
+                Method::Meft(Box::new(ad))
+            }
+            _ => {
+                let (method, vars) = Self::build(exp, model)?;
+                crate::optim::restore_vars(&vars, &mut r)?;
+                method
+            }
+        };
+        method.set_train(false);
+        Ok(method)
     }
 
     pub fn meft(&self) -> Option<&MeftAdapter> {

@@ -7,12 +7,14 @@ pub mod cache;
 mod kernel;
 pub mod lanes;
 mod overlap;
+pub mod rows;
 mod select;
 mod state;
 mod store;
 
 pub use cache::{CacheCounts, RowCache};
 pub use kernel::{device_output, device_output_grads, device_output_traced, fused_output};
+pub use rows::HostRows;
 pub use select::{gather_kv, select, Selection};
 pub use state::{StepStats, HISTOGRAM_WINDOW};
 pub use store::HostStore;
@@ -259,36 +261,106 @@ impl MeftAdapter {
         device: &Device,
     ) -> Result<Self> {
         let (m, d) = (shape.neurons, shape.d);
+        let rows = |l: usize| {
+            let mut rng =
+                crate::rng::seeded(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1)));
+            let keys = crate::rng::normal_vec(&mut rng, m * d, 0.02);
+            Ok((keys.into(), vec![0f32; m * d].into()))
+        };
+        let mut a = Self::build(
+            shape,
+            layers,
+            num_model_layers,
+            host_optimizer,
+            moments,
+            device,
+            rows,
+        )?;
+        a.seed_routers()?;
+        Ok(a)
+    }
+
+    /// The adapter for decoding only, its rows mapped from `path` (a
+    /// checkpoint or a `meft` export) as `meft.<layer>.keys` and `.values`
+    /// (each M × d f32), its routers zero until restored from the same file.
+    pub fn mapped(
+        shape: MeftShape,
+        layers: &[usize],
+        num_model_layers: usize,
+        device: &Device,
+        file: &crate::checkpoint::CheckpointReader,
+    ) -> anyhow::Result<Self> {
+        let (m, d) = (shape.neurons, shape.d);
+        let one = |name: String| -> anyhow::Result<HostRows> {
+            let info = file.check::<f32>(&name, &[Some(m), Some(d)])?;
+            let offset = file.data_start() + info.start;
+            HostRows::map(file.path(), offset, m * d)
+                .map_err(|e| anyhow::anyhow!("{}: tensor {name}: {e}", file.path().display()))
+        };
+        let rows = |l: usize| {
+            let key = one(format!("meft.{l}.keys"));
+            key.and_then(|k| Ok((k, one(format!("meft.{l}.values"))?)))
+                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+        };
+        let mut a = Self::build(
+            shape,
+            layers,
+            num_model_layers,
+            HostOptimizer::Lazy,
+            MomentDtype::F32,
+            device,
+            rows,
+        )?;
+        a.training = false;
+        Ok(a)
+    }
+
+    /// Router row e = 50 × the mean of expert e's keys.
+    fn seed_routers(&mut self) -> Result<()> {
+        if self.shape.routing != Routing::KeyExperts {
+            return Ok(());
+        }
+        let (d, experts) = (self.shape.d, self.shape.experts);
+        let kpe = self.shape.keys_per_expert();
+        for l in &mut self.layers {
+            let keys = &l.store.keys;
+            let mut g = vec![0f32; experts * d];
+            for e in 0..experts {
+                for j in e * kpe..(e + 1) * kpe {
+                    for c in 0..d {
+                        g[e * d + c] += keys[j * d + c];
+                    }
+                }
+                for c in 0..d {
+                    g[e * d + c] *= 50.0 / kpe as f32;
+                }
+            }
+            if let Some(r) = &l.router {
+                r.set(&Tensor::from_vec(g, (experts, d), &self.device)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build(
+        shape: MeftShape,
+        layers: &[usize],
+        num_model_layers: usize,
+        host_optimizer: HostOptimizer,
+        moments: MomentDtype,
+        device: &Device,
+        mut rows: impl FnMut(usize) -> Result<(HostRows, HostRows)>,
+    ) -> Result<Self> {
+        let (m, d) = (shape.neurons, shape.d);
         if shape.experts == 0 || m % shape.experts != 0 {
             candle_core::bail!("{} experts do not divide {m} neurons", shape.experts);
         }
         let mut slot_of_layer = vec![None; num_model_layers];
         let mut out = Vec::with_capacity(layers.len());
         for (slot, &l) in layers.iter().enumerate() {
-            let mut rng =
-                crate::rng::seeded(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(l as u64 + 1)));
-            let keys = crate::rng::normal_vec(&mut rng, m * d, 0.02);
-            let values = vec![0f32; m * d];
+            let (keys, values) = rows(l)?;
             let router = match shape.routing {
-                Routing::KeyExperts => {
-                    let kpe = shape.keys_per_expert();
-                    let mut g = vec![0f32; shape.experts * d];
-                    for e in 0..shape.experts {
-                        for j in e * kpe..(e + 1) * kpe {
-                            for c in 0..d {
-                                g[e * d + c] += keys[j * d + c];
-                            }
-                        }
-                        for c in 0..d {
-                            g[e * d + c] *= 50.0 / kpe as f32;
-                        }
-                    }
-                    Some(Var::from_tensor(&Tensor::from_vec(
-                        g,
-                        (shape.experts, d),
-                        device,
-                    )?)?)
-                }
+                Routing::KeyExperts => Some(Var::zeros((shape.experts, d), DType::F32, device)?),
                 Routing::Full => None,
             };
             if let Some(s) = slot_of_layer.get_mut(l) {

@@ -2,7 +2,7 @@
 //! accumulators between optimizer steps, and their AdamW moments with the
 //! host optimizer's step over them.
 
-use super::HostOptimizer;
+use super::{HostOptimizer, HostRows};
 use crate::optim::moments::{MomentDtype, MomentRows};
 use crate::optim::{adamw_row, AdamWConfig};
 use candle_core::Result;
@@ -15,9 +15,9 @@ pub struct HostStore {
     pub m: usize,
     pub d: usize,
     /// M × d, row j is neuron j's key.
-    pub keys: Vec<f32>,
+    pub keys: HostRows,
     /// M × d, row j is neuron j's value.
-    pub values: Vec<f32>,
+    pub values: HostRows,
     acc_slot: Vec<u32>,
     acc_rows: Vec<u32>,
     /// Per accumulator slot: the key row's gradient then the value row's (2·d).
@@ -39,15 +39,15 @@ impl HostStore {
     pub fn with_moments(
         m: usize,
         d: usize,
-        keys: Vec<f32>,
-        values: Vec<f32>,
+        keys: impl Into<HostRows>,
+        values: impl Into<HostRows>,
         moments: MomentDtype,
     ) -> Self {
         Self {
             m,
             d,
-            keys,
-            values,
+            keys: keys.into(),
+            values: values.into(),
             acc_slot: vec![NO_SLOT; m],
             acc_rows: Vec::new(),
             acc: Vec::new(),
@@ -60,7 +60,7 @@ impl HostStore {
 
     /// What a layer holds while a host worker has its store: no rows.
     pub(super) fn placeholder(moments: MomentDtype) -> Self {
-        Self::with_moments(0, 0, Vec::new(), Vec::new(), moments)
+        Self::with_moments(0, 0, Vec::<f32>::new(), Vec::<f32>::new(), moments)
     }
 
     pub fn key_row(&self, j: usize) -> &[f32] {
