@@ -7,6 +7,7 @@
 
 pub use meft_core::*;
 
+pub mod chat;
 pub mod plot;
 pub mod study_run;
 pub mod tui;

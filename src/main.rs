@@ -261,6 +261,31 @@ enum Command {
         #[arg(long)]
         chat: bool,
     },
+    /// Talk to a run's model with its trained adapter (or to a base alone):
+    /// one message per line, the reply written as it is decoded; /reset,
+    /// /system TEXT, Ctrl-D to leave.
+    Chat {
+        /// The run directory (its base, adapter and template).
+        run_dir: Option<std::path::PathBuf>,
+        /// The checkpoint of this step (default: the newest).
+        #[arg(long, requires = "run_dir")]
+        step: Option<u64>,
+        /// A `meft export --format meft` adapter instead of a run.
+        #[arg(long, value_name = "FILE", conflicts_with = "run_dir")]
+        adapter: Option<std::path::PathBuf>,
+        /// A base model alone, or the base for --adapter.
+        #[arg(long, conflicts_with = "run_dir")]
+        model: Option<String>,
+        /// The system prompt to start with.
+        #[arg(long)]
+        system: Option<String>,
+        /// Stop each reply after this many tokens.
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Penalise tokens already in the text (1 leaves them be).
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+    },
     /// A run's trained weights in a format other tools load: LoRA as a PEFT
     /// adapter, LoRA or full fine-tuning merged into the base (a Hugging
     /// Face directory), MEFT or the Parallel Adapter alone.
@@ -532,6 +557,33 @@ fn run(cli: Cli) -> Result<()> {
                 meft::train::export::export(&run_dir, step, format, &out)?
             );
             Ok(())
+        }
+        Command::Chat {
+            run_dir,
+            step,
+            adapter,
+            model,
+            system,
+            max_new_tokens,
+            repetition_penalty,
+        } => {
+            let opts = GenerateOptions {
+                max_new_tokens,
+                beams: 1,
+                repetition_penalty,
+                chat: false,
+            };
+            anyhow::ensure!(
+                repetition_penalty > 0.0,
+                "--repetition-penalty: must be positive"
+            );
+            let src = meft::chat::Source {
+                run: run_dir,
+                step,
+                adapter,
+                model,
+            };
+            meft::chat::run(&src, opts, system)
         }
         Command::Generate {
             model,

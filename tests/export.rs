@@ -10,31 +10,7 @@ mod common;
 
 use common::run;
 use meft::model::ModelRef;
-use std::path::{Path, PathBuf};
-
-/// A finished tiny run of `kind` (30 steps) in `root`.
-fn tiny_run(root: &Path, kind: &str) -> PathBuf {
-    let out = root.join(format!("runs-{kind}"));
-    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/nq.toml");
-    let (code, _, err) = run(&[
-        "run",
-        preset,
-        "--set",
-        &format!("method.kind=\"{kind}\""),
-        "--set",
-        "train.steps=12",
-        "--set",
-        "train.checkpoint_every=6",
-        "--set",
-        "eval.limit=1",
-        "--set",
-        "method.lora.targets=[\"q_proj\", \"v_proj\", \"down_proj\"]",
-        "--out",
-        &out.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    common::the_run_in(&out)
-}
+use std::path::Path;
 
 fn logits(model: &meft::model::Model, hooks: &mut dyn meft::model::Hooks, ids: &[u32]) -> Vec<f32> {
     common::values(&common::row_forward_with(model, hooks, ids, false))
@@ -52,7 +28,7 @@ fn safetensors_header(path: &Path) -> serde_json::Map<String, serde_json::Value>
 #[test]
 fn lora_exports_as_peft_and_merged() {
     let root = tempfile::tempdir().unwrap();
-    let dir = tiny_run(root.path(), "lora");
+    let dir = common::tiny_run(root.path(), "lora");
     let d = dir.display().to_string();
 
     let peft = root.path().join("peft");
@@ -185,7 +161,7 @@ fn lora_exports_as_peft_and_merged() {
 #[test]
 fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
     let root = tempfile::tempdir().unwrap();
-    let dir = tiny_run(root.path(), "meft");
+    let dir = common::tiny_run(root.path(), "meft");
     let d = dir.display().to_string();
     let out = root.path().join("adapter");
     let (code, _, err) = run(&[

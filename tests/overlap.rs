@@ -203,8 +203,10 @@ fn two_layers(pre_retrieval: usize) -> MeftAdapter {
     .unwrap()
     .with_overlap(pre_retrieval, false);
     for (i, l) in ad.layers.iter_mut().enumerate() {
-        l.store.keys = meft::rng::normal_vec(&mut meft::rng::seeded(10 + i as u64), 64 * 8, 0.5).into();
-        l.store.values = meft::rng::normal_vec(&mut meft::rng::seeded(20 + i as u64), 64 * 8, 0.5).into();
+        l.store.keys =
+            meft::rng::normal_vec(&mut meft::rng::seeded(10 + i as u64), 64 * 8, 0.5).into();
+        l.store.values =
+            meft::rng::normal_vec(&mut meft::rng::seeded(20 + i as u64), 64 * 8, 0.5).into();
     }
     ad.training = false;
     ad

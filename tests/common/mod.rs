@@ -154,3 +154,27 @@ pub fn all_events(mut h: meft::train::RunHandle) -> Vec<meft::event::Event> {
     }
     events
 }
+
+/// A finished tiny run of `kind` (12 steps, checkpoints at 6 and 12) in `root`.
+pub fn tiny_run(root: &std::path::Path, kind: &str) -> PathBuf {
+    let out = root.join(format!("runs-{kind}"));
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/nq.toml");
+    let (code, _, err) = run(&[
+        "run",
+        preset,
+        "--set",
+        &format!("method.kind=\"{kind}\""),
+        "--set",
+        "train.steps=12",
+        "--set",
+        "train.checkpoint_every=6",
+        "--set",
+        "eval.limit=1",
+        "--set",
+        "method.lora.targets=[\"q_proj\", \"v_proj\", \"down_proj\"]",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    the_run_in(&out)
+}

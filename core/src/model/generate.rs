@@ -90,7 +90,15 @@ pub fn generate(
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<Vec<u32>>> {
     if opts.beams <= 1 {
-        greedy(model, prompts, opts, stop_ids, pad_id, hooks)
+        greedy(
+            model,
+            prompts,
+            opts,
+            stop_ids,
+            pad_id,
+            hooks,
+            &mut |_, _| true,
+        )
     } else {
         prompts
             .iter()
@@ -99,6 +107,26 @@ pub fn generate(
     }
 }
 
+/// Continue one prompt greedily, handing each new token to `on_token` as
+/// soon as it is chosen (the stop token is not handed on), until it
+/// returns false; returns the new tokens.
+pub fn greedy_streamed(
+    model: &Model,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    stop_ids: &[u32],
+    hooks: &mut dyn Hooks,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
+    let prompts = [prompt.to_vec()];
+    let mut out = greedy(model, &prompts, opts, stop_ids, 0, hooks, &mut |_, t| {
+        on_token(t)
+    })?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// Greedy decoding of a batch; `on_token(row, token)` hears each row's
+/// tokens as they are chosen, and ends the row by returning false.
 fn greedy(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -106,6 +134,7 @@ fn greedy(
     stop_ids: &[u32],
     pad_id: u32,
     hooks: &mut dyn Hooks,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     let b = prompts.len();
     if b == 0 {
@@ -138,6 +167,7 @@ fn greedy(
                 done[r] = true;
             } else {
                 out[r].push(t);
+                done[r] = !on_token(r, t);
             }
             next.push(t);
         }

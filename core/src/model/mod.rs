@@ -6,6 +6,7 @@
 //!
 //! The model never knows which adapter is attached: it calls [`Hooks`].
 
+pub mod converse;
 pub mod generate;
 pub mod load;
 pub mod ops;
