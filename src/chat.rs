@@ -36,56 +36,52 @@ pub struct Loaded {
     pub what: String,
 }
 
-impl Loaded {
-    fn restored(r: Restored, what: String) -> Self {
+impl From<Restored> for Loaded {
+    fn from(r: Restored) -> Self {
         Self {
+            what: format!(
+                "{} at step {} ({} on {})",
+                r.checkpoint.display(),
+                r.step,
+                r.exp.method.kind,
+                r.exp.model.reference
+            ),
             template: r.exp.data.template,
             model: r.model,
             tokenizer: r.tokenizer,
             method: r.method,
-            what,
         }
+    }
+}
+
+impl Loaded {
+    /// A base alone (embedded:tiny when None), under its own chat template
+    /// when it has one.
+    pub fn base(reference: Option<&str>) -> Result<Self> {
+        let reference = reference.unwrap_or("embedded:tiny");
+        let parsed = crate::model::ModelRef::parse(reference)?;
+        let loaded = crate::model::load_model(&parsed, &crate::model::Device::Cpu)?;
+        let template = if loaded.tokenizer.chat_template.is_some() {
+            Template::Model
+        } else {
+            Template::Plain
+        };
+        Ok(Self {
+            model: loaded.model,
+            tokenizer: loaded.tokenizer,
+            method: Method::None,
+            template,
+            what: format!("{reference} (the base alone)"),
+        })
     }
 }
 
 pub fn load(src: &Source) -> Result<Loaded> {
     use crate::train::export::{restore_adapter, restore_run};
-    if let Some(dir) = &src.run {
-        let r = restore_run(dir, src.step, &[])?;
-        let what = format!(
-            "{} at step {} ({} on {})",
-            dir.display(),
-            r.step,
-            r.exp.method.kind,
-            r.exp.model.reference
-        );
-        return Ok(Loaded::restored(r, what));
-    }
-    if let Some(file) = &src.adapter {
-        let r = restore_adapter(file, src.model.as_deref())?;
-        let what = format!(
-            "{} ({} of step {} on {})",
-            file.display(),
-            r.exp.method.kind,
-            r.step,
-            r.exp.model.reference
-        );
-        return Ok(Loaded::restored(r, what));
-    }
-    let reference = src.model.as_deref().unwrap_or("embedded:tiny");
-    let parsed = crate::model::ModelRef::parse(reference)?;
-    let loaded = crate::model::load_model(&parsed, &crate::model::Device::Cpu)?;
-    let template = if loaded.tokenizer.chat_template.is_some() {
-        Template::Model
-    } else {
-        Template::Plain
-    };
-    Ok(Loaded {
-        model: loaded.model,
-        tokenizer: loaded.tokenizer,
-        method: Method::None,
-        template,
-        what: format!("{reference} (the base alone)"),
+    Ok(match (&src.run, &src.adapter) {
+        (Some(dir), _) => restore_run(dir, src.step, &[])?.into(),
+        (None, Some(file)) => restore_adapter(file, src.model.as_deref())?.into(),
+        (None, None) => Loaded::base(src.model.as_deref())?,
     })
 }
 

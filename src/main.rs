@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use meft::model::generate::{complete, GenerateOptions};
+use meft::model::generate::GenerateOptions;
 use meft::train::headless;
 
 #[derive(Parser)]
@@ -260,6 +260,11 @@ enum Command {
         /// (ChatML, Llama 3, Gemma or [INST], recognised by its tokens).
         #[arg(long)]
         chat: bool,
+        /// Also write the prompt's tokens and the next-token logits after
+        /// it as JSON ({"ids": [...], "logits": [...]}), to compare with
+        /// another implementation.
+        #[arg(long, value_name = "FILE")]
+        logits_out: Option<std::path::PathBuf>,
     },
     /// Talk to a run's model with its trained adapter (or to a base alone):
     /// one message per line, the reply written as it is decoded; /reset,
@@ -288,16 +293,21 @@ enum Command {
     },
     /// A run's trained weights in a format other tools load: LoRA as a PEFT
     /// adapter, LoRA or full fine-tuning merged into the base (a Hugging
-    /// Face directory), MEFT or the Parallel Adapter alone.
+    /// Face directory or a GGUF file), MEFT or the Parallel Adapter alone,
+    /// or the base itself.
     Export {
         /// The run directory.
         run_dir: std::path::PathBuf,
         /// The checkpoint of this step (default: the newest).
         #[arg(long)]
         step: Option<u64>,
-        /// peft, merged or meft.
+        /// peft (LoRA), merged (LoRA, full), gguf (LoRA, full), meft (MEFT,
+        /// Parallel Adapter) or base (the base the run trained on).
         #[arg(long)]
         format: meft::config::ExportFormat,
+        /// With --format gguf: the matrices in f16 or q8_0.
+        #[arg(long, default_value = "f16")]
+        gguf_dtype: meft::config::GgufDtype,
         /// A new (or empty) directory to write into.
         #[arg(long)]
         out: std::path::PathBuf,
@@ -550,11 +560,12 @@ fn run(cli: Cli) -> Result<()> {
             run_dir,
             step,
             format,
+            gguf_dtype,
             out,
         } => {
             println!(
                 "{}",
-                meft::train::export::export(&run_dir, step, format, &out)?
+                meft::train::export::export(&run_dir, step, format, gguf_dtype, &out)?
             );
             Ok(())
         }
@@ -595,6 +606,7 @@ fn run(cli: Cli) -> Result<()> {
             repetition_penalty,
             max_new_tokens,
             chat,
+            logits_out,
         } => {
             let opts = GenerateOptions {
                 max_new_tokens,
@@ -602,24 +614,28 @@ fn run(cli: Cli) -> Result<()> {
                 repetition_penalty,
                 chat,
             };
-            let restored = match (run, adapter) {
-                (Some(dir), _) => Some(meft::train::export::restore_run(&dir, step, &[])?),
-                (None, Some(file)) => Some(meft::train::export::restore_adapter(
-                    &file,
-                    model.as_deref(),
-                )?),
-                (None, None) => None,
+            let mut restored = match (run, adapter) {
+                (Some(dir), _) => meft::train::export::restore_run(&dir, step, &[])?.into(),
+                (None, Some(file)) => {
+                    meft::train::export::restore_adapter(&file, model.as_deref())?.into()
+                }
+                (None, None) => meft::chat::Loaded::base(model.as_deref())?,
             };
-            let text = match restored {
-                None => complete(model.as_deref().unwrap_or("embedded:tiny"), &prompt, &opts)?,
-                Some(mut r) => meft::model::generate::complete_with(
-                    &r.model,
-                    &r.tokenizer,
-                    &mut r.method,
-                    &prompt,
-                    &opts,
-                )?,
-            };
+            let r = &mut restored;
+            if let Some(path) = &logits_out {
+                let ids = meft::model::generate::prompt_ids(&r.tokenizer, &prompt, opts.chat)?;
+                let logits = meft::model::generate::last_logits(&r.model, &mut r.method, &ids)?;
+                let json = serde_json::json!({"ids": ids, "logits": logits});
+                meft::fsx::write_atomic(path, json.to_string().as_bytes())
+                    .map_err(|e| anyhow::anyhow!("--logits-out: {}: {e}", path.display()))?;
+            }
+            let text = meft::model::generate::complete_with(
+                &r.model,
+                &r.tokenizer,
+                &mut r.method,
+                &prompt,
+                &opts,
+            )?;
             println!("{text}");
             Ok(())
         }

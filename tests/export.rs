@@ -115,6 +115,52 @@ fn lora_exports_as_peft_and_merged() {
         max_diff(&want, &got)
     );
     assert!(max_diff(&want, &base) > 1e-3, "the adapter changed nothing");
+    // As GGUF: read back by meft within each format's rounding of the
+    // weights (relative to the largest logit), with llama.cpp's keys.
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (dtype, file, within) in [
+        ("f16", "model-f16.gguf", 1e-3),
+        ("q8_0", "model-q8_0.gguf", 1e-2),
+    ] {
+        let out = root.path().join(format!("gguf-{dtype}"));
+        let (code, said, err) = run(&[
+            "export",
+            &d,
+            "--format",
+            "gguf",
+            "--gguf-dtype",
+            dtype,
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(said.contains(file), "{said}");
+        let path = out.join(file);
+        let loaded =
+            meft::model::load_model(&ModelRef::Gguf(path.clone()), &meft::model::Device::Cpu)
+                .unwrap();
+        let got = logits(&loaded.model, &mut meft::model::NoHooks, &ids);
+        let rel = max_diff(&want, &got) / scale;
+        assert!(rel < within, "{dtype}: {rel}");
+        assert_eq!(
+            loaded.tokenizer.encode_prompt("Q: where").unwrap(),
+            r.tokenizer.encode_prompt("Q: where").unwrap()
+        );
+        let mut f = std::fs::File::open(&path).unwrap();
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        let text = |k: &str| ct.metadata[k].to_string().unwrap().clone();
+        assert_eq!(text("general.architecture"), "llama");
+        assert_eq!(text("tokenizer.ggml.model"), "gpt2");
+        assert_eq!(
+            ct.metadata["tokenizer.ggml.tokens"].to_vec().unwrap().len(),
+            r.tokenizer.vocab_size()
+        );
+        let want_type = match dtype {
+            "f16" => candle_core::quantized::GgmlDType::F16,
+            _ => candle_core::quantized::GgmlDType::Q8_0,
+        };
+        assert_eq!(ct.tensor_infos["blk.0.attn_q.weight"].ggml_dtype, want_type);
+    }
     // Through the command line: the same greedy answer, BOS and all.
     let prompt = "Q: where was Tova Renn born\nA:";
     let answer = |args: &[&str]| {
@@ -239,6 +285,10 @@ fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
         "export it with --format meft",
     );
     one_line_2(
+        &["export", &d, "--format", "gguf", "--out", &fresh("g")],
+        "cannot be folded into the base",
+    );
+    one_line_2(
         &[
             "export",
             &d,
@@ -277,7 +327,7 @@ fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
         "the run has no checkpoint",
     );
     // Nothing was left behind by the refusals.
-    for n in ["m", "p", "s", "b"] {
+    for n in ["m", "p", "g", "s", "b"] {
         assert!(!root.path().join(n).exists(), "{n}");
     }
     let stray: Vec<_> = std::fs::read_dir(root.path())

@@ -487,8 +487,7 @@ fn bad_model_files_name_the_file_and_the_field() {
 }
 
 /// A GGUF file of `model` (llama.cpp's names and metadata keys) with its
-/// matrices quantized to `dtype` and norms in f32, and the tiny byte-level
-/// tokenizer.
+/// matrices quantized to `dtype`, norms in f32, and `tok`.
 fn write_gguf(
     path: &Path,
     model: &Model,
@@ -496,76 +495,8 @@ fn write_gguf(
     dtype: candle_core::quantized::GgmlDType,
     tok: &Tokenizer,
 ) {
-    use candle_core::quantized::gguf_file::Value;
-    use candle_core::quantized::{GgmlDType, QTensor};
-    let c = &model.config;
-    let u = |x: usize| Value::U32(x as u32);
-    let k = |key: &str| format!("{arch}.{key}");
-    let tokens: Vec<Value> = (0..tok.vocab_size() as u32)
-        .map(|i| Value::String(tok.id_to_token(i).unwrap()))
-        .collect();
-    let types: Vec<Value> = (0..tok.vocab_size())
-        .map(|i| Value::I32(if i < 3 { 3 } else { 1 }))
-        .collect();
-    let mut md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String(arch.into())),
-        (k("embedding_length"), u(c.hidden_size)),
-        (k("feed_forward_length"), u(c.intermediate_size)),
-        (k("block_count"), u(c.num_layers)),
-        (k("attention.head_count"), u(c.num_heads)),
-        (k("attention.head_count_kv"), u(c.num_kv_heads)),
-        (k("attention.key_length"), u(c.head_dim)),
-        (
-            k("attention.layer_norm_rms_epsilon"),
-            Value::F32(c.rms_norm_eps as f32),
-        ),
-        (k("rope.freq_base"), Value::F32(c.rope_theta as f32)),
-        (k("context_length"), u(c.max_position_embeddings)),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), Value::Array(vec![])),
-        ("tokenizer.ggml.bos_token_id".into(), u(1)),
-        ("tokenizer.ggml.eos_token_id".into(), u(2)),
-    ];
-    if let Some(w) = c.sliding_window {
-        md.push((k("attention.sliding_window"), u(w)));
-    }
-    let tensors: Vec<(String, QTensor)> = meft::model::load::gguf_tensors(model)
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| {
-            let q = match t.rank() {
-                1 => QTensor::quantize(&t, GgmlDType::F32),
-                _ => QTensor::quantize(&t, dtype),
-            };
-            (name, q.unwrap())
-        })
-        .collect();
-    // Llama 3's scaling as llama.cpp writes it: one divisor per frequency.
-    let mut tensors = tensors;
-    if c.rope_scaling.is_some() {
-        let plain = ModelConfig {
-            rope_scaling: None,
-            ..c.clone()
-        };
-        let divisors: Vec<f32> = plain
-            .inv_freq(0, 1)
-            .iter()
-            .zip(c.inv_freq(0, 1))
-            .map(|(f, scaled)| (f / scaled) as f32)
-            .collect();
-        let n = divisors.len();
-        let t = Tensor::from_vec(divisors, n, &Device::Cpu).unwrap();
-        tensors.push((
-            "rope_freqs.weight".into(),
-            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
-        ));
-    }
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+    assert_eq!(meft::model::gguf_write::gguf_arch(model.config.arch), arch);
+    meft::model::gguf_write::write_gguf(model, tok, path, dtype).unwrap();
 }
 
 /// GGUF files of three families with their matrices in each of the
@@ -640,4 +571,61 @@ fn gguf_k_quants_and_q8_0_dequantize_at_load() {
             assert!(err <= limit, "{name} {dtype:?}: weights off by {err}");
         }
     }
+}
+
+/// A GGUF-born LLaMA holds each head's q and k rows interleaved for RoPE;
+/// written as a Hugging Face directory they go back to Hugging Face's
+/// halves, so the directory computes what the GGUF file does, and written
+/// as GGUF again they round-trip.
+#[test]
+fn a_gguf_llama_writes_back_as_hugging_face_and_gguf() {
+    use candle_core::quantized::GgmlDType;
+    let tok = Tokenizer::tiny(&[]).unwrap();
+    let ids = tok.encode(TEXT).unwrap();
+    // Llama 3's scaling would come back as GGUF's per-frequency divisors,
+    // which a Hugging Face config cannot state (refused below).
+    let mut cfg = family("llama3", tok.vocab_size(), true);
+    let scaled = cfg.clone();
+    cfg.rope_scaling = None;
+    let original = random_model(&cfg, 5, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf(&path, &original, "llama", GgmlDType::F32, &tok);
+    let from_gguf = load_model(&ModelRef::Gguf(path), &Device::Cpu).unwrap();
+    assert_eq!(from_gguf.model.config.rope_layout, RopeLayout::Interleaved);
+    let want = flat(&row_forward(&original, &ids, false));
+    let got = flat(&row_forward(&from_gguf.model, &ids, false));
+    assert!(max_rel(&got, &want) <= 1e-5);
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    meft::train::export::write_hf(&from_gguf.model, &from_gguf.tokenizer, &hf).unwrap();
+    let from_hf = load_model(&ModelRef::Hf(hf), &Device::Cpu).unwrap().model;
+    assert_eq!(from_hf.config.rope_layout, RopeLayout::HalfSplit);
+    let got = flat(&row_forward(&from_hf, &ids, false));
+    assert!(max_rel(&got, &want) <= 1e-5, "{}", max_rel(&got, &want));
+    // The Hugging Face q rows are the original's, bit for bit.
+    assert_eq!(
+        flat(&from_hf.layers[1].q_proj.weight),
+        flat(&original.layers[1].q_proj.weight)
+    );
+    let again = dir.path().join("again.gguf");
+    meft::model::gguf_write::write_gguf(
+        &from_gguf.model,
+        &from_gguf.tokenizer,
+        &again,
+        GgmlDType::F32,
+    )
+    .unwrap();
+    let back = load_model(&ModelRef::Gguf(again), &Device::Cpu)
+        .unwrap()
+        .model;
+    assert!(max_rel(&flat(&row_forward(&back, &ids, false)), &want) <= 1e-5);
+    let llama3 = random_model(&scaled, 5, &Device::Cpu).unwrap();
+    let path = dir.path().join("l3.gguf");
+    write_gguf(&path, &llama3, "llama", GgmlDType::F32, &tok);
+    let l3 = load_model(&ModelRef::Gguf(path), &Device::Cpu).unwrap();
+    let out = dir.path().join("l3");
+    std::fs::create_dir(&out).unwrap();
+    let e = meft::train::export::write_hf(&l3.model, &l3.tokenizer, &out).unwrap_err();
+    assert!(e.to_string().contains("cannot state"), "{e}");
 }

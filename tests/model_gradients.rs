@@ -4,8 +4,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use candle_core::{DType, Device, Result, Tensor, Var};
-use meft::model::{load_model, Hooks, Input, Model, ModelRef};
+use meft::model::{load_model, Hooks, Model, ModelRef};
 
 /// A small dense adapter at one layer's FFN hook: SiLU(u·Kᵀ)·V.
 struct DenseAt {
@@ -25,15 +27,7 @@ impl Hooks for DenseAt {
 }
 
 fn loss(model: &Model, hooks: &mut DenseAt, ids: &[u32], weights: &Tensor) -> Result<Tensor> {
-    let mask = vec![1u8; ids.len()];
-    let input = Input {
-        ids,
-        pad_mask: &mask,
-        batch: 1,
-        seq: ids.len(),
-    };
-    let logits = model.forward(&input, None, hooks, false)?;
-    (logits * weights)?.sum_all()
+    (common::row_forward_with(model, hooks, ids, false) * weights)?.sum_all()
 }
 
 #[test]

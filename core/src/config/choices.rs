@@ -196,6 +196,17 @@ choices! {
         Merged = "merged",
         /// MEFT's or the Parallel Adapter's weights alone, with their shape.
         Meft = "meft",
+        /// The merged model as one GGUF file (f16 or q8_0) with its
+        /// tokenizer and chat template.
+        Gguf = "gguf",
+        /// The base the run trained on, as a Hugging Face directory (what
+        /// a PEFT adapter loads onto).
+        Base = "base",
+    }
+
+    /// The matrices' dtype in a GGUF export.
+    GgufDtype ("GGUF dtype") {
+        F16 = "f16", Q8_0 = "q8_0",
     }
 
     /// The metrics by name (DATA.md): the standard ones and the paper's.

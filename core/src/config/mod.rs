@@ -4,8 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, ExportFormat, HostOptimizer, LogFormat, MeftKernel, MethodKind,
-    Metric, MomentDtype, Proj, Routing, Schedule, Task, Template,
+    BaseDtype, Choice, Decoding, ExportFormat, GgufDtype, HostOptimizer, LogFormat, MeftKernel,
+    MethodKind, Metric, MomentDtype, Proj, Routing, Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -287,7 +287,15 @@ pub fn complete_with(
     opts: &GenerateOptions,
 ) -> anyhow::Result<String> {
     check_options(opts)?;
-    let ids = match opts.chat {
+    let ids = prompt_ids(tok, prompt, opts.chat)?;
+    let out = generate(model, &[ids], opts, &tok.stop_ids, tok.pad_id, hooks)?;
+    Ok(tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?)
+}
+
+/// The tokens of `prompt` as `meft generate` feeds them: with BOS when the
+/// model wants it, and with `chat` as one user turn in its chat markup.
+pub fn prompt_ids(tok: &super::Tokenizer, prompt: &str, chat: bool) -> anyhow::Result<Vec<u32>> {
+    match chat {
         false => tok.encode_prompt(prompt),
         true => {
             let Some(chat) = tok.chat()? else {
@@ -299,7 +307,21 @@ pub fn complete_with(
             tok.encode_rendered(&chat.render(&user, true)?)
         }
     }
-    .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))?;
-    let out = generate(model, &[ids], opts, &tok.stop_ids, tok.pad_id, hooks)?;
-    Ok(tok.decode(out.first().map(Vec::as_slice).unwrap_or(&[]))?)
+    .map_err(|e| anyhow::anyhow!("encoding the prompt: {e}"))
+}
+
+/// The next-token logits after `ids` (one row, no padding), as f32.
+pub fn last_logits(model: &Model, hooks: &mut dyn Hooks, ids: &[u32]) -> Result<Vec<f32>> {
+    let mask = vec![1u8; ids.len()];
+    let input = Input {
+        ids,
+        pad_mask: &mask,
+        batch: 1,
+        seq: ids.len(),
+    };
+    model
+        .forward(&input, None, hooks, true)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()
 }

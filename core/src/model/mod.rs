@@ -8,6 +8,7 @@
 
 pub mod converse;
 pub mod generate;
+pub mod gguf_write;
 pub mod load;
 pub mod ops;
 pub mod shapes;
@@ -626,6 +627,54 @@ impl Model {
             out.push(("lm_head.weight".to_string(), h.weight.clone()));
         }
         out
+    }
+
+    /// `t`, a weight or bias of projection `proj` (or a LoRA B factor of
+    /// it: anything with the projection's output rows first), with its
+    /// rows in Hugging Face's order: a GGUF-born LLaMA keeps each head's q
+    /// and k rows interleaved for RoPE (rows 2i and 2i + 1), Hugging Face
+    /// halves them (rows i and i + head_dim/2).
+    pub fn hf_rows(&self, t: &Tensor, proj: Proj) -> Result<Tensor> {
+        let c = &self.config;
+        let heads = match proj {
+            Proj::QProj => c.num_heads,
+            Proj::KProj => c.num_kv_heads,
+            _ => return Ok(t.clone()),
+        };
+        if c.rope_layout != RopeLayout::Interleaved {
+            return Ok(t.clone());
+        }
+        let hd = c.head_dim;
+        let rest: Vec<usize> = t.dims()[1..].to_vec();
+        let mut shape = vec![heads, hd / 2, 2];
+        shape.extend(&rest);
+        let mut flat = vec![heads * hd];
+        flat.extend(&rest);
+        t.reshape(shape)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape(flat)
+    }
+
+    /// [`Model::named_tensors`] as a Hugging Face checkpoint holds them
+    /// (q and k rows in its RoPE order).
+    pub fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        let named = self.named_tensors();
+        let mut it = named.into_iter().skip(1);
+        for (i, l) in self.layers.iter().enumerate() {
+            for (part, _) in l.parts() {
+                let Some((name, t)) = it.next() else { break };
+                debug_assert_eq!(name, hf_part_name(self.config.arch, i, part));
+                let t = match part {
+                    Part::Weight(p) | Part::Bias(p) => self.hf_rows(&t, p)?,
+                    _ => t,
+                };
+                out.push((name, t));
+            }
+        }
+        out.extend(it);
+        Ok(out)
     }
 
     /// Convert every weight to `dtype` (f64 for finite-difference checks).

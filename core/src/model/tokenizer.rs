@@ -28,6 +28,9 @@ pub struct Tokenizer {
     /// The checkpoint's own Jinja chat template (GGUF
     /// `tokenizer.chat_template`, or `tokenizer_config.json`'s).
     pub chat_template: Option<String>,
+    /// The `tokenizer.*` metadata of the GGUF file it was built from,
+    /// written back as it was into a GGUF export.
+    pub gguf: Option<Arc<Vec<(String, candle_core::quantized::gguf_file::Value)>>>,
     /// Chat templates compiled so far, by name (the model's own by its
     /// text): a run compiles each once, however many records it renders.
     compiled: Arc<Mutex<HashMap<String, Arc<crate::data::chat::ChatTemplate>>>>,
@@ -259,6 +262,7 @@ impl Tokenizer {
             add_bos: bos_id.is_some(),
             stop_ids: eos_id.into_iter().collect(),
             chat_template: None,
+            gguf: None,
             compiled: Default::default(),
         }
     }
@@ -419,6 +423,13 @@ impl Tokenizer {
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(model == "llama");
         t.chat_template = get_str("tokenizer.chat_template");
+        let mut kept: Vec<_> = md
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer.") && *k != "tokenizer.chat_template")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        t.gguf = Some(Arc::new(kept));
         for k in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(id) = get_u32(k).filter(|id| !t.stop_ids.contains(id)) {
                 t.stop_ids.push(id);

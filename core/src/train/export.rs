@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use crate::config::ExportFormat;
+pub use crate::config::{ExportFormat, GgufDtype};
 
 /// A run's base with its method restored from one checkpoint.
 pub struct Restored {
@@ -113,8 +113,11 @@ fn refusal(format: ExportFormat, kind: MethodKind) -> Option<String> {
     use ExportFormat::*;
     use MethodKind as K;
     match (format, kind) {
-        (Peft, K::Lora) | (Merged, K::Lora | K::Full) | (Meft, K::Meft | K::Parallel) => None,
-        (Peft | Merged, K::Meft | K::Parallel) => Some(format!(
+        (Base, _) => None,
+        (Peft, K::Lora) | (Merged | Gguf, K::Lora | K::Full) | (Meft, K::Meft | K::Parallel) => {
+            None
+        }
+        (Peft | Merged | Gguf, K::Meft | K::Parallel) => Some(format!(
             "a {kind} adapter is not a low-rank change of the base's weights: it adds its own neurons beside the FFN, so it cannot be folded into the base or written as PEFT; export it with --format meft"
         )),
         (Peft, K::Full) => Some(
@@ -129,11 +132,13 @@ fn refusal(format: ExportFormat, kind: MethodKind) -> Option<String> {
 }
 
 /// `meft export`: the run's weights at `step` (its newest checkpoint when
-/// None) in `format`, into `out`, which must not exist or be empty.
+/// None) in `format` (GGUF's matrices in `gguf`), into `out`, which must not
+/// exist or be empty.
 pub fn export(
     run_dir: &Path,
     step: Option<u64>,
     format: ExportFormat,
+    gguf: GgufDtype,
     out: &Path,
 ) -> Result<Exported> {
     let exp = Experiment::load(&run_dir.join("config.toml"))?;
@@ -161,7 +166,7 @@ pub fn export(
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("{}", tmp.display()))?;
-    let written = write_export(run_dir, step, format, &tmp);
+    let written = write_export(run_dir, step, format, gguf, &tmp);
     let step = match written {
         Ok(step) => step,
         Err(e) => {
@@ -189,14 +194,31 @@ fn write_export(
     run_dir: &Path,
     step: Option<u64>,
     format: ExportFormat,
+    gguf: GgufDtype,
     dir: &Path,
 ) -> Result<u64> {
-    if format == ExportFormat::Meft {
-        return write_adapter(run_dir, step, dir);
+    match format {
+        ExportFormat::Meft => return write_adapter(run_dir, step, dir),
+        ExportFormat::Base => {
+            let (step, _) = checkpoint_of(run_dir, step)?;
+            let exp = Experiment::load(&run_dir.join("config.toml"))?;
+            let base = load_base(&exp)?;
+            write_hf(&base.model, &base.tokenizer, dir)?;
+            return Ok(step);
+        }
+        _ => {}
     }
     let mut r = restore_run(run_dir, step, &[])?;
     match format {
         ExportFormat::Peft => write_peft(&r, dir)?,
+        ExportFormat::Gguf => {
+            fold_lora(&mut r)?;
+            let (name, dtype) = match gguf {
+                GgufDtype::F16 => ("model-f16.gguf", candle_core::quantized::GgmlDType::F16),
+                GgufDtype::Q8_0 => ("model-q8_0.gguf", candle_core::quantized::GgmlDType::Q8_0),
+            };
+            crate::model::gguf_write::write_gguf(&r.model, &r.tokenizer, &dir.join(name), dtype)?;
+        }
         _ => {
             fold_lora(&mut r)?;
             write_hf(&r.model, &r.tokenizer, dir)?;
@@ -235,7 +257,7 @@ fn write_peft(r: &Restored, dir: &Path) -> Result<()> {
         ));
         tensors.push((
             peft_name(&r.model, p.layer, p.proj, 'B'),
-            p.b.as_tensor().clone(),
+            r.model.hf_rows(p.b.as_tensor(), p.proj)?,
         ));
     }
     save_tensors(&dir.join("adapter_model.safetensors"), tensors)?;
@@ -287,9 +309,16 @@ fn fold_lora(r: &mut Restored) -> Result<()> {
 /// tokenizer.json and tokenizer_config.json (whether a prompt starts with
 /// BOS), and the chat template when the tokenizer carries one.
 pub fn write_hf(model: &Model, tok: &Tokenizer, dir: &Path) -> Result<()> {
+    anyhow::ensure!(
+        !matches!(
+            model.config.rope_scaling,
+            Some(crate::model::RopeScaling::Factors { .. })
+        ),
+        "the model's RoPE scaling came from a GGUF file's rope_freqs, one divisor per frequency, which a Hugging Face config.json cannot state; export --format gguf instead"
+    );
     let config = crate::model::load::hf_config_json(&model.config, tok.bos_id, tok.eos_id);
     write_json(&dir.join("config.json"), &config)?;
-    save_tensors(&dir.join("model.safetensors"), model.named_tensors())?;
+    save_tensors(&dir.join("model.safetensors"), model.hf_tensors()?)?;
     crate::fsx::write_atomic(&dir.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     let token = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
     write_json(
