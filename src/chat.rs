@@ -167,8 +167,17 @@ pub fn repl(
 /// `meft chat`: load `src`, say what was loaded and how to leave on stderr,
 /// and talk over stdin and stdout.
 pub fn run(src: &Source, opts: GenerateOptions, system: Option<String>) -> Result<()> {
+    talk(load(src)?, opts, system, &mut std::io::stderr())
+}
+
+/// The conversation over stdin and stdout, what was loaded said to `said`.
+fn talk(
+    mut loaded: Loaded,
+    opts: GenerateOptions,
+    system: Option<String>,
+    said: &mut dyn Write,
+) -> Result<()> {
     use std::io::IsTerminal;
-    let mut loaded = load(src)?;
     let interactive = std::io::stdin().is_terminal();
     let mut conv = Conversation::new(
         &loaded.model,
@@ -178,7 +187,8 @@ pub fn run(src: &Source, opts: GenerateOptions, system: Option<String>) -> Resul
         opts,
     )?;
     conv.set_system(system);
-    eprintln!(
+    writeln!(
+        said,
         "chatting with {}; template {}{}",
         loaded.what,
         loaded.template,
@@ -187,9 +197,9 @@ pub fn run(src: &Source, opts: GenerateOptions, system: Option<String>) -> Resul
         } else {
             " (each message asked alone)"
         }
-    );
+    )?;
     if interactive {
-        eprintln!("{HELP}");
+        writeln!(said, "{HELP}")?;
     }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -199,4 +209,23 @@ pub fn run(src: &Source, opts: GenerateOptions, system: Option<String>) -> Resul
         &mut stdout.lock(),
         interactive,
     )
+}
+
+/// The chat the TUI's runs screen opens (`c`): the run at its newest
+/// checkpoint, on the terminal the TUI handed over, until Ctrl-D. (The
+/// TUI keeps stderr for its log, so everything is said on stdout.)
+pub fn at_terminal(run_dir: &std::path::Path) -> Result<()> {
+    println!("loading {} …", run_dir.display());
+    let src = Source {
+        run: Some(run_dir.to_path_buf()),
+        ..Source::default()
+    };
+    let loaded = load(&src)?;
+    let opts = GenerateOptions {
+        max_new_tokens: 256,
+        ..GenerateOptions::default()
+    };
+    talk(loaded, opts, None, &mut std::io::stdout())?;
+    println!("back to meft …");
+    Ok(())
 }

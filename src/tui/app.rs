@@ -61,6 +61,9 @@ pub enum Action {
     Runs(RunsInput),
     /// Open the selected run of the runs screen in replay.
     OpenSelected,
+    /// Chat with the selected run of the runs screen (the terminal is
+    /// handed to `meft chat` until it ends).
+    ChatSelected,
     /// Back to the screen the runs screen (or a replay opened from it) came from.
     Back,
     /// The terminal changed size; only a redraw is needed.
@@ -120,6 +123,8 @@ pub struct App {
     trainer: Option<(std::thread::JoinHandle<()>, PathBuf)>,
     /// The size screenshots are drawn at (the terminal's, once known).
     size: (u16, u16),
+    /// A run to chat with, for the loop to hand the terminal over.
+    chat_request: Option<PathBuf>,
 }
 
 impl App {
@@ -171,6 +176,7 @@ impl App {
             new_events: None,
             trainer: None,
             size: (120, 40),
+            chat_request: None,
         }
     }
 
@@ -221,6 +227,18 @@ impl App {
 
     pub fn should_quit(&self) -> bool {
         self.quit
+    }
+
+    /// The run `c` asked to chat with, once.
+    pub fn take_chat_request(&mut self) -> Option<PathBuf> {
+        self.chat_request.take()
+    }
+
+    /// Say `text` on the runs screen (what a chat that could not start said).
+    pub fn note_on_runs(&mut self, text: String) {
+        if let Some(r) = self.runs_mut() {
+            r.note = Some(text);
+        }
     }
 
     /// The event receiver of a run started since the last call.
@@ -445,6 +463,13 @@ impl App {
                 None => false,
             },
             Action::OpenSelected => self.open_selected(),
+            Action::ChatSelected => {
+                self.chat_request = self
+                    .runs()
+                    .and_then(|r| r.selected_record())
+                    .map(|r| r.dir.clone());
+                false
+            }
             Action::Back => {
                 if let Some(prev) = self.back.pop() {
                     self.screen = prev;

@@ -93,15 +93,62 @@ impl TerminalGuard {
     }
 }
 
+impl TerminalGuard {
+    /// Hand the terminal back for a while (to a chat): as on exit.
+    pub fn suspend(&mut self) {
+        restore();
+    }
+
+    /// Take the terminal again after [`TerminalGuard::suspend`], redrawn
+    /// from scratch.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        ACTIVE.store(true, Ordering::SeqCst);
+        enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+        execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+        self.terminal.clear()?;
+        Ok(())
+    }
+}
+
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
     }
 }
 
-fn spawn_input(tx: Sender<AppMsg>, stop: Arc<AtomicBool>) {
+/// The input thread's switches: `stop` ends it; while `paused` it reads
+/// nothing (the terminal is another program's) and says so in `idle`.
+#[derive(Clone, Default)]
+struct InputSwitch {
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
+}
+
+impl InputSwitch {
+    /// Pause the input thread and wait until it is between reads.
+    fn pause(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        self.paused.store(true, Ordering::SeqCst);
+        let until = Instant::now() + 4 * INPUT_POLL;
+        while !self.idle.load(Ordering::SeqCst) && Instant::now() < until {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+}
+
+fn spawn_input(tx: Sender<AppMsg>, switch: InputSwitch) {
     thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
+        while !switch.stop.load(Ordering::Relaxed) {
+            if switch.paused.load(Ordering::SeqCst) {
+                switch.idle.store(true, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             match ct::poll(INPUT_POLL) {
                 Ok(true) => match ct::read() {
                     Ok(ev) => {
@@ -146,8 +193,8 @@ fn handle(app: &mut App, msg: AppMsg) -> bool {
 pub fn run(mut app: App) -> anyhow::Result<()> {
     let mut guard = TerminalGuard::enter()?;
     let (tx, rx) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    spawn_input(tx.clone(), stop.clone());
+    let switch = InputSwitch::default();
+    spawn_input(tx.clone(), switch.clone());
     let result = (|| -> anyhow::Result<()> {
         let mut dirty = true;
         let mut last_draw: Option<Instant> = None;
@@ -192,9 +239,21 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
             if app.should_quit() {
                 return Ok(());
             }
+            if let Some(dir) = app.take_chat_request() {
+                // The terminal goes to the chat, as it would to an editor.
+                switch.pause();
+                guard.suspend();
+                let said = crate::chat::at_terminal(&dir);
+                guard.resume()?;
+                switch.resume();
+                if let Err(e) = said {
+                    app.note_on_runs(format!("cannot chat: {}", crate::fsx::error_line(&e)));
+                }
+                dirty = true;
+            }
         }
     })();
-    stop.store(true, Ordering::Relaxed);
+    switch.stop.store(true, Ordering::Relaxed);
     drop(guard);
     app.finish_run();
     result

@@ -1250,6 +1250,25 @@ fn runs_screen_opens_a_run_in_replay_and_goes_back() {
 }
 
 #[test]
+fn c_on_the_runs_screen_asks_to_chat_with_the_selected_run() {
+    let root = runs_dir();
+    let mut h = runs_app(root.path());
+    press(&mut h.app, KeyCode::Down);
+    press(&mut h.app, KeyCode::Char('c'));
+    // The loop hands the terminal to the chat with this run, once.
+    assert_eq!(
+        h.app.take_chat_request(),
+        Some(root.path().join("nq-20250101-130000"))
+    );
+    assert_eq!(h.app.take_chat_request(), None);
+    assert!(text(&h.app, 160, 48).contains("c chat"));
+    // A chat that could not start says why on the runs screen.
+    h.app
+        .note_on_runs("cannot chat: the run has no checkpoint".into());
+    assert!(text(&h.app, 80, 24).contains("cannot chat: the run has no checkpoint"));
+}
+
+#[test]
 fn the_runs_key_is_in_the_bar_and_the_help() {
     let h = setup_app();
     assert!(text(&h.app, 160, 48).contains("r runs"));

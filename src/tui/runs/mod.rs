@@ -53,6 +53,9 @@ const CURSOR: Binding<Action> = Binding::new(&[
     "← → PgUp PgDn",
     "step cursor: one / ten steps; Home End: ends",
 );
+const CHAT: Binding<Action> = Binding::new(&[Key::Char('c', Action::ChatSelected)])
+    .hint("c", "chat")
+    .help("c", "chat with the selected run (Ctrl-D comes back)");
 const RELOAD: Binding<Action> = Binding::new(&[Key::Char('r', Action::OpenRuns)])
     .hint("r", "reload")
     .help("r", "read the runs directory again");
@@ -67,7 +70,8 @@ const QUIT: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQuit)
     .help("q", "quit (asks while training runs)");
 
 /// The runs screen's keys.
-pub const RUNS_KEYS: &[Binding<Action>] = &[MOVE, OPEN, MARK, CURSOR, RELOAD, HELP, BACK, QUIT];
+pub const RUNS_KEYS: &[Binding<Action>] =
+    &[MOVE, OPEN, MARK, CURSOR, CHAT, RELOAD, HELP, BACK, QUIT];
 
 /// The runs under a directory, the selected row, the marked runs and the
 /// step cursor over their losses.
