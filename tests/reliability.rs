@@ -123,7 +123,11 @@ fn resume_without_a_checkpoint_says_so() {
 #[cfg(unix)]
 #[test]
 fn a_signal_stops_safely_with_a_checkpoint_and_a_summary() {
-    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+    for (signal, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let child = spawn_run(out.path(), &["train.steps=100000"]);
         let dir = wait_for_steps(out.path(), 2);

@@ -388,8 +388,12 @@ fn watch_with(mut handle: super::RunHandle, dir: &Path, quiet: bool) -> Result<S
     match printer.finished {
         Some(s) => {
             if !quiet {
-                println!("\nsummary ({})", dir.display());
-                print!("{}", Printer::summary_table(&s, printer.paper.as_ref()));
+                let _ = write!(
+                    std::io::stdout(),
+                    "\nsummary ({})\n{}",
+                    dir.display(),
+                    Printer::summary_table(&s, printer.paper.as_ref())
+                );
             }
             Ok(s)
         }
@@ -397,8 +401,8 @@ fn watch_with(mut handle: super::RunHandle, dir: &Path, quiet: bool) -> Result<S
     }
 }
 
-/// `meft run`: train `exp` (or resume `dir`) headless, with SIGINT and
-/// SIGTERM asking for a safe stop.
+/// `meft run`: train `exp` (or resume `dir`) headless, with SIGINT,
+/// SIGTERM and SIGHUP (the terminal hung up) asking for a safe stop.
 pub fn run(exp: crate::config::Experiment, dir: &Path, resume: bool) -> Result<Summary> {
     run_with(exp, dir, resume, false)
 }
@@ -424,7 +428,9 @@ pub fn run_with(
     // by the time this returns (the trainer thread does, and it is joined).
     let summary = watch_with(handle, dir, quiet)?;
     if let Some(sig) = stop_signal::received() {
-        println!(
+        // After a hangup the terminal is gone: what cannot be said is not.
+        let _ = writeln!(
+            std::io::stdout(),
             "stopped at step {}: resume with `meft run --resume {}`, look back with `meft replay {}`",
             summary.steps,
             dir.display(),
@@ -448,9 +454,9 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// SIGINT and SIGTERM during a headless run: the first asks the trainer to
-/// stop after its current step (checkpoint, summary); a second ends the
-/// process at once, leaving the last complete checkpoint.
+/// SIGINT, SIGTERM and SIGHUP during a headless run: the first asks the
+/// trainer to stop after its current step (checkpoint, summary); a second
+/// ends the process at once, leaving the last complete checkpoint.
 mod stop_signal {
     use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -471,6 +477,7 @@ mod stop_signal {
             let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::signal(libc::SIGINT, handler);
             libc::signal(libc::SIGTERM, handler);
+            libc::signal(libc::SIGHUP, handler);
         }
     }
 
