@@ -8,6 +8,7 @@
 pub use meft_core::*;
 
 pub mod chat;
+pub mod detach;
 pub mod plot;
 pub mod study_run;
 pub mod tui;

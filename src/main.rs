@@ -121,6 +121,27 @@ enum Command {
         /// Continue a run from its last checkpoint.
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<std::path::PathBuf>,
+        /// Train in a process of its own, which a closed terminal does not
+        /// stop: prints the run directory once training starts and returns
+        /// (`meft attach` watches it, `meft stop` stops it).
+        #[arg(long)]
+        detach: bool,
+        /// Train the config.toml already in this new run directory (what
+        /// --detach starts).
+        #[arg(long, value_name = "RUN_DIR", hide = true, conflicts_with_all = ["config", "resume"])]
+        into: Option<std::path::PathBuf>,
+    },
+    /// The live dashboard of a run another process trains (`meft run
+    /// --detach`, the TUI); quitting leaves the run training.
+    Attach {
+        /// The run directory.
+        run_dir: std::path::PathBuf,
+    },
+    /// Ask a run another process trains for a safe stop (a checkpoint at
+    /// the step it reached) and wait for it.
+    Stop {
+        /// The run directory.
+        run_dir: std::path::PathBuf,
     },
     /// Pretrain the embedded tiny base on a synthetic world of its own and
     /// write it to assets/tiny.
@@ -362,6 +383,9 @@ enum Command {
     },
 }
 
+/// The setup screen's first settings.
+const STARTER: &str = include_str!("../presets/nq.toml");
+
 fn run(cli: Cli) -> Result<()> {
     let command = cli.command.unwrap_or(Command::Tui {
         preset: None,
@@ -369,9 +393,11 @@ fn run(cli: Cli) -> Result<()> {
     });
     match command {
         Command::Tui { preset, out } => {
+            // Without a preset, the settings of presets/nq.toml: a first
+            // run that visibly learns.
             let exp = match preset {
                 Some(p) => meft::config::Experiment::load(&p)?,
-                None => meft::config::Experiment::default(),
+                None => meft::config::Experiment::from_toml(STARTER, "presets/nq.toml")?,
             };
             std::fs::create_dir_all(&out)?;
             let _log = meft::tui::StderrToFile::open(&out.join("meft-tui.log"))?;
@@ -409,7 +435,19 @@ fn run(cli: Cli) -> Result<()> {
             sets,
             out,
             resume,
-        } => run_headless(config, sets, out, resume),
+            detach,
+            into,
+        } => run_headless(config, sets, out, resume, detach, into),
+        Command::Attach { run_dir } => {
+            anyhow::ensure!(
+                meft::train::remote::is_training(&run_dir),
+                "{}: no process is training this run (meft replay {} shows it)",
+                run_dir.display(),
+                run_dir.display()
+            );
+            meft::tui::run_dashboard(meft::train::remote::attach(&run_dir)?)
+        }
+        Command::Stop { run_dir } => meft::detach::stop(&run_dir),
         Command::Data { command } => data_command(command),
         Command::Selftest { device, json } => selftest(&device, json.as_deref()),
         Command::Bench {
@@ -677,34 +715,44 @@ fn run_headless(
     sets: Vec<String>,
     out: std::path::PathBuf,
     resume: Option<std::path::PathBuf>,
+    detach: bool,
+    into: Option<std::path::PathBuf>,
 ) -> Result<()> {
     use meft::config::Experiment;
-    let (exp, dir, resuming) = match (resume, config) {
-        (Some(dir), _) => {
+    let (exp, dir, resuming) = match (resume, config, into) {
+        (Some(dir), _, _) => {
             let exp = Experiment::load(&dir.join("config.toml"))?.apply_sets(&sets)?;
             (exp, dir, true)
         }
-        (None, Some(path)) => {
+        (None, _, Some(dir)) => {
+            let exp = Experiment::load(&dir.join("config.toml"))?.apply_sets(&sets)?;
+            (exp, dir, false)
+        }
+        (None, Some(path), None) => {
             let exp = Experiment::load(&path)?.apply_sets(&sets)?;
             exp.validate()?;
             let dir = meft::train::new_run_dir(&out, &exp.name)?;
             (exp, dir, false)
         }
-        (None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
+        (None, None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
     };
-    exp.validate()?;
-    if resuming {
-        if let meft::train::ResumePoint::Finished(step) = meft::train::resume_point(&dir, &exp)? {
-            println!(
-                "{}: the run finished at step {step}; nothing to resume (to train further: meft run --resume {} --set train.steps=N)",
-                dir.display(),
-                dir.display()
-            );
-            return Ok(());
-        }
-        if !sets.is_empty() {
+    if detach {
+        if !resuming {
             exp.save(&dir.join("config.toml"))?;
         }
+        let started = meft::detach::spawn(&dir, resuming);
+        if started.is_err() && !resuming {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let pid = started?;
+        println!("{}", dir.display());
+        eprintln!(
+            "training in process {pid}, its output in {}: `meft attach {}` watches it, `meft stop {}` stops it",
+            dir.join(meft::detach::LOG).display(),
+            dir.display(),
+            dir.display()
+        );
+        return Ok(());
     }
     headless::run(exp, &dir, resuming)?;
     Ok(())

@@ -19,7 +19,7 @@ use crate::tui::{Launcher, Previewer};
 use crossterm::event::{KeyEvent, KeyEventKind};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 
 /// Everything that can change the app's state.
@@ -47,6 +47,11 @@ pub enum Action {
     CancelQuit,
     /// Ctrl-C: stop the run (if any) and quit without asking.
     Interrupt,
+    /// Quit and leave the run training in its own process.
+    Detach,
+    /// The setup with the settings of the run on screen (or selected on
+    /// the runs screen), to change one and go again.
+    TuneNext,
     /// Move the replay cursor by this many recorded steps.
     Seek(i64),
     SeekStart,
@@ -89,6 +94,8 @@ pub struct Live {
     control: Sender<Control>,
     run_dir: PathBuf,
     stream_open: bool,
+    /// The run trains in a process of its own, which quitting can leave.
+    pub detachable: bool,
 }
 
 pub struct Replaying {
@@ -125,6 +132,10 @@ pub struct App {
     size: (u16, u16),
     /// A run to chat with, for the loop to hand the terminal over.
     chat_request: Option<PathBuf>,
+    /// Quitting asked the live run to stop.
+    stop_sent: bool,
+    /// The setup screen while a run it started is watched, for `n`.
+    parked: Option<Box<Setup>>,
 }
 
 impl App {
@@ -177,6 +188,8 @@ impl App {
             trainer: None,
             size: (120, 40),
             chat_request: None,
+            stop_sent: false,
+            parked: None,
         }
     }
 
@@ -187,7 +200,13 @@ impl App {
     }
 
     fn watch(&mut self, mut handle: RunHandle) {
-        self.screen = Screen::Live(live_screen(self.theme, &handle));
+        let before = std::mem::replace(
+            &mut self.screen,
+            Screen::Live(live_screen(self.theme, &handle)),
+        );
+        if let Screen::Setup(s) = before {
+            self.parked = Some(Box::new(s));
+        }
         self.trainer = handle.thread.take().map(|t| (t, handle.run_dir.clone()));
         self.new_events = Some(handle.events);
     }
@@ -196,13 +215,40 @@ impl App {
     /// watched to end, so that a quit mid-run still leaves its checkpoint
     /// and summary (the trainer was told to stop), and say how to go on.
     pub fn finish_run(&mut self) {
-        let Some((thread, dir)) = self.trainer.take() else {
-            return;
+        let dir = match self.trainer.take() {
+            Some((thread, dir)) => {
+                if !thread.is_finished() {
+                    println!("stopping the run: it finishes its step and writes a checkpoint …");
+                }
+                let _ = thread.join();
+                dir
+            }
+            None => {
+                let Some(l) = self
+                    .live_mut()
+                    .filter(|l| l.detachable && l.run_dir.is_dir())
+                else {
+                    return;
+                };
+                let dir = l.run_dir.clone();
+                if crate::train::remote::is_training(&dir) {
+                    if !self.stop_sent {
+                        println!(
+                            "{} trains on in its own process: `meft attach {}` watches it, `meft stop {}` stops it",
+                            dir.display(),
+                            dir.display(),
+                            dir.display()
+                        );
+                        return;
+                    }
+                    println!("stopping the run: it finishes its step and writes a checkpoint …");
+                    while crate::train::remote::is_training(&dir) {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+                dir
+            }
         };
-        if !thread.is_finished() {
-            println!("stopping the run: it finishes its step and writes a checkpoint …");
-        }
-        let _ = thread.join();
         let stopped = crate::train::read_events(&dir).is_ok_and(|events| {
             events
                 .iter()
@@ -285,6 +331,13 @@ impl App {
     }
 
     /// Whether a run is training now, on screen or under another screen.
+    /// Whether the live run trains in its own process.
+    fn detachable(&self) -> bool {
+        std::iter::once(&self.screen)
+            .chain(self.back.iter())
+            .any(|s| matches!(s, Screen::Live(l) if l.detachable))
+    }
+
     fn training(&self) -> bool {
         std::iter::once(&self.screen)
             .chain(self.back.iter())
@@ -298,12 +351,14 @@ impl App {
                 replay: Some(r.replay.position()),
                 help: self.help,
                 confirm_quit: false,
+                detachable: false,
                 from_runs: !self.back.is_empty(),
                 picture: false,
             },
             _ => Chrome {
                 help: self.help,
                 confirm_quit: self.confirm_quit,
+                detachable: self.detachable(),
                 ..Chrome::default()
             },
         }
@@ -336,7 +391,11 @@ impl App {
     /// The bindings in force over the dashboard: an overlay's, else the screen's.
     fn dashboard_keys(&self) -> &'static [Binding<Action>] {
         if self.confirm_quit {
-            QUIT_KEYS
+            if self.detachable() {
+                dashboard::QUIT_OR_DETACH_KEYS
+            } else {
+                QUIT_KEYS
+            }
         } else if self.help {
             HELP_KEYS
         } else {
@@ -434,8 +493,15 @@ impl App {
             Action::ConfirmQuit | Action::Interrupt => {
                 if let Some(l) = self.live_mut() {
                     if l.state.phase.is_live() {
-                        // The trainer may already be gone; quitting goes ahead anyway.
-                        let _ = l.control.send(Control::Stop);
+                        // The trainer may already be gone; quitting goes ahead
+                        // anyway. One in its own process is told at once, on
+                        // disk, before this process ends.
+                        let _ = match l.detachable && l.run_dir.is_dir() {
+                            true => crate::train::remote::send(&l.run_dir, Control::Stop)
+                                .map_err(|_| ()),
+                            false => l.control.send(Control::Stop).map_err(|_| ()),
+                        };
+                        self.stop_sent = true;
                     }
                 }
                 self.quit = true;
@@ -444,6 +510,14 @@ impl App {
             Action::CancelQuit => {
                 self.confirm_quit = false;
                 true
+            }
+            Action::TuneNext => self.tune_next(),
+            Action::Detach => {
+                let detachable = self.detachable();
+                if detachable {
+                    self.quit = true;
+                }
+                detachable
             }
             Action::Seek(d) => self.seek(|r| r.seek(d)),
             Action::SeekStart => self.seek(Replay::home),
@@ -479,6 +553,68 @@ impl App {
             }
             Action::Redraw => true,
         }
+    }
+
+    /// `n`: the setup with the settings of the finished run on screen, or
+    /// of the run selected on the runs screen.
+    fn tune_next(&mut self) -> bool {
+        let from: Option<(String, Option<Experiment>)> = match &self.screen {
+            Screen::Runs(r) => r
+                .selected_record()
+                .map(|rec| (rec.name.clone(), rec.exp.clone())),
+            Screen::Live(l) => Some((
+                dir_name(&l.run_dir),
+                Experiment::load(&l.run_dir.join("config.toml")).ok(),
+            )),
+            Screen::Replay(r) => Some((
+                dir_name(&r.run_dir),
+                Experiment::load(&r.run_dir.join("config.toml")).ok(),
+            )),
+            Screen::Setup(_) => None,
+        };
+        let Some((name, exp)) = from else {
+            return false;
+        };
+        let say = |app: &mut Self, text: String| {
+            match &mut app.screen {
+                Screen::Runs(r) => r.note = Some(text),
+                Screen::Live(l) => l.state.view.note = Some(text),
+                Screen::Replay(r) => r.state.view.note = Some(text),
+                Screen::Setup(_) => {}
+            }
+            true
+        };
+        if self.training() {
+            return say(
+                self,
+                "a run is training: n takes a finished run's settings (d leaves this one training)"
+                    .into(),
+            );
+        }
+        let Some(exp) = exp else {
+            return say(self, format!("{name} has no readable config.toml"));
+        };
+        let setup = self.parked.take().or_else(|| {
+            let i = self
+                .back
+                .iter()
+                .position(|s| matches!(s, Screen::Setup(_)))?;
+            match self.back.remove(i) {
+                Screen::Setup(s) => Some(Box::new(s)),
+                _ => None,
+            }
+        });
+        let Some(mut setup) = setup else {
+            return say(
+                self,
+                "no setup screen here: `meft tui` starts from one".into(),
+            );
+        };
+        setup.tune(exp, &name);
+        self.back.clear();
+        self.screen = Screen::Setup(*setup);
+        self.help = false;
+        true
     }
 
     /// Put the runs screen over the one shown, which Esc goes back to.
@@ -639,6 +775,7 @@ impl App {
                 let chrome = RunsChrome {
                     help: self.help,
                     confirm_quit: self.confirm_quit,
+                    detachable: self.detachable(),
                 };
                 crate::tui::runs::view::render(r, chrome, &self.theme, area, buf);
             }
@@ -659,5 +796,13 @@ fn live_screen(theme: Theme, handle: &RunHandle) -> Live {
         control: handle.control.clone(),
         run_dir: handle.run_dir.clone(),
         stream_open: true,
+        detachable: handle.thread.is_none(),
     }
+}
+
+/// The last component of a run directory, as the runs screen names it.
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
 }

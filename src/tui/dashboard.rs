@@ -28,6 +28,8 @@ pub struct Chrome {
     pub replay: Option<ReplayPosition>,
     pub help: bool,
     pub confirm_quit: bool,
+    /// The run trains in its own process: quitting may leave it training.
+    pub detachable: bool,
     /// A replay opened from the runs screen: Esc and `q` go back to it.
     pub from_runs: bool,
     /// Drawn as a picture: the caption replaces the key hints (which mean
@@ -111,6 +113,28 @@ const QUIT: Binding<Action> = Binding::new(&[
 ])
 .hint("q", "quit")
 .help("q", "quit");
+const NEXT: Binding<Action> = Binding::new(&[Key::Char('n', Action::TuneNext)])
+    .hint("n", "next run")
+    .help(
+        "n",
+        "the setup with this run's settings, to change and go again",
+    );
+/// A live run's quit: `q` asks while it trains, `d` leaves it training
+/// (a run in its own process; `meft attach` comes back to it).
+const LIVE_QUIT: Binding<Action> = Binding::new(&[
+    Key::Char('q', Action::RequestQuit),
+    Key::Code(KeyCode::Esc, Action::RequestQuit),
+    Key::Char('d', Action::Detach),
+])
+.hint("q", "quit")
+.help("q d", "quit (asks if training) · d: keep it training");
+/// The same over the Events pane, where Esc goes back to the panes.
+const LIVE_QUIT_Q: Binding<Action> = Binding::new(&[
+    Key::Char('q', Action::RequestQuit),
+    Key::Char('d', Action::Detach),
+])
+.hint("q", "quit")
+.help("q d", "quit (asks if training) · d: keep it training");
 const RUNS: Binding<Action> = Binding::new(&[Key::Char('r', Action::OpenRuns)])
     .hint("r", "runs")
     .help("r", "runs: every run, their loss curves overlaid");
@@ -127,17 +151,13 @@ const QUIT_Q: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQui
 
 /// A live run's dashboard, and the same once the run is over.
 pub const LIVE_KEYS: &[Binding<Action>] = &[
-    PAUSE,
-    CHECKPOINT,
-    EVAL,
-    EVENTS,
-    SCREENSHOT,
-    LOG_SCALE,
-    TIME_AXIS,
-    LAYER,
-    RUNS,
-    HELP,
-    QUIT.help("q", "quit (asks while training runs)"),
+    PAUSE, CHECKPOINT, EVAL, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, HELP, LIVE_QUIT,
+];
+
+/// A live run's dashboard once the run is over: nothing to ask of the
+/// trainer, and `n` to go again with its settings.
+pub const OVER_KEYS: &[Binding<Action>] = &[
+    EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, NEXT, HELP, QUIT,
 ];
 
 /// A live run's Events pane.
@@ -150,12 +170,12 @@ pub const LIVE_EVENTS_KEYS: &[Binding<Action>] = &[
     EVAL,
     SCREENSHOT,
     HELP,
-    QUIT_Q.help("q", "quit (asks while training runs)"),
+    LIVE_QUIT_Q,
 ];
 
 /// A recorded run's dashboard.
 pub const REPLAY_KEYS: &[Binding<Action>] = &[
-    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, HELP, QUIT,
+    STEP, TEN_STEPS, ENDS, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, NEXT, HELP, QUIT,
 ];
 
 /// A recorded run opened from the runs screen, which Esc goes back to.
@@ -184,7 +204,8 @@ pub const REPLAY_EVENTS_FROM_RUNS_KEYS: &[Binding<Action>] = &[
 /// The key table of the dashboard as it is drawn.
 pub fn screen_keys(state: &DashboardState, chrome: &Chrome) -> &'static [Binding<Action>] {
     match (chrome.replay.is_some(), chrome.from_runs, state.view.events) {
-        (false, _, false) => LIVE_KEYS,
+        (false, _, false) if state.phase.is_live() => LIVE_KEYS,
+        (false, _, false) => OVER_KEYS,
         (false, _, true) => LIVE_EVENTS_KEYS,
         (true, false, false) => REPLAY_KEYS,
         (true, false, true) => REPLAY_EVENTS_KEYS,
@@ -200,6 +221,26 @@ pub const HELP_KEYS: &[Binding<Action>] = &[Binding::new(&[
     Key::Char('q', Action::ToggleHelp),
 ])
 .hint("? or Esc", "closes this help")];
+
+/// The question before quitting a run that trains in its own process.
+pub const QUIT_OR_DETACH_KEYS: &[Binding<Action>] = &[
+    Binding::new(&[
+        Key::Char('y', Action::ConfirmQuit),
+        Key::Char('Y', Action::ConfirmQuit),
+    ])
+    .hint("y", "stop it"),
+    Binding::new(&[
+        Key::Char('d', Action::Detach),
+        Key::Char('D', Action::Detach),
+    ])
+    .hint("d", "leave it training"),
+    Binding::new(&[
+        Key::Char('n', Action::CancelQuit),
+        Key::Char('N', Action::CancelQuit),
+        Key::Code(KeyCode::Esc, Action::CancelQuit),
+    ])
+    .hint("n", "no"),
+];
 
 /// The question before quitting a live run.
 pub const QUIT_KEYS: &[Binding<Action>] = &[
@@ -272,7 +313,11 @@ pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buf
     if chrome.confirm_quit {
         overlay::confirm(
             "Training is still running. Stop it and quit?",
-            QUIT_KEYS,
+            if chrome.detachable {
+                QUIT_OR_DETACH_KEYS
+            } else {
+                QUIT_KEYS
+            },
             &theme,
             area,
             buf,

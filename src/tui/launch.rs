@@ -10,7 +10,8 @@ use crate::telemetry::plan;
 use crate::train::RunHandle;
 use std::path::{Path, PathBuf};
 
-/// Starts runs under `root` (one directory per run).
+/// Starts runs under `root` (one directory per run), each in a process of
+/// its own that outlives the TUI, and follows it through its directory.
 pub struct RunLauncher {
     pub root: PathBuf,
 }
@@ -20,7 +21,15 @@ impl Launcher for RunLauncher {
         let flat = |e: anyhow::Error| crate::fsx::error_line(&e);
         exp.validate().map_err(|e| e.to_string())?;
         let dir = crate::train::new_run_dir(&self.root, &exp.name).map_err(flat)?;
-        crate::train::start(exp.clone(), dir, false).map_err(flat)
+        let started = exp
+            .save(&dir.join("config.toml"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| crate::detach::spawn(&dir, false));
+        if let Err(e) = started {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(flat(e));
+        }
+        crate::train::remote::attach(&dir).map_err(flat)
     }
 }
 

@@ -593,6 +593,24 @@ fn save_writes_a_preset_that_loads_back() {
 }
 
 #[test]
+fn d_leaves_a_run_in_its_own_process_training() {
+    // The launcher's run has no trainer thread here: it trains elsewhere.
+    let mut h = live_app(&fixtures::run_events(5, false));
+    press(&mut h.app, KeyCode::Char('q'));
+    let screen = text(&h.app, 80, 24);
+    assert!(screen.contains("d leave it training"), "{screen}");
+    assert_no_cut_values(&screen);
+    press(&mut h.app, KeyCode::Char('d'));
+    assert!(h.app.should_quit());
+    // Nothing was asked of the trainer.
+    assert_eq!(h.control.try_iter().count(), 0);
+    let mut h = live_app(&fixtures::run_events(5, false));
+    press(&mut h.app, KeyCode::Char('d'));
+    assert!(h.app.should_quit(), "d quits at once, without asking");
+    assert_eq!(h.control.try_iter().count(), 0);
+}
+
+#[test]
 fn start_pause_quit_talk_to_the_trainer() {
     let mut h = live_app(&fixtures::run_events(5, false));
     assert_eq!(h.started.lock().map(|v| v.len()).unwrap_or(0), 1);
@@ -1266,6 +1284,55 @@ fn c_on_the_runs_screen_asks_to_chat_with_the_selected_run() {
     h.app
         .note_on_runs("cannot chat: the run has no checkpoint".into());
     assert!(text(&h.app, 80, 24).contains("cannot chat: the run has no checkpoint"));
+}
+
+#[test]
+fn n_takes_a_runs_settings_to_change_one_and_go_again() {
+    let root = runs_dir();
+    let mut h = runs_app(root.path());
+    press(&mut h.app, KeyCode::Down);
+    press(&mut h.app, KeyCode::Char('n'));
+    let base = Experiment::load(&root.path().join("nq-20250101-130000/config.toml")).unwrap();
+    let s = setup_of(&h.app);
+    assert_eq!(s.exp.name, "nq-2");
+    let mut same = s.exp.clone();
+    same.name = base.name.clone();
+    assert_eq!(same, base, "the run's settings, but for the name");
+    snapshot_all("tune_from_run", &h.app);
+    // One change, marked with what it was.
+    for _ in 0..30 {
+        if setup_of(&h.app).focused() == crate::tui::setup::Field::Lr {
+            break;
+        }
+        press(&mut h.app, KeyCode::Down);
+    }
+    assert_eq!(setup_of(&h.app).focused(), crate::tui::setup::Field::Lr);
+    press(&mut h.app, KeyCode::Right);
+    let was = crate::tui::setup::Field::Lr.get(&base);
+    let screen = text(&h.app, 80, 24);
+    assert!(screen.contains(&format!("was {was}")), "{screen}");
+    assert_no_cut_values(&screen);
+    press(&mut h.app, KeyCode::Enter);
+    let started = h
+        .started
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a run started");
+    assert_ne!(started.train.lr, base.train.lr);
+    let mut rest = started.clone();
+    rest.name = base.name.clone();
+    rest.train.lr = base.train.lr;
+    assert_eq!(rest, base, "only the name and the learning rate differ");
+    // Once that run is over, n comes back to the setup with its settings.
+    for e in fixtures::run_events(5, true) {
+        h.feed.send(e).unwrap();
+    }
+    for e in h.app.take_new_events().expect("events").try_iter() {
+        h.app.update(Action::Run(Box::new(e)));
+    }
+    assert!(text(&h.app, 160, 48).contains("n next run"));
 }
 
 #[test]

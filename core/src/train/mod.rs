@@ -14,6 +14,7 @@ pub mod method;
 pub mod objective;
 pub mod pretrain;
 pub mod probe;
+pub mod remote;
 pub mod runs;
 pub mod tally;
 pub mod trainer;
@@ -322,6 +323,9 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
     crate::checkpoint::remove_stray_temporaries(&run_dir);
     crate::checkpoint::remove_stray_temporaries(&run_dir.join("checkpoints"));
     let hub = spawn_hub(&run_dir, &exp.train.log, hub_rx, ui_tx, ctl_tx.clone())?;
+    // Commands from other processes (meft attach, meft stop, the TUI).
+    let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = remote::spawn_poller(&run_dir, ctl_tx.clone(), polling.clone());
     // The sampler drops readings rather than wait; a forwarder feeds them in.
     let (sample_tx, sample_rx) = std::sync::mpsc::sync_channel::<Event>(4);
     let sampler = crate::telemetry::spawn_sampler(
@@ -343,6 +347,8 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
         .spawn(move || {
             let failed = tx.clone();
             let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
+            polling.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = poller.join();
             sampler.stop();
             let refused = result.is_err();
             if let Err(e) = result {

@@ -56,6 +56,12 @@ const CURSOR: Binding<Action> = Binding::new(&[
 const CHAT: Binding<Action> = Binding::new(&[Key::Char('c', Action::ChatSelected)])
     .hint("c", "chat")
     .help("c", "chat with the selected run (Ctrl-D comes back)");
+const CLONE: Binding<Action> = Binding::new(&[Key::Char('n', Action::TuneNext)])
+    .hint("n", "clone")
+    .help(
+        "n",
+        "the setup with the selected run's settings, to change and go again",
+    );
 const RELOAD: Binding<Action> = Binding::new(&[Key::Char('r', Action::OpenRuns)])
     .hint("r", "reload")
     .help("r", "read the runs directory again");
@@ -70,8 +76,9 @@ const QUIT: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQuit)
     .help("q", "quit (asks while training runs)");
 
 /// The runs screen's keys.
-pub const RUNS_KEYS: &[Binding<Action>] =
-    &[MOVE, OPEN, MARK, CURSOR, CHAT, RELOAD, HELP, BACK, QUIT];
+pub const RUNS_KEYS: &[Binding<Action>] = &[
+    MOVE, OPEN, MARK, CURSOR, CHAT, CLONE, RELOAD, HELP, BACK, QUIT,
+];
 
 /// The runs under a directory, the selected row, the marked runs and the
 /// step cursor over their losses.

@@ -32,6 +32,8 @@ const MARKERS: [(Marker, GraphType, &str); 4] = [
 pub struct RunsChrome {
     pub help: bool,
     pub confirm_quit: bool,
+    /// The live run trains in its own process: quitting may leave it.
+    pub detachable: bool,
 }
 
 pub fn render(s: &RunsScreen, chrome: RunsChrome, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -76,7 +78,11 @@ pub fn render(s: &RunsScreen, chrome: RunsChrome, theme: &Theme, area: Rect, buf
     if chrome.confirm_quit {
         overlay::confirm(
             "Training is still running. Stop it and quit?",
-            QUIT_KEYS,
+            if chrome.detachable {
+                crate::tui::dashboard::QUIT_OR_DETACH_KEYS
+            } else {
+                QUIT_KEYS
+            },
             theme,
             area,
             buf,

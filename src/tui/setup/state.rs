@@ -47,6 +47,9 @@ pub struct Setup {
     pub(super) save_prompt: Option<String>,
     pub(super) note: Option<(String, bool)>,
     pub help: bool,
+    /// The run these settings were taken from (`n`): its name and config,
+    /// against which changed fields are marked.
+    pub(super) base: Option<Box<(String, Experiment)>>,
 }
 
 impl Setup {
@@ -73,9 +76,41 @@ impl Setup {
             save_prompt: None,
             note: None,
             help: false,
+            base: None,
         };
         s.revalidate();
         s
+    }
+
+    /// Take the settings of the run `from` (its config `exp`) to change and
+    /// go again: the run name gets a suffix, and each field shows what it
+    /// was once changed.
+    pub fn tune(&mut self, exp: Experiment, from: &str) {
+        let mut next = exp.clone();
+        next.name = next_name(&exp.name);
+        self.exp = next;
+        self.base = Some(Box::new((from.to_string(), exp)));
+        self.preset = None;
+        self.focus = 1;
+        self.edit = None;
+        self.picker = None;
+        self.refused = false;
+        self.note = Some((
+            format!("the settings of {from}: change a field, Enter starts"),
+            false,
+        ));
+        self.revalidate();
+    }
+
+    /// What field `f` held in the run these settings came from, when it
+    /// differs now.
+    pub(super) fn was(&self, f: Field) -> Option<String> {
+        let (_, base) = self.base.as_deref()?;
+        if !f.is_config() || f == Field::Name {
+            return None;
+        }
+        let old = f.get(base);
+        (old != f.get(&self.exp)).then_some(old)
     }
 
     pub fn focused(&self) -> Field {
@@ -109,7 +144,10 @@ impl Setup {
         {
             Some((i, p)) if p.exp == self.exp => self.presets.label(i),
             Some((i, _)) => format!("{} (edited)", self.presets.label(i)),
-            None => "none".into(),
+            None => match self.base.as_deref() {
+                Some((from, _)) => format!("from {from}"),
+                None => "none".into(),
+            },
         }
     }
 
@@ -379,5 +417,16 @@ impl Setup {
                 break;
             }
         }
+    }
+}
+
+/// A run name with the next suffix: `nq` → `nq-2`, `nq-2` → `nq-3`.
+pub fn next_name(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((stem, n)) if !stem.is_empty() => match n.parse::<u32>() {
+            Ok(n) => format!("{stem}-{}", n + 1),
+            Err(_) => format!("{name}-2"),
+        },
+        _ => format!("{name}-2"),
     }
 }

@@ -156,6 +156,11 @@ impl Setup {
                 if bad {
                     // The reason is told once, on the right.
                     spans.push(Span::styled("  ✗", theme.error()));
+                } else if let Some(was) = self.was(f) {
+                    let a = format!("  was {was}");
+                    if used + a.chars().count() <= room {
+                        spans.push(Span::styled(a, theme.key()));
+                    }
                 } else if let Some(a) = self.annotation(f).filter(|_| enabled) {
                     // An annotation shows whole or not at all.
                     if used + 2 + a.chars().count() <= room {
