@@ -48,6 +48,10 @@ fn a_detached_run_takes_commands_through_its_directory_and_stops_safely() {
         "train.steps=100000",
         "--set",
         "train.checkpoint_every=100000",
+        "--set",
+        "train.schedule=\"constant_with_warmup\"",
+        "--set",
+        "train.warmup_ratio=0.0",
         "--out",
         &out.path().display().to_string(),
         "--detach",
@@ -109,6 +113,35 @@ fn a_detached_run_takes_commands_through_its_directory_and_stops_safely() {
         .iter()
         .any(|e| matches!(e, Event::Paused { step } if *step == paused_at)));
 
+    // The learning rate doubled from the next step, said in the log.
+    let base_lr = meft::config::Experiment::load(&dir.join("config.toml"))
+        .unwrap()
+        .train
+        .lr;
+    remote::send(&dir, Control::ScaleLr { up: true }).unwrap();
+    let doubled = |ev: &[Event]| {
+        ev.iter()
+            .any(|e| matches!(e, Event::Step(s) if s.lr == 2.0 * base_lr))
+    };
+    let ev = wait_until(&dir, "a step at twice the learning rate", doubled);
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::Message { text } if text.starts_with("learning rate × 2 from step"))
+    ));
+    let lrs_of = |ev: &[Event]| -> Vec<f64> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some(s.lr),
+                _ => None,
+            })
+            .collect()
+    };
+    let lrs = lrs_of(&ev);
+    let first_doubled = lrs.iter().position(|&l| l == 2.0 * base_lr).unwrap();
+    assert!(
+        lrs[..first_doubled].iter().all(|&l| l == base_lr),
+        "{lrs:?}"
+    );
+
     let (code, said, err) = run(&["stop", &dir.display().to_string()]);
     assert_eq!(code, 0, "{err}");
     let ev = events(&dir);
@@ -125,6 +158,14 @@ fn a_detached_run_takes_commands_through_its_directory_and_stops_safely() {
         .any(|e| matches!(e, Event::Finished { .. })));
     assert!(!remote::is_training(&dir));
     assert!(dir.join("run.log").is_file());
+    // Resumed (detached too), it goes on at the scaled rate.
+    let before = lrs_of(&ev).len();
+    let (code, _, err) = run(&["run", "--resume", &dir.display().to_string(), "--detach"]);
+    assert_eq!(code, 0, "{err}");
+    let ev = wait_until(&dir, "a resumed step", |ev| lrs_of(ev).len() > before);
+    assert_eq!(lrs_of(&ev)[before], 2.0 * base_lr);
+    let (code, _, err) = run(&["stop", &dir.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
     // Nothing trains it now: attach and stop say so.
     for cmd in ["attach", "stop"] {
         let (code, _, err) = run(&[cmd, &dir.display().to_string()]);

@@ -49,6 +49,8 @@ pub enum Action {
     Interrupt,
     /// Quit and leave the run training in its own process.
     Detach,
+    /// The learning rate ×2 (`true`) or ÷2 from the next step.
+    ScaleLr(bool),
     /// The setup with the settings of the run on screen (or selected on
     /// the runs screen), to change one and go again.
     TuneNext,
@@ -80,7 +82,7 @@ impl Action {
     pub fn controls_trainer(&self) -> bool {
         matches!(
             self,
-            Action::TogglePause | Action::Checkpoint | Action::EvalNow
+            Action::TogglePause | Action::Checkpoint | Action::EvalNow | Action::ScaleLr(_)
         )
     }
 }
@@ -459,6 +461,14 @@ impl App {
             }
             Action::Checkpoint => self.send(Control::Checkpoint, "checkpoint requested"),
             Action::EvalNow => self.send(Control::EvalNow, "eval requested"),
+            Action::ScaleLr(up) => self.send(
+                Control::ScaleLr { up },
+                if up {
+                    "learning rate × 2 from the next step"
+                } else {
+                    "learning rate ÷ 2 from the next step"
+                },
+            ),
             Action::Screenshot => {
                 self.screenshot();
                 true

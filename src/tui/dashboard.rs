@@ -104,15 +104,21 @@ pub const LAYER: Binding<Action> = Binding::new(&[
 ])
 .hint("[ ]", "layer")
 .help("[ ]", "activations: previous / next layer");
-const HELP: Binding<Action> = Binding::new(&[Key::Char('?', Action::ToggleHelp)])
-    .hint("?", "help")
-    .help("?", "this help");
+/// Not listed in the help itself, whose last line says how to close it.
+const HELP: Binding<Action> = Binding::new(&[Key::Char('?', Action::ToggleHelp)]).hint("?", "help");
 const QUIT: Binding<Action> = Binding::new(&[
     Key::Char('q', Action::RequestQuit),
     Key::Code(KeyCode::Esc, Action::RequestQuit),
 ])
 .hint("q", "quit")
 .help("q", "quit");
+const LR: Binding<Action> = Binding::new(&[
+    Key::Char('+', Action::ScaleLr(true)),
+    Key::Char('=', Action::ScaleLr(true)),
+    Key::Char('-', Action::ScaleLr(false)),
+])
+.hint("+/-", "lr")
+.help("+ -", "learning rate × 2 / ÷ 2 from the next step");
 const NEXT: Binding<Action> = Binding::new(&[Key::Char('n', Action::TuneNext)])
     .hint("n", "next run")
     .help(
@@ -151,7 +157,8 @@ const QUIT_Q: Binding<Action> = Binding::new(&[Key::Char('q', Action::RequestQui
 
 /// A live run's dashboard, and the same once the run is over.
 pub const LIVE_KEYS: &[Binding<Action>] = &[
-    PAUSE, CHECKPOINT, EVAL, EVENTS, SCREENSHOT, LOG_SCALE, TIME_AXIS, LAYER, RUNS, HELP, LIVE_QUIT,
+    PAUSE, CHECKPOINT, EVAL, EVENTS, SCREENSHOT, LR, LOG_SCALE, TIME_AXIS, LAYER, RUNS, HELP,
+    LIVE_QUIT,
 ];
 
 /// A live run's dashboard once the run is over: nothing to ask of the

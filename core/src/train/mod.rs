@@ -145,6 +145,10 @@ pub enum Control {
     Stop,
     Checkpoint,
     EvalNow,
+    /// The learning rate ×2 (`up`) or ÷2 from the next step on.
+    ScaleLr {
+        up: bool,
+    },
 }
 
 pub struct RunHandle {

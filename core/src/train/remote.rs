@@ -28,6 +28,8 @@ fn word(c: Control) -> &'static str {
         Control::Stop => "stop",
         Control::Checkpoint => "checkpoint",
         Control::EvalNow => "eval",
+        Control::ScaleLr { up: true } => "lr*2",
+        Control::ScaleLr { up: false } => "lr/2",
     }
 }
 
@@ -38,6 +40,8 @@ fn parse(word: &str) -> Option<Control> {
         "stop" => Control::Stop,
         "checkpoint" => Control::Checkpoint,
         "eval" => Control::EvalNow,
+        "lr*2" => Control::ScaleLr { up: true },
+        "lr/2" => Control::ScaleLr { up: false },
         _ => return None,
     })
 }
@@ -194,13 +198,23 @@ mod tests {
     #[test]
     fn commands_are_taken_once_in_the_order_sent() {
         let dir = tempfile::tempdir().unwrap();
-        for c in [Control::Pause, Control::Checkpoint, Control::Resume] {
+        for c in [
+            Control::Pause,
+            Control::Checkpoint,
+            Control::ScaleLr { up: true },
+            Control::Resume,
+        ] {
             send(dir.path(), c).unwrap();
         }
         std::fs::write(dir.path().join(CONTROL_DIR).join("x.cmd"), "bogus").unwrap();
         assert_eq!(
             take_commands(dir.path()),
-            [Control::Pause, Control::Checkpoint, Control::Resume]
+            [
+                Control::Pause,
+                Control::Checkpoint,
+                Control::ScaleLr { up: true },
+                Control::Resume
+            ]
         );
         assert!(take_commands(dir.path()).is_empty());
         assert_eq!(

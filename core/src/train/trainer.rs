@@ -49,6 +49,9 @@ pub struct Trainer {
     warnings: Vec<String>,
     /// The device's used memory, measured, on a GPU with a driver.
     device_used: Option<crate::telemetry::nvml::DeviceUsed>,
+    /// What the schedule's learning rate is multiplied by (`+`/`-` while
+    /// training; kept in checkpoints).
+    pub lr_scale: f64,
 }
 
 impl Trainer {
@@ -114,6 +117,7 @@ impl Trainer {
         let device_used = crate::telemetry::nvml::DeviceUsed::open(&model.device);
         Ok(Self {
             device_used,
+            lr_scale: 1.0,
             exp,
             model,
             tokenizer,
@@ -234,6 +238,18 @@ impl Trainer {
         match c {
             Control::Checkpoint => self.checkpoint(),
             Control::EvalNow => self.evaluate(),
+            Control::ScaleLr { up } => {
+                self.lr_scale *= if up { 2.0 } else { 0.5 };
+                self.emit(Event::Message {
+                    text: format!(
+                        "learning rate {} from step {}: {} × the schedule's",
+                        if up { "× 2" } else { "÷ 2" },
+                        self.step + 1,
+                        self.lr_scale
+                    ),
+                });
+                Ok(())
+            }
             Control::Pause | Control::Resume | Control::Stop => Ok(()),
         }
     }
@@ -359,7 +375,7 @@ impl Trainer {
             self.total,
             warm,
             self.exp.train.schedule,
-        );
+        ) * self.lr_scale;
         self.opt.step(&grads, lr, coef)?;
         let cfg = self.opt.cfg;
         let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg)?;
@@ -492,6 +508,7 @@ impl Trainer {
         w.meta.insert("step".into(), self.step.to_string());
         w.meta.insert("epoch".into(), pos.epoch.to_string());
         w.meta.insert("index".into(), pos.index.to_string());
+        w.meta.insert("lr_scale".into(), self.lr_scale.to_string());
         let dir = self.run_dir.join("checkpoints");
         let path = w.save(&dir, self.step)?;
         crate::checkpoint::prune(&dir, self.exp.train.keep_checkpoints)?;
@@ -531,6 +548,13 @@ impl Trainer {
             pos,
         )
         .with_context(|| format!("{}", path.display()))?;
+        // Checkpoints from before the learning rate could be scaled have none.
+        self.lr_scale = match r.meta.get("lr_scale") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{}: lr_scale {v:?}", path.display()))?,
+            None => 1.0,
+        };
         self.step = step;
         Ok(step)
     }
