@@ -277,6 +277,23 @@ impl App {
         self.quit
     }
 
+    /// Time passed with nothing else happening: a runs screen listing a
+    /// run that trains reads the directory again. Returns whether the
+    /// screen changed.
+    pub fn tick(&mut self) -> bool {
+        let Some(r) = self.runs_mut() else {
+            return false;
+        };
+        let running = r
+            .records
+            .iter()
+            .any(|rec| rec.state == crate::train::runs::RunState::Running);
+        if running {
+            r.reload();
+        }
+        running
+    }
+
     /// The run `c` asked to chat with, once.
     pub fn take_chat_request(&mut self) -> Option<PathBuf> {
         self.chat_request.take()
@@ -638,11 +655,33 @@ impl App {
     /// The selected run in replay, as `meft replay` opens it; a run that
     /// cannot be read says why on the runs screen.
     fn open_selected(&mut self) -> bool {
-        let Some(runs) = self.runs_mut() else {
+        let Some(dir) = self
+            .runs()
+            .map(|r| r.selected_record().map(|r| r.dir.clone()))
+        else {
             return false;
         };
-        let Some(dir) = runs.selected_record().map(|r| r.dir.clone()) else {
+        let Some(dir) = dir else {
             return true;
+        };
+        // A run another process trains opens live (when none is watched here).
+        if crate::train::remote::is_training(&dir) && !self.training() {
+            match crate::train::remote::attach(&dir) {
+                Ok(handle) => {
+                    let live = Screen::Live(live_screen(self.theme, &handle));
+                    let prev = std::mem::replace(&mut self.screen, live);
+                    self.back.push(prev);
+                    self.new_events = Some(handle.events);
+                    self.help = false;
+                }
+                Err(e) => {
+                    self.note_on_runs(format!("cannot attach: {}", crate::fsx::error_line(&e)))
+                }
+            }
+            return true;
+        }
+        let Some(runs) = self.runs_mut() else {
+            return false;
         };
         match crate::tui::replay::read_events(&dir) {
             Ok(events) => {

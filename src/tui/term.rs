@@ -233,7 +233,11 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
                         }
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if !dirty {
+                        dirty |= app.tick();
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             if app.should_quit() {

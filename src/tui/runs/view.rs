@@ -130,6 +130,11 @@ fn fit_joined(items: &[String], width: usize) -> String {
         };
         let len = |s: &str| s.chars().count();
         if len(&out) + len(sep) + len(it) + len(&more) > width {
+            // A first item that fits alone shows without the count (the
+            // status line lists them all for the selected run).
+            if out.is_empty() && len(it) <= width {
+                return it.clone();
+            }
             if !out.is_empty() || width >= 3 {
                 let left = items.len() - i;
                 let sep = if out.is_empty() { "" } else { " · " };
@@ -513,5 +518,10 @@ mod tests {
             "em 0.5000 · f1 0.6000"
         );
         assert_eq!(fit_joined(&["em 0.5000".into()], 5), "+1");
+        // Room for the first alone: it shows, without the count.
+        assert_eq!(
+            fit_joined(&["em 0.5000".into(), "f1 0.6000".into()], 9),
+            "em 0.5000"
+        );
     }
 }

@@ -31,10 +31,9 @@ use SetupInput as I;
 
 const ENTER: Binding<I> = Binding::new(&[Key::Code(KeyCode::Enter, I::Enter)]);
 const ESC: Binding<I> = Binding::new(&[Key::Code(KeyCode::Esc, I::Esc)]);
-const START: Binding<I> = ENTER.hint("Enter", "start").help(
-    "Enter",
-    "accept an edit; on Preset list the presets; else start",
-);
+const START: Binding<I> = ENTER
+    .hint("Enter", "start")
+    .help("Enter", "start · accept an edit · on Preset: presets");
 const MOVE: Binding<I> = Binding::new(&[
     Key::Code(KeyCode::Tab, I::Next),
     Key::Code(KeyCode::Down, I::Next),
@@ -88,9 +87,11 @@ pub const TEXT_FIELD_KEYS: &[Binding<I>] = &[
     START, MOVE, CHANGE, RETYPE, EDIT, SAVE, HELP, LEAVE, QUIT, ERASE,
 ];
 
-/// On the preset row Enter lists the presets rather than starting.
+/// On the preset row Enter lists the presets rather than starting; the
+/// bar says how to start all the same.
 pub const PRESET_ROW_KEYS: &[Binding<I>] = &[
-    ENTER.hint("Enter", "list presets"),
+    ENTER.hint("Enter", "presets"),
+    Binding::new(&[]).hint("↓ Enter", "start"),
     MOVE,
     CHANGE.hint("◀▶", "next preset"),
     SAVE,
