@@ -144,6 +144,80 @@ fn svg_in(runs: &Path) -> bool {
         })
 }
 
+/// The run the TUI started outlives it: the tmux session (the terminal)
+/// killed mid-run, the run trains on to its summary; another viewer
+/// attached mid-run sees its steps advance, leaves with `d`, comes back.
+#[test]
+#[ignore = "needs tmux (apt-get install tmux), then --include-ignored"]
+fn a_run_outlives_the_terminal_and_takes_viewers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_meft");
+    let preset = dir.path().join("long.toml");
+    let mut exp = meft::config::Experiment::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/example.toml"
+    )))
+    .unwrap();
+    exp.train.steps = 150;
+    exp.train.checkpoint_every = 1000;
+    exp.eval.limit = 5;
+    exp.save(&preset).unwrap();
+    let session = format!("meft-outlive-{}", std::process::id());
+    let script = format!(
+        "cd {} && MEFT_CACHE={}/.cache {bin} tui --preset {} --out runs",
+        dir.path().display(),
+        dir.path().display(),
+        preset.display()
+    );
+    let tui = new_session(&session, &script);
+    wait_for("the setup screen", Duration::from_secs(20), || {
+        capture(&session).contains("new run")
+    });
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_for("5 training steps", Duration::from_secs(120), || {
+        step_of(&capture(&session)).is_some_and(|s| s >= 5)
+    });
+    let runs = dir.path().join("runs");
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("events.jsonl").is_file())
+        .expect("a run directory");
+    // The terminal goes away.
+    drop(tui);
+    assert!(
+        meft::train::remote::is_training(&run_dir),
+        "the run died with its terminal"
+    );
+    // A viewer from another terminal sees it advance, and leaves it be.
+    let viewer = format!("meft-viewer-{}", std::process::id());
+    let v = new_session(
+        &viewer,
+        &format!("{bin} attach {}; sleep 30", run_dir.display()),
+    );
+    wait_for("the attached dashboard", Duration::from_secs(20), || {
+        step_of(&capture(&viewer)).is_some()
+    });
+    let first = step_of(&capture(&viewer)).unwrap();
+    wait_for("live steps", Duration::from_secs(60), || {
+        step_of(&capture(&viewer)).is_some_and(|s| s > first)
+    });
+    tmux(&["send-keys", "-t", &viewer, "d"]);
+    wait_for("the viewer to leave", Duration::from_secs(10), || {
+        capture(&viewer).contains("trains on in its own process")
+    });
+    drop(v);
+    // The run finishes by itself.
+    wait_for("the run to finish", Duration::from_secs(300), || {
+        !meft::train::remote::is_training(&run_dir)
+    });
+    assert!(run_dir.join("summary.json").is_file());
+    let records = meft::train::runs::list(&runs).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, meft::train::runs::RunState::Finished);
+}
+
 struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {

@@ -166,6 +166,8 @@ struct TestLauncher {
     events: Option<Receiver<Event>>,
     control: Sender<Control>,
     started: Arc<Mutex<Vec<Experiment>>>,
+    /// Where a started run's config.toml goes, as a real launch writes it.
+    dir: Option<PathBuf>,
 }
 
 impl Launcher for TestLauncher {
@@ -175,10 +177,18 @@ impl Launcher for TestLauncher {
             .map_err(|_| "poisoned".to_string())?
             .push(exp.clone());
         let events = self.events.take().ok_or("already started")?;
+        let run_dir = match &self.dir {
+            Some(d) => {
+                exp.save(&d.join("config.toml"))
+                    .map_err(|e| e.to_string())?;
+                d.clone()
+            }
+            None => PathBuf::from("runs/test"),
+        };
         Ok(RunHandle {
             events,
             control: self.control.clone(),
-            run_dir: PathBuf::from("runs/test"),
+            run_dir,
             thread: None,
         })
     }
@@ -199,6 +209,7 @@ fn setup_app() -> Harness {
         events: Some(events),
         control: control_tx,
         started: started.clone(),
+        dir: None,
     };
     let exp = Experiment {
         name: "nq".into(),
@@ -273,6 +284,15 @@ fn replay_at_step_20() {
     assert_eq!(app.dashboard().map(DashboardState::step), Some(20));
     press(&mut app, KeyCode::Home);
     assert_eq!(app.dashboard().map(DashboardState::step), Some(1));
+}
+
+#[test]
+fn setup_help_overlay() {
+    let mut h = setup_app();
+    press(&mut h.app, KeyCode::Char('?'));
+    // Checked for cut values at both sizes, its first line included.
+    snapshot_all("setup_help", &h.app);
+    assert!(text(&h.app, 80, 24).contains("start · accept an edit · on Preset: presets"));
 }
 
 #[test]
@@ -1284,6 +1304,51 @@ fn c_on_the_runs_screen_asks_to_chat_with_the_selected_run() {
     h.app
         .note_on_runs("cannot chat: the run has no checkpoint".into());
     assert!(text(&h.app, 80, 24).contains("cannot chat: the run has no checkpoint"));
+}
+
+#[test]
+fn n_after_a_finished_run_goes_again_with_its_settings() {
+    let (feed, events) = channel();
+    let (control_tx, _control) = channel();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let root = tempfile::tempdir().unwrap();
+    let run = root.path().join("nq-20250101-150000");
+    std::fs::create_dir(&run).unwrap();
+    let launcher = TestLauncher {
+        events: Some(events),
+        control: control_tx,
+        started: started.clone(),
+        dir: Some(run.clone()),
+    };
+    let exp = Experiment {
+        name: "nq".into(),
+        ..Experiment::default()
+    };
+    let mut app = App::setup(
+        exp.clone(),
+        shipped_presets(),
+        Box::new(launcher),
+        planner(),
+        Theme::default(),
+    );
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Enter);
+    let rx = app.take_new_events().expect("the run started");
+    for e in fixtures::run_events(5, true) {
+        feed.send(e).unwrap();
+    }
+    for e in rx.try_iter() {
+        app.update(Action::Run(Box::new(e)));
+    }
+    press(&mut app, KeyCode::Char('n'));
+    let s = setup_of(&app);
+    let first = Experiment::load(&run.join("config.toml")).unwrap();
+    assert_eq!(first, exp);
+    assert_eq!(s.exp.name, "nq-2");
+    let mut same = s.exp.clone();
+    same.name = first.name.clone();
+    assert_eq!(same, first);
+    snapshot_all("tune_after_run", &app);
 }
 
 #[test]
