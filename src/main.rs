@@ -736,6 +736,20 @@ fn run_headless(
         }
         (None, None, None) => anyhow::bail!("run: give a config file or --resume RUN_DIR"),
     };
+    exp.validate()?;
+    if resuming {
+        if let meft::train::ResumePoint::Finished(step) = meft::train::resume_point(&dir, &exp)? {
+            println!(
+                "{}: the run finished at step {step}; nothing to resume (to train further: meft run --resume {} --set train.steps=N)",
+                dir.display(),
+                dir.display()
+            );
+            return Ok(());
+        }
+        if !sets.is_empty() {
+            exp.save(&dir.join("config.toml"))?;
+        }
+    }
     if detach {
         if !resuming {
             exp.save(&dir.join("config.toml"))?;

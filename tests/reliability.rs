@@ -288,6 +288,39 @@ fn a_killed_run_resumes_to_the_same_end_and_a_whole_run_summary() {
     );
 }
 
+/// The terminal hangs up mid-run, before the first checkpoint is due: the
+/// run checkpoints where it stopped (exit 129), and resumed it ends exactly
+/// where an uninterrupted run ends.
+#[cfg(unix)]
+#[test]
+fn a_hangup_stops_safely_and_resumes_to_the_same_end() {
+    let sets = ["train.steps=120", "train.checkpoint_every=1000"];
+    let whole = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_example(whole.path().to_str().unwrap(), &sets);
+    assert_eq!(code, 0, "{err}");
+    let expected = summary_json(&common::the_run_in(whole.path()));
+
+    let out = tempfile::tempdir().unwrap();
+    let child = spawn_run(out.path(), &sets);
+    let dir = wait_for_steps(out.path(), 5);
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(129));
+    let types = event_types(&dir);
+    let steps = types.iter().filter(|t| *t == "step").count() as u64;
+    assert!(steps < 120, "stopped before the end");
+    let (last, _) = meft::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    assert_eq!(last, steps);
+    assert!(types.contains(&"stopped".to_string()));
+    let (code, _, err) = run(&["run", "--resume", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got = summary_json(&dir);
+    for key in ["steps", "first_loss", "final_loss", "tokens"] {
+        assert_eq!(got[key], expected[key], "{key}");
+    }
+}
+
 #[test]
 fn records_cut_by_the_cutoff_are_counted_in_a_warning() {
     let out = tempfile::tempdir().unwrap();

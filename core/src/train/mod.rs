@@ -270,7 +270,14 @@ fn spawn_hub(
     }
     let mut sinks = Some(sinks);
     Ok(std::thread::spawn(move || {
+        let mut finished = false;
         for ev in from {
+            // A reading the sampler took as the run ended is not part of it:
+            // the log ends with the run's last event.
+            if finished && matches!(ev, Event::Telemetry(_)) {
+                continue;
+            }
+            finished |= matches!(ev, Event::Finished { .. });
             if let Some(all) = sinks.as_mut() {
                 if let Some(e) = all.iter_mut().find_map(|s| s.handle(&ev).err()) {
                     sinks = None;
@@ -351,9 +358,9 @@ fn launch(exp: Experiment, run_dir: PathBuf, resume: bool) -> Result<RunHandle> 
         .spawn(move || {
             let failed = tx.clone();
             let result = run_trainer(exp, &dir, resume, tx, ctl_rx);
+            sampler.stop();
             polling.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = poller.join();
-            sampler.stop();
             let refused = result.is_err();
             if let Err(e) = result {
                 let ev = match e.downcast_ref::<Diverged>() {
