@@ -106,11 +106,7 @@ fn tui_trains_screenshots_and_quits_cleanly() {
     assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
     // Quitting mid-run stopped it safely: a checkpoint, a summary, and the
     // way back printed on the restored terminal.
-    let run_dir = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("events.jsonl").is_file())
-        .expect("a run directory");
+    let run_dir = the_run_under(&runs);
     assert!(meft::checkpoint::latest(&run_dir.join("checkpoints")).is_some());
     assert!(run_dir.join("summary.json").is_file());
     let after = capture(&session);
@@ -152,16 +148,7 @@ fn svg_in(runs: &Path) -> bool {
 fn a_run_outlives_the_terminal_and_takes_viewers() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_meft");
-    let preset = dir.path().join("long.toml");
-    let mut exp = meft::config::Experiment::load(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/presets/example.toml"
-    )))
-    .unwrap();
-    exp.train.steps = 150;
-    exp.train.checkpoint_every = 1000;
-    exp.eval.limit = 5;
-    exp.save(&preset).unwrap();
+    let preset = long_example(dir.path(), 150, 1000);
     let session = format!("meft-outlive-{}", std::process::id());
     let script = format!(
         "cd {} && MEFT_CACHE={}/.cache {bin} tui --preset {} --out runs",
@@ -179,11 +166,7 @@ fn a_run_outlives_the_terminal_and_takes_viewers() {
         step_of(&capture(&session)).is_some_and(|s| s >= 5)
     });
     let runs = dir.path().join("runs");
-    let run_dir = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("events.jsonl").is_file())
-        .expect("a run directory");
+    let run_dir = the_run_under(&runs);
     // The terminal goes away.
     drop(tui);
     assert!(
@@ -216,6 +199,31 @@ fn a_run_outlives_the_terminal_and_takes_viewers() {
     let records = meft::train::runs::list(&runs).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].state, meft::train::runs::RunState::Finished);
+}
+
+/// The example preset with `steps` steps and a checkpoint every
+/// `checkpoint_every`, written to `dir/long.toml`.
+fn long_example(dir: &Path, steps: usize, checkpoint_every: u64) -> std::path::PathBuf {
+    let preset = dir.join("long.toml");
+    let mut exp = meft::config::Experiment::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/example.toml"
+    )))
+    .unwrap();
+    exp.train.steps = steps;
+    exp.train.checkpoint_every = checkpoint_every as _;
+    exp.eval.limit = 5;
+    exp.save(&preset).unwrap();
+    preset
+}
+
+/// The run directory the TUI made under `runs`.
+fn the_run_under(runs: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("events.jsonl").is_file())
+        .expect("a run directory")
 }
 
 struct Session(String);
@@ -415,16 +423,7 @@ fn trainer_pid(runs: &Path) -> Option<u32> {
 fn soak_a_long_run_in_the_tui_keeps_memory_flat_and_every_step() {
     const STEPS: usize = 5000;
     let dir = tempfile::tempdir().unwrap();
-    let preset = dir.path().join("long.toml");
-    let mut exp = meft::config::Experiment::load(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/presets/example.toml"
-    )))
-    .unwrap();
-    exp.train.steps = STEPS;
-    exp.train.checkpoint_every = 500;
-    exp.eval.limit = 5;
-    exp.save(&preset).unwrap();
+    let preset = long_example(dir.path(), STEPS, 500);
     let session = format!("meft-soak-{}", std::process::id());
     let pid_file = dir.path().join("pid");
     let script = format!(

@@ -523,11 +523,11 @@ impl App {
                         // The trainer may already be gone; quitting goes ahead
                         // anyway. One in its own process is told at once, on
                         // disk, before this process ends.
-                        let _ = match l.detachable && l.run_dir.is_dir() {
-                            true => crate::train::remote::send(&l.run_dir, Control::Stop)
-                                .map_err(|_| ()),
-                            false => l.control.send(Control::Stop).map_err(|_| ()),
-                        };
+                        if l.detachable && l.run_dir.is_dir() {
+                            let _ = crate::train::remote::send(&l.run_dir, Control::Stop);
+                        } else {
+                            let _ = l.control.send(Control::Stop);
+                        }
                         self.stop_sent = true;
                     }
                 }

@@ -229,40 +229,30 @@ pub const HELP_KEYS: &[Binding<Action>] = &[Binding::new(&[
 ])
 .hint("? or Esc", "closes this help")];
 
+const YES: Binding<Action> = Binding::new(&[
+    Key::Char('y', Action::ConfirmQuit),
+    Key::Char('Y', Action::ConfirmQuit),
+]);
+const NO: Binding<Action> = Binding::new(&[
+    Key::Char('n', Action::CancelQuit),
+    Key::Char('N', Action::CancelQuit),
+    Key::Code(KeyCode::Esc, Action::CancelQuit),
+])
+.hint("n", "no");
+
 /// The question before quitting a run that trains in its own process.
 pub const QUIT_OR_DETACH_KEYS: &[Binding<Action>] = &[
-    Binding::new(&[
-        Key::Char('y', Action::ConfirmQuit),
-        Key::Char('Y', Action::ConfirmQuit),
-    ])
-    .hint("y", "stop it"),
+    YES.hint("y", "stop it"),
     Binding::new(&[
         Key::Char('d', Action::Detach),
         Key::Char('D', Action::Detach),
     ])
     .hint("d", "leave it training"),
-    Binding::new(&[
-        Key::Char('n', Action::CancelQuit),
-        Key::Char('N', Action::CancelQuit),
-        Key::Code(KeyCode::Esc, Action::CancelQuit),
-    ])
-    .hint("n", "no"),
+    NO,
 ];
 
 /// The question before quitting a live run.
-pub const QUIT_KEYS: &[Binding<Action>] = &[
-    Binding::new(&[
-        Key::Char('y', Action::ConfirmQuit),
-        Key::Char('Y', Action::ConfirmQuit),
-    ])
-    .hint("y", "yes"),
-    Binding::new(&[
-        Key::Char('n', Action::CancelQuit),
-        Key::Char('N', Action::CancelQuit),
-        Key::Code(KeyCode::Esc, Action::CancelQuit),
-    ])
-    .hint("n", "no"),
-];
+pub const QUIT_KEYS: &[Binding<Action>] = &[YES.hint("y", "yes"), NO];
 
 /// Draw the whole screen into `buf` over `area`.
 pub fn render(state: &DashboardState, chrome: &Chrome, area: Rect, buf: &mut Buffer) {

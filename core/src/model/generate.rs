@@ -252,21 +252,6 @@ fn beam_search(
     Ok(finished.into_iter().next().map(|f| f.0).unwrap_or_default())
 }
 
-/// `meft generate`: continue `prompt` with the base model `reference` on
-/// the CPU, and return the new text.
-pub fn complete(reference: &str, prompt: &str, opts: &GenerateOptions) -> anyhow::Result<String> {
-    check_options(opts)?;
-    let reference = super::ModelRef::parse(reference)?;
-    let loaded = super::load_model(&reference, &candle_core::Device::Cpu)?;
-    complete_with(
-        &loaded.model,
-        &loaded.tokenizer,
-        &mut super::NoHooks,
-        prompt,
-        opts,
-    )
-}
-
 fn check_options(opts: &GenerateOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.beams >= 1, "--beams: must be at least 1");
     anyhow::ensure!(
