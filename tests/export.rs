@@ -352,4 +352,19 @@ fn meft_exports_its_adapter_without_optimizer_state_and_refuses_the_rest() {
         &["generate", "--adapter", &fresh("none"), "--prompt", "x"],
         "no such file",
     );
+    let alone = root.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(
+        out.join("adapter.safetensors"),
+        alone.join("adapter.safetensors"),
+    )
+    .unwrap();
+    one_line_2(
+        &[
+            "chat",
+            "--adapter",
+            &alone.join("adapter.safetensors").display().to_string(),
+        ],
+        "no adapter.json beside it",
+    );
 }
