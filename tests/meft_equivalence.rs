@@ -457,6 +457,36 @@ fn lazy_host_adamw_touches_only_the_union() {
 }
 
 #[test]
+fn global_bias_correction_corrects_a_late_row_by_the_run_step() {
+    // Row 1 is touched at step 1, row 4 first at step 2, both with
+    // gradient 1. Row bias correction treats row 4's first update as a first
+    // step (it moves by lr); global correction uses step 2: m = 0.1,
+    // v = 0.001, m̂ = 0.1 / (1 − 0.9²) = 0.5263, v̂ = 0.001 / (1 − 0.999²)
+    // = 0.50025, so it moves by 0.1 × 0.5263 / √0.50025 = 0.07441.
+    let (m, d) = (6, 2);
+    let init = vec![0.0f32; m * d];
+    let moved = |global: bool| {
+        let mut s = HostStore::new(m, d, init.clone(), init.clone());
+        for (t, row) in [(1u64, 1u32), (2, 4)] {
+            s.accumulate(&[row], vec![1.0; 4]).unwrap();
+            let cfg = AdamWConfig {
+                global_step: global.then_some(t),
+                ..AdamWConfig::default()
+            };
+            assert_eq!(s.step(HostOptimizer::Lazy, 0.1, 1.0, &cfg), 1);
+        }
+        (s.keys[4 * d], s.keys[d])
+    };
+    let (row4, row1) = moved(false);
+    assert!((row4 + 0.1).abs() < 1e-6, "{row4}");
+    assert!((row1 + 0.1).abs() < 1e-6, "{row1}");
+    let (row4, row1) = moved(true);
+    assert!((row4 + 0.07441).abs() < 1e-5, "{row4}");
+    // Row 1's single update was at step 1 under both.
+    assert!((row1 + 0.1).abs() < 1e-6, "{row1}");
+}
+
+#[test]
 fn fused_kernel_equals_composed_ops() {
     use meft::adapter::meft::{device_output, fused_output};
     let dev = Device::Cpu;

@@ -355,3 +355,37 @@ fn weight_decay_reaches_the_optimizers_and_stays_out_of_the_config_at_zero() {
     // host rows' step alike.
     assert_eq!(t.opt.cfg.weight_decay, 1e-6);
 }
+
+#[test]
+fn global_bias_correction_is_a_setting_the_host_step_follows() {
+    // After step 1 every row has been updated once under either count, so
+    // the runs agree; at step 2 rows first touched then are corrected as at
+    // step 2 under `global` and as at step 1 under `row`: the runs part.
+    let mut row = common::tiny("meft", 2);
+    assert!(!row.to_toml().unwrap().contains("bias_correction"));
+    let mut global = row.clone();
+    global.method.meft.bias_correction = meft::config::BiasCorrection::Global;
+    let text = global.to_toml().unwrap();
+    assert!(text.contains("bias_correction = \"global\""), "{text}");
+    assert_eq!(Experiment::from_toml(&text, "t").unwrap(), global);
+    // Few rows per token out of many, so step 2 reaches rows step 1 did not.
+    for e in [&mut row, &mut global] {
+        e.method.meft.neurons = 16384;
+        e.method.meft.top_k = 4;
+    }
+    let rows = |exp: &Experiment| {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, _rx) = common::trainer(exp, dir.path());
+        let mut after = Vec::new();
+        for _ in 0..2 {
+            t.train_step().unwrap();
+            let m = t.method.meft().unwrap();
+            let st = &m.layers[0].store;
+            after.push((st.keys.to_vec(), st.values.to_vec()));
+        }
+        after
+    };
+    let (a, b) = (rows(&row), rows(&global));
+    assert_eq!(a[0], b[0]);
+    assert_ne!(a[1], b[1]);
+}

@@ -114,6 +114,17 @@ choices! {
         Dense = "dense",
     }
 
+    /// Which step count corrects a host row's AdamW moments for their
+    /// zero start.
+    BiasCorrection ("bias correction") {
+        /// The row's own count of updates (a row first touched late is
+        /// corrected as at its first step).
+        Row = "row",
+        /// The run's optimizer step, one count for every row (PyTorch's
+        /// SparseAdam, the paper's DeepSpeedCPUAdam).
+        Global = "global",
+    }
+
     /// The dtype of the host AdamW moments.
     MomentDtype ("moment dtype") {
         /// Exact.
@@ -234,6 +245,12 @@ impl BaseDtype {
             BaseDtype::Bf16 => candle_core::DType::BF16,
             BaseDtype::F16 => candle_core::DType::F16,
         }
+    }
+}
+
+impl BiasCorrection {
+    pub fn is_row(&self) -> bool {
+        *self == BiasCorrection::Row
     }
 }
 

@@ -4,8 +4,8 @@
 mod choices;
 
 pub use choices::{
-    BaseDtype, Choice, Decoding, ExportFormat, GgufDtype, HostOptimizer, LogFormat, MeftKernel,
-    MethodKind, Metric, MomentDtype, Proj, Routing, Schedule, Task, Template,
+    BaseDtype, BiasCorrection, Choice, Decoding, ExportFormat, GgufDtype, HostOptimizer, LogFormat,
+    MeftKernel, MethodKind, Metric, MomentDtype, Proj, Routing, Schedule, Task, Template,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -195,6 +195,11 @@ pub struct MeftSection {
     pub probe: usize,
     pub routing: Routing,
     pub host_optimizer: HostOptimizer,
+    /// The step count AdamW's bias correction uses for a host row: its own
+    /// (`row`) or the run's (`global`). Left out of the written config at
+    /// `row`.
+    #[serde(skip_serializing_if = "BiasCorrection::is_row")]
+    pub bias_correction: BiasCorrection,
     /// dtype of the host AdamW moments.
     pub moments: MomentDtype,
     /// "all" or a list of layer indices.
@@ -250,6 +255,7 @@ impl Default for MeftSection {
             probe: 8,
             routing: Routing::KeyExperts,
             host_optimizer: HostOptimizer::Lazy,
+            bias_correction: BiasCorrection::Row,
             moments: MomentDtype::F32,
             layers: Layers::All,
             row_cache: 0,
@@ -395,7 +401,53 @@ pub struct LoraSection {
     pub rank: usize,
     pub alpha: f64,
     pub dropout: f64,
+    /// The projections LoRA attaches to: a list, or `"all-linear"` for all
+    /// seven (q, k, v, o, gate, up, down), as PEFT spells it.
+    #[serde(with = "lora_targets")]
     pub targets: Vec<Proj>,
+}
+
+/// `method.lora.targets`: a list of projections, or `"all-linear"`; written
+/// back as `"all-linear"` when it names every projection.
+mod lora_targets {
+    use super::{Choice, Proj};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub const ALL_LINEAR: &str = "all-linear";
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Targets {
+        Named(String),
+        List(Vec<String>),
+    }
+
+    pub fn serialize<S: Serializer>(targets: &[Proj], s: S) -> Result<S::Ok, S::Error> {
+        let all = Proj::ALL.iter().all(|p| targets.contains(p)) && targets.len() == Proj::ALL.len();
+        if all {
+            ALL_LINEAR.serialize(s)
+        } else {
+            targets.serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Proj>, D::Error> {
+        match Targets::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected \"{ALL_LINEAR}\" or a list of projections ({})",
+                Proj::names().join(", ")
+            ))
+        })? {
+            Targets::List(v) => v
+                .iter()
+                .map(|p| Proj::parse(p).map_err(serde::de::Error::custom))
+                .collect(),
+            Targets::Named(n) if n == ALL_LINEAR => Ok(Proj::ALL.to_vec()),
+            Targets::Named(n) => Err(serde::de::Error::custom(format!(
+                "unknown targets {n:?}, expected \"{ALL_LINEAR}\" or a list of projections"
+            ))),
+        }
+    }
 }
 
 impl Default for LoraSection {
@@ -928,5 +980,39 @@ mod tests {
             msg,
             "method.meft.experts: 300 experts do not divide 4096 neurons; nearest valid experts: 256, or neurons: 4200"
         );
+    }
+
+    #[test]
+    fn lora_targets_take_all_linear_or_a_list_and_name_a_bad_one() {
+        let all = Experiment::from_toml("[method.lora]\ntargets = \"all-linear\"\n", "t.toml")
+            .map(|e| e.method.lora.targets)
+            .unwrap_or_default();
+        assert_eq!(all, Proj::ALL.to_vec());
+        assert_eq!(all.len(), 7);
+        // Written back as it was spelled, so its config hash is stable.
+        let mut e = Experiment::default();
+        e.method.kind = MethodKind::Lora;
+        e.method.lora.targets = all;
+        let text = e.to_toml().unwrap_or_default();
+        assert!(text.contains("targets = \"all-linear\""), "{text}");
+        e.method.lora.targets = vec![Proj::QProj, Proj::VProj];
+        let text = e.to_toml().unwrap_or_default();
+        assert!(!text.contains("all-linear"), "{text}");
+        assert_eq!(
+            Experiment::from_toml(&text, "t.toml")
+                .map(|e| e.method.lora.targets)
+                .ok(),
+            Some(vec![Proj::QProj, Proj::VProj])
+        );
+        for (bad, says) in [
+            ("\"all\"", "unknown targets \"all\""),
+            ("[\"q_proj\", \"x_proj\"]", "unknown projection \"x_proj\""),
+        ] {
+            let msg = Experiment::from_toml(&format!("[method.lora]\ntargets = {bad}\n"), "t.toml")
+                .err()
+                .map(|x| x.to_string())
+                .unwrap_or_default();
+            assert!(msg.starts_with("t.toml") && msg.contains(says), "{msg}");
+        }
     }
 }

@@ -14,6 +14,11 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// The run's optimizer step (1-based) when every host row's bias
+    /// correction uses it (`method.meft.bias_correction = "global"`);
+    /// `None`: each row's own update count.
+    #[serde(default)]
+    pub global_step: Option<u64>,
 }
 
 impl Default for AdamWConfig {
@@ -23,12 +28,14 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            global_step: None,
         }
     }
 }
 
-/// One AdamW update of a row (or any slice) in place; `step` is this row's
-/// own 1-based update count, used for bias correction.
+/// One AdamW update of a row (or any slice) in place; `step` is the
+/// 1-based count its bias correction uses (the row's own updates, or the
+/// run's step: `AdamWConfig::global_step`).
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_row(
     param: &mut [f32],

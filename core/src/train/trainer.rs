@@ -8,7 +8,7 @@ use super::method::Method;
 use super::tally::Tally;
 use super::Control;
 use crate::checkpoint::{CheckpointReader, CheckpointWriter};
-use crate::config::Experiment;
+use crate::config::{BiasCorrection, Experiment};
 use crate::data::batch::{Batch, Batcher, Encoded, Position};
 use crate::data::spec::{encode_all, load_splits};
 use crate::data::Example;
@@ -377,7 +377,10 @@ impl Trainer {
             self.exp.train.schedule,
         ) * self.lr_scale;
         self.opt.step(&grads, lr, coef)?;
-        let cfg = self.opt.cfg;
+        let mut cfg = self.opt.cfg;
+        if self.exp.method.meft.bias_correction == BiasCorrection::Global {
+            cfg.global_step = Some(self.step + 1);
+        }
         let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg)?;
         self.tally.accumulator_bytes = accumulators;
         self.step += 1;

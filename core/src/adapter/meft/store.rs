@@ -197,7 +197,10 @@ impl HostStore {
         for &r in &rows {
             let slot = self.moment_slot(r);
             self.row_steps[r] += 1;
-            let step = self.row_steps[r];
+            let step = match cfg.global_step {
+                Some(t) => t.min(u32::MAX as u64) as u32,
+                None => self.row_steps[r],
+            };
             let acc = self.acc_slot[r];
             let g = if acc == NO_SLOT {
                 &zeros[..]
