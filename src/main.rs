@@ -214,6 +214,17 @@ enum Command {
         /// The compute device: cpu (cuda:N needs a build with `--features cuda`).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Instead of the table: time the first `--steps` steps of this
+        /// experiment through the trainer's own step, as `meft run` would
+        /// take them.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["quick", "device"])]
+        config: Option<std::path::PathBuf>,
+        /// Override any field of `--config`: --set train.batch=8
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+        sets: Vec<String>,
+        /// Steps of `--config` to time.
+        #[arg(long, default_value_t = 20, requires = "config")]
+        steps: usize,
     },
     /// Check the compute device against the CPU reference: the base's
     /// logits, MEFT against the dense reference, LoRA and the Parallel
@@ -454,11 +465,21 @@ fn run(cli: Cli) -> Result<()> {
             quick,
             json,
             device,
+            config,
+            sets,
+            steps,
         } => {
-            let device = device_flag(&device)?;
-            let report = meft::bench::run(meft::bench::Options { quick, device }, &mut |what| {
-                eprintln!("measuring {what}…")
-            })?;
+            let mut progress = |what: &str| eprintln!("measuring {what}…");
+            let report = match config {
+                Some(config) => {
+                    let exp = meft::config::Experiment::load(&config)?.apply_sets(&sets)?;
+                    meft::bench::run_config(&exp, steps, &mut progress)?
+                }
+                None => {
+                    let device = device_flag(&device)?;
+                    meft::bench::run(meft::bench::Options { quick, device }, &mut progress)?
+                }
+            };
             print!("{}", report.table());
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&report)?;

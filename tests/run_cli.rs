@@ -149,3 +149,30 @@ fn every_preset_plans() {
     }
     assert!(n >= 10, "{n} presets");
 }
+
+#[test]
+fn bench_times_a_configs_own_steps_through_the_trainer() {
+    let (code, out, err) = run(&[
+        "bench",
+        "--config",
+        EXAMPLE,
+        "--steps",
+        "3",
+        "--set",
+        "method.meft.neurons=256",
+        "--set",
+        "train.micro_batch=4",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("meft · 3 of 100 steps"), "{out}");
+    assert!(out.contains("median step"), "{out}");
+    assert!(
+        out.contains("as `meft run` reports its median step"),
+        "{out}"
+    );
+    // An impossible setting is refused as `meft run` refuses it.
+    let (code, _, err) = run(&["bench", "--config", EXAMPLE, "--set", "train.micro_batch=5"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("train.micro_batch"), "{err}");
+}

@@ -185,12 +185,7 @@ fn batch(tok: &crate::model::Tokenizer) -> Result<Batch> {
 }
 
 fn logits(model: &Model, batch: &Batch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-    let input = Input {
-        ids: &batch.ids,
-        pad_mask: &batch.attn_mask,
-        batch: batch.batch,
-        seq: batch.seq,
-    };
+    let input = Input::from(batch);
     Ok(model.forward(&input, None, hooks, false)?)
 }
 

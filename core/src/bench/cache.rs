@@ -33,7 +33,7 @@ fn step(
         let (mut method, vars) = Method::build(exp, model)?;
         let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let micro: Vec<&BenchBatch> = micro.iter().collect();
-        let st = train_step(model, &mut method, &mut opt, &micro, false)?;
+        let st = train_step(exp, model, &mut method, &mut opt, &micro, false)?;
         let c = st.row_cache.unwrap_or_default();
         out = Some(Measured {
             rows: st.traffic[crate::event::Kind::Rows] + st.traffic[crate::event::Kind::Grads],

@@ -219,6 +219,80 @@ pub fn run(opts: Options, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Repo
     })
 }
 
+/// `meft bench --config FILE`: the first `steps` steps of that run, each
+/// through the trainer's own `train_step` (the step function, then the
+/// ledgers, events and histograms a run emits), timed by the trainer as a
+/// run times them. Nothing is checkpointed or evaluated.
+pub fn run_config(
+    exp: &crate::config::Experiment,
+    steps: usize,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Report> {
+    let t0 = Instant::now();
+    exp.validate()?;
+    progress("the model");
+    let loaded = crate::train::load_base(exp)?;
+    let dir = tempfile::tempdir()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (_ctl, ctl_rx) = std::sync::mpsc::channel();
+    let mut t = crate::train::trainer::Trainer::new(exp.clone(), loaded, dir.path(), tx, ctl_rx)?;
+    let steps = (steps.max(1) as u64).min(t.total);
+    for i in 0..steps {
+        progress(&format!("step {} of {steps}", i + 1));
+        t.train_step()?;
+        // A run's watcher drains the events as they come.
+        rx.try_iter().for_each(drop);
+    }
+    let summary = t.summary();
+    let mut times = t.tally.step_times.clone();
+    times.sort_by(f64::total_cmp);
+    let timing = Timing {
+        median: summary.median_step_s,
+        min: times.first().copied().unwrap_or(f64::NAN),
+        max: times.last().copied().unwrap_or(f64::NAN),
+        reps: times.len(),
+    };
+    let mut s = Section::new(&format!(
+        "The run's own steps: {} ({} · {} of {} steps)",
+        exp.name, exp.method.kind, steps, t.total
+    ));
+    s.row(
+        "median step",
+        format!(
+            "{:.3} s ±{:.0} % (fastest {:.3}, slowest {:.3})",
+            timing.median,
+            timing.spread_pct(),
+            timing.min,
+            timing.max
+        ),
+        "measured by the trainer, as `meft run` reports its median step",
+    );
+    s.row(
+        "tokens per second",
+        format!(
+            "{:.0}",
+            summary.tokens as f64 / t.tally.step_times.iter().sum::<f64>().max(1e-9)
+        ),
+        "measured",
+    );
+    s.row(
+        "loss, first and last step",
+        format!("{:.4} → {:.4}", summary.first_loss, summary.final_loss),
+        "measured",
+    );
+    s.figure("median_step_s", timing.median);
+    s.figure("fastest_step_s", timing.min);
+    s.figure("slowest_step_s", timing.max);
+    s.figure("steps", steps);
+    Ok(Report {
+        machine: machine(),
+        device: format!("{:?}", t.model.device.location()),
+        quick: false,
+        seconds: t0.elapsed().as_secs_f64(),
+        sections: vec![s],
+    })
+}
+
 /// Least-squares slope of log(y) against log(x): how y grows with x.
 pub fn growth_exponent(points: &[(f64, f64)]) -> f64 {
     let pts: Vec<(f64, f64)> = points

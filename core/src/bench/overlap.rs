@@ -40,7 +40,7 @@ pub(super) fn section(
         let (mut method, vars) = Method::build(&exp, model)?;
         let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let t = time(1, reps, || {
-            train_step(model, &mut method, &mut opt, &[batch], false)?;
+            train_step(&exp, model, &mut method, &mut opt, &[batch], false)?;
             Ok(())
         })?;
         // The last update finishes before the next setting is timed.

@@ -12,6 +12,7 @@ use crate::model::{Hooks, Input, Model, ModelConfig};
 use crate::optim::{AdamWConfig, DeviceAdamW};
 use crate::train::method::Method;
 use crate::train::objective::masked_loss;
+use crate::train::step::{optimizer_step, StepAt};
 use crate::units::{bytes, ratio};
 use candle_core::{Result, Tensor, Var};
 
@@ -77,12 +78,7 @@ impl BenchBatch {
 
     pub(super) fn loss(&self, model: &Model, hooks: &mut dyn Hooks) -> anyhow::Result<Tensor> {
         let b = &self.0;
-        let input = Input {
-            ids: &b.ids,
-            pad_mask: &b.attn_mask,
-            batch: b.batch,
-            seq: b.seq,
-        };
+        let input = Input::from(b);
         let logits = model.forward(&input, None, hooks, false)?;
         Ok(masked_loss(&logits, b)?.0)
     }
@@ -101,35 +97,46 @@ impl Hooks for BiasAtLayerZero {
     }
 }
 
-/// One optimizer step of `method` over `micro` (its micro-batches), with
-/// pick statistics when `stats`; returns what MEFT moved.
+/// One optimizer step of `exp`'s `method` over `micro` (its micro-batches),
+/// with pick statistics when `stats`; returns what MEFT moved. This is the
+/// trainer's own step ([`crate::train::step::optimizer_step`]: the global
+/// norm, clipping, the schedule and both optimizers), at the schedule's
+/// step 100 of 1,000 with the learning rate 1e-4.
 pub(super) fn train_step(
+    exp: &Experiment,
     model: &Model,
     method: &mut Method,
     opt: &mut DeviceAdamW,
     micro: &[&BenchBatch],
     stats: bool,
 ) -> anyhow::Result<StepStats> {
-    method.set_train(true);
-    method.begin_step(stats)?;
-    let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars.len()];
-    for (i, b) in micro.iter().enumerate() {
-        method.begin_micro_batch(7 + i as u64);
-        let g = b.loss(model, method)?.backward()?;
-        for (acc, (_, v)) in grads.iter_mut().zip(&opt.vars) {
-            if let Some(gi) = g.get(v.as_tensor()) {
-                *acc = Some(match acc.take() {
-                    Some(a) => (a + gi)?,
-                    None => gi.clone(),
-                });
-            }
-        }
-        method.after_backward()?;
-    }
-    method.end_micro_batches()?;
-    opt.step(&grads, 1e-4, 1.0)?;
-    method.host_step(1e-4, 1.0, &AdamWConfig::default())?;
-    Ok(method.take_step_stats())
+    let mut exp = exp.clone();
+    let rows = micro.first().map_or(1, |b| b.0.batch);
+    exp.train.micro_batch = rows;
+    exp.train.batch = rows * micro.len().max(1);
+    exp.train.lr = 1e-4;
+    let mut next = 0;
+    let mut next_batch = || {
+        let b = micro[next % micro.len()].0.clone();
+        next += 1;
+        b
+    };
+    let at = StepAt {
+        step: 100,
+        total: 1_000,
+        lr_scale: 1.0,
+    };
+    let out = optimizer_step(
+        &exp,
+        model,
+        method,
+        opt,
+        at,
+        &mut next_batch,
+        &|| None,
+        stats,
+    )?;
+    Ok(out.stats)
 }
 
 /// Forward FLOPs per token of the base (its linear maps, attention over
@@ -284,7 +291,7 @@ fn model_section(
         let mut opt = DeviceAdamW::new(vars, AdamWConfig::default())?;
         let mut stats = StepStats::default();
         let timing = time(1, reps, || {
-            stats = train_step(model, &mut method, &mut opt, &[batch], false)?;
+            stats = train_step(&exp, model, &mut method, &mut opt, &[batch], false)?;
             Ok(())
         })?;
         let name = match kind {
@@ -413,7 +420,7 @@ fn overhead(model: &mut Model, batch: &BenchBatch, reps: usize) -> anyhow::Resul
             });
             let drain = std::thread::spawn(move || rx.iter().count());
             let t = time(1, 10, || {
-                train_step(model, &mut method, &mut opt, &[batch], with)?;
+                train_step(&exp, model, &mut method, &mut opt, &[batch], with)?;
                 if with {
                     let _ = method.histograms(1);
                 }

@@ -584,6 +584,17 @@ pub struct Input<'a> {
     pub seq: usize,
 }
 
+impl<'a> From<&'a crate::data::batch::Batch> for Input<'a> {
+    fn from(b: &'a crate::data::batch::Batch) -> Self {
+        Input {
+            ids: &b.ids,
+            pad_mask: &b.attn_mask,
+            batch: b.batch,
+            seq: b.seq,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: ModelConfig,

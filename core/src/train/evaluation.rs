@@ -30,12 +30,7 @@ pub fn heldout_loss(
         let (mut sum, mut count) = (0f64, 0usize);
         for chunk in rows.chunks(micro_batch.max(1)) {
             let batch = Batch::left_padded(chunk, pad_id);
-            let input = Input {
-                ids: &batch.ids,
-                pad_mask: &batch.attn_mask,
-                batch: batch.batch,
-                seq: batch.seq,
-            };
+            let input = Input::from(&batch);
             let logits = model.forward(&input, None, method, false)?;
             let (loss, n) = super::objective::masked_loss(&logits, &batch)?;
             sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * n as f64;

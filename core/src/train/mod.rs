@@ -16,6 +16,7 @@ pub mod pretrain;
 pub mod probe;
 pub mod remote;
 pub mod runs;
+pub mod step;
 pub mod tally;
 pub mod trainer;
 

@@ -68,12 +68,7 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
         let batch = Batch::left_padded(&rows, tokenizer.pad_id);
         tokens += (batch.batch * batch.seq) as u64;
         seq += batch.seq as u64;
-        let input = Input {
-            ids: &batch.ids,
-            pad_mask: &batch.attn_mask,
-            batch: batch.batch,
-            seq: batch.seq,
-        };
+        let input = Input::from(&batch);
         model.forward(&input, None, &mut method, true)?;
         let m = method
             .meft_mut()

@@ -5,16 +5,17 @@
 
 use super::ledger::{check_memory, device_ledger, plan_at, predicted};
 use super::method::Method;
+use super::step::{optimizer_step, StepAt};
 use super::tally::Tally;
 use super::Control;
 use crate::checkpoint::{CheckpointReader, CheckpointWriter};
-use crate::config::{BiasCorrection, Experiment};
+use crate::config::Experiment;
 use crate::data::batch::{Batch, Batcher, Encoded, Position};
 use crate::data::spec::{encode_all, load_splits};
 use crate::data::Example;
 use crate::event::*;
-use crate::model::{Input, LoadedModel, Model};
-use crate::optim::{clip_coefficient, lr_at, warmup_steps, AdamWConfig, DeviceAdamW};
+use crate::model::{LoadedModel, Model};
+use crate::optim::{AdamWConfig, DeviceAdamW};
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
@@ -305,106 +306,65 @@ impl Trainer {
         self.tally.summary(self.step, predicted)
     }
 
-    /// One optimizer step over `batch / micro_batch` micro-batches.
+    /// One optimizer step over `batch / micro_batch` micro-batches (the
+    /// one [`super::step::optimizer_step`] every run and `meft bench` take),
+    /// then its accounting: ledgers, events, histograms.
     pub fn train_step(&mut self) -> Result<()> {
         let t0 = Instant::now();
         let heap_before = crate::telemetry::heap::live();
         crate::telemetry::heap::reset_peak();
-        let accum = (self.exp.train.batch / self.exp.train.micro_batch).max(1);
-        let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars.len()];
-        let (mut loss_sum, mut tokens) = (0f64, 0u64);
-        let mut device_used: Option<u64> = None;
-        self.method.set_train(true);
-        self.method.begin_step(true)?;
-        for micro in 0..accum {
-            let seed = self.exp.train.seed ^ (self.step * 1_000 + micro as u64 + 1);
-            self.method.begin_micro_batch(seed);
-            let idx = self.batcher.next_batch();
-            let rows: Vec<Encoded> = idx.iter().map(|&i| self.train[i].clone()).collect();
-            let batch = Batch::left_padded(&rows, self.tokenizer.pad_id);
-            self.tally.micro_shape = Some(((batch.batch * batch.seq) as u64, batch.seq as u64));
-            tokens += batch.attn_mask.iter().filter(|&&m| m == 1).count() as u64;
-            let input = Input {
-                ids: &batch.ids,
-                pad_mask: &batch.attn_mask,
-                batch: batch.batch,
-                seq: batch.seq,
-            };
-            let logits = self.model.forward(&input, None, &mut self.method, false)?;
-            let loss = (super::objective::masked_loss(&logits, &batch)?.0 / accum as f64)?;
-            loss_sum += scalar(&loss)?;
-            let g = loss.backward()?;
-            for (acc, (_, var)) in grads.iter_mut().zip(&self.opt.vars) {
-                if let Some(gi) = g.get(var.as_tensor()) {
-                    *acc = Some(match acc.take() {
-                        Some(a) => (a + gi)?,
-                        None => gi.clone(),
-                    });
-                }
-            }
-            self.method.after_backward()?;
-            // While the micro-batch's graph and gradients are still alive.
-            if let Some(d) = &self.device_used {
-                device_used = device_used.max(d.used());
-            }
-        }
-        self.method.end_micro_batches()?;
-        // Global norm over device parameters and host rows together.
-        let mut sq = self.method.host_grad_sq_norm()?;
-        for g in grads.iter().flatten() {
-            sq += scalar(&g.sqr()?.sum_all()?)?;
-        }
-        let norm = sq.sqrt();
-        if !loss_sum.is_finite() || !norm.is_finite() {
-            // Nothing of this step is applied and no checkpoint is written:
-            // the newest checkpoint on disk is the last finite state.
-            return Err(super::Diverged {
-                step: self.step + 1,
-                what: format!("the loss is {loss_sum} and the gradient norm {norm}"),
-            }
-            .into());
-        }
-        if let Some(text) = self.tally.watch_gradient_norm(norm, self.step + 1) {
+        let at = StepAt {
+            step: self.step,
+            total: self.total,
+            lr_scale: self.lr_scale,
+        };
+        let (batcher, train, pad) = (&mut self.batcher, &self.train, self.tokenizer.pad_id);
+        let mut next_batch = || {
+            let rows: Vec<Encoded> = batcher
+                .next_batch()
+                .iter()
+                .map(|&i| train[i].clone())
+                .collect();
+            Batch::left_padded(&rows, pad)
+        };
+        let device_used = self.device_used.as_ref();
+        let out = optimizer_step(
+            &self.exp,
+            &self.model,
+            &mut self.method,
+            &mut self.opt,
+            at,
+            &mut next_batch,
+            &|| device_used.and_then(|d| d.used()),
+            true,
+        )?;
+        self.tally.micro_shape = Some(out.micro_shape);
+        if let Some(text) = self.tally.watch_gradient_norm(out.grad_norm, self.step + 1) {
             self.emit(Event::Message { text });
         }
-        let coef = clip_coefficient(norm, self.exp.train.clip);
-        let warm = warmup_steps(self.total, self.exp.train.warmup_ratio);
-        let lr = lr_at(
-            self.exp.train.lr,
-            self.step,
-            self.total,
-            warm,
-            self.exp.train.schedule,
-        ) * self.lr_scale;
-        self.opt.step(&grads, lr, coef)?;
-        let mut cfg = self.opt.cfg;
-        if self.exp.method.meft.bias_correction == BiasCorrection::Global {
-            cfg.global_step = Some(self.step + 1);
-        }
-        let (rows_updated, accumulators) = self.method.host_step(lr, coef, &cfg)?;
-        self.tally.accumulator_bytes = accumulators;
+        self.tally.accumulator_bytes = out.accumulator_bytes;
         self.step += 1;
         let wall = t0.elapsed().as_secs_f64();
         let heap = HeapReading {
             before: heap_before,
             peak: crate::telemetry::heap::peak(),
         };
-        let stats = self.method.take_step_stats();
+        let (stats, device_used) = (out.stats, out.device_used);
         self.tally.step_unions = stats.peak_unions;
         let pos = self.batcher.position();
         let step = StepEvent {
             step: self.step,
             total_steps: self.total,
             epoch: pos.epoch as f64 + pos.index as f64 / self.train.len().max(1) as f64,
-            loss: loss_sum,
-            lr,
-            grad_norm: norm,
-            tokens,
+            loss: out.loss,
+            lr: out.lr,
+            grad_norm: out.grad_norm,
+            tokens: out.tokens,
             wall_ms: wall * 1e3,
             traffic: stats.traffic,
             union_sizes: stats.unions,
             picks: stats.picks,
-            rows_updated,
+            rows_updated: out.rows_updated,
             row_cache: stats.row_cache,
         };
         self.tally.add_step(&step);
