@@ -35,25 +35,32 @@ pub fn bytes(n: u64) -> String {
     bytes_f(n as f64)
 }
 
+const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
 /// [`bytes`] for averaged (fractional) byte counts; "–" for none.
 pub fn bytes_f(n: f64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if !n.is_finite() || n < 0.0 {
         return "–".into();
     }
-    if n < 1024.0 {
-        return format!("{} B", n.round() as u64);
+    match scaled(n) {
+        (v, 0) => format!("{} B", v.round() as u64),
+        (v, unit) => format!("{} {}", significant(v), UNITS[unit]),
     }
-    let mut v = n;
-    let mut unit = 0;
+}
+
+/// `n` bytes in the unit [`bytes_f`] writes them in, and that unit's index
+/// in [`UNITS`].
+fn scaled(n: f64) -> (f64, usize) {
+    let (mut v, mut unit) = (n, 0);
     while v >= 1024.0 && unit + 1 < UNITS.len() {
         v /= 1024.0;
         unit += 1;
     }
-    if v.round() >= 1024.0 && unit + 1 < UNITS.len() {
-        return format!("1 {}", UNITS[unit + 1]);
+    // What would round to 1024 of a unit reads as 1 of the next.
+    if unit > 0 && v.round() >= 1024.0 && unit + 1 < UNITS.len() {
+        return (v / 1024.0, unit + 1);
     }
-    format!("{} {}", significant(v), UNITS[unit])
+    (v, unit)
 }
 
 /// One decimal below 100 and none above, without a trailing ".0".
@@ -68,18 +75,13 @@ fn significant(v: f64) -> String {
 
 /// "12.1/139 GiB": a used/total pair sharing the total's unit.
 pub fn bytes_of(used: u64, total: u64) -> String {
-    let t = bytes(total);
-    let unit = t.rsplit(' ').next().unwrap_or("B");
-    let power = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-        .iter()
-        .position(|u| *u == unit)
-        .unwrap_or(0);
+    let (_, power) = scaled(total as f64);
     let u = used as f64 / 1024f64.powi(power as i32);
     let u = match power {
         0 => format!("{u:.0}"),
         _ => significant(u),
     };
-    format!("{u}/{t}")
+    format!("{u}/{}", bytes(total))
 }
 
 /// Compact counts: 812, 1.9k, 23k, 4.1M.
@@ -224,6 +226,8 @@ mod tests {
             bytes_of(12 * 1024 * 1024 * 1024, 139 * 1024 * 1024 * 1024),
             "12/139 GiB"
         );
+        assert_eq!(bytes_of(512 << 10, (1 << 20) - 1), "0.5/1 MiB");
+        assert_eq!(bytes_of(700, 1000), "700/1000 B");
         assert_eq!(duration(192.0), "3m12s");
         assert_eq!(count(1900.0), "1.9k");
         assert_eq!(bytes_short(256 * 1024), "256K");

@@ -198,9 +198,15 @@ pub fn rouge_l(pred: &str, gold: &[String]) -> f64 {
 pub fn bleu_4(pred: &str, gold: &[String]) -> f64 {
     let hyp: Vec<char> = pred.chars().collect();
     let refs: Vec<Vec<char>> = gold.iter().map(|g| g.chars().collect()).collect();
-    if refs.is_empty() {
+    let len = hyp.len();
+    // The reference length closest to the prediction's, the shorter on a tie.
+    let Some(closest) = refs
+        .iter()
+        .map(Vec::len)
+        .min_by_key(|&l| (l.abs_diff(len), l))
+    else {
         return bool_score(hyp.is_empty());
-    }
+    };
     let mut log_sum = 0.0;
     let mut zeros = 0;
     for n in 1..=4usize {
@@ -236,19 +242,12 @@ pub fn bleu_4(pred: &str, gold: &[String]) -> f64 {
         };
         log_sum += 0.25 * p.ln();
     }
-    let c = hyp.len();
-    // The reference length closest to the prediction's, the shorter on a tie.
-    let r = refs
-        .iter()
-        .map(Vec::len)
-        .min_by_key(|&l| (l.abs_diff(c), l))
-        .unwrap_or(0);
-    let bp = if c > r {
+    let bp = if len > closest {
         1.0
-    } else if c == 0 {
+    } else if len == 0 {
         0.0
     } else {
-        (1.0 - r as f64 / c as f64).exp()
+        (1.0 - closest as f64 / len as f64).exp()
     };
     bp * log_sum.exp()
 }

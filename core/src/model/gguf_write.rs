@@ -210,10 +210,9 @@ pub fn write_gguf(model: &Model, tok: &Tokenizer, path: &Path, dtype: GgmlDType)
         let t = t
             .to_device(&Device::Cpu)?
             .to_dtype(candle_core::DType::F32)?;
-        let row = t.dims().last().copied().unwrap_or(0);
-        let q = match t.rank() {
-            1 => GgmlDType::F32,
-            _ if row % dtype.block_size() == 0 => dtype,
+        let q = match t.dims() {
+            [_] => GgmlDType::F32,
+            [.., row] if row % dtype.block_size() == 0 => dtype,
             _ => GgmlDType::F16,
         };
         tensors.push((

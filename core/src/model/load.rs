@@ -988,8 +988,13 @@ fn gguf_config(
     let hidden = get_u("embedding_length")?;
     let heads = get_u("attention.head_count")?;
     let head_dim = get_u("attention.key_length").unwrap_or(hidden / heads.max(1));
-    let vocab = match ct.tensor_infos.get("token_embd.weight") {
-        Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+    let vocab = match ct
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|i| i.shape.dims())
+    {
+        Some([vocab, ..]) => *vocab,
+        Some([]) => return Err(file_err(path, "tensor token_embd.weight has no dimensions")),
         None => return Err(file_err(path, "missing tensor token_embd.weight")),
     };
     let rope_scaling = match md

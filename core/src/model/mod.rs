@@ -539,6 +539,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn len(&self) -> usize {
+        // A cache that has seen no rows yet has batch 0, and no positions.
         self.key_mask.len().checked_div(self.batch).unwrap_or(0)
     }
 
@@ -617,6 +618,15 @@ impl Model {
     /// Every base tensor with its Hugging Face name, as a Hugging Face
     /// checkpoint of the family stores it.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.filed_tensors()
+            .into_iter()
+            .map(|(name, _, t)| (name, t))
+            .collect()
+    }
+
+    /// [`Model::named_tensors`], each layer tensor with the part it is, so
+    /// that what depends on the part needs no second walk of the layers.
+    fn filed_tensors(&self) -> Vec<(String, Option<Part>, Tensor)> {
         let off = self.norm_offset();
         let file = |t: &Tensor, norm: bool| -> Tensor {
             match norm && off != 0.0 {
@@ -624,18 +634,27 @@ impl Model {
                 false => t.clone(),
             }
         };
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            None,
+            self.embed.clone(),
+        )];
         for (i, l) in self.layers.iter().enumerate() {
             for (part, t) in l.parts() {
                 out.push((
                     hf_part_name(self.config.arch, i, part),
+                    Some(part),
                     file(t, part.is_norm()),
                 ));
             }
         }
-        out.push(("model.norm.weight".to_string(), file(&self.norm, true)));
+        out.push((
+            "model.norm.weight".to_string(),
+            None,
+            file(&self.norm, true),
+        ));
         if let Some(h) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), h.weight.clone()));
+            out.push(("lm_head.weight".to_string(), None, h.weight.clone()));
         }
         out
     }
@@ -670,22 +689,16 @@ impl Model {
     /// [`Model::named_tensors`] as a Hugging Face checkpoint holds them
     /// (q and k rows in its RoPE order).
     pub fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
-        let named = self.named_tensors();
-        let mut it = named.into_iter().skip(1);
-        for (i, l) in self.layers.iter().enumerate() {
-            for (part, _) in l.parts() {
-                let Some((name, t)) = it.next() else { break };
-                debug_assert_eq!(name, hf_part_name(self.config.arch, i, part));
+        self.filed_tensors()
+            .into_iter()
+            .map(|(name, part, t)| {
                 let t = match part {
-                    Part::Weight(p) | Part::Bias(p) => self.hf_rows(&t, p)?,
+                    Some(Part::Weight(p) | Part::Bias(p)) => self.hf_rows(&t, p)?,
                     _ => t,
                 };
-                out.push((name, t));
-            }
-        }
-        out.extend(it);
-        Ok(out)
+                Ok((name, t))
+            })
+            .collect()
     }
 
     /// Convert every weight to `dtype` (f64 for finite-difference checks).

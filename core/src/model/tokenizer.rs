@@ -253,6 +253,8 @@ impl Tokenizer {
         eos_id: Option<u32>,
         pad_id: Option<u32>,
     ) -> Self {
+        // Padding is masked out of attention and the loss, so with neither
+        // a pad nor an EOS token any id serves.
         let pad_id = pad_id.or(eos_id).unwrap_or(0);
         Self {
             inner,

@@ -94,6 +94,8 @@ impl std::fmt::Display for Exported {
             self.out.display()
         )?;
         for file in &self.files {
+            // The files were just written; one gone since reads as empty
+            // rather than failing the summary of what was written.
             let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
             write!(
                 f,
@@ -433,6 +435,10 @@ pub fn restore_adapter(adapter: &Path, model: Option<&str>) -> Result<Restored> 
     let mut exp = Experiment::from_toml(field("config_toml")?, &json.display().to_string())?;
     let trained_on = field("base")?.to_string();
     let want = field("base_fnv1a64")?.to_string();
+    let step = meta
+        .get("step")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| bad("no \"step\" (the checkpoint's step, a whole number)"))?;
     if let Some(m) = model {
         exp.model.reference = m.to_string();
     }
@@ -450,7 +456,7 @@ pub fn restore_adapter(adapter: &Path, model: Option<&str>) -> Result<Restored> 
     );
     let method = Method::for_decoding(&exp, &mut model, &weights)?;
     Ok(Restored {
-        step: meta.get("step").and_then(|s| s.as_u64()).unwrap_or(0),
+        step,
         exp,
         model,
         tokenizer,

@@ -84,7 +84,11 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
     }
     let neurons = exp.method.meft.neurons as u64;
     let (touched_at_end, extrapolated) = if n >= run_micro_batches {
-        (touched.last().copied().unwrap_or(0), false)
+        let last = touched
+            .last()
+            .copied()
+            .context("the run has no micro-batch to probe")?;
+        (last, false)
     } else {
         (saturating_fit(&touched, run_micro_batches, neurons), true)
     };
@@ -106,6 +110,7 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
 /// grid of α with C and B solved exactly for each, kept between the last
 /// measurement and `cap`.
 pub fn saturating_fit(c: &[u64], at: u64, cap: u64) -> u64 {
+    // Nothing measured yet: no row touched.
     let last = c.last().copied().unwrap_or(0);
     if c.len() < 3 {
         return last;

@@ -57,6 +57,8 @@ pub fn send(dir: &Path, c: Control) -> Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
+        // A clock set before 1970 only loses the order across processes;
+        // the process id and the sequence still keep the names distinct.
         .unwrap_or(0);
     let name = format!(
         "{nanos:020}-{}-{}",

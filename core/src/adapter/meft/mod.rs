@@ -646,6 +646,8 @@ impl MeftAdapter {
                     .iter()
                     .enumerate()
                     .map(|(i, &m)| {
+                        // m = |U| is an empty slot: its row is zero, so the
+                        // gate it takes (expert 0's) scales nothing.
                         let row = sel.union.get(m as usize).copied().unwrap_or(0);
                         (i / k) as u32 * e + row / kpe
                     })

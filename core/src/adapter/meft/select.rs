@@ -5,6 +5,10 @@ use super::lanes::Lanes;
 use super::{HostStore, MeftShape, Routing};
 use rayon::prelude::*;
 
+/// The row id of a slot left empty (fewer candidates than K): the largest,
+/// so that it sorts after every row.
+const NO_ROW: u32 = u32::MAX;
+
 /// What the host selected for one micro-batch at one layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
@@ -34,9 +38,7 @@ pub fn select(
         Routing::KeyExperts => p * kpe,
         Routing::Full => store.m,
     };
-    // Each token's kept (row, score) pairs in its K slots; a row id of
-    // NO_ROW marks a slot left empty (fewer candidates than K).
-    const NO_ROW: u32 = u32::MAX;
+    // Each token's kept (row, score) pairs in its K slots.
     let mut kept = vec![(NO_ROW, 0f32); n * k];
     kept.par_chunks_mut(k.max(1)).enumerate().for_each_init(
         || Vec::with_capacity(candidates),
@@ -66,18 +68,40 @@ pub fn select(
             }
         },
     );
-    let mut union: Vec<u32> = kept.iter().map(|c| c.0).filter(|&j| j != NO_ROW).collect();
-    union.sort_unstable();
-    union.dedup();
-    let empty = union.len() as u32;
-    let (map, scores) = kept
+    let (union, map) = union_and_map(&kept);
+    let scores = kept
         .iter()
-        .map(|&(j, o)| match j {
-            NO_ROW => (empty, 0.0),
-            _ => (union.binary_search(&j).unwrap_or(0) as u32, o),
-        })
-        .unzip();
+        .map(|&(j, o)| if j == NO_ROW { 0.0 } else { o })
+        .collect();
     Selection { union, map, scores }
+}
+
+/// The sorted distinct rows of `kept` and each slot's index into them, from
+/// one sort of (row, slot) pairs: walking them in row order, a slot's index
+/// is the number of distinct rows before its own. Empty slots sort last, so
+/// they come when the union is whole and get its length. Slots are u32, as
+/// the map's entries are.
+fn union_and_map(kept: &[(u32, f32)]) -> (Vec<u32>, Vec<u32>) {
+    let mut by_row: Vec<u64> = kept
+        .iter()
+        .zip(0u32..)
+        .map(|(&(j, _), slot)| (u64::from(j) << 32) | u64::from(slot))
+        .collect();
+    by_row.sort_unstable();
+    let mut union: Vec<u32> = Vec::new();
+    // Every slot is in `by_row` once, so each entry is written below.
+    let mut map = vec![0u32; kept.len()];
+    for key in by_row {
+        let (j, slot) = ((key >> 32) as u32, key as u32 as usize);
+        if j != NO_ROW && union.last() != Some(&j) {
+            union.push(j);
+        }
+        map[slot] = match j == NO_ROW {
+            true => union.len() as u32,
+            false => union.len() as u32 - 1,
+        };
+    }
+    (union, map)
 }
 
 /// Rows `ids` of the store as one |U| × 2d buffer, each row's key then its
@@ -93,4 +117,25 @@ pub fn gather_kv(store: &HostStore, ids: &[u32]) -> Vec<f32> {
             dst[d..].copy_from_slice(&store.values[j * d..(j + 1) * d]);
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{union_and_map, NO_ROW};
+
+    #[test]
+    fn each_slot_indexes_its_row_in_the_union() {
+        let kept = [
+            (7, 0.5),
+            (3, 0.1),
+            (NO_ROW, 0.0),
+            (7, 0.2),
+            (9, 0.3),
+            (NO_ROW, 0.0),
+        ];
+        let (union, map) = union_and_map(&kept);
+        assert_eq!(union, vec![3, 7, 9]);
+        assert_eq!(map, vec![1, 0, 3, 1, 2, 3]);
+        assert_eq!(union_and_map(&[]), (vec![], vec![]));
+    }
 }

@@ -31,17 +31,21 @@ impl Step {
 
 pub(super) struct Problem {
     question: String,
+    /// The working before the last step.
     steps: Vec<Step>,
+    /// The step whose value is the answer.
+    last: Step,
 }
 
 impl Problem {
     fn answer(&self) -> i64 {
-        self.steps.last().map(Step::value).unwrap_or(0)
+        self.last.value()
     }
 
     fn lines(&self, annotate: bool) -> Vec<String> {
         self.steps
             .iter()
+            .chain([&self.last])
             .map(|s| {
                 let c = s.value();
                 let unit = if s.unit.is_empty() {
@@ -95,7 +99,8 @@ fn problem(name: &str, rng: &mut ChaCha8Rng) -> Problem {
                 question: format!(
                     "{name} bakes {a} trays of {b} rolls and sells {c}. How many rolls are left?"
                 ),
-                steps: vec![step(a, '*', b, "rolls"), step(p, '-', c, "rolls")],
+                steps: vec![step(a, '*', b, "rolls")],
+                last: step(p, '-', c, "rolls"),
             }
         }
         1 => {
@@ -106,11 +111,8 @@ fn problem(name: &str, rng: &mut ChaCha8Rng) -> Problem {
             let (p, q) = (a * b, c * d);
             Problem {
                 question: format!("{name} buys {a} boxes with {b} pencils each and gives {c} pencils to each of {d} friends. How many pencils does {name} have left?"),
-                steps: vec![
-                    step(a, '*', b, "pencils"),
-                    step(c, '*', d, "pencils"),
-                    step(p, '-', q, "pencils"),
-                ],
+                steps: vec![step(a, '*', b, "pencils"), step(c, '*', d, "pencils")],
+                last: step(p, '-', q, "pencils"),
             }
         }
         2 => {
@@ -120,7 +122,8 @@ fn problem(name: &str, rng: &mut ChaCha8Rng) -> Problem {
             let p = a * b;
             Problem {
                 question: format!("{name} earns {a} dollars an hour and works {b} hours a day. How many dollars does {name} earn in {c} days?"),
-                steps: vec![step(a, '*', b, "dollars"), step(p, '*', c, "dollars")],
+                steps: vec![step(a, '*', b, "dollars")],
+                last: step(p, '*', c, "dollars"),
             }
         }
         3 => {
@@ -132,11 +135,8 @@ fn problem(name: &str, rng: &mut ChaCha8Rng) -> Problem {
             let d = rng.random_range(1..10);
             Problem {
                 question: format!("{name} collects {a} shells on Monday and {b} shells on Tuesday, then shares them equally among {c} jars. Each jar also gets {d} pebbles. How many things are in each jar?"),
-                steps: vec![
-                    step(a, '+', b, "shells"),
-                    step(total, '/', c, "shells"),
-                    step(per, '+', d, "things"),
-                ],
+                steps: vec![step(a, '+', b, "shells"), step(total, '/', c, "shells")],
+                last: step(per, '+', d, "things"),
             }
         }
         _ => {
@@ -146,7 +146,8 @@ fn problem(name: &str, rng: &mut ChaCha8Rng) -> Problem {
             let p = a * b;
             Problem {
                 question: format!("A crate holds {a} jars. {name} fills {b} crates and then breaks {c} jars. How many whole jars are there?"),
-                steps: vec![step(a, '*', b, "jars"), step(p, '-', c, "")],
+                steps: vec![step(a, '*', b, "jars")],
+                last: step(p, '-', c, ""),
             }
         }
     }

@@ -280,7 +280,7 @@ fn plan_at(input: &PlanInput) -> Result<Plan, PlanError> {
         // own gradients pile up: whichever is larger.
         let surge = match exp.method.kind {
             MethodKind::Meft if meft_composed(input) => {
-                let u = p_unions(input).into_iter().max().unwrap_or(0);
+                let u = p_unions(input)?.into_iter().max().unwrap_or(0);
                 // candle's CPU matmuls widen half-precision operands to f32.
                 let rb = match exp.model.device.as_str() {
                     "cpu" => F32,
@@ -757,7 +757,7 @@ fn row_cache_grads(input: &PlanInput) -> Result<u64, PlanError> {
         return Ok(0);
     }
     let d = input.model.hidden_size as u64;
-    sum(p_unions(input)
+    sum(p_unions(input)?
         .into_iter()
         .map(|u| u.saturating_mul(2 * d * row_dtype(input).bytes())))
 }
@@ -776,22 +776,17 @@ pub fn meft_backward_surge(n: u64, d: u64, u: u64, rb: u64) -> Result<u64, PlanE
 }
 
 /// The unions a plan assumed: the given ones clamped, or the worst case.
-fn p_unions(input: &PlanInput) -> Vec<u64> {
+fn p_unions(input: &PlanInput) -> Result<Vec<u64>, PlanError> {
     let cfg = &input.exp.method.meft;
     let worst = (cfg.neurons as u64).min(
         input
             .tokens_per_micro_batch
             .saturating_mul(cfg.top_k as u64),
     );
-    let layers = cfg
-        .layers
-        .resolve(input.model.num_layers)
-        .map(|l| l.len())
-        .unwrap_or(0);
-    match input.union_sizes {
+    Ok(match input.union_sizes {
         Some(u) => u.iter().map(|&x| x.min(worst)).collect(),
-        None => vec![worst; layers],
-    }
+        None => vec![worst; cfg.layers.resolve(input.model.num_layers)?.len()],
+    })
 }
 
 #[cfg(test)]

@@ -68,21 +68,22 @@ impl Plan {
             };
             line("dense offload", self.dense_offload, verdict);
         }
-        let room = |h: Option<i64>| bytes(h.unwrap_or(0).unsigned_abs());
+        // The headroom, or how far over: the same distance either way.
+        let room = |gpu: u64| bytes(gpu.abs_diff(self.device_total));
         let fit = match (self.gpu_mem, self.fits) {
             (Some(gpu), Some(true)) => format!(
                 "fits in {} ✓  (device {} ≤ {}, headroom {})",
                 bytes(gpu),
                 bytes(self.device_total),
                 bytes(gpu),
-                room(self.headroom)
+                room(gpu)
             ),
             (Some(gpu), _) => format!(
                 "does not fit in {} ✗  (device {} > {}, {} over)",
                 bytes(gpu),
                 bytes(self.device_total),
                 bytes(gpu),
-                room(self.headroom)
+                room(gpu)
             ),
             (None, _) => format!(
                 "no device size given; the plan needs {}",
