@@ -369,17 +369,8 @@ enum Command {
     Study {
         /// The study TOML, or a folder holding study.toml (presets/study).
         study: std::path::PathBuf,
-        /// The reduced grid: fewer seeds, shorter runs, the quick groups.
-        #[arg(long)]
-        quick: bool,
-        /// Where the runs and the report go (default runs/study-<name>,
-        /// with -quick for the quick grid).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        /// Remove each run's checkpoints once it has finished (the report
-        /// needs only its log and summary; unfinished runs keep theirs).
-        #[arg(long)]
-        drop_checkpoints: bool,
+        #[command(flatten)]
+        opts: meft::study_run::Options,
     },
     /// Runs side by side: a table of what each cost and scored, and their
     /// loss curves overlaid in a chart.
@@ -592,13 +583,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { runs, out } => compare(&runs, &out),
-        Command::Study {
-            study,
-            quick,
-            out,
-            drop_checkpoints,
-        } => {
-            meft::study_run::run(&study, quick, out, drop_checkpoints)?;
+        Command::Study { study, opts } => {
+            meft::study_run::run(&study, opts)?;
             Ok(())
         }
         Command::ExportLogs {

@@ -15,83 +15,106 @@ pub fn default_out(s: &study::Study, quick: bool) -> PathBuf {
     Path::new("runs").join(name)
 }
 
-/// Run the study at `spec` into `out` and write its report there; with
-/// `drop_checkpoints`, each finished run's checkpoints go once it is done.
-pub fn run(
-    spec: &Path,
-    quick: bool,
-    out: Option<PathBuf>,
-    drop_checkpoints: bool,
-) -> Result<Report> {
+/// How `meft study` runs.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Options {
+    /// The reduced grid: fewer seeds, shorter runs, the quick groups.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the runs and the report go (default runs/study-<name>, with
+    /// -quick for the quick grid).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Remove each run's checkpoints once it has finished (the report needs
+    /// only its log and summary; unfinished runs keep theirs).
+    #[arg(long)]
+    pub drop_checkpoints: bool,
+    /// As --drop-checkpoints, and gzip each finished run's event log: what
+    /// a study kept in a repository holds.
+    #[arg(long)]
+    pub pack: bool,
+    /// Reuse finished runs that another source tree trained (each is marked
+    /// stale in the report) instead of training them again.
+    #[arg(long)]
+    pub reuse_stale: bool,
+    /// Train nothing: rebuild the report from the runs' logs in --out.
+    #[arg(long, conflicts_with_all = ["drop_checkpoints", "pack", "reuse_stale"])]
+    pub report_only: bool,
+}
+
+/// Run the study at `spec` and write its report: selection groups first,
+/// then every point, those that take a learning rate from a selection
+/// series once it has finished.
+pub fn run(spec: &Path, opts: Options) -> Result<Report> {
     let s = study::Study::load(spec)?;
-    let out = out.unwrap_or_else(|| default_out(&s, quick));
-    let plan = study::plan(&s, quick, &out)?;
+    let quick = opts.quick;
+    let out = opts.out.clone().unwrap_or_else(|| default_out(&s, quick));
+    if opts.report_only {
+        anyhow::ensure!(
+            out.is_dir(),
+            "{}: no study output here to report on",
+            out.display()
+        );
+        let plan = study::plan(&s, quick, &out)?;
+        let report = study::report(&s, &plan, quick, &out);
+        write(&report, &out)?;
+        print_claims(&report, &out, None);
+        return Ok(report);
+    }
+    let first = study::plan(&s, quick, &out)?;
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
-    let distinct: std::collections::HashSet<&Path> =
-        plan.runs.iter().map(|r| r.dir.as_path()).collect();
     println!(
-        "{}: {} runs ({} distinct: points with equal settings share one){} into {}",
+        "{}: {} runs planned{}{} into {}",
         s.title,
-        plan.runs.len(),
-        distinct.len(),
+        first.runs.len(),
+        match first.pending.len() {
+            0 => String::new(),
+            n =>
+                format!(", {n} points waiting for the learning rates their selection series choose"),
+        },
         if quick { " (quick grid)" } else { "" },
         out.display()
     );
-    for (g, why) in s.groups.iter().zip(&plan.skipped) {
+    for (g, why) in s.groups.iter().zip(&first.skipped) {
         if let Some(why) = why {
             println!("group {}: {why}", g.id);
         }
     }
     let started = std::time::Instant::now();
     let mut freed = 0u64;
-    for (i, run) in plan.runs.iter().enumerate() {
-        let g = &s.groups[run.group];
-        let p = &s.points[run.point];
-        let what = format!(
-            "[{}/{}] {} · {} {} · seed {}",
-            i + 1,
-            plan.runs.len(),
-            g.id,
-            p.series,
-            p.label,
-            run.seed
-        );
-        let t0 = std::time::Instant::now();
-        let outcome = study::execute(run).map_err(|e| {
-            match e.is::<crate::train::headless::Interrupted>() {
-                true => anyhow::anyhow!(
-                    "{e}; run `meft study` again to go on: finished runs are reused and this one resumes from its last checkpoint"
-                ),
-                false => anyhow::anyhow!("{what}: {}", crate::fsx::error_line(&e)),
-            }
-        })?;
-        let rec = crate::train::runs::RunRecord::read(&run.dir);
-        let metric = rec
-            .summary
-            .as_ref()
-            .and_then(|x| x.metrics.get(&g.metric).copied());
-        let result = match metric {
-            Some(v) => format!("{} {v:.4}", g.metric),
-            None => rec.state.name().to_string(),
-        };
-        let how = match outcome {
-            Outcome::Reused => "reused".to_string(),
-            Outcome::Trained => format!(
-                "trained in {}",
-                crate::units::duration(t0.elapsed().as_secs_f64())
-            ),
-            Outcome::Resumed => format!(
-                "resumed, in {}",
-                crate::units::duration(t0.elapsed().as_secs_f64())
-            ),
-        };
-        println!("{what}: {result} ({how})");
-        if drop_checkpoints {
-            freed += study::drop_checkpoints(&rec)?;
+    let mut done: std::collections::HashSet<PathBuf> = Default::default();
+    let mut plan = first;
+    let mut count = 0usize;
+    loop {
+        let todo: Vec<study::PlannedRun> = plan
+            .runs
+            .iter()
+            .filter(|r| !done.contains(&r.dir))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            break;
         }
+        for c in &plan.choices {
+            println!(
+                "{}: chose {} on validation (train.lr = {:.0e})",
+                c.from, c.label, c.lr
+            );
+        }
+        let total: std::collections::HashSet<&Path> =
+            plan.runs.iter().map(|r| r.dir.as_path()).collect();
+        for run in &todo {
+            // Points sharing a run: the first one trains it.
+            if !done.insert(run.dir.clone()) {
+                continue;
+            }
+            count += 1;
+            freed += one(&s, run, (count, total.len()), &opts)?;
+        }
+        plan = study::plan(&s, quick, &out)?;
     }
-    if drop_checkpoints {
+    if opts.drop_checkpoints || opts.pack {
         println!(
             "checkpoints of finished runs removed: {} freed",
             crate::units::bytes(freed)
@@ -99,15 +122,71 @@ pub fn run(
     }
     let report = study::report(&s, &plan, quick, &out);
     write(&report, &out)?;
-    println!(
-        "\nclaims ({} in all):",
-        crate::units::duration(started.elapsed().as_secs_f64())
+    print_claims(&report, &out, Some(started.elapsed().as_secs_f64()));
+    Ok(report)
+}
+
+/// Execute one planned run and say what became of it; returns the bytes
+/// its checkpoints freed.
+fn one(
+    s: &study::Study,
+    run: &study::PlannedRun,
+    (n, of): (usize, usize),
+    opts: &Options,
+) -> Result<u64> {
+    let g = &s.groups[run.group];
+    let p = &s.points[run.point];
+    let what = format!(
+        "[{n}/{of}] {} · {} {} · seed {}",
+        g.id, p.series, p.label, run.seed
     );
+    let t0 = std::time::Instant::now();
+    let outcome = study::execute(run, opts.reuse_stale).map_err(|e| {
+        match e.is::<crate::train::headless::Interrupted>() {
+            true => anyhow::anyhow!(
+                "{e}; run `meft study` again to go on: finished runs are reused and this one resumes from its last checkpoint"
+            ),
+            false => anyhow::anyhow!("{what}: {}", crate::fsx::error_line(&e)),
+        }
+    })?;
+    let rec = crate::train::runs::RunRecord::read(&run.dir);
+    let eval = match g.select {
+        true => rec.validation_eval.as_ref(),
+        false => rec.test_eval.as_ref(),
+    };
+    let result = match eval.and_then(|e| e.metrics.get(&g.metric)) {
+        Some(v) if g.select => format!("validation {} {v:.4}", g.metric),
+        Some(v) => format!("{} {v:.4}", g.metric),
+        None => rec.state.name().to_string(),
+    };
+    let took = crate::units::duration(t0.elapsed().as_secs_f64());
+    let how = match outcome {
+        Outcome::Reused => "reused".to_string(),
+        Outcome::ReusedStale => "reused from another source tree: stale".to_string(),
+        Outcome::Trained => format!("trained in {took}"),
+        Outcome::Retrained => format!("trained again in {took}: its run was another source tree's"),
+        Outcome::Resumed => format!("resumed, in {took}"),
+    };
+    println!("{what}: {result} ({how})");
+    let mut freed = 0;
+    if opts.drop_checkpoints || opts.pack {
+        freed = study::drop_checkpoints(&rec)?;
+    }
+    if opts.pack {
+        study::pack_log(&rec)?;
+    }
+    Ok(freed)
+}
+
+fn print_claims(report: &Report, out: &Path, took: Option<f64>) {
+    match took {
+        Some(t) => println!("\nclaims ({} in all):", crate::units::duration(t)),
+        None => println!("\nclaims (from the runs on disk):"),
+    }
     for c in &report.claims {
         println!("  {}: {} — {}", c.verdict.name(), c.text, c.measured);
     }
     println!("report: {}", out.join("report.md").display());
-    Ok(report)
 }
 
 /// `report.md`, `study.json`, and each measured group's plot.

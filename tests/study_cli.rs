@@ -233,3 +233,149 @@ fn a_study_whose_data_will_not_load_stops_saying_which_run() {
         .unwrap_or_default();
     assert!(runs.is_empty(), "{runs:?}");
 }
+
+const SMALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/study-small");
+
+/// Copy a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_committed_study_rebuilds_its_report_byte_for_byte() {
+    // The runs' packed logs are all a report reads: rebuilt from them, by
+    // whatever source tree, the report and its JSON are the committed ones.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    copy_tree(&Path::new(SMALL).join("out"), &out);
+    for f in ["report.md", "study.json", "lr.svg", "pair.svg"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    let (code, stdout, err) = study_with(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        Path::new(SMALL),
+        &out,
+        &["--report-only"],
+    );
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(!stdout.contains("trained"), "{stdout}");
+    for f in ["report.md", "study.json", "lr.svg", "pair.svg"] {
+        let want = std::fs::read_to_string(Path::new(SMALL).join("out").join(f)).unwrap();
+        let got = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(
+            got == want,
+            "{f} differs from the committed one; if what a run records changed, regenerate the fixture as tests/fixtures/study-small/study.toml says"
+        );
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("95 % interval ["), "{report}");
+    assert!(
+        report.contains("Learning rates chosen on validation"),
+        "{report}"
+    );
+}
+
+#[test]
+fn rates_are_chosen_on_validation_and_other_trees_runs_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, stdout, err) = study_with(root, Path::new(SMALL), &out, &["--quick"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("(trained in").count(), 6, "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    let choices = json["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2, "{json}");
+    // Selection runs decode the validation rows once and no test question;
+    // final runs train at the chosen rate and are scored on the test.
+    for g in json["groups"].as_array().unwrap() {
+        for p in g["points"].as_array().unwrap() {
+            for r in p["runs"].as_array().unwrap() {
+                let run = out.join(r["dir"].as_str().unwrap());
+                let events = meft::train::read_events(&run).unwrap();
+                let evals: Vec<&meft::event::EvalEvent> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Eval(e) => Some(e),
+                        _ => None,
+                    })
+                    .collect();
+                let validation = meft::event::EvalSplit::Validation;
+                let (val, test): (Vec<&meft::event::EvalEvent>, Vec<_>) =
+                    evals.iter().copied().partition(|e| e.split == validation);
+                let select = g["select"].as_bool().unwrap();
+                assert_eq!(test.len(), usize::from(!select), "{}", run.display());
+                if select {
+                    assert_eq!(val.len(), 1, "{}", run.display());
+                    assert_eq!(val[0].n, 9);
+                } else {
+                    assert_eq!(test[0].n, 9, "half of 18 held-out questions");
+                    assert_eq!(test[0].row_scores["nq_em"].len(), 9);
+                    let series = p["series"].as_str().unwrap();
+                    let chosen = choices
+                        .iter()
+                        .find(|c| c["from"] == format!("lr/{series}"))
+                        .unwrap();
+                    assert_eq!(p["lr"], chosen["lr"], "{p}");
+                }
+            }
+        }
+    }
+    // A finished run that another source tree trained is trained again...
+    let pair = json["groups"][1]["points"][0]["runs"][0]["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = out.join(&pair).join("events.jsonl");
+    let restamp = |log: &Path| {
+        let text = std::fs::read_to_string(log).unwrap();
+        let at = text.find("\"source\":\"").unwrap() + 10;
+        let end = at + text[at..].find('"').unwrap();
+        std::fs::write(
+            log,
+            format!("{}0000000000000000{}", &text[..at], &text[end..]),
+        )
+        .unwrap();
+    };
+    restamp(&log);
+    let (code, stdout, err) = study_with(root, Path::new(SMALL), &out, &["--quick"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("trained again").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("(reused)").count(), 5, "{stdout}");
+    // ... or, with --reuse-stale, reused and marked in the report.
+    restamp(&log);
+    let (code, stdout, err) =
+        study_with(root, Path::new(SMALL), &out, &["--quick", "--reuse-stale"]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert_eq!(stdout.matches("stale)").count(), 1, "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("1 runs were reused from another source tree under `--reuse-stale`"),
+        "{report}"
+    );
+    assert!(report.contains("(seed 1, stale)"), "{report}");
+    assert!(report.contains("`0000000000000000` (1 runs)"), "{report}");
+}
+
+#[test]
+fn the_committed_study_files_plan() {
+    // Every point resolves and validates (the runs are not trained here).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["presets/study/study.toml", "presets/study/smollm2.toml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, stdout, err) =
+            study_with(root, &root.join(file), dir.path(), &["--report-only"]);
+        assert_eq!(code, 0, "{file}: {stdout}\n{err}");
+        let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(report.contains("not run yet"), "{file}: {report}");
+    }
+}

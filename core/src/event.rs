@@ -372,6 +372,10 @@ pub struct EvalEvent {
     /// from logs written before scores were recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_scores: Vec<BTreeMap<String, f64>>,
+    /// Every scored row's score by metric, in row order (what a bootstrap
+    /// over questions resamples); absent from older logs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub row_scores: BTreeMap<String, Vec<f64>>,
 }
 
 /// The rows an evaluation scored.
@@ -409,6 +413,13 @@ pub struct RunInfo {
     /// The machine the run trains on: host name, CPU model and cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// The meft version and the hash of the source tree that trained it
+    /// ([`crate::SOURCE_HASH`]); absent from logs written before either was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meft_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -554,17 +565,38 @@ impl Sink for JsonlSink {
     }
 }
 
+/// A run directory's event log: `events.jsonl`, or the gzipped
+/// `events.jsonl.gz` a packed study keeps instead.
+pub fn event_log(dir: &Path) -> std::path::PathBuf {
+    let plain = dir.join("events.jsonl");
+    let packed = dir.join("events.jsonl.gz");
+    match !plain.exists() && packed.is_file() {
+        true => packed,
+        false => plain,
+    }
+}
+
+fn read_log_text(file: &Path) -> std::io::Result<String> {
+    if file.extension().is_some_and(|x| x == "gz") {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(file)?).read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file)
+}
+
 /// The recorded source: a run's `events.jsonl` (or a run directory holding
 /// one), read back whole. Errors name the file and line; a stream from a
 /// newer version is refused; a torn last line (a run killed mid-write) is
 /// dropped.
 pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
     let file = if path.is_dir() {
-        path.join("events.jsonl")
+        event_log(path)
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&file)
+    let text = read_log_text(&file)
         .map_err(|e| anyhow::anyhow!("{}: cannot read the event log: {e}", file.display()))?;
     let lines = text.lines().count();
     let mut events = Vec::new();

@@ -18,6 +18,13 @@
 //! - [`study`]: grids of runs and the report of what they show.
 //! - [`selftest`]: the compute device's path against the CPU reference.
 
+/// meft's version, as every run records it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A hash of the source tree this binary was built from (both crates'
+/// sources, the embedded assets, the manifests and the lock file): a study
+/// reuses a run only when it was trained by the same tree.
+pub const SOURCE_HASH: &str = env!("MEFT_SOURCE_HASH");
+
 pub mod adapter;
 pub mod bench;
 pub mod checkpoint;

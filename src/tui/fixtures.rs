@@ -81,6 +81,8 @@ pub fn run_info(total: u64) -> RunInfo {
         started_unix: 1_735_732_800,
         resumed_from: None,
         machine: Some("testbox · Test CPU @ 3.0GHz (2 cores)".into()),
+        meft_version: None,
+        source: None,
     }
 }
 
@@ -164,6 +166,7 @@ pub fn eval(step: u64, em: f64) -> Event {
             ),
         ],
         sample_scores: vec![scores(0.0, 0.67), scores(1.0, 1.0)],
+        row_scores: Default::default(),
     })
 }
 
@@ -270,6 +273,7 @@ pub fn recorded_run(
         metrics: metrics.clone(),
         samples: Vec::new(),
         sample_scores: Vec::new(),
+        row_scores: Default::default(),
     }));
     if let Some(Event::Finished { summary }) = run_events(1, true).pop() {
         v.push(Event::Finished {

@@ -88,9 +88,10 @@ pub struct DataSection {
     pub eval: String,
     pub template: Template,
     /// Rows scored for validation loss during training (every
-    /// `train.eval_every` steps): a file in the task's format, or
-    /// `split:F` for a seeded share F of the training file, held out of
-    /// training. Empty: none.
+    /// `train.eval_every` steps): a file in the task's format, `split:F`
+    /// for a seeded share F of the training file, held out of training, or
+    /// `test:F` for a share F of the test split (the same rows for every
+    /// `train.seed`), held out of the test. Empty: none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub validation: String,
     /// Where each field of the format sits in the user's records, when
@@ -536,6 +537,16 @@ pub struct EvalSection {
     pub limit: usize,
     /// The metrics to report; empty means every metric of the task.
     pub metrics: Vec<Metric>,
+    /// Score the test split when training ends. `false` for runs that
+    /// choose settings on the validation rows and must not see the test
+    /// (a study's learning-rate search). Left out of the written config
+    /// when true.
+    #[serde(skip_serializing_if = "is_true")]
+    pub test: bool,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl Default for EvalSection {
@@ -547,6 +558,7 @@ impl Default for EvalSection {
             max_new_tokens: 16,
             limit: 100,
             metrics: Vec::new(),
+            test: true,
         }
     }
 }
@@ -768,13 +780,18 @@ impl Experiment {
                 format!("must be in [0, 1), got {}", t.weight_decay),
             ));
         }
-        if let Some(share) = self.data.validation.strip_prefix("split:") {
+        for prefix in ["split:", "test:"] {
+            let Some(share) = self.data.validation.strip_prefix(prefix) else {
+                continue;
+            };
             match share.trim().parse::<f64>() {
                 Ok(f) if f > 0.0 && f < 1.0 => {}
                 _ => {
                     return Err(field(
                         "data.validation",
-                        format!("split:F needs a share F strictly between 0 and 1, got {share:?}"),
+                        format!(
+                            "{prefix}F needs a share F strictly between 0 and 1, got {share:?}"
+                        ),
                     ))
                 }
             }
@@ -791,7 +808,7 @@ impl Experiment {
         if t.eval_every > 0 && self.data.validation.is_empty() {
             return Err(field(
                 "train.eval_every",
-                "needs validation rows: set data.validation to a file or to split:F (say split:0.05)",
+                "needs validation rows: set data.validation to a file, to split:F (say split:0.05) or to test:F",
             ));
         }
         if self.eval.beams == 0 {

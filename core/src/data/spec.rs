@@ -91,6 +91,16 @@ pub fn split_share(spec: &str) -> Option<f64> {
     spec.strip_prefix("split:")?.trim().parse().ok()
 }
 
+/// The share F of `data.validation = "test:F"`: validation rows drawn from
+/// the test split, which keeps the rest.
+pub fn test_share(spec: &str) -> Option<f64> {
+    spec.strip_prefix("test:")?.trim().parse().ok()
+}
+
+/// Seed of the `test:F` draw: fixed, so every run of a config, whatever its
+/// `train.seed`, is scored on the same test rows.
+const TEST_SHARE_SEED: u64 = 0;
+
 /// Splits `share` of `examples` off for validation, by a seeded draw that
 /// depends only on `seed` and the number of records, so a resumed run
 /// holds out exactly the same rows. Both parts keep the file's order.
@@ -137,13 +147,27 @@ pub fn load_splits(exp: &Experiment) -> Result<Splits> {
         train_path.display()
     );
     let spec = exp.data.validation.as_str();
-    let (train, validation, validation_path) = match split_share(spec) {
+    let mut test = test;
+    let (train, validation, validation_path) = match (split_share(spec), test_share(spec)) {
         _ if spec.is_empty() => (train, Vec::new(), None),
-        Some(share) => {
+        (Some(share), _) => {
             let (train, val) = split_off(train, share, exp.train.seed)?;
             (train, val, Some(train_path.clone()))
         }
-        None => {
+        (None, Some(share)) => {
+            anyhow::ensure!(
+                !test.is_empty(),
+                "data.validation: test:{share} draws from the test split, and this data has none"
+            );
+            let (rest, val) = split_off(std::mem::take(&mut test), share, TEST_SHARE_SEED)
+                .map_err(|e| {
+                    let e = e.to_string().replace("split:", "test:");
+                    anyhow::anyhow!("{}", e.replace("to train on", "to test on"))
+                })?;
+            test = rest;
+            (train, val, test_path.clone())
+        }
+        (None, None) => {
             let path = PathBuf::from(spec);
             (train, load(&path)?, Some(path))
         }

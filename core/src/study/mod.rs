@@ -4,6 +4,7 @@
 //! decide them, and the data for the plots. Nothing in a report comes from
 //! anywhere but the runs' own logs.
 
+mod bootstrap;
 mod report;
 mod spec;
 
@@ -33,6 +34,11 @@ pub struct PlannedRun {
 pub struct Plan {
     pub runs: Vec<PlannedRun>,
     pub skipped: Vec<Option<String>>,
+    /// The learning rate each `lr_from` took, in the order first used.
+    pub choices: Vec<LrChoice>,
+    /// Points not planned yet: their `lr_from` series has runs still to
+    /// finish. (group, point, why)
+    pub pending: Vec<(usize, usize, String)>,
 }
 
 /// What became of a planned run when the study was run.
@@ -41,19 +47,56 @@ pub enum Outcome {
     Trained,
     Reused,
     Resumed,
+    /// A finished run of another source tree, reused under `--reuse-stale`
+    /// (and marked so in its directory, for the report).
+    ReusedStale,
+    /// A run of another source tree, trained again.
+    Retrained,
+}
+
+/// The file that marks a run reused from another source tree.
+pub const STALE_MARK: &str = "reused-stale.txt";
+
+/// The source tree a run's latest start recorded, if any.
+fn source_of(rec: &RunRecord) -> Option<&str> {
+    rec.info.as_ref().and_then(|i| i.source.as_deref())
+}
+
+/// What a selection series chose: its point with the best mean validation
+/// score (the earlier point on a tie).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LrChoice {
+    /// `"<group>/<series>"`.
+    pub from: String,
+    pub label: String,
+    pub lr: f64,
+    /// The mean validation score of each point of the series, in order.
+    pub scores: Vec<(String, f64)>,
 }
 
 /// The resolved experiments of every run of `study` (the quick grid with
 /// `quick`), their directories under `out/runs`. Every point's settings are
 /// checked here, so a typo stops the study before anything trains.
+/// Selection groups are planned first; a point whose `lr_from` series has
+/// not finished is left pending, to be planned once it has.
 pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
-    let mut runs: Vec<PlannedRun> = Vec::new();
-    let mut skipped = vec![None; study.groups.len()];
+    let mut plan = Plan {
+        runs: Vec::new(),
+        skipped: vec![None; study.groups.len()],
+        choices: Vec::new(),
+        pending: Vec::new(),
+    };
     // A config's directory and run name, from the first point that has it.
     let mut first: std::collections::HashMap<u64, (PathBuf, String)> = Default::default();
-    for (gi, g) in study.groups.iter().enumerate() {
+    let order = study
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.select)
+        .chain(study.groups.iter().enumerate().filter(|(_, g)| !g.select));
+    for (gi, g) in order {
         if quick && !g.quick {
-            skipped[gi] = Some("not in the quick grid".into());
+            plan.skipped[gi] = Some("not in the quick grid".into());
             continue;
         }
         let base_path = study.dir.join(&g.base);
@@ -76,11 +119,28 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
             if quick {
                 sets.extend(study.quick.sets.iter().cloned());
             }
-            let exp = base
+            if let Some(from) = &p.lr_from {
+                match choose_lr(study, &plan.runs, from)? {
+                    Ok(c) => {
+                        sets.push(format!("train.lr = {:e}", c.lr));
+                        if !plan.choices.iter().any(|x| x.from == c.from) {
+                            plan.choices.push(c);
+                        }
+                    }
+                    Err(why) => {
+                        plan.pending.push((gi, pi, why));
+                        continue;
+                    }
+                }
+            }
+            let mut exp = base
                 .apply_sets(&sets)
                 .map_err(|e| anyhow::anyhow!("{here}: {e}"))?;
+            if g.select {
+                select_run(&mut exp).map_err(|e| anyhow::anyhow!("{here}: {e}"))?;
+            }
             if let Some(why) = absent_model(&exp) {
-                skipped[gi] = Some(why);
+                plan.skipped[gi] = Some(why);
                 break;
             }
             for &seed in &seeds {
@@ -102,7 +162,7 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
                     })
                     .clone();
                 exp.name = name;
-                runs.push(PlannedRun {
+                plan.runs.push(PlannedRun {
                     group: gi,
                     point: pi,
                     seed,
@@ -112,7 +172,87 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
             }
         }
     }
-    Ok(Plan { runs, skipped })
+    Ok(plan)
+}
+
+/// A selection run: scored once on its validation rows at its last step,
+/// the test split never decoded.
+fn select_run(exp: &mut Experiment) -> Result<()> {
+    anyhow::ensure!(
+        exp.train.steps > 0,
+        "a selection group's runs need train.steps (they are scored at their last step)"
+    );
+    anyhow::ensure!(
+        !exp.data.validation.is_empty(),
+        "a selection group's runs need validation rows: set data.validation (say test:0.4)"
+    );
+    exp.train.eval_every = exp.train.steps;
+    exp.eval.test = false;
+    Ok(())
+}
+
+/// The learning rate of the best point of the selection series `from`
+/// (`"<group>/<series>"`) among the planned runs, by the mean of its runs'
+/// validation scores; `Err(why)` while any of them has none yet.
+fn choose_lr(
+    study: &Study,
+    runs: &[PlannedRun],
+    from: &str,
+) -> Result<std::result::Result<LrChoice, String>> {
+    let (gid, series) = from.split_once('/').unwrap_or((from, ""));
+    let g = study
+        .groups
+        .iter()
+        .position(|g| g.id == gid)
+        .with_context(|| format!("lr_from {from:?}: no group {gid}"))?;
+    let metric = &study.groups[g].metric;
+    let mut scores: Vec<(String, f64, f64)> = Vec::new();
+    for (pi, p) in study.points.iter().enumerate() {
+        if p.group != gid || p.series != series {
+            continue;
+        }
+        let of_point: Vec<&PlannedRun> = runs
+            .iter()
+            .filter(|r| r.group == g && r.point == pi)
+            .collect();
+        if of_point.is_empty() {
+            return Ok(Err(format!("{from}: point {} is not planned", p.label)));
+        }
+        let mut v = Vec::new();
+        for r in &of_point {
+            let rec = RunRecord::read(&r.dir);
+            match rec
+                .validation_eval
+                .as_ref()
+                .and_then(|e| e.metrics.get(metric))
+                .filter(|_| rec.state == RunState::Finished)
+            {
+                Some(&x) => v.push(x),
+                None => {
+                    return Ok(Err(format!(
+                        "waits for {from}: its run {} has no validation {metric} yet",
+                        r.dir.display()
+                    )))
+                }
+            }
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        scores.push((p.label.clone(), mean, of_point[0].exp.train.lr));
+    }
+    let best = scores
+        .iter()
+        .enumerate()
+        .fold(None::<usize>, |b, (i, s)| match b {
+            Some(j) if scores[j].1 >= s.1 => Some(j),
+            _ => Some(i),
+        })
+        .with_context(|| format!("lr_from {from:?}: the series has no points"))?;
+    Ok(Ok(LrChoice {
+        from: from.to_string(),
+        label: scores[best].0.clone(),
+        lr: scores[best].2,
+        scores: scores.iter().map(|(l, m, _)| (l.clone(), *m)).collect(),
+    }))
 }
 
 /// Why a run's model cannot be loaded here: a model file that is absent.
@@ -124,28 +264,43 @@ fn absent_model(exp: &Experiment) -> Option<String> {
     })
 }
 
-/// Train `run` unless a finished run of the same config is already there;
-/// resume one that stopped after a checkpoint; start again one that left
-/// none. A stop by signal is passed up, so the study ends there.
-pub fn execute(run: &PlannedRun) -> Result<Outcome> {
+/// Train `run` unless a finished run of the same config, trained by this
+/// source tree, is already there; resume one that stopped after a
+/// checkpoint; start again one that left none. A run another source tree
+/// trained (or one that recorded none) is trained again, or with
+/// `reuse_stale` reused when finished and marked. A stop by signal is
+/// passed up, so the study ends there.
+pub fn execute(run: &PlannedRun, reuse_stale: bool) -> Result<Outcome> {
     let rec = RunRecord::read(&run.dir);
-    if rec.state == RunState::Finished && rec.summary.is_some() {
+    let finished = rec.state == RunState::Finished && rec.summary.is_some();
+    let stale = run.dir.exists() && source_of(&rec) != Some(crate::SOURCE_HASH);
+    if finished && !stale {
         return Ok(Outcome::Reused);
     }
-    let resume = run.dir.is_dir()
+    if finished && reuse_stale {
+        let text = format!(
+            "reused by meft study --reuse-stale: trained by source tree {}, reused by {}\n",
+            source_of(&rec).unwrap_or("unrecorded"),
+            crate::SOURCE_HASH
+        );
+        crate::fsx::write_atomic(&run.dir.join(STALE_MARK), text.as_bytes())?;
+        return Ok(Outcome::ReusedStale);
+    }
+    let resume = !stale
+        && run.dir.is_dir()
         && crate::checkpoint::latest(&run.dir.join("checkpoints")).is_some()
         && crate::train::resume_point(&run.dir, &run.exp).is_ok();
     if run.dir.exists() && !resume {
         // Nothing to resume from: what is there is a start that never got
-        // to a checkpoint.
+        // to a checkpoint, or another source tree's run.
         std::fs::remove_dir_all(&run.dir)
             .with_context(|| format!("{}: cannot clear", run.dir.display()))?;
     }
     match crate::train::headless::run_with(run.exp.clone(), &run.dir, resume, true) {
-        Ok(_) => Ok(if resume {
-            Outcome::Resumed
-        } else {
-            Outcome::Trained
+        Ok(_) => Ok(match (resume, stale) {
+            (true, _) => Outcome::Resumed,
+            (false, true) => Outcome::Retrained,
+            (false, false) => Outcome::Trained,
         }),
         Err(e) if e.is::<crate::train::headless::Interrupted>() => Err(e),
         // A run refused before it started (data or a model that will not
@@ -175,6 +330,27 @@ pub fn drop_checkpoints(rec: &RunRecord) -> Result<u64> {
         .unwrap_or(0);
     std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
     Ok(freed)
+}
+
+/// Gzip a finished run's event log into `events.jsonl.gz` (written beside
+/// it, then renamed into place) and remove the plain one; what reads a
+/// run reads either.
+pub fn pack_log(rec: &RunRecord) -> Result<()> {
+    let plain = rec.dir.join("events.jsonl");
+    if rec.state != RunState::Finished || !plain.is_file() {
+        return Ok(());
+    }
+    use std::io::Write;
+    let text = std::fs::read(&plain).with_context(|| format!("{}", plain.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&text)?;
+    let packed = rec.dir.join("events.jsonl.gz");
+    crate::fsx::write_atomic(&packed, &gz.finish()?)
+        .with_context(|| format!("{}: cannot write", packed.display()))?;
+    std::fs::remove_file(&plain).with_context(|| format!("{}: cannot remove", plain.display()))?;
+    // The run has ended: its lock file guards nothing now.
+    let _ = std::fs::remove_file(rec.dir.join("lock"));
+    Ok(())
 }
 
 /// The report of `study` from the runs of `plan` as they are on disk.

@@ -66,6 +66,12 @@ pub struct Group {
     pub seeds: Vec<u64>,
     #[serde(default = "yes")]
     pub quick: bool,
+    /// A selection group: its runs are scored on the validation rows only
+    /// (`data.validation`, once at the last step; the test split is never
+    /// decoded), and other groups' points take their learning rate from its
+    /// best point (`lr_from`). No claim may rest on it.
+    #[serde(default)]
+    pub select: bool,
 }
 
 /// A plot's x axis: the adapter's trainable parameters (log scale), the
@@ -91,6 +97,10 @@ pub struct Point {
     pub sets: Vec<String>,
     #[serde(default = "yes")]
     pub quick: bool,
+    /// `"<group>/<series>"` of a selection group: this point trains at the
+    /// learning rate of that series' point with the best validation score.
+    #[serde(default)]
+    pub lr_from: Option<String>,
 }
 
 /// A statement the runs of one group decide, with a margin in points of
@@ -190,10 +200,39 @@ impl Study {
                 );
             }
         }
+        for p in &self.points {
+            let Some(from) = &p.lr_from else {
+                continue;
+            };
+            let here = format!("{f}: point {} {}: lr_from {from:?}", p.series, p.label);
+            let Some((g, series)) = from.split_once('/') else {
+                bail!("{here}: expected \"<group>/<series>\"");
+            };
+            match self.group(g) {
+                Some(g) if g.select => {}
+                Some(_) => bail!("{here}: group {g} is not a selection group (select = true)"),
+                None => bail!("{here}: group {g:?} is not a [[group]] id"),
+            }
+            if self.group(&p.group).is_some_and(|g| g.select) {
+                bail!("{here}: a selection group's points set their own learning rates");
+            }
+            if !self
+                .points
+                .iter()
+                .any(|q| q.group == g && q.series == series)
+            {
+                bail!("{here}: no series {series:?} in group {g}");
+            }
+        }
         for c in &self.claims {
             let here = format!("{f}: claim {:?}", c.text);
-            if self.group(&c.group).is_none() {
-                bail!("{here}: group {:?} is not a [[group]] id", c.group);
+            match self.group(&c.group) {
+                None => bail!("{here}: group {:?} is not a [[group]] id", c.group),
+                Some(g) if g.select => bail!(
+                    "{here}: group {} chooses settings on the validation rows; a claim rests on test scores",
+                    c.group
+                ),
+                Some(_) => {}
             }
             let named: Vec<&String> = match c.kind {
                 ClaimKind::Ahead | ClaimKind::Within => vec![&c.a, &c.b],

@@ -75,6 +75,7 @@ pub fn evaluate(
             metrics: loss.map(|l| ("loss".to_string(), l)).into_iter().collect(),
             samples: Vec::new(),
             sample_scores: Vec::new(),
+            row_scores: BTreeMap::new(),
         }));
     }
     let limit = match exp.eval.limit {
@@ -129,6 +130,18 @@ pub fn evaluate(
                 .collect()
         })
         .collect();
+    let row_scores = report
+        .scores
+        .iter()
+        .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
+        .map(|(m, _)| {
+            let rows = examples.iter().zip(&preds);
+            (
+                m.name().to_string(),
+                rows.map(|(e, p)| m.score(p, &e.gold)).collect(),
+            )
+        })
+        .collect();
     Ok(Some(EvalEvent {
         step,
         n: examples.len() as u64,
@@ -137,5 +150,6 @@ pub fn evaluate(
         metrics,
         samples,
         sample_scores,
+        row_scores,
     }))
 }

@@ -476,9 +476,12 @@ fn data_prints(exp: &Experiment) -> Result<Vec<DataPrint>> {
     if let Some(t) = &test {
         now.push(data_print("data.eval", t)?);
     }
-    // A `split:` validation is drawn from the training file, printed above.
+    // A `split:` or `test:` validation is drawn from the training or test
+    // file, printed above.
     let validation = &exp.data.validation;
-    if !validation.is_empty() && crate::data::spec::split_share(validation).is_none() {
+    let drawn = crate::data::spec::split_share(validation).is_some()
+        || crate::data::spec::test_share(validation).is_some();
+    if !validation.is_empty() && !drawn {
         now.push(data_print(
             "data.validation",
             std::path::Path::new(validation),

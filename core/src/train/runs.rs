@@ -7,7 +7,7 @@
 
 use super::RunLock;
 use crate::config::{Experiment, MethodKind, PaperFigure};
-use crate::event::{read_events, EvalSplit, Event, RunInfo, Summary};
+use crate::event::{read_events, EvalEvent, EvalSplit, Event, RunInfo, Summary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +62,10 @@ pub struct RunRecord {
     pub metrics: BTreeMap<String, f64>,
     /// (step, loss) of the latest validation.
     pub validation: Option<(u64, f64)>,
+    /// The latest evaluation of the test split and of the validation rows,
+    /// whole (metrics, and each row's scores where recorded).
+    pub test_eval: Option<EvalEvent>,
+    pub validation_eval: Option<EvalEvent>,
     pub summary: Option<Summary>,
     /// Why the log could not be read, for an unreadable run.
     pub problem: Option<String>,
@@ -89,6 +93,8 @@ impl RunRecord {
             losses: Vec::new(),
             metrics: BTreeMap::new(),
             validation: None,
+            test_eval: None,
+            validation_eval: None,
             summary: None,
             problem: None,
             step_s: Vec::new(),
@@ -97,7 +103,7 @@ impl RunRecord {
             other_cores: Vec::new(),
         };
         let held = RunLock::ensure_free(dir).is_err();
-        let log = dir.join("events.jsonl");
+        let log = crate::event::event_log(dir);
         if !log.is_file() {
             if held {
                 rec.state = RunState::Running;
@@ -131,6 +137,7 @@ impl RunRecord {
         let last_start = events
             .iter()
             .rposition(|e| matches!(e, Event::RunStarted { .. }))
+            // A log cut before its start holds one attempt: all of it counts.
             .unwrap_or(0);
         let mut ending = None;
         for (i, ev) in events.iter().enumerate() {
@@ -153,8 +160,12 @@ impl RunRecord {
                 }
                 Event::Eval(e) if e.split == EvalSplit::Validation => {
                     self.validation = e.loss.map(|l| (e.step, l)).or(self.validation);
+                    self.validation_eval = Some(e.clone());
                 }
-                Event::Eval(e) => self.metrics = e.metrics.clone(),
+                Event::Eval(e) => {
+                    self.metrics = e.metrics.clone();
+                    self.test_eval = Some(e.clone());
+                }
                 Event::Finished { summary } => self.summary = Some(summary.clone()),
                 // The machine's busy cores less this process's: what else
                 // ran beside it while it was timed. A first sample has no
@@ -506,6 +517,8 @@ mod tests {
                 started_unix: 0,
                 resumed_from: None,
                 machine: None,
+                meft_version: None,
+                source: None,
             },
         }
     }
@@ -553,6 +566,7 @@ mod tests {
                     metrics: [("nq_em".to_string(), 0.5)].into(),
                     samples: vec![],
                     sample_scores: vec![],
+                    row_scores: Default::default(),
                 }),
             ],
         );

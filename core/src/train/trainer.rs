@@ -170,6 +170,8 @@ impl Trainer {
                 .unwrap_or(0),
             resumed_from,
             machine: crate::telemetry::machine(),
+            meft_version: Some(crate::VERSION.into()),
+            source: Some(crate::SOURCE_HASH.into()),
         })
     }
 
@@ -281,7 +283,7 @@ impl Trainer {
         self.tally.note_rss("checkpoint");
         if stopped {
             self.emit(Event::Stopped { step: self.step });
-        } else {
+        } else if self.exp.eval.test {
             self.evaluate()?;
             self.tally.note_rss("eval");
         }
@@ -440,6 +442,7 @@ impl Trainer {
             metrics: Default::default(),
             samples: Vec::new(),
             sample_scores: Vec::new(),
+            row_scores: Default::default(),
         });
         ev.split = EvalSplit::Validation;
         ev.loss = loss;
