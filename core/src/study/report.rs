@@ -218,11 +218,7 @@ pub(super) fn build(study: &Study, plan: &Plan, quick: bool, out: &Path) -> Repo
                 .unwrap_or_default(),
         });
     }
-    for (k, p) in groups
-        .iter_mut()
-        .flat_map(|g| g.points.iter_mut())
-        .enumerate()
-    {
+    for p in groups.iter_mut().flat_map(|g| g.points.iter_mut()) {
         let v: Vec<f64> = p.runs.iter().filter_map(|r| r.metric).collect();
         p.mean = (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let arm: Arm = p
@@ -231,7 +227,14 @@ pub(super) fn build(study: &Study, plan: &Plan, quick: bool, out: &Path) -> Repo
             .filter(|r| r.metric.is_some())
             .map(|r| r.scores.as_slice())
             .collect();
-        p.interval = interval(&[arm], &|m| m[0], 1000 + k as u64)
+        // Seeded by the runs themselves: a point that shares its runs
+        // with another group's shows the same interval there.
+        let seed = p.runs.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, r| {
+            r.dir
+                .bytes()
+                .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        });
+        p.interval = interval(&[arm], &|m| m[0], seed)
             .ok()
             .map(|(_, lo, hi)| (lo, hi));
     }
@@ -488,10 +491,13 @@ impl Report {
             .flat_map(|g| g.points.iter().flat_map(|p| p.runs.iter()))
             .collect();
         let finished = runs.iter().filter(|r| r.metric.is_some()).count();
+        let distinct: std::collections::BTreeSet<&str> =
+            runs.iter().map(|r| r.dir.as_str()).collect();
         let _ = writeln!(
             out,
-            "{} runs, {finished} of them measured{}. Measured on {}. Every figure below comes from the runs' own logs (`events.jsonl`, in the run directories named in the last column); a point's figure is the mean over its seeds, each seed's value listed beside it. A median step marked \"beside N busy cores\" was timed while other processes kept N cores busy on average (the run's telemetry: the machine's busy cores less its own); compare step times only between unmarked runs.\n",
+            "{} runs ({} distinct: points with equal settings share one), {finished} of them measured{}. Measured on {}. Every figure below comes from the runs' own logs (`events.jsonl`, in the run directories named in the last column); a point's figure is the mean over its seeds, each seed's value listed beside it. A median step marked \"beside N busy cores\" was timed while other processes kept N cores busy on average (the run's telemetry: the machine's busy cores less its own); compare step times only between unmarked runs.\n",
             runs.len(),
+            distinct.len(),
             if self.quick { " (the quick grid)" } else { "" },
             self.machine.as_deref().unwrap_or("an unrecorded machine")
         );
