@@ -215,8 +215,9 @@ fn choose_lr(
             .iter()
             .filter(|r| r.group == g && r.point == pi)
             .collect();
+        // A point outside this grid (the quick one) is not a candidate.
         if of_point.is_empty() {
-            return Ok(Err(format!("{from}: point {} is not planned", p.label)));
+            continue;
         }
         let mut v = Vec::new();
         for r in &of_point {
@@ -239,6 +240,11 @@ fn choose_lr(
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         scores.push((p.label.clone(), mean, of_point[0].exp.train.lr));
     }
+    if scores.is_empty() {
+        return Ok(Err(format!(
+            "{from}: no point of the series is in this grid"
+        )));
+    }
     let best = scores
         .iter()
         .enumerate()
@@ -246,7 +252,7 @@ fn choose_lr(
             Some(j) if scores[j].1 >= s.1 => Some(j),
             _ => Some(i),
         })
-        .with_context(|| format!("lr_from {from:?}: the series has no points"))?;
+        .with_context(|| format!("lr_from {from:?}: the series has no point"))?;
     Ok(Ok(LrChoice {
         from: from.to_string(),
         label: scores[best].0.clone(),
