@@ -181,7 +181,7 @@ fn batch(tok: &crate::model::Tokenizer) -> Result<Batch> {
         Ok(Encoded { ids, loss_mask })
     })
     .collect::<Result<Vec<_>>>()?;
-    Ok(Batch::left_padded(&rows, tok.pad_id))
+    Batch::left_padded(&rows, tok.pad_id)
 }
 
 fn logits(model: &Model, batch: &Batch, hooks: &mut dyn Hooks) -> Result<Tensor> {

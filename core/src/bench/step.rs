@@ -66,10 +66,10 @@ impl BenchBatch {
         let (train, _) = crate::data::spec::load_data(&exp)?;
         let take = &train[..(count * rows).min(train.len())];
         let encoded = crate::data::spec::encode_all(&exp, take, tokenizer, None)?;
-        Ok(encoded
+        encoded
             .chunks(rows.max(1))
-            .map(|c| Self(Batch::left_padded(c, tokenizer.pad_id)))
-            .collect())
+            .map(|c| Batch::left_padded(c, tokenizer.pad_id).map(Self))
+            .collect()
     }
 
     fn tokens(&self) -> usize {
@@ -119,7 +119,7 @@ pub(super) fn train_step(
     let mut next_batch = || {
         let b = micro[next % micro.len()].0.clone();
         next += 1;
-        b
+        Ok(b)
     };
     let at = StepAt {
         step: 100,

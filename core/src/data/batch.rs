@@ -225,30 +225,36 @@ pub struct Batch {
 
 impl Batch {
     /// Pads every row on the left to the longest, so the last position of each
-    /// row is its latest token, which is where generation continues.
-    pub fn left_padded(rows: &[Encoded], pad_id: u32) -> Batch {
+    /// row is its latest token, which is where generation continues. A row
+    /// whose loss mask is not as long as its ids is refused.
+    pub fn left_padded(rows: &[Encoded], pad_id: u32) -> anyhow::Result<Batch> {
         let seq = rows.iter().map(Encoded::len).max().unwrap_or(0);
         let batch = rows.len();
         let mut ids = Vec::with_capacity(batch * seq);
         let mut loss_mask = Vec::with_capacity(batch * seq);
         let mut attn_mask = Vec::with_capacity(batch * seq);
-        for row in rows {
+        for (r, row) in rows.iter().enumerate() {
+            anyhow::ensure!(
+                row.loss_mask.len() == row.ids.len(),
+                "row {r} of a batch: a loss mask of {} entries for {} token ids",
+                row.loss_mask.len(),
+                row.ids.len()
+            );
             let pad = seq - row.len();
             ids.extend(std::iter::repeat_n(pad_id, pad));
             loss_mask.extend(std::iter::repeat_n(0, pad));
             attn_mask.extend(std::iter::repeat_n(0, pad));
             ids.extend_from_slice(&row.ids);
-            // A mask shorter than its ids (never made here) counts as zeros.
-            loss_mask.extend((0..row.len()).map(|i| row.loss_mask.get(i).copied().unwrap_or(0)));
+            loss_mask.extend_from_slice(&row.loss_mask);
             attn_mask.extend(std::iter::repeat_n(1, row.len()));
         }
-        Batch {
+        Ok(Batch {
             ids,
             loss_mask,
             attn_mask,
             batch,
             seq,
-        }
+        })
     }
 
     /// Tokens the loss is taken over.
@@ -452,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_left_padded() {
+    fn batches_are_left_padded() -> anyhow::Result<()> {
         let rows = [
             Encoded {
                 ids: vec![1, 2, 3],
@@ -463,14 +469,24 @@ mod tests {
                 loss_mask: vec![1],
             },
         ];
-        let b = Batch::left_padded(&rows, 9);
+        let b = Batch::left_padded(&rows, 9)?;
         assert_eq!((b.batch, b.seq), (2, 3));
         assert_eq!(b.ids, vec![1, 2, 3, 9, 9, 4]);
         assert_eq!(b.loss_mask, vec![0, 1, 1, 0, 0, 1]);
         assert_eq!(b.attn_mask, vec![1, 1, 1, 0, 0, 1]);
         assert_eq!(b.target_tokens(), 3);
-        let empty = Batch::left_padded(&[], 0);
+        let empty = Batch::left_padded(&[], 0)?;
         assert_eq!((empty.batch, empty.seq), (0, 0));
+        let short = Encoded {
+            ids: vec![1, 2],
+            loss_mask: vec![1],
+        };
+        let err = Batch::left_padded(&[short], 0).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("row 0 of a batch: a loss mask of 1 entries for 2 token ids")
+        );
+        Ok(())
     }
 
     #[test]

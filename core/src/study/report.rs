@@ -280,16 +280,25 @@ fn series_arm<'a>(g: &'a GroupReport, series: &str) -> Arm<'a> {
         .collect()
 }
 
-/// A series' points with a mean, smallest adapter first.
-fn by_size<'a>(g: &'a GroupReport, series: &str) -> Vec<&'a PointReport> {
-    let mut pts: Vec<&PointReport> = g
+/// A series' points with a mean, smallest adapter first; a point whose
+/// runs recorded no parameter count cannot be placed, and says so.
+fn by_size<'a>(g: &'a GroupReport, series: &str) -> Result<Vec<&'a PointReport>, String> {
+    let mut pts: Vec<(u64, &PointReport)> = Vec::new();
+    for p in g
         .points
         .iter()
         .filter(|p| p.series == series && p.mean.is_some())
-        .collect();
-    // Trainable parameters are always recorded for a measured point.
-    pts.sort_by_key(|p| p.params.unwrap_or(0));
-    pts
+    {
+        let params = p.params.ok_or_else(|| {
+            format!(
+                "{series} {}: no trainable-parameter count recorded (its runs' logs have no start), so the sizes cannot be ordered",
+                p.label
+            )
+        })?;
+        pts.push((params, p));
+    }
+    pts.sort_by_key(|&(params, _)| params);
+    Ok(pts.into_iter().map(|(_, p)| p).collect())
 }
 
 /// A difference in points, signed.
@@ -385,7 +394,10 @@ fn decide(c: &super::Claim, g: &GroupReport, seed: u64) -> Decided {
             let mut parts = Vec::new();
             let mut last_stat = None;
             for s in &c.series {
-                let pts = by_size(g, s);
+                let pts = match by_size(g, s) {
+                    Ok(pts) => pts,
+                    Err(why) => return unmeasured(why),
+                };
                 if pts.len() < 2 {
                     return unmeasured(format!("{s}: fewer than two sizes measured {m}"));
                 }
@@ -731,6 +743,19 @@ mod tests {
         assert_eq!(
             decide(&claim(ClaimKind::Grows, 1.0), &g, 1).0,
             Verdict::Fails
+        );
+    }
+
+    #[test]
+    fn a_size_without_its_parameter_count_is_not_placed() {
+        let mut unknown = point("A", "big", 100, &[1.0]);
+        unknown.params = None;
+        let g = group(vec![point("A", "small", 10, &[0.0]), unknown]);
+        let (v, text, stat) = decide(&claim(ClaimKind::Grows, 1.0), &g, 1);
+        assert_eq!((v, stat), (Verdict::Unmeasured, None));
+        assert!(
+            text.contains("A big: no trainable-parameter count recorded"),
+            "{text}"
         );
     }
 

@@ -29,7 +29,7 @@ pub fn heldout_loss(
     let mut run = || -> Result<Option<f64>> {
         let (mut sum, mut count) = (0f64, 0usize);
         for chunk in rows.chunks(micro_batch.max(1)) {
-            let batch = Batch::left_padded(chunk, pad_id);
+            let batch = Batch::left_padded(chunk, pad_id)?;
             let input = Input::from(&batch);
             let logits = model.forward(&input, None, method, false)?;
             let (loss, n) = super::objective::masked_loss(&logits, &batch)?;

@@ -65,7 +65,7 @@ pub fn probe(exp: &Experiment, limit: usize, progress: &mut dyn FnMut(u64, u64))
     for i in 0..n {
         let idx = batcher.next_batch();
         let rows: Vec<_> = idx.iter().map(|&i| encoded[i].clone()).collect();
-        let batch = Batch::left_padded(&rows, tokenizer.pad_id);
+        let batch = Batch::left_padded(&rows, tokenizer.pad_id)?;
         tokens += (batch.batch * batch.seq) as u64;
         seq += batch.seq as u64;
         let input = Input::from(&batch);

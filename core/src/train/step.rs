@@ -61,7 +61,7 @@ pub fn optimizer_step(
     method: &mut Method,
     opt: &mut DeviceAdamW,
     at: StepAt,
-    next_batch: &mut dyn FnMut() -> Batch,
+    next_batch: &mut dyn FnMut() -> Result<Batch>,
     device_used: &dyn Fn() -> Option<u64>,
     stats: bool,
 ) -> Result<StepOutcome> {
@@ -73,7 +73,7 @@ pub fn optimizer_step(
     for micro in 0..accum {
         let seed = exp.train.seed ^ (at.step * 1_000 + micro as u64 + 1);
         method.begin_micro_batch(seed);
-        let batch = next_batch();
+        let batch = next_batch()?;
         out.micro_shape = ((batch.batch * batch.seq) as u64, batch.seq as u64);
         out.tokens += batch.attn_mask.iter().filter(|&&m| m == 1).count() as u64;
         let input = Input::from(&batch);
