@@ -146,9 +146,17 @@ enum Command {
     /// Pretrain the embedded tiny base on a synthetic world of its own and
     /// write it to assets/tiny.
     Pretrain {
+        /// The model to start from: seeded weights for a base from scratch,
+        /// or a base to train further (`embedded:tiny`, `hf:DIR`).
+        #[arg(long, default_value = "embedded:tiny-random")]
+        from: String,
         /// Entities in the synthetic world the base learns.
         #[arg(long, default_value_t = 100)]
         entities: usize,
+        /// ToolBench requests of the same world added to its questions
+        /// (answers that copy tool names out of the request).
+        #[arg(long, default_value_t = 0)]
+        tools: usize,
         /// Seed of the world and of the initial weights.
         #[arg(long, default_value_t = 11)]
         seed: u64,
@@ -161,6 +169,9 @@ enum Command {
         /// Sequences per optimizer step.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Tokens per sequence at most.
+        #[arg(long, default_value_t = 96)]
+        cutoff_len: usize,
         /// Directory the trained base (weights, config, tokenizer) is written to.
         #[arg(long, default_value = "assets/tiny")]
         out: std::path::PathBuf,
@@ -500,20 +511,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Pretrain {
+            from,
             entities,
+            tools,
             seed,
             steps,
             lr,
             batch,
+            cutoff_len,
             out,
         } => {
             use meft::train::pretrain::{experiment, export_base, PretrainOptions};
             let opts = PretrainOptions {
+                from,
                 entities,
+                tools,
                 seed,
                 steps,
                 lr,
                 batch,
+                cutoff_len,
                 out,
                 ..Default::default()
             };

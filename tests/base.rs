@@ -77,3 +77,37 @@ fn pretraining_is_deterministic() {
     }
     assert_eq!(weights[0], weights[1]);
 }
+
+#[test]
+fn a_pretraining_world_with_tools_asks_for_its_own_tools() {
+    let opts = PretrainOptions {
+        entities: 10,
+        tools: 12,
+        ..Default::default()
+    };
+    let (all, _) = meft::train::pretrain::world_files(&opts).unwrap();
+    let rows = meft::data::load(Task::Nq, &all).unwrap();
+    let tools: Vec<_> = rows
+        .iter()
+        .filter(|r| r.target.starts_with("API MAIN INFO: "))
+        .collect();
+    // Every question of the ten people (four wordings of their facts), then
+    // one row per tool request, its answer the request's target blocks.
+    assert_eq!(tools.len(), 12);
+    assert_eq!(rows.len() - tools.len(), 10 * 6 * 4);
+    let preset_endings = ["cast", "mark", "loom", "ly", "hub", "wise", "line", "post"];
+    for r in tools {
+        for block in r.target.split("\n\n") {
+            let name = block["API MAIN INFO: ".len()..].split(',').next().unwrap();
+            assert!(
+                r.instruction.contains(name),
+                "{name} not in {:?}",
+                r.instruction
+            );
+            assert!(
+                !preset_endings.iter().any(|e| name.ends_with(e)),
+                "{name}: a presets' tool name"
+            );
+        }
+    }
+}

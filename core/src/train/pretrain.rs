@@ -12,11 +12,19 @@ pub const PRETRAIN_NAMESPACE: u64 = 1;
 
 #[derive(Debug, Clone)]
 pub struct PretrainOptions {
+    /// The model the weights start from: `embedded:tiny-random` (seeded
+    /// weights) for a base from scratch, or a base to train further.
+    pub from: String,
     pub entities: usize,
+    /// ToolBench requests of the base's own world (its own tool catalogue)
+    /// added to the questions: their answers copy tool names out of the
+    /// request, which questions about people never ask for.
+    pub tools: usize,
     pub seed: u64,
     pub steps: usize,
     pub lr: f64,
     pub batch: usize,
+    pub cutoff_len: usize,
     /// Where the base is written (model.safetensors, tokenizer.json, pretrain.toml).
     pub out: PathBuf,
     /// Where the run directory goes.
@@ -26,19 +34,28 @@ pub struct PretrainOptions {
 impl Default for PretrainOptions {
     fn default() -> Self {
         Self {
+            from: "embedded:tiny-random".into(),
             entities: 100,
+            tools: 0,
             seed: 11,
             steps: 3000,
             lr: 3e-3,
             batch: 32,
+            cutoff_len: 96,
             out: PathBuf::from("assets/tiny"),
             runs: PathBuf::from("runs"),
         }
     }
 }
 
+/// Catalogue size of the pretraining world's tools: many more than a
+/// preset's, so copying a name is learnt rather than a list of names.
+const PRETRAIN_TOOLS_POOL: usize = 200;
+
 /// The pretraining world's question files: every template (train ∪ test) in
-/// one file for training, the held-out template alone for scoring.
+/// one file for training, with `opts.tools` ToolBench requests of the same
+/// world written as questions whose answer is the request's target; the
+/// held-out template alone for scoring.
 pub fn world_files(opts: &PretrainOptions) -> Result<(PathBuf, PathBuf)> {
     let spec = crate::data::synth::WorldSpec {
         entities: opts.entities,
@@ -46,15 +63,32 @@ pub fn world_files(opts: &PretrainOptions) -> Result<(PathBuf, PathBuf)> {
         namespace: PRETRAIN_NAMESPACE,
         ..Default::default()
     };
-    let dir = crate::data::spec::cache_dir()
-        .join("data")
-        .join(format!("pretrain-e{}-s{}", opts.entities, opts.seed));
+    let mut name = format!("pretrain-e{}-s{}", opts.entities, opts.seed);
+    if opts.tools > 0 {
+        name.push_str(&format!("-t{}", opts.tools));
+    }
+    let dir = crate::data::spec::cache_dir().join("data").join(name);
     crate::data::synth::write(crate::data::Task::Nq, &spec, &dir)?;
     let train = std::fs::read_to_string(dir.join("train.jsonl"))?;
     let test = std::fs::read_to_string(dir.join("test.jsonl"))?;
-    let all = dir.join("all.jsonl");
-    crate::fsx::write_atomic(&all, format!("{train}{test}").as_bytes())?;
-    Ok((all, dir.join("test.jsonl")))
+    let mut all = format!("{train}{test}");
+    if opts.tools > 0 {
+        let tools = crate::data::synth::WorldSpec {
+            entities: opts.tools,
+            pool: PRETRAIN_TOOLS_POOL,
+            ..spec
+        };
+        let tools_dir = dir.join("tools");
+        let report = crate::data::synth::write(crate::data::Task::ToolBench, &tools, &tools_dir)?;
+        for ex in crate::data::load(crate::data::Task::ToolBench, &report.train)? {
+            let row = serde_json::json!({ "question": ex.instruction, "answer": [ex.target] });
+            all.push_str(&serde_json::to_string(&row)?);
+            all.push('\n');
+        }
+    }
+    let all_path = dir.join("all.jsonl");
+    crate::fsx::write_atomic(&all_path, all.as_bytes())?;
+    Ok((all_path, dir.join("test.jsonl")))
 }
 
 pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
@@ -63,7 +97,7 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
         name: "pretrain-tiny".into(),
         ..Default::default()
     };
-    exp.model.reference = "embedded:tiny-random".into();
+    exp.model.reference = opts.from.clone();
     exp.data.task = crate::config::Task::Nq;
     exp.data.train = all.display().to_string();
     exp.data.eval = test.display().to_string();
@@ -73,7 +107,7 @@ pub fn experiment(opts: &PretrainOptions) -> Result<Experiment> {
     exp.train.batch = opts.batch;
     exp.train.micro_batch = opts.batch;
     exp.train.steps = opts.steps;
-    exp.train.cutoff_len = 96;
+    exp.train.cutoff_len = opts.cutoff_len;
     exp.train.seed = opts.seed;
     exp.train.checkpoint_every = 0;
     exp.eval.limit = 0;

@@ -129,6 +129,18 @@ pub(super) struct OfferedApi {
     ask: &'static str,
 }
 
+/// The endings of tool names. A tool's name is a two-syllable pool word
+/// (four letters) and an ending, so worlds of different ending sets never
+/// share a tool: the presets' namespace 0 keeps its own, the pretraining
+/// worlds of every other namespace another.
+fn tool_endings(namespace: u64) -> &'static [&'static str] {
+    if namespace == 0 {
+        &["cast", "mark", "loom", "ly", "hub", "wise", "line", "post"]
+    } else {
+        &["net", "desk", "ware", "dock", "kit", "base", "scope", "lab"]
+    }
+}
+
 /// Invented tools, each in one category and offering two or three of its
 /// API kinds.
 pub(super) fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<OfferedApi> {
@@ -136,10 +148,7 @@ pub(super) fn catalogue(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<OfferedAp
     let mut names = HashSet::new();
     let mut apis = Vec::new();
     while names.len() < n_tools {
-        let end = pick(
-            rng,
-            &["cast", "mark", "loom", "ly", "hub", "wise", "line", "post"],
-        );
+        let end = pick(rng, tool_endings(spec.namespace));
         let name = capitalise(&format!("{}{end}", pool_word(rng)));
         if !names.insert(name.clone()) {
             continue;
@@ -248,6 +257,26 @@ mod tests {
     use crate::data::synth::task_rng;
     use crate::data::synth::tests::{read, small, written};
     use crate::data::{load, DataError, Task};
+
+    #[test]
+    fn other_namespaces_never_name_a_presets_tool() {
+        let names = |namespace: u64, pool: usize| -> HashSet<String> {
+            let spec = WorldSpec {
+                namespace,
+                pool,
+                ..small()
+            };
+            let mut rng = task_rng(&spec, Task::ToolBench);
+            catalogue(&spec, &mut rng)
+                .into_iter()
+                .map(|a| a.api.tool_name)
+                .collect()
+        };
+        let preset = names(0, 200);
+        let pretraining = names(1, 200);
+        assert_eq!((preset.len(), pretraining.len()), (200, 200));
+        assert!(preset.is_disjoint(&pretraining));
+    }
 
     #[test]
     fn toolbench_targets_name_the_relevant_apis() -> Result<(), DataError> {
