@@ -88,6 +88,9 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
     };
     // A config's directory and run name, from the first point that has it.
     let mut first: std::collections::HashMap<u64, (PathBuf, String)> = Default::default();
+    // What each `lr_from` series chose, or why it cannot choose yet.
+    let mut chosen: std::collections::HashMap<String, std::result::Result<LrChoice, String>> =
+        Default::default();
     let order = study
         .groups
         .iter()
@@ -120,15 +123,19 @@ pub fn plan(study: &Study, quick: bool, out: &Path) -> Result<Plan> {
                 sets.extend(study.quick.sets.iter().cloned());
             }
             if let Some(from) = &p.lr_from {
-                match choose_lr(study, &plan.runs, from)? {
-                    Ok(c) => {
-                        sets.push(format!("train.lr = {:e}", c.lr));
-                        if !plan.choices.iter().any(|x| x.from == c.from) {
-                            plan.choices.push(c);
-                        }
+                // Selection groups are planned before every point that
+                // takes their choice, so one reading of a series serves all.
+                if !chosen.contains_key(from) {
+                    let c = choose_lr(study, &plan.runs, from)?;
+                    if let Ok(c) = &c {
+                        plan.choices.push(c.clone());
                     }
+                    chosen.insert(from.clone(), c);
+                }
+                match &chosen[from] {
+                    Ok(c) => sets.push(format!("train.lr = {:e}", c.lr)),
                     Err(why) => {
-                        plan.pending.push((gi, pi, why));
+                        plan.pending.push((gi, pi, why.clone()));
                         continue;
                     }
                 }
@@ -245,14 +252,13 @@ fn choose_lr(
             "{from}: no point of the series is in this grid"
         )));
     }
-    let best = scores
-        .iter()
-        .enumerate()
-        .fold(None::<usize>, |b, (i, s)| match b {
-            Some(j) if scores[j].1 >= s.1 => Some(j),
-            _ => Some(i),
-        })
-        .with_context(|| format!("lr_from {from:?}: the series has no point"))?;
+    // The best mean; on a tie the earlier point.
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if s.1 > scores[best].1 {
+            best = i;
+        }
+    }
     Ok(Ok(LrChoice {
         from: from.to_string(),
         label: scores[best].0.clone(),
