@@ -321,6 +321,11 @@ fn rates_are_chosen_on_validation_and_other_trees_runs_are_not_reused() {
                 } else {
                     assert_eq!(test[0].n, 9, "half of 18 held-out questions");
                     assert_eq!(test[0].row_scores["nq_em"].len(), 9);
+                    // The samples shown are the first rows, with their scores.
+                    assert_eq!(test[0].sample_scores.len(), 5);
+                    for (i, s) in test[0].sample_scores.iter().enumerate() {
+                        assert_eq!(s["nq_em"], test[0].row_scores["nq_em"][i]);
+                    }
                     let series = p["series"].as_str().unwrap();
                     let chosen = choices
                         .iter()

@@ -119,27 +119,25 @@ pub fn evaluate(
             )
         })
         .collect();
-    let sample_scores = shown
-        .iter()
-        .map(|(e, p)| {
-            report
-                .scores
-                .iter()
-                .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
-                .map(|(m, _)| (m.name().to_string(), m.score(p, &e.gold)))
-                .collect()
-        })
-        .collect();
-    let row_scores = report
+    // Every row's score by metric; the samples' scores are their rows'.
+    let row_scores: BTreeMap<String, Vec<f64>> = report
         .scores
-        .iter()
-        .filter(|(m, _)| wanted.is_empty() || wanted.contains(m))
-        .map(|(m, _)| {
+        .keys()
+        .filter(|m| wanted.is_empty() || wanted.contains(m))
+        .map(|m| {
             let rows = examples.iter().zip(&preds);
             (
                 m.name().to_string(),
                 rows.map(|(e, p)| m.score(p, &e.gold)).collect(),
             )
+        })
+        .collect();
+    let sample_scores = (0..shown.len())
+        .map(|i| {
+            row_scores
+                .iter()
+                .map(|(m, rows)| (m.clone(), rows[i]))
+                .collect()
         })
         .collect();
     Ok(Some(EvalEvent {
